@@ -1,0 +1,346 @@
+"""Configuration: one TOML file into frozen dataclasses, every key overridable from the environment.
+
+`load_config(path, data_dir)` reads `path` (or `STREAMFORGE_CONFIG`), applies
+`STREAMFORGE_<SECTION>_<KEY>` overrides, checks types and names, and fills in the secrets of the
+embedded default (generated once into the data dir, mode 0600). External services with a missing
+secret are a `ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from streamforge.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    base_url: str = ""
+    secret_key: str = ""
+    data_dir: str = ""
+    # gunicorn worker threads of the web app
+    threads: int = 8
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    endpoint: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    bucket: str = "streamforge"
+    region: str = "us-east-1"
+    secure: bool = False
+    public_url: str = ""
+    # embedded SeaweedFS ports; 0 picks free ports once and remembers them in the data dir
+    s3_port: int = 0
+    master_port: int = 0
+    volume_port: int = 0
+    filer_port: int = 0
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    token: str = ""
+    max_body_bytes: int = 1 * MiB
+
+
+@dataclass(frozen=True)
+class UploadConfig:
+    multipart_threshold: int = 64 * MiB
+    part_size: int = 16 * MiB
+    max_size: int = 20 * 1024 * MiB
+    url_ttl: int = 3600
+    content_types: list = field(default_factory=lambda: ["video/*", "audio/*", "application/octet-stream"])
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    codecs: list = field(default_factory=lambda: ["h264"])
+    heights: list = field(default_factory=lambda: [1080, 720, 480, 360])
+    preset: str = "veryfast"
+    segment_seconds: int = 4
+    max_duration: float = 6 * 3600.0
+    max_width: int = 8192
+    max_height: int = 8192
+    max_streams: int = 32
+    max_fps: int = 60
+    # seconds one processing run may take before it is abandoned
+    run_timeout: int = 4 * 3600
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    url: str = ""
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class CdnConfig:
+    base_url: str = ""
+
+
+@dataclass(frozen=True)
+class SweeperConfig:
+    interval_seconds: int = 60
+    lease_seconds: int = 300
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    oidc_issuer: str = ""
+    oidc_metadata_url: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid email profile"
+    oidc_name: str = "Single sign-on"
+
+
+@dataclass(frozen=True)
+class PlaybackConfig:
+    default_visibility: str = "private"
+    signed_url_ttl: int = 4 * 3600
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    urls: list = field(default_factory=list)
+    secret: str = ""
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    cdn: CdnConfig = field(default_factory=CdnConfig)
+    sweeper: SweeperConfig = field(default_factory=SweeperConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    playback: PlaybackConfig = field(default_factory=PlaybackConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        """The directory holding the embedded default's database, queue, store and secrets."""
+        return Path(self.server.data_dir)
+
+    @property
+    def embedded_storage(self) -> bool:
+        """True when no external S3 endpoint is configured."""
+        return not self.storage.endpoint
+
+    @property
+    def base_url(self) -> str:
+        """The absolute URL the web app is reached at, without a trailing slash."""
+        if self.server.base_url:
+            return self.server.base_url.rstrip("/")
+        host = "127.0.0.1" if self.server.host in ("0.0.0.0", "::", "") else self.server.host
+        return f"http://{host}:{self.server.port}"
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data dir."""
+        return self.database.url or f"sqlite:///{self.data_dir / 'streamforge.db'}"
+
+    @property
+    def queue_url(self) -> str:
+        """The queue URL, defaulting to a SQLite Huey queue in the data dir."""
+        return self.queue.url or f"sqlite:///{self.data_dir / 'queue.db'}"
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+SECRETS = {("server", "secret_key"), ("webhook", "token"), ("storage", "access_key"), ("storage", "secret_key")}
+VISIBILITIES = ("private", "unlisted", "public")
+CODECS = ("h264", "hevc", "av1", "vp9")
+
+
+def _section_class(name: str) -> type:
+    hints = typing.get_type_hints(Config)
+    return hints[name]
+
+
+def _coerce(section: str, key: str, value, want: type, from_env: bool):
+    """Return `value` as type `want`, or raise a ConfigError naming the key."""
+    where = f"[{section}] {key}"
+    if from_env and isinstance(value, str):
+        try:
+            if want is bool:
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off", ""):
+                    return False
+                raise ValueError(value)
+            if want is int:
+                return int(value)
+            if want is float:
+                return float(value)
+            if want is list:
+                text = value.strip()
+                if text.startswith("["):
+                    parsed = json.loads(text)
+                else:
+                    parsed = [p.strip() for p in text.split(",") if p.strip()]
+                return [int(p) if isinstance(p, str) and p.lstrip("-").isdigit() else p for p in parsed]
+            return value
+        except (ValueError, json.JSONDecodeError):
+            raise ConfigError(f"{where}: expected {want.__name__}, got {value!r} "
+                              f"(from STREAMFORGE_{section.upper()}_{key.upper()})") from None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _build(raw: dict, env: dict) -> Config:
+    sections = {}
+    for name, value in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config section [{name}] (known: {', '.join(SECTIONS)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{name}] must be a table")
+    for name in SECTIONS:
+        cls = _section_class(name)
+        hints = typing.get_type_hints(cls)
+        given = dict(raw.get(name, {}))
+        for key in given:
+            if key not in hints:
+                raise ConfigError(f"unknown config key [{name}] {key}")
+        values = {k: _coerce(name, k, v, hints[k], False) for k, v in given.items()}
+        prefix = f"STREAMFORGE_{name.upper()}_"
+        for var, text in env.items():
+            if var.startswith(prefix):
+                key = var[len(prefix):].lower()
+                if key not in hints:
+                    raise ConfigError(f"unknown config key [{name}] {key} (from {var})")
+                values[key] = _coerce(name, key, text, hints[key], True)
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def _validate(cfg: Config) -> None:
+    u, p = cfg.upload, cfg.pipeline
+    if u.part_size < 5 * MiB:
+        raise ConfigError("[upload] part_size: must be at least 5 MiB (5242880), the S3 minimum")
+    if u.multipart_threshold < 1:
+        raise ConfigError("[upload] multipart_threshold: must be positive")
+    if u.max_size < 1:
+        raise ConfigError("[upload] max_size: must be positive")
+    if u.url_ttl < 60 or u.url_ttl > 7 * 24 * 3600:
+        raise ConfigError("[upload] url_ttl: must be between 60 and 604800 seconds")
+    bad = [c for c in p.codecs if c not in CODECS]
+    if bad or not p.codecs:
+        raise ConfigError(f"[pipeline] codecs: unknown {bad or 'empty list'}; choose from {', '.join(CODECS)}")
+    if not p.heights or any(not isinstance(h, int) or h < 16 or h > 4320 for h in p.heights):
+        raise ConfigError("[pipeline] heights: a list of integers between 16 and 4320")
+    if p.segment_seconds < 1 or p.segment_seconds > 30:
+        raise ConfigError("[pipeline] segment_seconds: between 1 and 30")
+    if cfg.playback.default_visibility not in VISIBILITIES:
+        raise ConfigError(f"[playback] default_visibility: one of {', '.join(VISIBILITIES)}")
+    if cfg.sweeper.interval_seconds < 1 or cfg.sweeper.lease_seconds < 5:
+        raise ConfigError("[sweeper] interval_seconds >= 1 and lease_seconds >= 5")
+    for key, url, schemes in (("[database] url", cfg.database.url, ("sqlite", "postgresql", "postgres")),
+                              ("[queue] url", cfg.queue.url, ("sqlite", "redis", "rediss"))):
+        if url and urlsplit(url).scheme not in schemes:
+            raise ConfigError(f"{key}: scheme must be one of {', '.join(schemes)}, got {url.split(':')[0]!r}")
+
+
+def _secrets_file(data_dir: Path) -> Path:
+    return data_dir / "secrets.json"
+
+
+def generated_secrets(data_dir: Path) -> dict:
+    """The embedded default's secrets, generated on first use into the data dir with mode 0600."""
+    path = _secrets_file(data_dir)
+    if path.exists():
+        return json.loads(path.read_text())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    values = {
+        "server_secret_key": secrets.token_urlsafe(32),
+        "webhook_token": secrets.token_urlsafe(32),
+        "storage_access_key": "sf" + secrets.token_hex(8),
+        "storage_secret_key": secrets.token_urlsafe(30),
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(values, f)
+    os.replace(tmp, path)
+    return values
+
+
+def _fill_secrets(cfg: Config) -> Config:
+    missing = [(s, k) for s, k in sorted(SECRETS) if not getattr(getattr(cfg, s), k)]
+    if not missing:
+        return cfg
+    external = [(s, k) for s, k in missing if s == "storage" and not cfg.embedded_storage]
+    if external:
+        s, k = external[0]
+        raise ConfigError(f"[{s}] {k} is required with an external store ([storage] endpoint = "
+                          f"{cfg.storage.endpoint!r}); set it or STREAMFORGE_{s.upper()}_{k.upper()}")
+    if not cfg.embedded_storage:
+        s, k = missing[0]
+        raise ConfigError(f"[{s}] {k} is required when StreamForge uses external services; set it or "
+                          f"STREAMFORGE_{s.upper()}_{k.upper()}")
+    gen = generated_secrets(cfg.data_dir)
+    changes: dict[str, dict] = {}
+    for s, k in missing:
+        changes.setdefault(s, {})[k] = gen[f"{s}_{k}"]
+    return dataclasses.replace(cfg, **{s: dataclasses.replace(getattr(cfg, s), **v) for s, v in changes.items()})
+
+
+def load_config(path: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+                env: dict | None = None, fill_secrets: bool = True) -> Config:
+    """Load the configuration from TOML and the environment; raise ConfigError on any problem."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("STREAMFORGE_CONFIG")
+    raw = _read_toml(Path(path)) if path else {}
+    if env.get("STREAMFORGE_DATA_DIR") and "STREAMFORGE_SERVER_DATA_DIR" not in env:
+        env["STREAMFORGE_SERVER_DATA_DIR"] = env["STREAMFORGE_DATA_DIR"]
+    env.pop("STREAMFORGE_DATA_DIR", None)
+    env.pop("STREAMFORGE_CONFIG", None)
+    cfg = _build(raw, env)
+    if data_dir:
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, data_dir=str(data_dir)))
+    if not cfg.server.data_dir:
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, data_dir="streamforge-data"))
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(
+        cfg.server, data_dir=str(Path(cfg.server.data_dir).expanduser().resolve())))
+    _validate(cfg)
+    return _fill_secrets(cfg) if fill_secrets else cfg
