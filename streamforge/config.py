@@ -77,6 +77,8 @@ class PipelineConfig:
     max_fps: int = 60
     # seconds one processing run may take before it is abandoned
     run_timeout: int = 4 * 3600
+    # where runs keep the original and the output while they work; empty: the system's temp dir
+    temp_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,74 @@
+"""The Flask application factory: one blueprint per area (api, hooks, auth, pages)."""
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Flask, g, request
+
+from streamforge.config import Config, load_config
+from streamforge.store import db as dbmod
+from streamforge.store.objects import ObjectStore
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def create_app(config: Config | None = None, store: ObjectStore | None = None) -> Flask:
+    """Build the web app for `config` (loaded from the environment when omitted)."""
+    config = config or load_config()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=config.server.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.base_url.startswith("https://"),
+        SESSION_COOKIE_NAME="streamforge_session",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["streamforge"] = config
+    app.extensions["streamforge.store"] = store or ObjectStore.from_config(config)
+    dbmod.init_db(config.database_url)
+
+    from streamforge import tasks
+    tasks.configure(config)
+
+    @app.before_request
+    def _connect():
+        dbmod.db.connect(reuse_if_open=True)
+        g.config = config
+
+    @app.teardown_request
+    def _close(exc):
+        if not dbmod.db.is_closed():
+            dbmod.db.close()
+
+    @app.after_request
+    def _security_headers(resp):
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "same-origin")
+        if resp.mimetype == "text/html":
+            store_origin = _origin(app.extensions["streamforge.store"].public_url("x"))
+            cdn = _origin(config.cdn.base_url) if config.cdn.base_url else ""
+            media = " ".join(x for x in ("'self'", "blob:", store_origin, cdn) if x)
+            resp.headers.setdefault(
+                "Content-Security-Policy",
+                f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                f"img-src 'self' data: blob: {store_origin} {cdn}; media-src {media}; "
+                f"connect-src {media}; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; "
+                f"form-action 'self'")
+            resp.headers.setdefault("X-Frame-Options", "DENY")
+        return resp
+
+    from streamforge.web import api, auth, hooks, pages
+    auth.init_app(app)
+    api.init_app(app)
+    hooks.init_app(app)
+    pages.init_app(app)
+
+    if not app.debug:
+        logging.getLogger("streamforge").setLevel(logging.INFO)
+    _ = request  # the factory registers everything; no work happens at import time
+    return app

@@ -1,0 +1,355 @@
+"""`streamforge serve|web|worker|storage|token|transcode|doctor`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from streamforge.config import Config, load_config
+from streamforge.errors import StreamForgeError
+
+log = logging.getLogger("streamforge")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default: $STREAMFORGE_CONFIG)")
+    p.add_argument("--data-dir", help="where the embedded default keeps its database, queue, store and secrets")
+
+
+def _listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to listen on ([server] host)")
+    p.add_argument("--port", type=int, help="port to listen on ([server] port)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="streamforge", description="Self-hosted video platform.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("serve", help="web app, worker and (unless [storage] endpoint is set) the embedded store")
+    _common(p)
+    _listen(p)
+    p = sub.add_parser("web", help="the web app alone, under gunicorn")
+    _common(p)
+    _listen(p)
+    p = sub.add_parser("worker", help="a queue consumer that processes videos, plus the sweeper")
+    _common(p)
+    p.add_argument("--concurrency", type=int, help="videos processed at once ([queue] workers)")
+    p = sub.add_parser("storage", help="the embedded SeaweedFS store alone")
+    _common(p)
+    p = sub.add_parser("token", help="API tokens")
+    tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    t = tsub.add_parser("create", help="create the user if needed and print a new API token")
+    _common(t)
+    t.add_argument("--email", required=True)
+    t.add_argument("--name", help="the user's display name")
+    p = sub.add_parser("transcode", help="run the pipeline offline: INPUT -> HLS tree in OUTDIR")
+    _common(p)
+    p.add_argument("input")
+    p.add_argument("outdir")
+    p.add_argument("--codecs", help="comma-separated: h264,hevc,av1,vp9")
+    p.add_argument("--heights", help="comma-separated ladder heights, e.g. 1080,720,480,360")
+    p.add_argument("--preset", help="encoder preset, e.g. veryfast")
+    p = sub.add_parser("doctor", help="check config, database, store, queue and codecs")
+    _common(p)
+    return parser
+
+
+def _load(args, fill_secrets: bool = True, **server) -> Config:
+    import dataclasses
+    cfg = load_config(args.config, getattr(args, "data_dir", None), fill_secrets=fill_secrets)
+    overrides = {k: v for k, v in server.items() if v is not None}
+    if overrides:
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, **overrides))
+    return cfg
+
+
+def _child_args(args) -> list[str]:
+    out = []
+    if args.config:
+        out += ["--config", args.config]
+    if args.data_dir:
+        out += ["--data-dir", args.data_dir]
+    return out
+
+
+def _webhook_url(cfg: Config) -> str:
+    host = cfg.server.host if cfg.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{cfg.server.port}/hooks/storage"
+
+
+def _prepare_bucket(cfg: Config, store) -> None:
+    """Create the bucket with CORS for the app's origin and anonymous reads of the output."""
+    store.ensure_bucket([cfg.base_url])
+    store.set_public_read("processed/")
+
+
+# ---------- serve ----------
+
+def cmd_serve(args) -> int:
+    """Everything in one process tree: embedded store, web app, worker."""
+    cfg = _load(args, host=args.host, port=args.port)
+    from streamforge.store import db as dbmod
+    from streamforge.store import videos
+    dbmod.init_db(cfg.database_url)
+    stop = threading.Event()
+    children: list[subprocess.Popen] = []
+    store_thread = None
+    embedded = None
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if cfg.embedded_storage:
+            from streamforge.store.embedded import EmbeddedStore
+            embedded = EmbeddedStore(cfg, _webhook_url(cfg))
+            embedded.start()
+            embedded.wait_ready(90)
+            _prepare_bucket(cfg, embedded.object_store())
+            store_thread = threading.Thread(target=embedded.run_forever, args=(stop,), daemon=True,
+                                            name="sf-storage")
+            store_thread.start()
+        env = dict(os.environ)
+        env["STREAMFORGE_SERVER_HOST"] = cfg.server.host
+        env["STREAMFORGE_SERVER_PORT"] = str(cfg.server.port)
+        exe = [sys.executable, "-m", "streamforge.cli"]
+        spawn = {"web": exe + ["web"] + _child_args(args), "worker": exe + ["worker"] + _child_args(args)}
+        procs = {name: subprocess.Popen(cmd, env=env) for name, cmd in spawn.items()}
+        children.extend(procs.values())
+        with dbmod.db.connection_context():
+            user = videos.get_or_create_user("admin@localhost", "Admin")
+            _, token = videos.create_token(user, "serve sign-in link")
+        print(f"StreamForge is running at {cfg.base_url}/", flush=True)
+        print(f"Sign in: {cfg.base_url}/login?token={token}", flush=True)
+        backoff = {name: 1.0 for name in procs}
+        while not stop.wait(1.0):
+            for name, proc in list(procs.items()):
+                if proc.poll() is not None:
+                    log.warning("%s exited with %s; restarting in %.0f s", name, proc.returncode, backoff[name])
+                    if stop.wait(backoff[name]):
+                        break
+                    backoff[name] = min(60.0, backoff[name] * 2)
+                    procs[name] = subprocess.Popen(spawn[name], env=env)
+                    children.append(procs[name])
+        return 0
+    except StreamForgeError as e:
+        print(f"streamforge serve: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in children:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        stop.set()
+        if embedded is not None:
+            embedded.stop()
+
+
+# ---------- web ----------
+
+def cmd_web(args) -> int:
+    """The web app under gunicorn (threads; several processes with [server] workers)."""
+    cfg = _load(args, host=args.host, port=args.port)
+    from streamforge.store.objects import ObjectStore
+    store = ObjectStore.from_config(cfg)
+    try:
+        _prepare_bucket(cfg, store)
+    except StreamForgeError as e:
+        log.warning("could not prepare the bucket yet (%s); /healthz will say when the store answers", e)
+    from gunicorn.app.base import BaseApplication
+
+    from streamforge.web import create_app
+
+    class App(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{cfg.server.host}:{cfg.server.port}")
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("workers", 1)
+            self.cfg.set("threads", cfg.server.threads)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("errorlog", "-")
+
+        def load(self):
+            return create_app(cfg, store)
+
+    App().run()
+    return 0
+
+
+# ---------- worker ----------
+
+def cmd_worker(args) -> int:
+    """A Huey consumer plus the sweeper; SIGTERM or SIGINT hands running videos back to the queue."""
+    cfg = _load(args)
+    from huey.consumer import Consumer
+
+    from streamforge import intake, processing, tasks
+    from streamforge.store import db as dbmod
+    from streamforge.store.objects import ObjectStore
+    dbmod.init_db(cfg.database_url)
+    tasks.configure(cfg)
+    store = ObjectStore.from_config(cfg)
+    stop = threading.Event()
+
+    def sweeper():
+        while not stop.wait(cfg.sweeper.interval_seconds):
+            try:
+                with dbmod.db.connection_context():
+                    counts = intake.sweep(cfg, store)
+                if any(counts.values()):
+                    log.info("sweeper: %s", counts)
+            except Exception:  # the sweeper must outlive any one failure
+                log.exception("sweeper pass failed")
+
+    class HandBackConsumer(Consumer):
+        def _handle_signal(self, signum, frame):
+            processing.SHUTDOWN.set()
+            stop.set()
+            self._signum = signum
+            self._restart, self._graceful = False, True
+
+    threading.Thread(target=sweeper, name="sf-sweeper", daemon=True).start()
+    workers = args.concurrency or cfg.queue.workers
+    consumer = HandBackConsumer(tasks.huey, workers=workers, worker_type="thread", periodic=False,
+                                initial_delay=0.1, backoff=1.15, max_delay=1.0, check_worker_health=True)
+    consumer.shutdown_timeout = 30
+    log.info("worker: %d at a time, queue %s", workers, cfg.queue_url.split("@")[-1])
+    consumer.run()
+    return 0
+
+
+# ---------- storage, token, transcode, doctor ----------
+
+def cmd_storage(args) -> int:
+    """The embedded SeaweedFS alone."""
+    cfg = _load(args)
+    from streamforge.store.embedded import run_storage
+    return run_storage(cfg, _webhook_url(cfg))
+
+
+def cmd_token(args) -> int:
+    """Create the user if needed and print a new API token alone on stdout."""
+    cfg = _load(args)
+    from streamforge.store import db as dbmod
+    from streamforge.store import videos
+    dbmod.init_db(cfg.database_url)
+    with dbmod.db.connection_context():
+        user = videos.get_or_create_user(args.email, args.name)
+        if args.name and user.name != args.name:
+            user.name = args.name
+            user.save()
+        _, token = videos.create_token(user, "cli")
+    print(token)
+    return 0
+
+
+def cmd_transcode(args) -> int:
+    """The pipeline offline, no server."""
+    try:
+        cfg = _load(args, fill_secrets=False)
+    except StreamForgeError as e:
+        print(f"streamforge transcode: error: {e}", file=sys.stderr)
+        return 2
+    from streamforge.pipeline.command import transcode_command
+
+    def split(text: str) -> list[str]:
+        return [x.strip() for x in text.split(",") if x.strip()]
+
+    try:
+        heights = [int(h) for h in split(args.heights)] if args.heights else None
+    except ValueError:
+        print("streamforge transcode: error: --heights must be comma-separated integers", file=sys.stderr)
+        return 2
+    return transcode_command(args.input, args.outdir, cfg.pipeline,
+                             codecs=split(args.codecs) if args.codecs else None, heights=heights,
+                             preset=args.preset)
+
+
+def cmd_doctor(args) -> int:
+    """One line per check; non-zero when any fails. Never prints a secret."""
+    results: list[tuple[bool, str, str]] = []
+    try:
+        cfg = _load(args)
+        results.append((True, "config", f"loaded ({args.config or os.environ.get('STREAMFORGE_CONFIG') or 'defaults'}"
+                                        f"), data dir {cfg.data_dir}"))
+    except StreamForgeError as e:
+        print(f"FAIL config: {e}")
+        return 1
+    from streamforge.store import db as dbmod
+    try:
+        dbmod.init_db(cfg.database_url)
+        dbmod.db.connect(reuse_if_open=True)
+        dbmod.db.execute_sql("SELECT 1")
+        dbmod.db.close()
+        results.append((True, "database", cfg.database_url.split("@")[-1].split("?")[0]))
+    except Exception as e:  # any driver error is a failed check
+        results.append((False, "database", str(e).splitlines()[0] if str(e) else type(e).__name__))
+    try:
+        from streamforge.store.objects import ObjectStore
+        store = ObjectStore.from_config(cfg)
+        store.ping()
+        ok = store.bucket_exists()
+        results.append((ok, "store", f"{store.endpoint} bucket {cfg.storage.bucket}"
+                                     f"{'' if ok else ' does not exist'}"))
+    except StreamForgeError as e:
+        hint = " (is `streamforge serve` or `streamforge storage` running?)" if cfg.embedded_storage else ""
+        results.append((False, "store", f"{e}{hint}"))
+    try:
+        from streamforge import tasks
+        tasks.configure(cfg)
+        n = tasks.huey.storage.queue_size()
+        results.append((True, "queue", f"{cfg.queue_url.split('@')[-1]} ({n} waiting)"))
+    except Exception as e:  # Redis or SQLite errors vary by backend
+        results.append((False, "queue", str(e).splitlines()[0] if str(e) else type(e).__name__))
+    try:
+        import av
+        missing = []
+        for name in ("libx264", "libx265", "libsvtav1", "libvpx-vp9", "aac"):
+            try:
+                av.codec.Codec(name, "w")
+            except Exception:  # PyAV raises different errors for unknown codecs across versions
+                missing.append(name)
+        results.append((not missing, "codecs", f"PyAV {av.__version__}: " + (
+            "libx264, libx265, libsvtav1, libvpx-vp9, aac" if not missing else f"missing {', '.join(missing)}")))
+    except ImportError as e:
+        results.append((False, "codecs", str(e)))
+    for ok, name, detail in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return 0 if all(ok for ok, _, _ in results) else 1
+
+
+COMMANDS = {"serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
+            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `streamforge` command."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StreamForgeError as e:
+        print(f"streamforge {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

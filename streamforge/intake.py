@@ -1,0 +1,86 @@
+"""From an upload in the store to a queued run: shared by the webhook, `complete` and the sweeper.
+
+A notification is only a hint: the object is looked up in the store, its size checked against what
+was declared and the limit, and the video moved UPLOADING -> UPLOADED by one guarded UPDATE. Only
+the caller that made that change enqueues, so any number of hints start one run.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+
+from streamforge.config import Config
+from streamforge.errors import StorageError
+from streamforge.store import videos
+from streamforge.store.db import UploadStatus, utcnow
+from streamforge.store.objects import ObjectStore
+
+log = logging.getLogger("streamforge.intake")
+
+
+def accept_upload(config: Config, store: ObjectStore, video) -> str:
+    """Check the upload in the store and start its one run; returns what happened.
+
+    "queued" (this call enqueued), "already" (someone else did), "missing" (no object yet),
+    "rejected" (wrong size: the object is deleted and the video FAILED)."""
+    from streamforge.tasks import enqueue_processing
+    if video.upload_status != UploadStatus.UPLOADING:
+        return "already"
+    info = store.stat(video.original_key)
+    if info is None:
+        return "missing"
+    if info.size > config.upload.max_size or (video.declared_size and info.size != video.declared_size):
+        reason = (f"the upload is {info.size} bytes, over the {config.upload.max_size} byte limit"
+                  if info.size > config.upload.max_size else
+                  f"the upload is {info.size} bytes but {video.declared_size} were declared")
+        if videos.fail_upload(video.id, reason):
+            try:
+                store.delete(video.original_key)
+            except StorageError as e:
+                log.warning("could not delete rejected upload %s: %s", video.original_key, e)
+        return "rejected"
+    if not videos.mark_uploaded(video.id, info.size):
+        return "already"
+    task_id = enqueue_processing(video.id)
+    videos.set_task_id(video.id, task_id)
+    return "queued"
+
+
+def sweep(config: Config, store: ObjectStore) -> dict:
+    """Finish what notifications and workers left undone; returns counts of what was done."""
+    from streamforge.tasks import enqueue_processing
+    counts = {"recovered_uploads": 0, "expired_uploads": 0, "requeued": 0, "reclaimed": 0, "failed_runs": 0}
+    now = utcnow()
+    # uploads whose notification never came (SeaweedFS keeps them in memory; MinIO may try once)
+    for video in videos.uploading_videos():
+        try:
+            outcome = accept_upload(config, store, video)
+        except StorageError as e:
+            log.warning("sweeper: store unavailable: %s", e)
+            break
+        if outcome == "queued":
+            counts["recovered_uploads"] += 1
+        elif outcome == "missing" and video.upload_expires_at and video.upload_expires_at < now:
+            if video.upload_id:
+                try:
+                    store.abort_multipart(video.original_key, video.upload_id)
+                except StorageError:
+                    pass
+            if videos.fail_upload(video.id, "the upload was never completed before its upload URLs expired; "
+                                            "upload the file again"):
+                counts["expired_uploads"] += 1
+    lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
+    # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
+    for video in videos.dead_runs(now - lease):
+        outcome = videos.reclaim_dead_run(video, config.sweeper.max_attempts)
+        if outcome == "requeued":
+            enqueue_processing(video.id)
+            counts["reclaimed"] += 1
+        elif outcome == "failed":
+            counts["failed_runs"] += 1
+    # queued videos whose task was lost (enqueue failed after the state change, or the queue was wiped)
+    for video in videos.stale_queued(now - lease):
+        videos.mark_requeued(video.id)
+        enqueue_processing(video.id)
+        counts["requeued"] += 1
+    return counts

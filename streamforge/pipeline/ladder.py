@@ -1,0 +1,139 @@
+"""Plan the rendition ladder: which sizes, codecs, frame rate and bitrates to encode."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+CODECS = ("h264", "hevc", "av1", "vp9")
+# Target bitrate of a 1920x1080 30 fps picture in each codec, kbit/s; other sizes scale from it.
+REFERENCE_KBPS = {"h264": 5000, "hevc": 3300, "av1": 2800, "vp9": 3400}
+REFERENCE_PIXELS = 1920 * 1080
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Everything the pipeline needs from the configuration, as one immutable value."""
+
+    codecs: tuple[str, ...] = ("h264",)
+    heights: tuple[int, ...] = (1080, 720, 480, 360)
+    preset: str = "veryfast"
+    segment_seconds: float = 4
+    max_duration: float = 6 * 3600.0
+    max_width: int = 8192
+    max_height: int = 8192
+    max_streams: int = 32
+    max_fps: int = 60
+    run_timeout: int = 4 * 3600
+    # publish EVENT playlists while encoding, with a short first segment (see run_pipeline)
+    live: bool = False
+    first_segment_seconds: float = 1.0
+    audio_bitrate: str = "128k"
+    preview_count: int = 5
+    # extra encoder options per codec, e.g. {"h264": {"tune": "film"}}; they override the defaults
+    encoder_options: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_config(cls, config) -> PipelineOptions:
+        """Build options from the [pipeline] config section (duck-typed: any object with its attributes)."""
+        defaults = cls()
+        values = {}
+        for name in ("preset", "segment_seconds", "max_duration", "max_width", "max_height", "max_streams",
+                     "max_fps", "run_timeout", "live", "first_segment_seconds", "audio_bitrate",
+                     "preview_count"):
+            value = getattr(config, name, None)
+            if value is not None:
+                values[name] = value
+        codecs = getattr(config, "codecs", None)
+        heights = getattr(config, "heights", None)
+        values["codecs"] = tuple(str(c).lower() for c in codecs) if codecs else defaults.codecs
+        values["heights"] = tuple(int(h) for h in heights) if heights else defaults.heights
+        encoder_options = getattr(config, "encoder_options", None)
+        if encoder_options:
+            values["encoder_options"] = {k: dict(v) for k, v in dict(encoder_options).items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class RenditionSpec:
+    """One video rung to encode."""
+
+    name: str  # "720p" for h264, "720p-hevc" for the others; also the rung's folder
+    codec: str
+    width: int
+    height: int
+    bitrate: int  # target, bit/s
+    maxrate: int  # VBV peak, bit/s
+    bufsize: int  # VBV buffer, bits
+    frame_rate: Fraction
+
+    @property
+    def bitrate_text(self) -> str:
+        """The target bitrate as people write it, e.g. "2800k"."""
+        return f"{round(self.bitrate / 1000)}k"
+
+
+def output_frame_rate(source_rate: Fraction, max_fps: int) -> Fraction:
+    """The constant output rate: the source's, halved until it is at most max_fps (120 -> 60, 100 -> 50)."""
+    rate = Fraction(source_rate) if source_rate and source_rate > 0 else Fraction(25)
+    max_fps = max(1, int(max_fps or 60))
+    while rate > max_fps:
+        rate /= 2
+    return max(rate, Fraction(1))
+
+
+def even(value: float) -> int:
+    """The nearest even integer, at least 2 (4:2:0 chroma needs even sizes)."""
+    return max(2, int(round(value / 2.0)) * 2)
+
+
+def fit_box(width: int, height: int, box_long: int, box_short: int) -> tuple[int, int]:
+    """Scale width x height down (never up) to fit an orientation-free box; even dimensions."""
+    long_side, short_side = max(width, height), min(width, height)
+    scale = min(1.0, box_long / long_side, box_short / short_side)
+    return even(width * scale), even(height * scale)
+
+
+def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
+    """Plan every codec's rungs for a source: never upscaled, even sizes, orientation kept.
+
+    A rung "720p" is the source scaled to fit a 1280x720 box (720x1280 for a portrait source), so a
+    1920x800 film still gets a 1920x800 "1080p". A source smaller than a box in both directions is
+    encoded at its own size, once, under the smallest box it fits in (or its own height).
+    """
+    src_w, src_h = int(probe.width), int(probe.height)
+    rate = output_frame_rate(probe.frame_rate, opts.max_fps)
+    sizes: list[tuple[str, int, int]] = []
+    own_size_done = False
+    for p in sorted({int(h) for h in opts.heights}, reverse=True):
+        box_long, box_short = math.ceil(p * 16 / 9), p
+        fits = max(src_w, src_h) <= box_long and min(src_w, src_h) <= box_short
+        if fits:
+            smaller = [h for h in opts.heights if h < p]
+            fits_smaller = any(max(src_w, src_h) <= math.ceil(h * 16 / 9) and min(src_w, src_h) <= h
+                               for h in smaller)
+            if fits_smaller or own_size_done:
+                continue
+            own_size_done = True
+        w, h = fit_box(src_w, src_h, box_long, box_short)
+        if any((w, h) == (sw, sh) for _, sw, sh in sizes):
+            continue
+        bounded = min(w, h) == p or max(w, h) in (box_long, box_long - 1)
+        sizes.append((f"{p if bounded else min(w, h)}p", w, h))
+    if not sizes:  # only when heights is empty
+        w, h = even(src_w), even(src_h)
+        sizes.append((f"{min(w, h)}p", w, h))
+
+    rungs = []
+    for codec in opts.codecs:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+        for name, w, h in sizes:
+            kbps = REFERENCE_KBPS[codec] * (w * h / REFERENCE_PIXELS) ** 0.75
+            kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
+            bitrate = int(round(max(kbps, 64) / 10) * 10) * 1000
+            rungs.append(RenditionSpec(
+                name=name if codec == "h264" else f"{name}-{codec}",
+                codec=codec, width=w, height=h, bitrate=bitrate,
+                maxrate=int(bitrate * 1.5), bufsize=int(bitrate * 2), frame_rate=rate))
+    return rungs

@@ -1,0 +1,266 @@
+"""Probe an upload safely: only real media demuxers, only the local file, limits enforced.
+
+FFmpeg will follow whatever an HLS playlist, a concat script or an image-sequence pattern names
+(local files, URLs), so those demuxers are never allowed: the format whitelist below lists only
+demuxers that read nothing but the file itself, and `protocol_whitelist=file` keeps even those
+on the local file.
+
+Still images (PNG, JPEG, WebP, BMP, TIFF, a one-frame GIF) are refused with a clear MediaError:
+a video platform has nothing useful to make of one picture. An animated GIF is accepted and
+becomes a short silent video. Audio-only files are refused too ("no video stream"): the ladder,
+thumbnails and player all assume pictures.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from streamforge.errors import MediaError
+
+# Demuxers that read only the one file they are given. Notably absent: hls, concat, image2,
+# dash, tee, subfile, ffmetadata, sdp, rtsp, and every network or "playlist" format.
+MEDIA_DEMUXERS = (
+    "mov", "matroska", "avi", "mpegts", "flv", "ogg", "asf", "mpeg", "mxf", "dv", "nut", "ivf",
+    "gif", "h264", "hevc", "m4v", "mpegvideo", "yuv4mpegpipe", "mjpeg", "rm",
+    "wav", "w64", "aiff", "mp3", "aac", "flac",
+)
+# Single-picture demuxers: opened only so that a still image gets a clear message.
+IMAGE_DEMUXERS = ("png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe", "gif_pipe", "jpegls_pipe",
+                  "pgm_pipe", "ppm_pipe", "qoi_pipe", "j2k_pipe")
+FORMAT_WHITELIST = ",".join(MEDIA_DEMUXERS + IMAGE_DEMUXERS)
+
+# Passed to every av.open of an upload: the whitelists, and no dref/absolute-path following in mov.
+OPEN_OPTIONS = {
+    "format_whitelist": FORMAT_WHITELIST,
+    "protocol_whitelist": "file",
+    "enable_drefs": "0",
+    "use_absolute_path": "0",
+}
+# Formats whose header duration we trust enough to call a much shorter decode "truncated".
+TRUSTED_DURATION_FORMATS = ("mov", "matroska", "webm", "mp4")
+STANDARD_RATES = tuple(Fraction(n, d) for n, d in (
+    (24000, 1001), (24, 1), (25, 1), (30000, 1001), (30, 1), (48, 1), (50, 1), (60000, 1001), (60, 1),
+    (15, 1), (12, 1), (10, 1), (20, 1), (120, 1), (100, 1)))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the pipeline needs to know about an upload before decoding it."""
+
+    path: str
+    format_name: str
+    duration: float  # seconds, from the first video frame to the end
+    width: int  # display width: after sample aspect ratio and rotation
+    height: int  # display height: after sample aspect ratio and rotation
+    coded_width: int
+    coded_height: int
+    sample_aspect_ratio: Fraction
+    fps: float
+    frame_rate: Fraction  # the source's nominal (average) rate
+    rotation: int  # degrees counter-clockwise the picture must be turned: 0, 90, 180 or 270
+    video_codec: str
+    pix_fmt: str
+    interlaced: bool
+    start_time: float  # seconds: the first video frame's timestamp in the file
+    has_audio: bool
+    audio_codec: str | None = None
+    audio_channels: int = 0
+    audio_sample_rate: int = 0
+    audio_layout: str | None = None
+    stream_count: int = 0
+    video_stream_index: int = 0
+    audio_stream_index: int | None = None
+    bit_rate: int = 0
+
+    @property
+    def trusted_duration(self) -> bool:
+        """True when the duration comes from a container index we can hold the decode to."""
+        return any(name in TRUSTED_DURATION_FORMATS for name in self.format_name.split(","))
+
+
+def open_input(path: str | Path) -> av.container.InputContainer:
+    """Open an upload for reading with the demuxer and protocol whitelists; MediaError if refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"{path.name}: no such file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path.name}: the file is empty")
+    try:
+        # "file:" keeps a name such as "http:x" or "concat:a|b" from being read as a protocol
+        return av.open("file:" + str(path.resolve()), options=dict(OPEN_OPTIONS))
+    except av.FFmpegError as e:
+        raise MediaError(f"{path.name}: not a video file we can read ({_short(e)})") from None
+
+
+def probe(path: str | Path, limits=None) -> ProbeResult:
+    """Inspect `path` and return a ProbeResult; raise MediaError for anything that is not a usable video.
+
+    `limits` is duck-typed: any object with max_duration, max_width, max_height and max_streams
+    (PipelineOptions or the [pipeline] config); None skips the limits.
+    """
+    path = Path(path)
+    with open_input(path) as container:
+        result = _inspect(path, container)
+    if limits is not None:
+        check_limits(result, limits)
+    return result
+
+
+def check_limits(result: ProbeResult, limits) -> None:
+    """Raise MediaError when the probe exceeds the configured duration, size or stream count."""
+    max_streams = getattr(limits, "max_streams", 0)
+    if max_streams and result.stream_count > max_streams:
+        raise MediaError(f"too many streams: {result.stream_count} (the limit is {max_streams})")
+    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
+    long_side, short_side = max(result.width, result.height), min(result.width, result.height)
+    # the limit is an orientation-free box: an 8192x4320 limit accepts a 4320x8192 portrait video
+    if max_w and max_h and (long_side > max(max_w, max_h) or short_side > min(max_w, max_h)):
+        raise MediaError(f"the picture is too large: {result.width}x{result.height} "
+                         f"(the limit is {max_w}x{max_h})")
+    max_duration = getattr(limits, "max_duration", 0)
+    if max_duration and result.duration > max_duration:
+        raise MediaError(f"the video is too long: {result.duration:.0f} s (the limit is {max_duration:.0f} s)")
+
+
+def _short(error: Exception) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return text.split(":")[0].strip().rstrip(".") or type(error).__name__
+
+
+def _inspect(path: Path, container) -> ProbeResult:
+    name = path.name
+    fmt = container.format.name
+    if fmt in IMAGE_DEMUXERS:
+        raise MediaError(f"{name}: a still image ({fmt.removesuffix('_pipe')}), not a video")
+    videos = [s for s in container.streams.video
+              if not (s.disposition & av.stream.Disposition.attached_pic)]
+    audios = list(container.streams.audio)
+    if not videos:
+        if audios:
+            raise MediaError(f"{name}: no video stream (audio-only files are not accepted)")
+        raise MediaError(f"{name}: no video stream")
+    video = videos[0]
+    audio = audios[0] if audios else None
+    vctx = video.codec_context
+    if not vctx.width or not vctx.height:
+        raise MediaError(f"{name}: the video stream has no picture size")
+
+    first, count = _first_frames(container, video)
+    if first is None:
+        raise MediaError(f"{name}: no video frame could be decoded")
+    if fmt == "gif" and count < 2:
+        raise MediaError(f"{name}: a still image (gif), not a video")
+
+    rotation = int(round(first.rotation or 0)) % 360
+    rotation = min((0, 90, 180, 270, 360), key=lambda r: abs(r - rotation)) % 360
+    sar = vctx.sample_aspect_ratio or video.sample_aspect_ratio
+    sar = Fraction(sar) if sar and sar > 0 else Fraction(1)
+    # absurd SARs (broken headers) would make absurd ladders; treat them as square
+    if not Fraction(1, 4) <= sar <= 4:
+        sar = Fraction(1)
+    coded_w, coded_h = first.width, first.height
+    display_w, display_h = max(2, round(coded_w * sar)), coded_h
+    if rotation in (90, 270):
+        display_w, display_h = display_h, display_w
+
+    start = first.time if first.time is not None else 0.0
+    duration = _duration(container, video, start)
+    if duration <= 0:
+        duration = _scan_duration(path, video.index, start)
+    if not duration or duration <= 0 or not math.isfinite(duration):
+        raise MediaError(f"{name}: the video has no duration")
+
+    interlaced = bool(first.interlaced_frame) or str(getattr(vctx, "field_order", "") or "").lower() in (
+        "tt", "bb", "tb", "bt")
+    return ProbeResult(
+        path=str(path),
+        format_name=fmt,
+        duration=float(duration),
+        width=int(display_w),
+        height=int(display_h),
+        coded_width=coded_w,
+        coded_height=coded_h,
+        sample_aspect_ratio=sar,
+        fps=float(_nominal_rate(video, duration)),
+        frame_rate=_nominal_rate(video, duration),
+        rotation=rotation,
+        video_codec=vctx.name,
+        pix_fmt=first.format.name,
+        interlaced=interlaced,
+        start_time=float(start),
+        has_audio=audio is not None,
+        audio_codec=audio.codec_context.name if audio else None,
+        audio_channels=audio.codec_context.channels if audio else 0,
+        audio_sample_rate=audio.codec_context.sample_rate if audio else 0,
+        audio_layout=audio.codec_context.layout.name if audio else None,
+        stream_count=len(container.streams),
+        video_stream_index=video.index,
+        audio_stream_index=audio.index if audio else None,
+        bit_rate=int(container.bit_rate or 0),
+    )
+
+
+def _first_frames(container, video, limit: int = 2):
+    """Decode the first frame (and count up to `limit` frames); (None, 0) when nothing decodes."""
+    first, count, errors = None, 0, 0
+    try:
+        for packet in container.demux(video):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                errors += 1
+                if errors > 50:
+                    break
+                continue
+            for frame in frames:
+                first = first or frame
+                count += 1
+            if count >= limit:
+                break
+    except av.FFmpegError:
+        pass
+    return first, count
+
+
+def _duration(container, video, start: float) -> float:
+    """Seconds from the first frame to the end, from stream or container headers (0 if unknown)."""
+    if video.duration and video.time_base:
+        stream_start = float(video.start_time * video.time_base) if video.start_time is not None else start
+        return float(video.duration * video.time_base) - max(0.0, start - stream_start)
+    if container.duration:
+        container_start = container.start_time / av.time_base if container.start_time is not None else start
+        return container.duration / av.time_base - max(0.0, start - container_start)
+    return 0.0
+
+
+def _scan_duration(path: Path, index: int, start: float) -> float:
+    """Read every packet's timestamp (no decoding) when no header states the duration."""
+    end = 0.0
+    with open_input(path) as container:
+        stream = container.streams[index]
+        tb = stream.time_base
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and tb:
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * tb))
+        except av.FFmpegError:
+            pass
+    return end - start
+
+
+def _nominal_rate(video, duration: float) -> Fraction:
+    """The source's frame rate as a Fraction, snapped to a standard rate when it is within 1%."""
+    rate = video.average_rate or video.guessed_rate or video.base_rate
+    if (not rate or rate <= 0 or rate > 1000) and video.frames and duration > 0:
+        rate = Fraction(video.frames / duration).limit_denominator(1001)
+    if not rate or rate <= 0 or rate > 1000:
+        rate = Fraction(25)
+    rate = Fraction(rate)
+    for standard in STANDARD_RATES:
+        if abs(rate - standard) / standard < 0.01:
+            return standard
+    return rate.limit_denominator(1001)

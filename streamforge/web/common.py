@@ -1,0 +1,111 @@
+"""What the blueprints share: JSON errors, the current config and store, CSRF, and VIDEO as JSON."""
+from __future__ import annotations
+
+import hmac
+import secrets
+
+from flask import current_app, jsonify, request, session
+from werkzeug.exceptions import HTTPException
+
+from streamforge.config import Config
+from streamforge.errors import Conflict, NotFound, StorageError, StreamForgeError, ValidationError
+from streamforge.store import videos
+from streamforge.store.objects import ObjectStore
+
+STATUS_FOR = {NotFound: 404, ValidationError: 400, Conflict: 409, StorageError: 503}
+
+
+def cfg() -> Config:
+    """The app's configuration."""
+    return current_app.extensions["streamforge"]
+
+
+def store() -> ObjectStore:
+    """The app's object store."""
+    return current_app.extensions["streamforge.store"]
+
+
+def error(status: int, code: str, message: str):
+    """A JSON error response as the contract has it."""
+    resp = jsonify({"error": {"code": code, "message": message}})
+    resp.status_code = status
+    return resp
+
+
+def handle_errors(bp) -> None:
+    """Answer every error raised under the blueprint as JSON."""
+
+    @bp.errorhandler(StreamForgeError)
+    def _sf_error(e: StreamForgeError):
+        status = next((s for cls, s in STATUS_FOR.items() if isinstance(e, cls)), 500)
+        return error(status, e.code, str(e))
+
+    @bp.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):
+        return error(e.code or 500, (e.name or "error").lower().replace(" ", "_"), e.description or e.name)
+
+
+def csrf_token() -> str:
+    """The session's CSRF token (created on first use)."""
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(24)
+    return session["csrf"]
+
+
+def bearer_token() -> str | None:
+    """The token of an `Authorization: Bearer` header, if any."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+def csrf_ok() -> bool:
+    """True for safe methods, bearer calls, and cookie calls that carry the session's token."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or bearer_token():
+        return True
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
+    want = session.get("csrf")
+    return bool(want) and hmac.compare_digest(sent.encode(), want.encode())
+
+
+def _iso(dt) -> str | None:
+    return dt.isoformat(timespec="seconds") + "Z" if dt else None
+
+
+def media_url(key: str) -> str:
+    """The URL a player fetches an output object from."""
+    return store().public_url(key)
+
+
+def video_json(video, full: bool = True) -> dict:
+    """VIDEO as the contract describes it; URLs absolute and built now (so `[cdn]` applies)."""
+    base = cfg().base_url
+    out = {
+        "id": video.id, "slug": video.slug, "title": video.title, "description": video.description,
+        "tags": video.tags, "visibility": video.visibility, "upload_status": video.upload_status,
+        "status": video.status, "progress": round(float(video.progress or 0), 4),
+        "error_message": video.error_message,
+        "original": {"filename": video.original_file_name, "key": video.original_key,
+                     "size": video.original_file_size, "duration": video.original_duration or None,
+                     "content_type": video.content_type},
+        "master_playlist_url": media_url(f"{video.s3_processed_path}/master.m3u8")
+        if video.master_playlist_url else None,
+        "watch_url": f"{base}/watch/{video.slug}",
+        "created_at": _iso(video.created_at), "updated_at": _iso(video.updated_at),
+        "uploaded_at": _iso(video.uploaded_at) if video.upload_status == "UPLOADED" else None,
+        "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
+        "attempts": video.attempts,
+    }
+    if full:
+        out["renditions"] = [{
+            "name": r.name, "width": r.width, "height": r.height, "codec": r.codec, "codecs": r.codecs,
+            "bitrate": r.bitrate, "bandwidth": r.bandwidth, "average_bandwidth": r.average_bandwidth,
+            "frame_rate": r.frame_rate, "playlist_url": media_url(r.s3_key), "segment_count": r.segment_count,
+            "segment_size": r.segment_size} for r in videos.renditions_of(video)]
+        out["thumbnails"] = [{
+            "type": t.type, "url": media_url(t.s3_key), "timestamp": t.timestamp, "width": t.width,
+            "height": t.height} for t in videos.thumbnails_of(video)]
+        cover = next((t["url"] for t in out["thumbnails"] if t["type"] == "COVER"), None)
+        out["cover_url"] = cover
+    return out

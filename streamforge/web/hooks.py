@@ -1,0 +1,170 @@
+"""The store's bucket notifications (`POST /hooks/storage`) and `GET /healthz`.
+
+Two formats arrive here: MinIO / AWS S3 event records and SeaweedFS filer events. Each event is
+only a hint; `intake.accept_upload` checks the store and starts at most one run.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from flask import Blueprint, request
+
+from streamforge import intake
+from streamforge.errors import StorageError
+from streamforge.store import videos
+from streamforge.web.common import bearer_token, cfg, error, handle_errors, store
+
+bp = Blueprint("hooks", __name__)
+log = logging.getLogger("streamforge.hooks")
+ORIGINAL_KEY = re.compile(r"^originals/([a-z0-9]{8,32})/[^/]+$")
+MAX_EVENTS = 1000
+
+
+class NotANotification(ValueError):
+    """The body is not a bucket notification in a format we know."""
+
+
+@dataclass(frozen=True)
+class StoreEvent:
+    bucket: str
+    key: str
+    created: bool
+    is_directory: bool = False
+
+
+def _depth(value, limit: int) -> int:
+    """Nesting depth of parsed JSON, giving up past `limit`."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, d + 1) for v in item)
+    return deepest
+
+
+def parse_notification(body: bytes) -> list[StoreEvent]:
+    """The events of a MinIO/S3 or SeaweedFS notification body; NotANotification otherwise."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise NotANotification("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise NotANotification("the body is not a JSON object")
+    if _depth(data, 16) > 16:
+        raise NotANotification("the body is nested too deeply")
+    if "Records" in data:
+        records = data["Records"]
+        if not isinstance(records, list):
+            raise NotANotification("Records must be a list")
+        events = []
+        for rec in records[:MAX_EVENTS]:
+            if not isinstance(rec, dict):
+                raise NotANotification("each record must be an object")
+            name = str(rec.get("eventName", ""))
+            s3 = rec.get("s3") if isinstance(rec.get("s3"), dict) else {}
+            bucket = (s3.get("bucket") or {}).get("name") if isinstance(s3.get("bucket"), dict) else None
+            obj = s3.get("object") if isinstance(s3.get("object"), dict) else {}
+            key = obj.get("key")
+            if not isinstance(bucket, str) or not isinstance(key, str):
+                raise NotANotification("a record lacks s3.bucket.name or s3.object.key")
+            # S3 and MinIO URL-encode the key in records, with '+' for a space
+            events.append(StoreEvent(bucket, unquote_plus(key), "ObjectCreated" in name, key.endswith("/")))
+        return events
+    if "event_type" in data or "eventType" in data:
+        kind = str(data.get("event_type", data.get("eventType", "")))
+        path = data.get("key")
+        if not isinstance(path, str):
+            raise NotANotification("a filer event needs a key")
+        message = data.get("message") if isinstance(data.get("message"), dict) else {}
+        entry = message.get("new_entry") if isinstance(message.get("new_entry"), dict) else {}
+        parts = path.lstrip("/").split("/", 2)
+        if len(parts) < 3 or parts[0] != "buckets":
+            return [StoreEvent("", path, False)]
+        is_dir = bool(entry.get("is_directory") or entry.get("isDirectory"))
+        return [StoreEvent(parts[1], parts[2], kind in ("create", "update", "rename") and bool(entry), is_dir)]
+    raise NotANotification("neither S3 event records nor a SeaweedFS filer event")
+
+
+@bp.route("/hooks/storage", methods=["POST"])
+def storage_hook():
+    """Receive a bucket notification: 202 accepted, 200 ignored, 401 bad token, 400 not a notification."""
+    c = cfg()
+    token = bearer_token() or ""
+    if not hmac.compare_digest(token.encode(), c.webhook.token.encode()):
+        return error(401, "unauthorized", "wrong or missing webhook token")
+    if request.content_length and request.content_length > c.webhook.max_body_bytes:
+        return error(413, "too_large", "notification body too large")
+    body = request.get_data(cache=False)
+    if len(body) > c.webhook.max_body_bytes:
+        return error(413, "too_large", "notification body too large")
+    try:
+        events = parse_notification(body)
+    except NotANotification as e:
+        return error(400, "not_a_notification", str(e))
+    outcomes: dict[str, int] = {}
+    for ev in events:
+        outcome = _handle(ev)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    status = 202 if outcomes.get("queued") else 200
+    return {"events": len(events), "outcomes": outcomes}, status
+
+
+def _handle(ev: StoreEvent) -> str:
+    c = cfg()
+    if not ev.created or ev.is_directory or ev.bucket != c.storage.bucket:
+        return "ignored"
+    m = ORIGINAL_KEY.match(ev.key)
+    if not m:
+        return "ignored"
+    video = videos.get_video_by_id(m.group(1))
+    if video is None or video.original_key != ev.key:
+        return "ignored"
+    try:
+        return intake.accept_upload(c, store(), video)
+    except StorageError as e:
+        # the sweeper will find this upload later; the store's retry may also come back
+        log.warning("notification for %s: store unavailable: %s", ev.key, e)
+        return "deferred"
+
+
+@bp.route("/healthz")
+def healthz():
+    """200 when the web app, database, store and queue answer; 503 with the failing part otherwise."""
+    from streamforge.store.db import db
+    from streamforge.tasks import huey
+    checks = {}
+    try:
+        db.execute_sql("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as e:  # any failure of the driver is a failed check
+        checks["database"] = f"error: {e}"
+    try:
+        store().ping()
+        checks["store"] = "ok"
+    except StorageError as e:
+        checks["store"] = f"error: {e}"
+    try:
+        huey.storage.queue_size()
+        checks["queue"] = "ok"
+    except Exception as e:  # Redis or SQLite errors vary by backend
+        checks["queue"] = f"error: {e}"
+    ok = all(v == "ok" for v in checks.values())
+    return {"ok": ok, "checks": checks}, 200 if ok else 503
+
+
+def init_app(app) -> None:
+    """Register the webhook and health blueprint."""
+    app.register_blueprint(bp)
+
+
+handle_errors(bp)
