@@ -49,9 +49,6 @@ class Seaweed:
         }
         return load_config(env={**base, **(env or {})}, data_dir=data_dir)
 
-    # kept short for tests that just want a Config
-    config = make_config
-
 
 def _require_weed() -> None:
     try:

@@ -131,6 +131,16 @@ def embedded_ports(config: Config, check_free: bool = False) -> dict[str, int]:
         return ports
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the parent dies (even by SIGKILL), on Linux."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write `text` to `path` with mode 0600, atomically."""
     tmp = path.with_name(path.name + ".tmp")
@@ -262,7 +272,7 @@ class EmbeddedStore:
                 # Its own session: a terminal's Ctrl-C reaches us, and we stop weed in order.
                 self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdin=subprocess.DEVNULL,
                                              stdout=log_file, stderr=subprocess.STDOUT,
-                                             start_new_session=True)
+                                             start_new_session=True, preexec_fn=_die_with_parent)
             _running.add(self)
             log.info("started SeaweedFS (pid %d), S3 on %s", self.proc.pid, self.endpoint)
 

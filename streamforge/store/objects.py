@@ -403,8 +403,7 @@ class ObjectStore:
         with self._errors("upload_file", key):
             result = self._client.fput_object(
                 bucket_name=self.bucket, object_name=key, file_path=str(path),
-                content_type=content_type or content_type_for(path), metadata=metadata,
-                part_size=64 * 1024 * 1024)
+                content_type=content_type or content_type_for(path), metadata=metadata)
         return (result.etag or "").strip('"')
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None,
