@@ -291,12 +291,6 @@ class TrackOutput:
     def peak_bandwidth(self) -> int:
         """The largest segment bitrate, bit/s (the spec's BANDWIDTH)."""
         rates = [s.size * 8 / s.duration for s in self.segments if s.duration > 0]
-        # a sliver of a last segment would overstate the peak; judge it with at least one frame's worth
-        full = [s.size * 8 / s.duration for s in self.segments[:-1] if s.duration > 0]
-        last = self.segments[-1] if self.segments else None
-        if last and last.duration > 0 and full:
-            full.append(last.size * 8 / max(last.duration, min(1.0, self.target_duration)))
-            return int(math.ceil(max(full)))
         return int(math.ceil(max(rates))) if rates else 0
 
     def average_bandwidth(self) -> int:

@@ -90,8 +90,8 @@ class Thumbnailer:
         self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="thumbnails", daemon=True)
-        self._thread.start()
         self._reformatter = None
+        self._thread.start()
 
     def offer(self, frame: av.VideoFrame, t: float, frame_duration: float) -> None:
         """Decode thread: hand over `frame` (output time t) if a thumbnail wants it."""

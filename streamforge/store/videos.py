@@ -11,7 +11,7 @@ import re
 import secrets
 import unicodedata
 
-from peewee import Case, IntegrityError
+from peewee import Case, IntegrityError, fn
 
 from streamforge.errors import NotFound
 from streamforge.store.db import (
@@ -276,7 +276,7 @@ def set_playable(video_id: str, token: str, *, master_url: str, processed_path: 
     """The master is published while the ladder is still encoding: the video becomes playable."""
     now = utcnow()
     return (Video.update(master_playlist_url=master_url, s3_processed_path=processed_path,
-                         playable_at=Video.playable_at.coalesce(now), updated_at=now)
+                         playable_at=fn.COALESCE(Video.playable_at, now), updated_at=now)
             .where(_mine(video_id, token)).execute() == 1)
 
 
@@ -296,7 +296,7 @@ def finish_run(video_id: str, token: str, *, master_url: str, processed_path: st
             Thumbnail.create(video=video_id, **t)
         Video.update(status=ProcessingStatus.COMPLETED, master_playlist_url=master_url,
                      s3_processed_path=processed_path, total_s3_files=total_files, original_duration=duration,
-                     thumbnail=cover_url, processed_at=now, playable_at=Video.playable_at.coalesce(now),
+                     thumbnail=cover_url, processed_at=now, playable_at=fn.COALESCE(Video.playable_at, now),
                      progress=1.0, run_token=None, error_message=None, updated_at=now
                      ).where(Video.id == video_id).execute()
     return True

@@ -1,0 +1,729 @@
+"""Decode once, encode every rung in parallel, package as fMP4 HLS with thumbnails.
+
+Threads: the caller's thread demuxes and decodes (video and audio), deinterlaces and rotates when
+needed, turns the video into a constant frame rate, and hands the same decoded frame to every
+rung through a small bounded queue (so memory does not grow with the length of the video). Each
+rung thread owns its VideoReformatter, encoder and muxer: `VideoFrame.reformat` caches one
+reformatter on the frame and crashed when several threads used it, a reformatter per thread does
+not. Keyframes are forced on the same output frame numbers in every rung, so every rung's
+segments start at exactly the same times.
+"""
+from __future__ import annotations
+
+import math
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+from av.video.frame import PictureType
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from streamforge.errors import MediaError
+from streamforge.pipeline import hls
+from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec, plan_ladder
+from streamforge.pipeline.probe import ProbeResult, open_input, probe
+from streamforge.pipeline.thumbnails import ThumbnailOutput, Thumbnailer
+
+ProgressCallback = Callable[[float, str], None]
+FileCallback = Callable[[str, str], None]
+
+AUDIO_RATE = 48000
+QUEUE_FRAMES = 6  # per rung: enough to ride out jitter between threads, small enough to keep RSS flat
+MAX_DECODE_ERRORS = 500
+VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe"
+AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
+X264_SPEEDS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+               "placebo")
+# x264 preset names mapped onto the other encoders' speed scales
+SVTAV1_PRESETS = dict(zip(X264_SPEEDS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
+VP9_SPEEDS = dict(zip(X264_SPEEDS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
+
+
+@dataclass(frozen=True)
+class RenditionOutput:
+    """One encoded video rung."""
+
+    name: str
+    codec: str
+    width: int
+    height: int
+    bitrate: str  # target, e.g. "2800k"
+    bandwidth: int  # measured peak bit/s of the variant (video + audio), as in the master
+    average_bandwidth: int
+    codecs: str  # RFC 6381, video only, e.g. "avc1.64001f"
+    playlist: str  # e.g. "720p/index.m3u8"
+    segment_count: int
+    segment_size: int  # average bytes
+    frame_rate: float
+    iframe_playlist: str = ""
+
+
+@dataclass(frozen=True)
+class AudioOutput:
+    """The one audio rendition shared by every video rung."""
+
+    name: str
+    playlist: str
+    codecs: str
+    bitrate: str
+    segment_count: int
+    bandwidth: int = 0
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """Everything one run wrote, relative to the output directory."""
+
+    probe: ProbeResult
+    master: str
+    renditions: list[RenditionOutput]
+    audio: AudioOutput | None
+    thumbnails: list[ThumbnailOutput]
+    files: list[str] = field(default_factory=list)
+
+
+class _Aborted(Exception):
+    """Another thread of the run failed; its error is the one to report."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Output frame rate and the frame numbers where segments start (identical in every rung)."""
+
+    rate: Fraction
+    gop: int  # frames per segment
+    first: int  # frames in the first segment
+
+    def is_boundary(self, n: int) -> bool:
+        """True when output frame n starts a segment (and so must be a keyframe)."""
+        if n == 0:
+            return True
+        return n >= self.first and (n - self.first) % self.gop == 0
+
+    def boundary_time(self, k: int) -> float:
+        """Start time in seconds of segment k (k >= 1)."""
+        return (self.first + (k - 1) * self.gop) / self.rate
+
+    @property
+    def frame_duration(self) -> float:
+        """Seconds per output frame."""
+        return float(1 / self.rate)
+
+
+def _timeline(rate: Fraction, opts: PipelineOptions) -> _Timeline:
+    gop = max(1, round(float(opts.segment_seconds) * rate))
+    first = gop
+    if opts.live:
+        first = max(1, min(gop, round(float(opts.first_segment_seconds) * rate)))
+    return _Timeline(rate=rate, gop=gop, first=first)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker threads
+
+
+class _Worker(threading.Thread):
+    """A thread fed through a bounded queue; a failure is kept for the decode thread to raise."""
+
+    def __init__(self, name: str, abort: threading.Event, maxsize: int = QUEUE_FRAMES):
+        super().__init__(name=name, daemon=True)
+        self.abort = abort
+        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.error: BaseException | None = None
+
+    def put(self, item) -> None:
+        """Decode thread: queue an item, waiting while the queue is full; raise if the run failed."""
+        while True:
+            if self.abort.is_set():
+                raise _Aborted()
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish_input(self) -> None:
+        """Decode thread: tell the worker there is no more input, after everything queued."""
+        self.put(None)
+
+    def stop(self) -> None:
+        """Decode thread, on failure: tell the worker to stop now, dropping what is queued (never blocks)."""
+        while True:
+            try:
+                self.queue.put_nowait(None)
+                return
+            except queue.Full:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def items(self):
+        """Worker thread: yield queued items until the end marker or an abort."""
+        while not self.abort.is_set():
+            try:
+                item = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            yield item
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the decode thread, never swallowed
+            self.error = e
+            self.abort.set()
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+
+def _encoder_threads(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
+    """Encoder threads for a rung: its share of all pixels, in cores, rounded up (at least one)."""
+    cores = os.cpu_count() or 2
+    total = sum(r.width * r.height for r in rungs)
+    share = spec.width * spec.height / total if total else 1
+    return max(1, min(cores, math.ceil(share * cores * 1.25 - 0.25)))
+
+
+def encoder_settings(spec: RenditionSpec, opts: PipelineOptions, gop: int, threads: int) -> tuple[str, dict]:
+    """The FFmpeg encoder name and its options for one rung (keyframes only where we force them)."""
+    preset = str(opts.preset)
+    kbps, max_kbps, buf_kbps = spec.bitrate // 1000, spec.maxrate // 1000, spec.bufsize // 1000
+    common = {"b": str(spec.bitrate), "maxrate": str(spec.maxrate), "bufsize": str(spec.bufsize)}
+    if spec.codec == "h264":
+        # keyint=gop and no scenecut: x264's own keyframes fall exactly on our forced ones, never between
+        options = {**common, "preset": preset, "forced-idr": "1", "threads": str(threads),
+                   "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"}
+    elif spec.codec == "hevc":
+        options = {**common, "preset": preset, "forced-idr": "1",
+                   "x265-params": (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:"
+                                   f"vbv-maxrate={max_kbps}:vbv-bufsize={buf_kbps}:bitrate={kbps}:"
+                                   f"frame-threads={threads}:pools={threads}:log-level=error")}
+    elif spec.codec == "av1":
+        speed = preset if preset.isdigit() else str(SVTAV1_PRESETS.get(preset, 10))
+        options = {"b": str(spec.bitrate), "preset": speed, "g": str(gop),
+                   "svtav1-params": f"scd=0:lp={threads}:rc=1:tbr={kbps}:mbr={max_kbps}"}
+    elif spec.codec == "vp9":
+        speed = VP9_SPEEDS.get(preset, 7)
+        options = {**common, "g": str(gop), "keyint_min": str(gop), "row-mt": "1", "threads": str(threads),
+                   "deadline": "realtime" if speed >= 6 else "good", "cpu-used": str(speed),
+                   "lag-in-frames": "0" if speed >= 6 else "16", "auto-alt-ref": "0" if speed >= 6 else "1"}
+    else:
+        raise ValueError(f"unknown codec {spec.codec!r}")
+    options.update({k: str(v) for k, v in (opts.encoder_options or {}).get(spec.codec, {}).items()})
+    return ENCODERS[spec.codec], options
+
+
+class _RungEncoder(_Worker):
+    """Scales and encodes one rung, and muxes it into HLS segments."""
+
+    def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: _Timeline, threads: int,
+                 track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event):
+        super().__init__(f"rung-{spec.name}", abort)
+        self.spec, self.opts, self.timeline, self.threads = spec, opts, timeline, threads
+        self.track, self.root, self.publisher = track, root, publisher
+        (root / track.name).mkdir(parents=True, exist_ok=True)
+        self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
+                                     tolerance=timeline.frame_duration / 2,
+                                     on_segment=publisher.on_segment, on_init=publisher.on_init)
+
+    def work(self) -> None:
+        spec, rate = self.spec, self.timeline.rate
+        codec_name, options = encoder_settings(spec, self.opts, self.timeline.gop, self.threads)
+        reformatter = VideoReformatter()
+        time_base = Fraction(1, 1) / rate
+        with av.open(self.sink, "w", format="mp4", options={"movflags": VIDEO_MOVFLAGS}) as container:
+            stream = container.add_stream(codec_name, rate=rate)
+            stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
+            stream.time_base = time_base
+            stream.codec_context.time_base = time_base
+            stream.codec_context.bit_rate = spec.bitrate
+            stream.codec_context.options = options
+            if spec.codec == "hevc":
+                stream.codec_tag = "hvc1"  # Apple players refuse hev1
+            try:
+                for frame, n, src_range in self.items():
+                    out = reformatter.reformat(frame, spec.width, spec.height, "yuv420p",
+                                               interpolation=Interpolation.BICUBIC, threads=1,
+                                               src_color_range=src_range, dst_color_range=1)
+                    out.pts = n
+                    out.time_base = time_base
+                    out.pict_type = PictureType.I if self.timeline.is_boundary(n) else PictureType.NONE
+                    for packet in stream.encode(out):
+                        container.mux(packet)
+                if not self.abort.is_set():
+                    for packet in stream.encode(None):
+                        container.mux(packet)
+            finally:
+                if self.abort.is_set():
+                    self.sink.discard = True
+        if not self.abort.is_set():
+            self.sink.close()
+
+
+class _AudioEncoder(_Worker):
+    """Encodes the stereo 48 kHz frames into AAC and muxes them into HLS segments."""
+
+    def __init__(self, bitrate: str, timeline: _Timeline, track: hls.TrackOutput, root: Path,
+                 publisher: hls.Publisher, fragment_seconds: float, abort: threading.Event):
+        super().__init__("audio", abort, maxsize=64)
+        self.bitrate = bitrate
+        self.track = track
+        self.fragment_seconds = fragment_seconds
+        (root / track.name).mkdir(parents=True, exist_ok=True)
+        # an audio fragment opens the next segment when it starts within half a fragment of a video boundary
+        self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
+                                     tolerance=fragment_seconds / 2 + 1024 / AUDIO_RATE,
+                                     on_segment=publisher.on_segment, on_init=publisher.on_init)
+
+    def work(self) -> None:
+        options = {"movflags": AUDIO_MOVFLAGS, "frag_duration": str(int(self.fragment_seconds * 1_000_000))}
+        with av.open(self.sink, "w", format="mp4", options=options) as container:
+            stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+            stream.codec_context.bit_rate = _bits(self.bitrate)
+            stream.time_base = Fraction(1, AUDIO_RATE)
+            try:
+                for frame in self.items():
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                if not self.abort.is_set():
+                    for packet in stream.encode(None):
+                        container.mux(packet)
+            finally:
+                if self.abort.is_set():
+                    self.sink.discard = True
+        if not self.abort.is_set():
+            self.sink.close()
+
+
+def _bits(text: str) -> int:
+    text = str(text).strip().lower()
+    return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding side
+
+
+class _Prefilter:
+    """Deinterlace (bwdif) and rotate (transpose/flip) with an FFmpeg filter graph, only when needed."""
+
+    def __init__(self, info: ProbeResult):
+        self.filters = []
+        if info.interlaced:
+            self.filters.append(("bwdif", "mode=send_frame:parity=auto:deint=all"))
+        if info.rotation == 90:
+            self.filters.append(("transpose", "cclock"))
+        elif info.rotation == 270:
+            self.filters.append(("transpose", "clock"))
+        elif info.rotation == 180:
+            self.filters += [("hflip", ""), ("vflip", "")]
+        self.graph = None
+        self.key = None
+
+    @property
+    def active(self) -> bool:
+        """False when frames pass through untouched."""
+        return bool(self.filters)
+
+    def _build(self, frame: av.VideoFrame) -> None:
+        graph = av.filter.Graph()
+        node = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                time_base=frame.time_base or Fraction(1, 90000))
+        first = node
+        for name, args in self.filters:
+            nxt = graph.add(name, args) if args else graph.add(name)
+            node.link_to(nxt)
+            node = nxt
+        sink = graph.add("buffersink")
+        node.link_to(sink)
+        graph.configure()
+        self.graph, self.source = graph, first
+        self.key = (frame.width, frame.height, frame.format.name)
+
+    def push(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+        """Filter one frame (None flushes); returns the frames ready so far."""
+        out = []
+        if frame is not None and (self.graph is None or self.key != (frame.width, frame.height,
+                                                                       frame.format.name)):
+            if self.graph is not None:
+                out += self.push(None)
+            self._build(frame)
+        if self.graph is None:
+            return out
+        self.source.push(frame)
+        while True:
+            try:
+                out.append(self.graph.vpull())
+            except (av.error.BlockingIOError, av.error.EOFError):
+                break
+        if frame is None:
+            self.graph = None
+        return out
+
+
+class _AudioAligner:
+    """Resamples to stereo 48 kHz and keeps audio on the video's clock: silence for gaps, trims overlap."""
+
+    def __init__(self, t0: float, out: Callable[[av.AudioFrame], None]):
+        self.t0 = t0
+        self.out = out
+        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+        self.fifo = av.AudioFifo()
+        self.written = 0  # samples written into the fifo (the audio clock)
+        self.sent = 0  # samples sent to the encoder
+        self.drop = 0
+
+    def push(self, frame: av.AudioFrame | None) -> None:
+        """Take one decoded frame (None at the end)."""
+        if frame is not None:
+            if not frame.layout.channels or frame.layout.name.startswith("unknown"):
+                return
+            if frame.time is not None:
+                expected = self.t0 + self.written / AUDIO_RATE
+                gap = frame.time - expected
+                if self.written == 0 and self.drop == 0 and gap < 0:
+                    self.drop = round(-gap * AUDIO_RATE)  # audio that starts before the first picture
+                elif gap > 0.05:
+                    self._silence(round(gap * AUDIO_RATE))
+        for resampled in self.resampler.resample(frame):
+            resampled.pts = None
+            if self.drop:
+                skip = min(self.drop, resampled.samples)
+                self.drop -= skip
+                if skip == resampled.samples:
+                    continue
+                self.fifo.write(resampled)
+                self.fifo.read(skip)
+                self.written += resampled.samples - skip
+            else:
+                self.fifo.write(resampled)
+                self.written += resampled.samples
+        self._drain(final=frame is None)
+
+    def _silence(self, samples: int) -> None:
+        while samples > 0:
+            n = min(samples, 4800)
+            silent = av.AudioFrame(format="fltp", layout="stereo", samples=n)
+            for plane in silent.planes:
+                memoryview(plane)[:] = bytes(plane.buffer_size)
+            silent.sample_rate = AUDIO_RATE
+            self.fifo.write(silent)
+            self.written += n
+            samples -= n
+
+    def _drain(self, final: bool) -> None:
+        while self.fifo.samples >= 1024 or (final and self.fifo.samples):
+            frame = self.fifo.read(min(1024, self.fifo.samples))
+            frame.pts = self.sent
+            frame.time_base = Fraction(1, AUDIO_RATE)
+            self.sent += frame.samples
+            self.out(frame)
+
+
+class _Progress:
+    """Calls the progress callback at most ten times a second (and always for the last call)."""
+
+    def __init__(self, callback: ProgressCallback | None):
+        self.callback = callback
+        self.last = 0.0
+
+    def __call__(self, fraction: float, stage: str, force: bool = False) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last >= 0.1:
+            self.last = now
+            self.callback(max(0.0, min(1.0, fraction)), stage)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: PipelineOptions,
+                 progress: ProgressCallback | None = None, on_file: FileCallback | None = None) -> PipelineResult:
+    """Turn `src` into an HLS ladder with thumbnails under `outdir`; raise MediaError on bad input.
+
+    With opts.live the files are written straight into outdir and announced through on_file as
+    they are finished (EVENT playlists, the master once every track has a segment); otherwise
+    everything is built in a temporary sibling directory and moved into place at the end. A failed
+    run removes what it wrote and never leaves a master.m3u8.
+    """
+    src, outdir = Path(src), Path(outdir)
+    report = _Progress(progress)
+    emit = on_file or (lambda kind, relpath: None)
+    report(0.0, "probe", force=True)
+    info = probe(src, opts)
+    rungs = plan_ladder(info, opts)
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    if opts.live:
+        outdir.mkdir(parents=True, exist_ok=True)
+        (outdir / "master.m3u8").unlink(missing_ok=True)  # a stale master would point at files we overwrite
+        work = outdir
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
+    live_emit = emit if opts.live else (lambda kind, relpath: None)
+    publisher = hls.Publisher(work, opts.live, live_emit)
+    try:
+        result = _transcode(src, work, info, rungs, opts, publisher, report, live_emit)
+    except BaseException:
+        if opts.live:
+            _remove_written(work, publisher.files)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if not opts.live:
+        _move_into_place(work, outdir)
+        for relpath in result.files:
+            emit(_kind_of(relpath), relpath)
+    report(1.0, "done", force=True)
+    return result
+
+
+def _kind_of(relpath: str) -> str:
+    if relpath == "master.m3u8":
+        return "master"
+    if relpath.startswith("thumbnails/"):
+        return "thumbnail"
+    return "playlist" if relpath.endswith(".m3u8") else "segment"
+
+
+def _remove_written(root: Path, files: list[str]) -> None:
+    """Live run failed: remove the master first, then everything else it wrote."""
+    (root / "master.m3u8").unlink(missing_ok=True)
+    for relpath in files:
+        (root / relpath).unlink(missing_ok=True)
+    for folder in sorted({(root / f).parent for f in files}, key=lambda p: len(p.parts), reverse=True):
+        if folder != root:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _move_into_place(work: Path, outdir: Path) -> None:
+    """Replace outdir's entries by the finished ones; the master goes last."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "master.m3u8").unlink(missing_ok=True)
+    entries = sorted(work.iterdir(), key=lambda p: p.name == "master.m3u8")
+    for entry in entries:
+        target = outdir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(entry, target)
+    work.rmdir()
+
+
+def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
+               publisher: hls.Publisher, report: _Progress, emit: FileCallback) -> PipelineResult:
+    rate = rungs[0].frame_rate
+    timeline = _timeline(rate, opts)
+    target = max(1, round(timeline.gop / rate))
+    abort = threading.Event()
+    encoders: list[_RungEncoder] = []
+    for spec in rungs:
+        track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
+                                frame_duration=timeline.frame_duration)
+        publisher.add_variant(hls.VariantInfo(track=track, width=spec.width, height=spec.height,
+                                              frame_rate=float(rate), planned_peak=spec.maxrate))
+        encoders.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, rungs), track, work,
+                                     publisher, abort))
+    audio_encoder = None
+    if info.has_audio:
+        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target)
+        publisher.set_audio(track, planned_peak=int(_bits(opts.audio_bitrate) * 1.2))
+        first = timeline.first / rate
+        fragment = float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate))
+        audio_encoder = _AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher,
+                                      max(fragment, 0.1), abort)
+    thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count, emit)
+    workers = encoders + ([audio_encoder] if audio_encoder else [])
+    for worker in workers:
+        worker.start()
+    try:
+        frames = _decode(src, info, timeline, opts, encoders, audio_encoder, thumbnailer, report, abort)
+    except BaseException as e:
+        abort.set()
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join()
+        thumbnailer.abort()
+        failed = next((w.error for w in workers if w.error is not None), None)
+        if isinstance(e, _Aborted) and failed is not None:
+            raise _as_media_error(failed) from failed
+        if isinstance(e, av.FFmpegError):
+            raise _as_media_error(e) from e
+        raise
+    for worker in workers:
+        worker.join()
+    failed = next((w.error for w in workers if w.error is not None), None)
+    if failed is not None:
+        thumbnailer.abort()
+        raise _as_media_error(failed) from failed
+    report(0.98, "package", force=True)
+    empty = [t.name for t in [e.track for e in encoders] if not t.segments]
+    if empty or frames == 0:
+        raise MediaError(f"{src.name}: no video could be encoded")
+    if audio_encoder is not None and not audio_encoder.track.segments:
+        # the header promised audio but nothing decodable came: publish the video without it
+        publisher.audio = None
+    publisher.finish()
+    thumbs = thumbnailer.outputs
+
+    audio_track = publisher.audio
+    audio_peak = audio_track.peak_bandwidth() if audio_track else 0
+    audio_average = audio_track.average_bandwidth() if audio_track else 0
+    renditions = []
+    for spec, encoder in zip(rungs, encoders):
+        track = encoder.track
+        sizes = [s.size for s in track.segments]
+        renditions.append(RenditionOutput(
+            name=spec.name, codec=spec.codec, width=spec.width, height=spec.height, bitrate=spec.bitrate_text,
+            bandwidth=track.peak_bandwidth() + audio_peak,
+            average_bandwidth=track.average_bandwidth() + audio_average,
+            codecs=track.codecs, playlist=track.playlist, segment_count=len(track.segments),
+            segment_size=int(sum(sizes) / len(sizes)) if sizes else 0, frame_rate=float(rate),
+            iframe_playlist=track.iframe_playlist))
+    audio = None
+    if audio_track is not None:
+        audio = AudioOutput(name="audio", playlist=audio_track.playlist, codecs=audio_track.codecs,
+                            bitrate=opts.audio_bitrate, segment_count=len(audio_track.segments),
+                            bandwidth=audio_peak)
+    files = [f for f in publisher.files if f != "master.m3u8"]
+    files += [t.path for t in thumbs] + ["master.m3u8"]
+    return PipelineResult(probe=info, master="master.m3u8", renditions=renditions, audio=audio,
+                          thumbnails=list(thumbs), files=files)
+
+
+def _as_media_error(error: BaseException) -> BaseException:
+    if isinstance(error, MediaError):
+        return error
+    if isinstance(error, av.FFmpegError):
+        return MediaError(f"encoding failed: {error}")
+    return error
+
+
+def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions,
+            encoders: list[_RungEncoder], audio_encoder: _AudioEncoder | None, thumbnailer: Thumbnailer,
+            report: _Progress, abort: threading.Event) -> int:
+    """Demux and decode the source once, feeding every worker; returns the number of output frames."""
+    started = time.monotonic()
+    frame_duration = timeline.frame_duration
+    expected = max(1, round(info.duration / frame_duration))
+    # frames beyond this are a broken timestamp, not video (it would make us emit duplicates forever)
+    horizon = info.duration * 1.5 + 10
+    t0 = info.start_time
+    prefilter = _Prefilter(info)
+    state = {"n": 0, "pending": None, "pending_t": 0.0, "pending_duration": 0.0, "last_t": None}
+
+    def emit_until(limit: float) -> None:
+        # output frame n shows the latest source frame at or before n + 1/2 frame
+        pending = state["pending"]
+        src_range = int(pending.color_range or 0) or None
+        while (state["n"] + 0.5) * frame_duration < limit:
+            n = state["n"]
+            item = (pending, n, src_range)
+            for encoder in encoders:
+                encoder.put(item)
+            thumbnailer.offer(pending, n * frame_duration, frame_duration)
+            state["n"] = n + 1
+        report(0.97 * min(1.0, state["n"] / expected), "transcode")
+
+    def take(frame: av.VideoFrame) -> None:
+        if frame.time is not None:
+            t = frame.time - t0
+        elif state["last_t"] is not None:
+            t = state["last_t"] + float(1 / info.frame_rate)
+        else:
+            t = 0.0
+        if state["last_t"] is not None and t <= state["last_t"]:
+            return  # a repeated or backward timestamp: keep the frame we have
+        if t > horizon:
+            return
+        if opts.max_duration and t > opts.max_duration + 1:
+            raise MediaError(f"the video is longer than the limit of {opts.max_duration:.0f} s")
+        if state["pending"] is None:
+            t = max(t, 0.0)
+        else:
+            emit_until(t)
+        # read before the frame is queued: a rung whose size equals the source's encodes this very frame
+        # object and rewrites its pts and time base
+        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+        state["pending"], state["pending_t"], state["last_t"] = frame, t, t
+        state["pending_duration"] = duration
+
+    aligner = None
+    if audio_encoder is not None:
+        aligner = _AudioAligner(t0, audio_encoder.put)
+    errors = 0
+    with open_input(src) as container:
+        video = container.streams[info.video_stream_index]
+        video.thread_type = "AUTO"
+        video.codec_context.thread_count = os.cpu_count() or 2
+        streams = [video]
+        audio = None
+        if aligner is not None:
+            audio = container.streams[info.audio_stream_index]
+            streams.append(audio)
+        try:
+            for packet in container.demux(streams):
+                if opts.run_timeout and time.monotonic() - started > opts.run_timeout:
+                    raise MediaError(f"processing took longer than {opts.run_timeout} s")
+                try:
+                    decoded = packet.decode()
+                except av.FFmpegError:
+                    # concealable damage in the middle of a file: skip the packet, keep the rest
+                    errors += 1
+                    if errors > MAX_DECODE_ERRORS:
+                        raise MediaError(f"{src.name}: too many decoding errors") from None
+                    continue
+                for frame in decoded:
+                    if packet.stream is audio:
+                        aligner.push(frame)
+                    elif prefilter.active:
+                        for filtered in prefilter.push(frame):
+                            take(filtered)
+                    else:
+                        take(frame)
+        except av.FFmpegError:
+            pass  # a damaged tail ends the input; the length check below decides if that is acceptable
+    if prefilter.active:
+        for filtered in prefilter.push(None):
+            take(filtered)
+    if state["pending"] is None:
+        raise MediaError(f"{src.name}: no video frame could be decoded")
+    last = state["pending"]
+    last_duration = state["pending_duration"]
+    end = state["pending_t"] + (last_duration if 0 < last_duration < 1 else float(1 / info.frame_rate))
+    emit_until(max(end, frame_duration))
+    if info.trusted_duration and end < info.duration * 0.95 - 2 * frame_duration:
+        raise MediaError(f"{src.name}: the file is truncated or damaged: only {end:.1f} s of "
+                         f"{info.duration:.1f} s could be decoded")
+    if aligner is not None:
+        aligner.push(None)
+    for encoder in encoders:
+        encoder.finish_input()
+    if audio_encoder is not None:
+        audio_encoder.finish_input()
+    thumbnailer.finish(last, max(0.0, (state["n"] - 1) * frame_duration))
+    return state["n"]
