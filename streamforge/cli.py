@@ -84,9 +84,11 @@ def _webhook_url(cfg: Config) -> str:
 
 
 def _prepare_bucket(cfg: Config, store) -> None:
-    """Create the bucket with CORS for the app's origin and anonymous reads of the output."""
-    store.ensure_bucket([cfg.base_url])
-    store.set_public_read("processed/")
+    """Create the bucket with CORS for the app's origin.
+
+    The output stays private (players get signed links) unless a CDN is configured: a CDN in
+    front of the store must be able to read `processed/` without signing."""
+    store.prepare([cfg.base_url], public_output=bool(cfg.cdn.base_url))
 
 
 # ---------- serve ----------

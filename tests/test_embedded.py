@@ -191,7 +191,9 @@ def test_run_storage_serves_until_sigterm(tmp_path):
         store.ping()
         assert "<AllowedOrigin>http://127.0.0.1:8000</AllowedOrigin>" in store.get_cors()
         store.put_bytes("processed/x/master.m3u8", b"#EXTM3U")
-        assert requests.get(store.public_url("processed/x/master.m3u8"), timeout=10).status_code == 200
+        # without a CDN the output is private: players get signed links
+        assert requests.get(store.public_url("processed/x/master.m3u8"), timeout=10).status_code == 403
+        assert requests.get(store.presigned_get("processed/x/master.m3u8", 60), timeout=10).status_code == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
         s3 = embedded_ports(cfg)["s3"]

@@ -12,9 +12,9 @@ import math
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 PLAYLIST_VERSION = 7
 NON_SYNC_SAMPLE = 0x00010000
@@ -231,7 +231,7 @@ def _aac_string(init: bytes, start: int, end: int) -> str:
         return tag, pos, length
 
     try:
-        tag, pos, _ = descriptor(pos)  # ES_Descriptor
+        _tag, pos, _ = descriptor(pos)  # ES_Descriptor
         flags = data[pos + 2]
         pos += 3
         if flags & 0x80:
@@ -240,10 +240,10 @@ def _aac_string(init: bytes, start: int, end: int) -> str:
             pos += 1 + data[pos]
         if flags & 0x20:
             pos += 2
-        tag, pos, _ = descriptor(pos)  # DecoderConfigDescriptor
+        _tag, pos, _ = descriptor(pos)  # DecoderConfigDescriptor
         object_type = data[pos]
         pos += 13
-        tag, pos, _ = descriptor(pos)  # DecoderSpecificInfo
+        _tag, pos, _ = descriptor(pos)  # DecoderSpecificInfo
         audio_object_type = data[pos] >> 3
         return f"mp4a.{object_type:x}.{audio_object_type}"
     except IndexError:
@@ -291,17 +291,17 @@ class TrackOutput:
     def peak_bandwidth(self) -> int:
         """The largest segment bitrate, bit/s (the spec's BANDWIDTH)."""
         rates = [s.size * 8 / s.duration for s in self.segments if s.duration > 0]
-        return int(math.ceil(max(rates))) if rates else 0
+        return math.ceil(max(rates)) if rates else 0
 
     def average_bandwidth(self) -> int:
         """Total bits over total duration, bit/s (the spec's AVERAGE-BANDWIDTH)."""
         total = sum(s.duration for s in self.segments)
-        return int(math.ceil(sum(s.size for s in self.segments) * 8 / total)) if total > 0 else 0
+        return math.ceil(sum(s.size for s in self.segments) * 8 / total) if total > 0 else 0
 
     def iframe_bandwidth(self) -> int:
         """Peak bitrate of the I-frame playlist, bit/s."""
         rates = [s.iframe_size * 8 / s.duration for s in self.segments if s.duration > 0 and s.iframe_size]
-        return int(math.ceil(max(rates))) if rates else 0
+        return math.ceil(max(rates)) if rates else 0
 
     def duration(self) -> float:
         """Seconds covered by the segments so far."""

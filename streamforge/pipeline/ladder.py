@@ -84,7 +84,7 @@ def output_frame_rate(source_rate: Fraction, max_fps: int) -> Fraction:
 
 def even(value: float) -> int:
     """The nearest even integer, at least 2 (4:2:0 chroma needs even sizes)."""
-    return max(2, int(round(value / 2.0)) * 2)
+    return max(2, round(value / 2.0) * 2)
 
 
 def fit_box(width: int, height: int, box_long: int, box_short: int) -> tuple[int, int]:

@@ -155,7 +155,7 @@ def _inspect(path: Path, container) -> ProbeResult:
     if fmt == "gif" and count < 2:
         raise MediaError(f"{name}: a still image (gif), not a video")
 
-    rotation = int(round(first.rotation or 0)) % 360
+    rotation = round(first.rotation or 0) % 360
     rotation = min((0, 90, 180, 270, 360), key=lambda r: abs(r - rotation)) % 360
     sar = vctx.sample_aspect_ratio or video.sample_aspect_ratio
     sar = Fraction(sar) if sar and sar > 0 else Fraction(1)

@@ -48,7 +48,7 @@ def encode_jpeg(frame: av.VideoFrame, quality: int = 3) -> bytes:
 
 def vtt_time(seconds: float) -> str:
     """WebVTT timestamp HH:MM:SS.mmm."""
-    ms = int(round(seconds * 1000))
+    ms = round(seconds * 1000)
     h, rest = divmod(ms, 3600_000)
     m, rest = divmod(rest, 60_000)
     s, ms = divmod(rest, 1000)
@@ -148,7 +148,7 @@ class Thumbnailer:
                 item = self._queue.get()
                 if item is None:
                     return
-                frame, t, wanted = item
+                frame, _t, wanted = item
                 for when, kind, index in wanted:
                     if kind == COVER:
                         self._consider_cover(frame, when)
@@ -156,7 +156,7 @@ class Thumbnailer:
                         self._write_preview(frame, when, index)
                     else:
                         self._add_tile(frame, when)
-        except Exception as e:  # handed to the decode thread, which raises it
+        except Exception as e:  # noqa: BLE001 - handed to the decode thread, which raises it
             self._error = e
             while True:  # keep draining so the decode thread never blocks on a dead consumer
                 try:

@@ -17,10 +17,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import av
 from av.video.frame import PictureType
@@ -30,7 +30,7 @@ from streamforge.errors import MediaError
 from streamforge.pipeline import hls
 from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec, plan_ladder
 from streamforge.pipeline.probe import ProbeResult, open_input, probe
-from streamforge.pipeline.thumbnails import ThumbnailOutput, Thumbnailer
+from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
 
 ProgressCallback = Callable[[float, str], None]
 FileCallback = Callable[[str, str], None]
@@ -38,7 +38,7 @@ FileCallback = Callable[[str, str], None]
 AUDIO_RATE = 48000
 QUEUE_FRAMES = 6  # per rung: enough to ride out jitter between threads, small enough to keep RSS flat
 MAX_DECODE_ERRORS = 500
-VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe"
+VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe+negative_cts_offsets"
 AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
 X264_SPEEDS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                "placebo")
@@ -185,7 +185,7 @@ class _Worker(threading.Thread):
     def run(self) -> None:
         try:
             self.work()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the decode thread, never swallowed
+        except Exception as e:  # noqa: BLE001 - re-raised in the decode thread, never swallowed
             self.error = e
             self.abort.set()
 
@@ -481,14 +481,15 @@ def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: Pipeli
         work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
     live_emit = emit if opts.live else (lambda kind, relpath: None)
     publisher = hls.Publisher(work, opts.live, live_emit)
+    result = None
     try:
         result = _transcode(src, work, info, rungs, opts, publisher, report, live_emit)
-    except BaseException:
-        if opts.live:
-            _remove_written(work, publisher.files)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-        raise
+    finally:
+        if result is None:  # failed (or interrupted): leave nothing behind, above all no master
+            if opts.live:
+                _remove_written(work, publisher.files)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
     if not opts.live:
         _move_into_place(work, outdir)
         for relpath in result.files:
@@ -561,7 +562,7 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
         worker.start()
     try:
         frames = _decode(src, info, timeline, opts, encoders, audio_encoder, thumbnailer, report, abort)
-    except BaseException as e:
+    except Exception as e:
         abort.set()
         for worker in workers:
             worker.stop()

@@ -252,6 +252,23 @@ class ObjectStore:
         with self._errors("set_bucket_policy", prefix):
             self._client.set_bucket_policy(bucket_name=self.bucket, policy=json.dumps(policy))
 
+    def clear_public_read(self) -> None:
+        """Remove the bucket policy: nothing is readable without a signature."""
+        with self._errors("delete_bucket_policy"):
+            try:
+                self._client.delete_bucket_policy(bucket_name=self.bucket)
+            except S3Error as e:
+                if e.code not in ("NoSuchBucketPolicy", "NoSuchPolicy"):
+                    raise
+
+    def prepare(self, cors_origins: Iterable[str], public_output: bool) -> None:
+        """Create the bucket with CORS; make `processed/` anonymously readable only when asked (a CDN)."""
+        self.ensure_bucket(cors_origins)
+        if public_output:
+            self.set_public_read("processed/")
+        else:
+            self.clear_public_read()
+
     # -- presigning -------------------------------------------------------------------------
 
     def presign_put(self, key: str, content_type: str, expires: int) -> dict:

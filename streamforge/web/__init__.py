@@ -62,11 +62,12 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
             resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
 
-    from streamforge.web import api, auth, hooks, pages
+    from streamforge.web import api, auth, hooks, pages, play
     auth.init_app(app)
     api.init_app(app)
     hooks.init_app(app)
     pages.init_app(app)
+    play.init_app(app)
 
     if not app.debug:
         logging.getLogger("streamforge").setLevel(logging.INFO)

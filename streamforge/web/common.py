@@ -73,9 +73,19 @@ def _iso(dt) -> str | None:
     return dt.isoformat(timespec="seconds") + "Z" if dt else None
 
 
-def media_url(key: str) -> str:
-    """The URL a player fetches an output object from."""
-    return store().public_url(key)
+def media_url(video, key: str) -> str:
+    """The URL a player fetches one of the video's output objects from.
+
+    Public videos behind `[cdn] base_url` are fetched from the CDN directly; everything else goes
+    through the app's signed `/play/` links, which expire."""
+    from streamforge import playback
+    c = cfg()
+    if c.cdn.base_url and video.visibility == "public":
+        return store().public_url(key)
+    prefix = video.s3_processed_path.rstrip("/") + "/"
+    rel = key[len(prefix):] if key.startswith(prefix) else key
+    exp = playback.expiry(c.playback.signed_url_ttl)
+    return f"{c.base_url}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp)}"
 
 
 def video_json(video, full: bool = True) -> dict:
@@ -89,7 +99,7 @@ def video_json(video, full: bool = True) -> dict:
         "original": {"filename": video.original_file_name, "key": video.original_key,
                      "size": video.original_file_size, "duration": video.original_duration or None,
                      "content_type": video.content_type},
-        "master_playlist_url": media_url(f"{video.s3_processed_path}/master.m3u8")
+        "master_playlist_url": media_url(video, f"{video.s3_processed_path}/master.m3u8")
         if video.master_playlist_url else None,
         "watch_url": f"{base}/watch/{video.slug}",
         "created_at": _iso(video.created_at), "updated_at": _iso(video.updated_at),
@@ -101,10 +111,10 @@ def video_json(video, full: bool = True) -> dict:
         out["renditions"] = [{
             "name": r.name, "width": r.width, "height": r.height, "codec": r.codec, "codecs": r.codecs,
             "bitrate": r.bitrate, "bandwidth": r.bandwidth, "average_bandwidth": r.average_bandwidth,
-            "frame_rate": r.frame_rate, "playlist_url": media_url(r.s3_key), "segment_count": r.segment_count,
+            "frame_rate": r.frame_rate, "playlist_url": media_url(video, r.s3_key), "segment_count": r.segment_count,
             "segment_size": r.segment_size} for r in videos.renditions_of(video)]
         out["thumbnails"] = [{
-            "type": t.type, "url": media_url(t.s3_key), "timestamp": t.timestamp, "width": t.width,
+            "type": t.type, "url": media_url(video, t.s3_key), "timestamp": t.timestamp, "width": t.width,
             "height": t.height} for t in videos.thumbnails_of(video)]
         cover = next((t["url"] for t in out["thumbnails"] if t["type"] == "COVER"), None)
         out["cover_url"] = cover

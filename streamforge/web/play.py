@@ -1,0 +1,74 @@
+"""`GET /play/{id}/{path}`: a video's output behind a short-lived signature (see streamforge.playback)."""
+from __future__ import annotations
+
+import posixpath
+import time
+
+from flask import Blueprint, Response, redirect, request
+
+from streamforge import playback
+from streamforge.errors import NotFound, StorageError
+from streamforge.store import videos
+from streamforge.store.db import ProcessingStatus
+from streamforge.web.common import cfg, error, handle_errors, store
+
+bp = Blueprint("play", __name__)
+PLAYLIST = "application/vnd.apple.mpegurl"
+
+
+def _cors(resp: Response) -> Response:
+    # players on other origins (embeds, other front-ends) may fetch playlists; the signature is the key
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    return resp
+
+
+@bp.route("/play/<video_id>/<path:relpath>", methods=["GET", "HEAD"])
+def play(video_id: str, relpath: str):
+    """Serve a signed playlist or WebVTT rewritten with signed references; redirect other files to the store."""
+    exp, sig = request.args.get("exp"), request.args.get("sig")
+    if not playback.verify(cfg().server.secret_key, video_id, exp, sig):
+        return _cors(error(403, "forbidden", "this playback link is invalid or has expired; reload the page"))
+    video = videos.get_video_by_id(video_id)
+    target = playback.join("", relpath)
+    if (video is None or target is None or not video.master_playlist_url
+            or video.status == ProcessingStatus.ARCHIVED):
+        raise NotFound("no such video output")
+    key = f"{video.s3_processed_path}/{target}"
+    ttl = max(60, int(exp) - int(time.time()))
+    folder = posixpath.dirname(target)
+    query = f"exp={exp}&sig={sig}"
+
+    def resolve(ref: str) -> str:
+        path = playback.join(folder, ref)
+        if path is None:
+            return ref
+        if path.endswith((".m3u8", ".vtt")):
+            return f"{cfg().base_url}/play/{video_id}/{path}?{query}"
+        return store().presigned_get(f"{video.s3_processed_path}/{path}", ttl)
+
+    if target.endswith(".m3u8") or target.endswith(".vtt"):
+        try:
+            text = store().get_bytes(key).decode("utf-8", "replace")
+        except StorageError:
+            if store().stat(key) is None:
+                raise NotFound("no such playlist") from None
+            raise
+        if target.endswith(".m3u8"):
+            body, mime = playback.rewrite_playlist(text, resolve), PLAYLIST
+        else:
+            body, mime = playback.rewrite_vtt(text, resolve), "text/vtt"
+        resp = Response(body, mimetype=mime)
+        live = video.status == ProcessingStatus.PROCESSING
+        resp.headers["Cache-Control"] = "no-cache" if live else "private, max-age=30"
+        return _cors(resp)
+    resp = redirect(store().presigned_get(key, ttl), code=302)
+    resp.headers["Cache-Control"] = "private, max-age=300"
+    return _cors(resp)
+
+
+def init_app(app) -> None:
+    """Register the playback blueprint."""
+    app.register_blueprint(bp)
+
+
+handle_errors(bp)

@@ -1,0 +1,196 @@
+"""Test media generated in code with PyAV: tiny clips of every awkward kind, and hostile non-media.
+
+Pictures are moving diagonal stripes built from slices of one precomputed row (no per-pixel Python),
+sound is a sine tone, so every clip is a few kilobytes and takes milliseconds to make.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+from array import array
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+_PATTERN = bytes((x * 3) % 220 + 16 for x in range(4096 + 8192))
+
+
+def _picture(width: int, height: int, index: int, black: bool = False) -> av.VideoFrame:
+    """A yuv420p frame of diagonal stripes moving with `index` (or black)."""
+    frame = av.VideoFrame(width, height, "yuv420p")
+    y, u, v = frame.planes
+    if black:
+        memoryview(y)[:] = bytes([16]) * y.buffer_size
+        memoryview(u)[:] = bytes([128]) * u.buffer_size
+        memoryview(v)[:] = bytes([128]) * v.buffer_size
+        return frame
+    rows = bytearray()
+    for r in range(height):
+        start = (r + index * 4) % 4096
+        rows += _PATTERN[start:start + width] + bytes(y.line_size - width)
+    memoryview(y)[:] = rows[:y.buffer_size]
+    memoryview(u)[:] = bytes([(96 + index * 5) % 256]) * u.buffer_size
+    memoryview(v)[:] = bytes([(160 - index * 3) % 256]) * v.buffer_size
+    return frame
+
+
+def _tone(samples: int, channels: int, rate: int, start: int, fmt: str):
+    """A 440 Hz sine as packed s16 bytes or planar float32 bytes per channel."""
+    values = [math.sin(2 * math.pi * 440 * (start + i) / rate) * 0.3 for i in range(samples)]
+    if fmt == "s16":
+        ints = array("h", (int(v * 32767) for v in values for _ in range(channels)))
+        return [ints.tobytes()]
+    plane = array("f", values).tobytes()
+    return [plane] * channels
+
+
+def make_video(path: str | Path, *, width: int = 320, height: int = 240, fps: float | Fraction = 25,
+               seconds: float = 1.0, frames: int | None = None, codec: str = "libx264",
+               pix_fmt: str = "yuv420p", audio: str | None = "stereo", audio_codec: str = "aac",
+               audio_rate: int = 48000, rotation: int = 0, vfr: bool = False, interlaced: bool = False,
+               start: float = 0.0, sar: Fraction | None = None, black_seconds: float = 0.0,
+               options: dict | None = None, container_options: dict | None = None,
+               audio_seconds: float | None = None) -> Path:
+    """Write a small clip; the container comes from the file extension (mp4, mkv, avi, ts, mov, gif...)."""
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    count = frames if frames is not None else max(1, round(seconds * rate))
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        video = out.add_stream(codec, rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
+        tb = Fraction(1, 1000) if vfr else 1 / rate
+        video.codec_context.time_base = tb
+        opts = {"preset": "ultrafast"} if codec in ("libx264", "libx265") else {}
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"
+        if interlaced and codec == "libx264":
+            opts["x264-params"] = "interlaced=1:tff=1"
+        if interlaced and codec == "mpeg2video":
+            opts["flags"] = "+ildct+ilme"
+            opts["top"] = "1"
+        opts.update(options or {})
+        video.codec_context.options = opts
+        if sar is not None:
+            video.codec_context.sample_aspect_ratio = sar
+        if rotation:
+            video.set_display_rotation(rotation)
+        astream = None
+        if audio:
+            astream = out.add_stream(audio_codec, rate=audio_rate, layout=audio)
+        t = start
+        for i in range(count):
+            frame = _picture(width, height, i, black=i / float(rate) < black_seconds)
+            if pix_fmt != "yuv420p":
+                frame = frame.reformat(format=pix_fmt)
+            if vfr:
+                # irregular gaps between 20 and 60 ms, a phone's variable frame rate
+                frame.pts = round(t * 1000)
+                t += (20 + (i * 37) % 41) / 1000
+            else:
+                frame.pts = i + round(start * rate)
+            frame.time_base = tb
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if astream is not None:
+            _write_audio(out, astream, audio_seconds if audio_seconds is not None else count / float(rate),
+                         start)
+    return path
+
+
+def _write_audio(out, stream, seconds: float, start: float) -> None:
+    ctx = stream.codec_context
+    rate = ctx.sample_rate
+    fmt = ctx.format.name
+    packed = fmt in ("s16",)
+    channels = ctx.layout.nb_channels if hasattr(ctx.layout, "nb_channels") else ctx.channels
+    chunk = ctx.frame_size or 1024
+    total = int(seconds * rate)
+    offset = int(start * rate)
+    done = 0
+    while done < total:
+        n = min(chunk, total - done)
+        frame = av.AudioFrame(format=fmt if fmt in ("s16", "fltp") else "fltp", layout=ctx.layout.name, samples=n)
+        frame.sample_rate = rate
+        for plane, data in zip(frame.planes, _tone(n, channels, rate, done, "s16" if packed else "flt")):
+            memoryview(plane)[:len(data)] = data
+        frame.pts = offset + done
+        frame.time_base = Fraction(1, rate)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        done += n
+    for packet in stream.encode(None):
+        out.mux(packet)
+
+
+def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
+    """An AAC-in-MP4 file with no video."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=48000, layout="stereo")
+        _write_audio(out, stream, seconds, 0.0)
+    return path
+
+
+def make_gif(path: str | Path, frames: int = 10, width: int = 64, height: int = 48) -> Path:
+    """An animated GIF (frames=1: a still one)."""
+    path = Path(path)
+    with av.open(str(path), "w", format="gif") as out:
+        stream = out.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "rgb8"
+        for i in range(frames):
+            frame = _picture(width, height, i * 3).reformat(format="rgb8")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def make_image(path: str | Path, codec: str = "png", width: int = 64, height: int = 48) -> Path:
+    """A single still picture (png or mjpeg), as a file of that image format."""
+    path = Path(path)
+    ctx = av.CodecContext.create(codec, "w")
+    fmt = {"png": "rgb24", "mjpeg": "yuvj420p"}[codec]
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = width, height, fmt, Fraction(1, 25)
+    frame = _picture(width, height, 0).reformat(format=fmt)
+    path.write_bytes(b"".join(bytes(p) for p in ctx.encode(frame) + ctx.encode(None)))
+    return path
+
+
+def corrupt_middle(src: Path, dst: Path, fraction: float = 0.1) -> Path:
+    """Copy src with a run of garbage bytes in its middle (the container index left intact)."""
+    data = bytearray(src.read_bytes())
+    size = max(64, int(len(data) * fraction))
+    start = len(data) // 2 - size // 2
+    data[start:start + size] = os.urandom(size)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def truncate(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    """Copy the first `keep` of src."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def write_text(path: Path, text: str) -> Path:
+    """A text file (playlists, concat scripts, plain prose)."""
+    path.write_text(text)
+    return path
+
+
+def random_bytes(path: Path, size: int = 65536, seed: int = 7) -> Path:
+    """Deterministic noise."""
+    state = seed
+    out = bytearray()
+    while len(out) < size:
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        out += struct.pack(">Q", state)
+    path.write_bytes(bytes(out[:size]))
+    return path
