@@ -194,3 +194,119 @@ def random_bytes(path: Path, size: int = 65536, seed: int = 7) -> Path:
         out += struct.pack(">Q", state)
     path.write_bytes(bytes(out[:size]))
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking an HLS output tree the way a player (and the acceptance checker) sees it
+
+
+def parse_attributes(text: str) -> dict:
+    """EXT-X attribute list -> dict (quoted values unquoted)."""
+    import re
+
+    return {m[1]: m[2].strip('"') for m in re.finditer(r'([A-Z0-9-]+)=("[^"]*"|[^,]*)', text)}
+
+
+def read_master(outdir: Path) -> dict:
+    """The master playlist as {"variants": [(attrs, uri)], "iframes": [attrs], "media": [attrs], "lines": [...]}."""
+    lines = (Path(outdir) / "master.m3u8").read_text().splitlines()
+    variants, iframes, media = [], [], []
+    for i, line in enumerate(lines):
+        if line.startswith("#EXT-X-STREAM-INF:"):
+            variants.append((parse_attributes(line.split(":", 1)[1]), lines[i + 1]))
+        elif line.startswith("#EXT-X-I-FRAME-STREAM-INF:"):
+            iframes.append(parse_attributes(line.split(":", 1)[1]))
+        elif line.startswith("#EXT-X-MEDIA:"):
+            media.append(parse_attributes(line.split(":", 1)[1]))
+    return {"variants": variants, "iframes": iframes, "media": media, "lines": lines}
+
+
+def read_media_playlist(path: Path) -> dict:
+    """A media playlist as {"map", "segments": [(duration, uri, byterange)], "tags": set, "target"}."""
+    lines = Path(path).read_text().splitlines()
+    segments, tags, init, target, duration, byterange = [], set(), None, None, None, None
+    for line in lines:
+        if line.startswith("#EXTINF:"):
+            duration = float(line[8:].split(",")[0])
+        elif line.startswith("#EXT-X-BYTERANGE:"):
+            length, _, offset = line.split(":", 1)[1].partition("@")
+            byterange = (int(length), int(offset or 0))
+        elif line.startswith("#EXT-X-MAP:"):
+            init = parse_attributes(line.split(":", 1)[1])["URI"]
+        elif line.startswith("#EXT-X-TARGETDURATION:"):
+            target = int(line.split(":", 1)[1])
+        elif line.startswith("#"):
+            tags.add(line.split(":", 1)[0])
+        elif line.strip():
+            segments.append((duration, line.strip(), byterange))
+            duration, byterange = None, None
+    return {"map": init, "segments": segments, "tags": tags, "target": target, "lines": lines}
+
+
+def decode_segment(init: bytes, segment: bytes) -> list:
+    """Decode init + one segment as the acceptance checker does; returns the frames."""
+    import io
+
+    with av.open(io.BytesIO(init + segment)) as container:
+        return list(container.decode(container.streams[0]))
+
+
+def check_hls(outdir: Path, expected_duration: float | None = None, decode: bool = True) -> dict:
+    """Assert everything a player needs of an output tree; returns facts for further asserts."""
+    outdir = Path(outdir)
+    master = read_master(outdir)
+    assert master["lines"][0] == "#EXTM3U"
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in master["lines"]
+    assert any(line.startswith("#EXT-X-VERSION:") for line in master["lines"])
+    assert master["variants"], "no variants"
+    facts = {"variants": [], "audio": None, "master": master}
+    extinf_lists = []
+    for attrs, uri in master["variants"]:
+        for key in ("BANDWIDTH", "AVERAGE-BANDWIDTH", "RESOLUTION", "FRAME-RATE", "CODECS"):
+            assert key in attrs, f"{uri}: {key} missing"
+        width, height = (int(v) for v in attrs["RESOLUTION"].split("x"))
+        assert width % 2 == 0 and height % 2 == 0
+        playlist = read_media_playlist(outdir / uri)
+        assert "#EXT-X-ENDLIST" in playlist["tags"]
+        assert playlist["map"]
+        folder = (outdir / uri).parent
+        init = (folder / playlist["map"]).read_bytes()
+        peak = 0.0
+        for duration, name, _ in playlist["segments"]:
+            assert round(duration) <= playlist["target"]
+            data = (folder / name).read_bytes()
+            peak = max(peak, len(data) * 8 / duration)
+            if decode:
+                frames = decode_segment(init, data)
+                assert frames, f"{name} decodes to nothing"
+                assert frames[0].key_frame, f"{folder.name}/{name} does not start with a keyframe"
+                assert {(f.width, f.height) for f in frames} == {(width, height)}
+        assert int(attrs["BANDWIDTH"]) >= peak
+        extinf_lists.append([round(d, 3) for d, _, _ in playlist["segments"]])
+        facts["variants"].append({"attrs": attrs, "uri": uri, "width": width, "height": height,
+                                  "duration": sum(d for d, _, _ in playlist["segments"]),
+                                  "segments": len(playlist["segments"]), "folder": folder})
+    assert all(lst == extinf_lists[0] for lst in extinf_lists), f"unaligned segments: {extinf_lists}"
+    if expected_duration is not None:
+        total = facts["variants"][0]["duration"]
+        assert abs(total - expected_duration) <= 0.05 * expected_duration + 0.05, (total, expected_duration)
+    audio_groups = [m for m in master["media"] if m.get("TYPE") == "AUDIO"]
+    if audio_groups:
+        uri = audio_groups[0]["URI"]
+        playlist = read_media_playlist(outdir / uri)
+        folder = (outdir / uri).parent
+        init = (folder / playlist["map"]).read_bytes()
+        samples = 0
+        for _, name, _ in playlist["segments"]:
+            frames = decode_segment(init, (folder / name).read_bytes())
+            assert frames and frames[0].sample_rate == 48000 and frames[0].layout.nb_channels == 2
+            samples += sum(f.samples for f in frames)
+        facts["audio"] = {"uri": uri, "seconds": samples / 48000, "segments": len(playlist["segments"])}
+        for attrs, _ in master["variants"]:
+            assert attrs.get("AUDIO") == audio_groups[0]["GROUP-ID"]
+            assert attrs["CODECS"].endswith(",mp4a.40.2")
+    else:
+        assert not (outdir / "audio").exists()
+        for attrs, _ in master["variants"]:
+            assert "mp4a" not in attrs["CODECS"] and "AUDIO" not in attrs
+    return facts

@@ -41,7 +41,7 @@ OPEN_OPTIONS = {
     "use_absolute_path": "0",
 }
 # Formats whose header duration we trust enough to call a much shorter decode "truncated".
-TRUSTED_DURATION_FORMATS = ("mov", "matroska", "webm", "mp4")
+TRUSTED_DURATION_FORMATS = ("mov", "mp4")
 STANDARD_RATES = tuple(Fraction(n, d) for n, d in (
     (24000, 1001), (24, 1), (25, 1), (30000, 1001), (30, 1), (48, 1), (50, 1), (60000, 1001), (60, 1),
     (15, 1), (12, 1), (10, 1), (20, 1), (120, 1), (100, 1)))
@@ -93,7 +93,9 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         # "file:" keeps a name such as "http:x" or "concat:a|b" from being read as a protocol
         return av.open("file:" + str(path.resolve()), options=dict(OPEN_OPTIONS))
     except av.FFmpegError as e:
-        raise MediaError(f"{path.name}: not a video file we can read ({_short(e)})") from None
+        # a demuxer outside the whitelist is refused with EINVAL: say what that means
+        reason = "unknown or unsupported format" if getattr(e, "errno", None) == 22 else _short(e)
+        raise MediaError(f"{path.name}: not a video file we can read ({reason})") from None
 
 
 def probe(path: str | Path, limits=None) -> ProbeResult:
@@ -227,14 +229,45 @@ def _first_frames(container, video, limit: int = 2):
 
 
 def _duration(container, video, start: float) -> float:
-    """Seconds from the first frame to the end, from stream or container headers (0 if unknown)."""
-    if video.duration and video.time_base:
-        stream_start = float(video.start_time * video.time_base) if video.start_time is not None else start
-        return float(video.duration * video.time_base) - max(0.0, start - stream_start)
-    if container.duration:
-        container_start = container.start_time / av.time_base if container.start_time is not None else start
-        return container.duration / av.time_base - max(0.0, start - container_start)
+    """Seconds from the first frame to the end of the video (0 if nothing says).
+
+    MP4's stream header is exact. Elsewhere the container's duration means different things (the
+    end time in Matroska, end minus start in MPEG-TS), so read the last packets' timestamps instead.
+    """
+    tb = video.time_base
+    if container.format.name.startswith("mov") and video.duration and tb:
+        stream_start = float(video.start_time * tb) if video.start_time is not None else 0.0
+        return stream_start + float(video.duration * tb) - start
+    end = _end_by_seeking(container, video)
+    if end > start:
+        return end - start
+    if container.duration and container.start_time is not None:
+        return container.duration / av.time_base
     return 0.0
+
+
+def _end_by_seeking(container, video) -> float:
+    """The end time of the video stream from the packets after a seek to the end (0 if that fails)."""
+    tb = video.time_base
+    if not tb:
+        return 0.0
+    try:
+        container.seek(2**62, stream=video, backward=True, any_frame=False)
+    except (av.FFmpegError, OverflowError):
+        try:
+            container.seek(int(1e12), backward=True)
+        except av.FFmpegError:
+            return 0.0
+    end = 0.0
+    try:
+        for count, packet in enumerate(container.demux(video)):
+            if packet.pts is not None:
+                end = max(end, float((packet.pts + (packet.duration or 0)) * tb))
+            if count > 100_000:
+                break
+    except av.FFmpegError:
+        pass
+    return end
 
 
 def _scan_duration(path: Path, index: int, start: float) -> float:
@@ -260,7 +293,8 @@ def _nominal_rate(video, duration: float) -> Fraction:
     if not rate or rate <= 0 or rate > 1000:
         rate = Fraction(25)
     rate = Fraction(rate)
-    for standard in STANDARD_RATES:
-        if abs(rate - standard) / standard < 0.01:
-            return standard
-    return rate.limit_denominator(1001)
+    # variable-rate phone clips average 29.87 or 24.6 fps: call those 30000/1001 and 25
+    nearest = min(STANDARD_RATES, key=lambda standard: abs(rate - standard) / standard)
+    if abs(rate - nearest) / nearest < 0.03:
+        return nearest
+    return Fraction(round(rate)) if rate >= 10 else rate.limit_denominator(1001)

@@ -24,6 +24,15 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mt
                     ".mpeg", ".flv", ".wmv", ".ogv", ".3gp")
 
 
+def human_size(n: int) -> str:
+    """Bytes as a short text: 20 GiB, 512 MiB."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value >= 10 or value.is_integer() else f"{value:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def vendor_versions() -> dict[str, str]:
     """The npm packages copied into static/vendor/ and their versions; empty when not installed."""
     path = Path(current_app.static_folder or "", "vendor", "versions.json")
@@ -43,7 +52,7 @@ def library():
         page = 1
     rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE)
     return render_template("library.html", videos=[video_json(v) for v in rows], page=page, more=more,
-                           visibilities=Visibility.ALL)
+                           per_page=LIBRARY_PAGE_SIZE, visibilities=Visibility.ALL)
 
 
 @bp.route("/upload")
@@ -58,7 +67,7 @@ def upload():
         "defaultVisibility": cfg().playback.default_visibility,
     }
     return render_template("upload.html", settings=settings, accept=",".join(patterns + list(VIDEO_EXTENSIONS)),
-                           max_size=up.max_size, visibilities=Visibility.ALL,
+                           max_size=human_size(up.max_size), visibilities=Visibility.ALL,
                            default_visibility=cfg().playback.default_visibility)
 
 

@@ -1,0 +1,168 @@
+"""The scale-out stack as separate processes: `streamforge web` and workers on PostgreSQL and Redis,
+with an external SeaweedFS whose own filer webhook calls the web app."""
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import MEDIA, free_port, port_open, require
+
+CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"
+REDIS_DB = "11"
+
+
+class Stack:
+    """Processes of one deployment sharing one environment."""
+
+    def __init__(self, tmp: Path, env: dict, port: int):
+        self.tmp, self.env, self.port = tmp, env, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.tmp / "d")],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.tmp / "d")],
+                             env=self.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip().splitlines()[-1]
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise AssertionError("web not healthy: " + (self.tmp / "web.log").read_text()[-500:])
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def stack(tmp_path, seaweed_factory):
+    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
+    require(port_open(6379), "Redis is not running on 127.0.0.1:6379")
+    dbname = "sf_prod_" + uuid.uuid4().hex[:8]
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {dbname}"], check=True)
+    subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], check=True, capture_output=True)
+    port = free_port()
+    token = "prod-hook-" + uuid.uuid4().hex
+    store = seaweed_factory(f"http://127.0.0.1:{port}/hooks/storage", token, bucket="prod")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
+    env.update({
+        "STREAMFORGE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{dbname}",
+        "STREAMFORGE_QUEUE_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
+        "STREAMFORGE_STORAGE_ENDPOINT": store.endpoint, "STREAMFORGE_STORAGE_ACCESS_KEY": store.access_key,
+        "STREAMFORGE_STORAGE_SECRET_KEY": store.secret_key, "STREAMFORGE_STORAGE_BUCKET": "prod",
+        "STREAMFORGE_WEBHOOK_TOKEN": token, "STREAMFORGE_SERVER_BASE_URL": f"http://127.0.0.1:{port}",
+        "STREAMFORGE_SERVER_SECRET_KEY": "prod-secret-" + uuid.uuid4().hex,
+        "STREAMFORGE_PIPELINE_HEIGHTS": "480,360", "STREAMFORGE_SWEEPER_INTERVAL_SECONDS": "2",
+        "STREAMFORGE_SWEEPER_LEASE_SECONDS": "8"})
+    s = Stack(tmp_path, env, port)
+    s.store = store
+    try:
+        yield s
+    finally:
+        s.stop()
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {dbname}"])
+        subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], capture_output=True)
+
+
+def upload(stack, token, title):
+    h = {"Authorization": f"Bearer {token}"}
+    data = CLIP.read_bytes()
+    r = requests.post(stack.url + "/api/videos", json={"title": title, "filename": "bbb.mp4", "size": len(data),
+                                                       "content_type": "video/mp4"}, headers=h).json()
+    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    return r["video"]["id"]
+
+
+def wait_for(stack, token, vid, pred, timeout=120):
+    h = {"Authorization": f"Bearer {token}"}
+    deadline = time.time() + timeout
+    v = {}
+    while time.time() < deadline:
+        v = requests.get(f"{stack.url}/api/videos/{vid}", headers=h).json()
+        if pred(v):
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out; last state {v.get('upload_status')}/{v.get('status')} {v.get('error_message')}")
+
+
+def runs(stack, token, vid):
+    items = requests.get(f"{stack.url}/api/videos/{vid}/logs", headers={"Authorization": f"Bearer {token}"}).json()
+    return [i for i in items["items"] if i["stage"] == "download" and i["status"] == "started"]
+
+
+def test_web_and_two_workers_on_postgres_and_redis(stack):
+    stack.start("web", "web", "--host", "127.0.0.1", "--port", str(stack.port))
+    stack.start("worker0", "worker")
+    stack.start("worker1", "worker")
+    stack.wait_healthy()
+    tok = stack.cli("token", "create", "--email", "ops@example.com")
+    ids = [upload(stack, tok, f"prod {i}") for i in range(4)]
+    done = [wait_for(stack, tok, vid, lambda v: v["status"] in ("COMPLETED", "FAILED")) for vid in ids]
+    assert [v["status"] for v in done] == ["COMPLETED"] * 4, [v["error_message"] for v in done]
+    time.sleep(2)
+    assert [len(runs(stack, tok, vid)) for vid in ids] == [1, 1, 1, 1]
+    master = requests.get(done[0]["master_playlist_url"], timeout=10)
+    assert master.status_code == 200 and "#EXT-X-STREAM-INF" in master.text
+    assert all(p.poll() is None for p in stack.procs.values())
+
+
+def test_killed_worker_run_is_finished_by_another(stack):
+    stack.start("web", "web", "--host", "127.0.0.1", "--port", str(stack.port))
+    doomed = stack.start("doomed", "worker")
+    stack.wait_healthy()
+    tok = stack.cli("token", "create", "--email", "ops@example.com")
+    vid = upload(stack, tok, "killed mid-run")
+    wait_for(stack, tok, vid, lambda v: v["status"] == "PROCESSING")
+    doomed.send_signal(signal.SIGKILL)  # no hand-back: the lease must run out
+    doomed.wait(10)
+    stack.start("rescuer", "worker")
+    v = wait_for(stack, tok, vid, lambda v: v["status"] in ("COMPLETED", "FAILED"), timeout=90)
+    assert v["status"] == "COMPLETED", v["error_message"]
+    assert v["attempts"] == 2 and len(runs(stack, tok, vid)) == 2
+    # the second run wrote a fresh prefix and removed what the dead one left
+    keys = [o.key for o in stack.store.store.list(f"processed/{vid}/")]
+    assert keys and all(k.startswith(f"processed/{vid}/r-") for k in keys), keys[:5]
+    assert requests.get(v["master_playlist_url"], timeout=10).status_code == 200
+
+
+def test_sigterm_hands_the_video_back(stack):
+    stack.start("web", "web", "--host", "127.0.0.1", "--port", str(stack.port))
+    leaving = stack.start("leaving", "worker")
+    stack.wait_healthy()
+    tok = stack.cli("token", "create", "--email", "ops@example.com")
+    vid = upload(stack, tok, "handed back")
+    wait_for(stack, tok, vid, lambda v: v["status"] == "PROCESSING" and v["progress"] > 0.05)
+    t0 = time.time()
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(30) == 0
+    v = wait_for(stack, tok, vid, lambda v: v["status"] != "PROCESSING", timeout=10)
+    assert v["status"] in ("PENDING", "COMPLETED")
+    stack.start("next", "worker")
+    v = wait_for(stack, tok, vid, lambda v: v["status"] in ("COMPLETED", "FAILED"), timeout=60)
+    assert v["status"] == "COMPLETED" and time.time() - t0 < 60
