@@ -79,6 +79,12 @@ class PipelineConfig:
     run_timeout: int = 4 * 3600
     # where runs keep the original and the output while they work; empty: the system's temp dir
     temp_dir: str = ""
+    # the first segment of every rung, short so a video becomes playable within seconds
+    first_segment_seconds: float = 1.0
+    audio_bitrate: str = "128k"
+    preview_count: int = 5
+    # extra encoder options per codec, e.g. {h264 = {tune = "film"}, av1 = {preset = "10"}}
+    encoder_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,11 @@ def _coerce(section: str, key: str, value, want: type, from_env: bool):
                 return int(value)
             if want is float:
                 return float(value)
+            if want is dict:
+                parsed = json.loads(value)
+                if not isinstance(parsed, dict):
+                    raise ValueError(value)
+                return parsed
             if want is list:
                 text = value.strip()
                 if text.startswith("["):

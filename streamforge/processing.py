@@ -90,6 +90,7 @@ class Uploader:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf-upload")
         self.pending: list[Future] = []
         self.lock = threading.Lock()
+        self.publish_lock = threading.Lock()
         self.uploaded: set[str] = set()
         self.error: BaseException | None = None
 
@@ -115,8 +116,9 @@ class Uploader:
 
     def put_now(self, relpath: str, cache: str) -> None:
         """Upload a playlist after everything it may reference is in the store."""
-        self.barrier()
-        self._put(relpath, cache)
+        with self.publish_lock:  # one barrier at a time, so none returns before earlier uploads land
+            self.barrier()
+            self._put(relpath, cache)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

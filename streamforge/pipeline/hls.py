@@ -509,6 +509,9 @@ class Publisher:
         self.master_written = False
         self.files: list[str] = []
         self._lock = threading.Lock()
+        # tracks whose playlist has been published with at least one segment; a track's segment list
+        # grows in its muxer thread before on_segment runs, so it cannot tell what is published
+        self._published: set[str] = set()
 
     def add_variant(self, variant: VariantInfo) -> None:
         """Register a video rung before encoding starts."""
@@ -545,7 +548,8 @@ class Publisher:
             self._write("playlist", track.playlist, media_playlist(track, final=False))
             if track.kind == "video":
                 self._write("playlist", track.iframe_playlist, iframe_playlist(track, final=False))
-            if not self.master_written and all(t.segments and t.codecs for t in self._tracks()):
+            self._published.add(track.name)
+            if not self.master_written and all(t.name in self._published and t.codecs for t in self._tracks()):
                 self._write("master", "master.m3u8", self._master(final=False))
                 self.master_written = True
 

@@ -267,7 +267,7 @@ async function main () {
   uppy.use(Dashboard, {
     inline: true,
     target: '#uppy-dashboard',
-    height: 300,
+    height: 240,
     width: '100%',
     hideUploadButton: true, // the form's Upload button starts it, with the title and the rest
     hideProgressDetails: false,
@@ -275,7 +275,7 @@ async function main () {
     proudlyDisplayPoweredByUppy: false,
     fileManagerSelectionType: 'files',
     disableThumbnailGenerator: true,
-    theme: 'auto',
+    theme: 'dark',
     doneButtonHandler: null,
     locale: {
       strings: {
