@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 
+from streamforge import notify
 from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.store import videos
@@ -34,6 +35,7 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
                   if info.size > config.upload.max_size else
                   f"the upload is {info.size} bytes but {video.declared_size} were declared")
         if videos.fail_upload(video.id, reason):
+            notify.emit(config, "video.failed", video.id)
             try:
                 store.delete(video.original_key)
             except StorageError as e:
@@ -68,6 +70,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
                     pass
             if videos.fail_upload(video.id, "the upload was never completed before its upload URLs expired; "
                                             "upload the file again"):
+                notify.emit(config, "video.failed", video.id)
                 counts["expired_uploads"] += 1
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
     # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
@@ -77,6 +80,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             enqueue_processing(video.id)
             counts["reclaimed"] += 1
         elif outcome == "failed":
+            notify.emit(config, "video.failed", video.id)
             counts["failed_runs"] += 1
     # queued videos whose task was lost (enqueue failed after the state change, or the queue was wiped)
     for video in videos.stale_queued(now - lease):

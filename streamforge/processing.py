@@ -20,6 +20,7 @@ from pathlib import Path
 
 from peewee import InterfaceError, OperationalError
 
+from streamforge import notify
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.store import videos
@@ -208,6 +209,7 @@ class VideoRun:
                 url = self.store.public_url(uploader.key(relpath))
                 if videos.set_playable(self.video_id, self.token, master_url=url, processed_path=self.prefix):
                     self.published = True
+                    notify.emit(self.config, "video.playable", self.video_id)
 
         with self.stage("transcode") as st, self.stage("thumbnails") as th:
             result = run_pipeline(src, outdir, opts, progress=self._on_progress, on_file=on_file)
@@ -249,6 +251,7 @@ class VideoRun:
                                    thumbnails=thumb_rows)
             if not ok:
                 raise LeaseLost()
+            notify.emit(self.config, "video.ready", self.video_id)
             st.message = f"{len(rend_rows)} renditions, {len(thumb_rows)} thumbnails"
 
     def remove_stale_outputs(self) -> None:
@@ -295,23 +298,28 @@ class VideoRun:
             return "handed-back"
         except MediaError as e:
             self.remove_own_output()
-            videos.fail_run(self.video_id, self.token, describe(e), unpublish=self.live)
+            self._fail(describe(e))
             return "failed"
         except (StorageError, OperationalError, InterfaceError) as e:
             return self._retry_or_fail(e)
         except OSError as e:
             self.remove_own_output()
-            videos.fail_run(self.video_id, self.token, describe(e), unpublish=self.live)
+            self._fail(describe(e))
             return "failed"
         except Exception as e:  # an unexpected failure: FAILED with the reason, and the worker goes on
             log.exception("processing %s failed", self.video_id)
             self.remove_own_output()
-            videos.fail_run(self.video_id, self.token, f"internal error: {describe(e)}", unpublish=self.live)
+            self._fail(f"internal error: {describe(e)}")
             return "failed"
         finally:
             self._stop.set()
             uploader.close()
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _fail(self, message: str) -> None:
+        """FAILED with the reason (and nothing of this run published); tell the webhooks."""
+        if videos.fail_run(self.video_id, self.token, message, unpublish=self.live):
+            notify.emit(self.config, "video.failed", self.video_id)
 
     def _retry_or_fail(self, exc: BaseException) -> str:
         from streamforge.tasks import enqueue_processing
@@ -320,8 +328,7 @@ class VideoRun:
         for attempt in range(10):  # the database itself may be what failed: keep trying to record it
             try:
                 if self.attempt >= self.config.sweeper.max_attempts:
-                    videos.fail_run(self.video_id, self.token, f"gave up after {self.attempt} attempts: {reason}",
-                                    unpublish=self.live)
+                    self._fail(f"gave up after {self.attempt} attempts: {reason}")
                     return "failed"
                 if videos.release_run(self.video_id, self.token, f"retrying: {reason}"):
                     enqueue_processing(self.video_id, delay=min(300, 5 * 2 ** self.attempt))

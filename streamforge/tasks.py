@@ -62,3 +62,15 @@ def enqueue_processing(video_id: str, delay: float | None = None) -> str:
             seconds=delay)
     huey.enqueue(task)
     return task.id
+
+
+@huey.task()
+def deliver_webhook(url: str, body: str, attempt: int) -> bool:
+    """Deliver one outbound webhook; on failure schedule the next attempt with backoff."""
+    from streamforge import notify
+    cfg = config()
+    if notify.deliver(cfg, url, body, attempt):
+        return True
+    if attempt < cfg.notify.max_attempts:
+        deliver_webhook.schedule((url, body, attempt + 1), delay=notify.backoff(attempt))
+    return False

@@ -128,12 +128,13 @@ def queued_video_ids() -> list[str]:
 
 
 def drain_queue(limit: int = 50) -> list[str]:
-    """Run the queued tasks in this process (as a worker would); returns their results."""
+    """Run the queued tasks in this process (as a worker would), scheduled ones as if their time had
+    come; returns their results."""
     results = []
     for _ in range(limit):
         task = tasks.huey.dequeue()
         if task is None:
             break
         with dbmod.db.connection_context():
-            results.append(tasks.huey.execute(task))
+            results.append(tasks.huey._execute(task, tasks.huey._get_timestamp()))
     return results

@@ -194,11 +194,16 @@ class _Worker(threading.Thread):
 
 
 def _encoder_threads(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
-    """Encoder threads for a rung: its share of all pixels, in cores, rounded up (at least one)."""
+    """Encoder threads for a rung: its share of all the ladder's pixels, in cores (at least one).
+
+    Rungs already run in parallel, so a four-rung ladder gets one thread per encoder: x264 with one
+    thread spends the least CPU per frame (no frame-threading overhead), and the operating system
+    spreads the rung threads over the cores. A lone rung gets every core.
+    """
     cores = os.cpu_count() or 2
     total = sum(r.width * r.height for r in rungs)
     share = spec.width * spec.height / total if total else 1
-    return max(1, min(cores, math.ceil(share * cores * 1.25 - 0.25)))
+    return max(1, min(cores, round(share * cores)))
 
 
 def encoder_settings(spec: RenditionSpec, opts: PipelineOptions, gop: int, threads: int) -> tuple[str, dict]:
