@@ -23,6 +23,7 @@ def live(seaweed, make_app, tmp_path):
                                              "STREAMFORGE_PIPELINE_HEIGHTS": "360,240",
                                              "STREAMFORGE_PLAYBACK_SIGNED_URL_TTL": "600"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
+    seaweed.store.prepare([cfg.base_url], public_output=False)  # as `streamforge web` does at start
     with LiveServer(make_app(cfg), port=port) as server:
         from streamforge.store import videos
         with dbmod.db.connection_context():
