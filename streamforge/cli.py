@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from streamforge.config import Config, load_config
 from streamforge.errors import StreamForgeError

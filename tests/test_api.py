@@ -2,7 +2,6 @@
 import re
 
 import requests
-
 from conftest import MEDIA, queued_video_ids
 
 CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"

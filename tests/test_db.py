@@ -4,13 +4,21 @@ import subprocess
 import uuid
 
 import pytest
+from conftest import port_open, require
 from peewee import IntegrityError
 
-from conftest import port_open, require
 from streamforge.store import db as dbmod
 from streamforge.store import videos
-from streamforge.store.db import (ApiToken, ProcessingLog, Rendition, SchemaVersion, Thumbnail, User, Video,
-                                  init_db)
+from streamforge.store.db import (
+    ApiToken,
+    ProcessingLog,
+    Rendition,
+    SchemaVersion,
+    Thumbnail,
+    User,
+    Video,
+    init_db,
+)
 
 SEED_FIELDS = {
     User: {"id", "email", "name", "created_at", "updated_at"},

@@ -6,8 +6,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-
 from conftest import MEDIA, drain_queue
+
 from streamforge import notify, tasks
 
 SECRET = "whsec-test-secret"

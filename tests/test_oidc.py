@@ -4,7 +4,6 @@ import re
 
 import pytest
 import requests
-
 from conftest import LiveServer, free_port
 
 oidc_mock = pytest.importorskip("oidc_provider_mock")

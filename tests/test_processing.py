@@ -5,8 +5,8 @@ import time
 import av
 import pytest
 import requests
-
 from conftest import MEDIA, LiveServer, drain_queue, free_port
+
 from streamforge import processing
 from streamforge.store import db as dbmod
 from streamforge.store.db import Video

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import MEDIA, free_port, port_open, require
 
 CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"

@@ -8,7 +8,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import MEDIA, free_port
 
 CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"

@@ -2,8 +2,8 @@
 import datetime
 
 import requests
-
 from conftest import queued_video_ids
+
 from streamforge import intake
 from streamforge.store import db as dbmod
 from streamforge.store import videos

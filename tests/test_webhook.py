@@ -5,10 +5,10 @@ from urllib.parse import quote_plus
 
 import pytest
 import requests
+from conftest import LiveServer, queued_video_ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import LiveServer, queued_video_ids
 from streamforge.web.hooks import NotANotification, parse_notification
 
 
@@ -154,10 +154,11 @@ def test_real_store_webhook_moves_uploads_on(make_app, seaweed_factory, tmp_path
     """A SeaweedFS whose own filer webhook calls the app on a real port: PUT and multipart."""
     import dataclasses
 
+    from conftest import free_port
+
     from streamforge.config import load_config
     from streamforge.store import db as dbmod
     from streamforge.store import videos
-    from conftest import free_port
     port = free_port()  # the store needs the app's URL before the app exists
     token = "hook-secret-for-test"
     store = seaweed_factory(f"http://127.0.0.1:{port}/hooks/storage", token)

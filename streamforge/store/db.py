@@ -16,7 +16,6 @@ from urllib.parse import unquote, urlsplit
 
 from peewee import (
     BigIntegerField,
-    BooleanField,
     CharField,
     DatabaseProxy,
     DateTimeField,
