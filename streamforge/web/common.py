@@ -4,7 +4,7 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from flask import current_app, jsonify, request, session
+from flask import current_app, has_request_context, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from streamforge.config import Config
@@ -69,6 +69,13 @@ def csrf_ok() -> bool:
     return bool(want) and hmac.compare_digest(sent.encode(), want.encode())
 
 
+def app_url() -> str:
+    """The app's absolute URL for links in answers: `[server] base_url`, else the host the client used."""
+    if cfg().server.base_url or not has_request_context():
+        return cfg().base_url
+    return request.host_url.rstrip("/")
+
+
 def _iso(dt) -> str | None:
     return dt.isoformat(timespec="seconds") + "Z" if dt else None
 
@@ -85,12 +92,12 @@ def media_url(video, key: str) -> str:
     prefix = video.s3_processed_path.rstrip("/") + "/"
     rel = key[len(prefix):] if key.startswith(prefix) else key
     exp = playback.expiry(c.playback.signed_url_ttl)
-    return f"{c.base_url}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp)}"
+    return f"{app_url()}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp)}"
 
 
 def video_json(video, full: bool = True) -> dict:
     """VIDEO as the contract describes it; URLs absolute and built now (so `[cdn]` applies)."""
-    base = cfg().base_url
+    base = app_url()
     out = {
         "id": video.id, "slug": video.slug, "title": video.title, "description": video.description,
         "tags": video.tags, "visibility": video.visibility, "upload_status": video.upload_status,

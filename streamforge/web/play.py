@@ -10,7 +10,7 @@ from streamforge import playback
 from streamforge.errors import NotFound, StorageError
 from streamforge.store import videos
 from streamforge.store.db import ProcessingStatus
-from streamforge.web.common import cfg, error, handle_errors, store
+from streamforge.web.common import app_url, cfg, error, handle_errors, store
 
 bp = Blueprint("play", __name__)
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -43,7 +43,7 @@ def play(video_id: str, relpath: str):
         if path is None:
             return ref
         if path.endswith((".m3u8", ".vtt")):
-            return f"{cfg().base_url}/play/{video_id}/{path}?{query}"
+            return f"{app_url()}/play/{video_id}/{path}?{query}"
         return store().presigned_get(f"{video.s3_processed_path}/{path}", ttl)
 
     if target.endswith(".m3u8") or target.endswith(".vtt"):
