@@ -223,8 +223,15 @@ class ObjectStore:
         headers = {"Content-Type": "application/xml",
                    "Content-MD5": base64.b64encode(hashlib.md5(data).digest()).decode()}
         with self._errors("set_cors"):
-            self._client._execute("PUT", bucket_name=self.bucket, body=data, headers=headers,
-                                  query_params={"cors": ""})
+            try:
+                self._client._execute("PUT", bucket_name=self.bucket, body=data, headers=headers,
+                                      query_params={"cors": ""})
+            except S3Error as e:
+                # MinIO's community server has no per-bucket CORS: its CORS is server-wide
+                # (MINIO_API_CORS_ALLOW_ORIGIN, "*" by default), so browsers are already allowed.
+                if e.code not in ("NotImplemented", "NotImplementedError"):
+                    raise
+                log.warning("the store has no per-bucket CORS (%s); relying on its server-wide CORS", e.code)
 
     def get_cors(self) -> str | None:
         """The bucket's CORS configuration XML, or None when it has none."""

@@ -1,0 +1,367 @@
+"""docker/ and the deployment docs: the checks that run without a container engine.
+
+Docker cannot run on the machines this is developed on; Debian's docker-compose (1.29) validates a
+compose file without one. Everything else here reads the files: compose.yml against the CLI and the
+config keys, the MinIO notification wiring, the secrets policy, the Dockerfile, nginx.conf (with
+`nginx -t` where nginx is installed) and docs/configuration.md against config.example.toml.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+from streamforge.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKER = ROOT / "docker"
+COMPOSE = DOCKER / "compose.yml"
+DOCKERFILE = DOCKER / "Dockerfile"
+ENV_EXAMPLE = DOCKER / ".env.example"
+NGINX_CONF = DOCKER / "nginx.conf"
+DOCS = ROOT / "docs"
+
+# Secrets compose needs: no default in compose.yml, empty in .env.example (a service refuses to start
+# while one is empty).
+REQUIRED_SECRETS = ("MINIO_ROOT_PASSWORD", "POSTGRES_PASSWORD", "STREAMFORGE_SERVER_SECRET_KEY",
+                    "STREAMFORGE_WEBHOOK_TOKEN", "STREAMFORGE_STORAGE_SECRET_KEY")
+# What StreamForge reads from the environment besides STREAMFORGE_<SECTION>_<KEY>.
+NOT_KEYS = {"STREAMFORGE_CONFIG", "STREAMFORGE_DATA_DIR"}
+# production.py's docker_check looks for these words in docker/.
+PRODUCTION_WORDS = ("minio", "postgres", "redis", "MINIO_NOTIFY_WEBHOOK_ENABLE", "MINIO_NOTIFY_WEBHOOK_ENDPOINT",
+                    "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN", "MINIO_NOTIFY_WEBHOOK_QUEUE_DIR", "streamforge")
+HAND_BACK_SECONDS = 30  # the worker's shutdown timeout (cli.cmd_worker)
+
+
+def config_keys() -> dict[str, tuple[str, str]]:
+    """STREAMFORGE_<SECTION>_<KEY> -> (section, key) for every key of config.example.toml."""
+    with open(ROOT / "config.example.toml", "rb") as f:
+        example = tomllib.load(f)
+    return {f"STREAMFORGE_{s.upper()}_{k.upper()}": (s, k) for s, keys in example.items() for k in keys}
+
+
+def docker_compose() -> str:
+    exe = shutil.which("docker-compose")
+    require(exe is not None, "docker-compose is not installed (Debian: apt-get install docker-compose)")
+    return exe
+
+
+def load_yaml(path: Path) -> dict:
+    """Parse YAML with PyYAML, or with the interpreter of docker-compose (which depends on it)."""
+    try:
+        import yaml
+    except ImportError:
+        yaml = None
+    if yaml is not None:
+        return yaml.safe_load(path.read_text())
+    exe = shutil.which("docker-compose")
+    if exe:
+        shebang = Path(exe).read_bytes()[:200].split(b"\n")[0].decode(errors="replace")
+        if shebang.startswith("#!") and "python" in shebang:
+            code = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))"
+            r = subprocess.run([*shlex.split(shebang[2:]), "-c", code, str(path)], capture_output=True,
+                               text=True, timeout=30)
+            if r.returncode == 0:
+                return json.loads(r.stdout)
+    require(False, "reading compose.yml needs PyYAML or docker-compose")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_yaml(COMPOSE)
+
+
+def clean_env() -> dict:
+    """This environment without anything compose.yml interpolates."""
+    names = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
+    return {k: v for k, v in os.environ.items() if k not in names and not k.startswith("COMPOSE_")}
+
+
+def example_env(fill_secrets: bool) -> str:
+    """docker/.env.example, with every empty secret given a value when asked."""
+    out = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        name = line.split("=", 1)[0]
+        if fill_secrets and name in REQUIRED_SECRETS and line == f"{name}=":
+            line = f"{name}={'x' * 8}{name.lower()}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def copy_docker_dir(tmp_path: Path, env_text: str | None) -> Path:
+    """docker/ copied to tmp_path (without any local .env), optionally with a .env."""
+    dest = tmp_path / "docker"
+    shutil.copytree(DOCKER, dest, ignore=shutil.ignore_patterns(".env"))
+    if env_text is not None:
+        (dest / ".env").write_text(env_text)
+    return dest
+
+
+def compose_config(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([docker_compose(), "-f", str(folder / "compose.yml"), "config", *args],
+                          cwd=str(folder), env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
+def script_of(service: dict) -> str:
+    """The shell script of a service run as `/bin/sh -c SCRIPT`, with compose's `$$` unescaped."""
+    assert service["entrypoint"] == ["/bin/sh", "-c"], service["entrypoint"]
+    command = service["command"]
+    return (command[0] if isinstance(command, list) else command).replace("$$", "$")
+
+
+def parse_cli(argv: list[str]) -> None:
+    """Fail unless `streamforge ARGV...` is a valid command line."""
+    assert argv and argv[0] == "streamforge", argv
+    try:
+        build_parser().parse_args(argv[1:])
+    except SystemExit as e:
+        pytest.fail(f"`{shlex.join(argv)}` is not a valid streamforge command (exit {e.code})")
+
+
+def seconds(duration: str | int) -> float:
+    """A compose duration (`60s`, `1m30s`, `90`) in seconds."""
+    if isinstance(duration, int | float):
+        return float(duration)
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"unreadable duration {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+# ---- compose validates --------------------------------------------------------------------------
+
+def test_compose_validates_without_any_settings(tmp_path):
+    """What production.py's docker_check runs: `docker-compose config -q`, no .env, no variables set."""
+    folder = copy_docker_dir(tmp_path, None)
+    r = compose_config(folder, "-q")
+    assert r.returncode == 0, r.stderr
+
+
+def test_compose_validates_with_the_example_env_and_needs_nothing_else(tmp_path):
+    folder = copy_docker_dir(tmp_path, example_env(fill_secrets=True))
+    r = compose_config(folder)
+    assert r.returncode == 0, r.stderr
+    assert "is not set" not in r.stderr, f"compose.yml uses a variable docker/.env.example lacks:\n{r.stderr}"
+    rendered = tmp_path / "rendered.yml"
+    rendered.write_text(r.stdout)
+    services = load_yaml(rendered)["services"]
+    assert {"minio", "minio-init", "postgres", "redis", "web", "worker", "cdn"} <= set(services)
+    # the app and MinIO got the same webhook token from .env
+    token = services["web"]["environment"]["STREAMFORGE_WEBHOOK_TOKEN"]
+    assert token and token == services["minio"]["environment"]["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_STREAMFORGE"]
+    assert services["worker"]["environment"] == services["web"]["environment"]
+
+
+# ---- what production.py requires, and names that must exist ----------------------------------------
+
+def test_docker_dir_has_what_the_production_check_looks_for():
+    text = "\n".join(p.read_text(errors="ignore") for p in DOCKER.rglob("*") if p.is_file())
+    for word in PRODUCTION_WORDS:
+        assert word.lower() in text.lower(), f"docker/ never mentions {word}"
+    assert re.search(r"event add", text), "nothing in docker/ runs `mc event add`"
+    assert DOCKERFILE.is_file()
+
+
+def test_every_streamforge_variable_is_a_config_key():
+    keys = config_keys()
+    files = [COMPOSE, ENV_EXAMPLE, DOCKERFILE, NGINX_CONF, *sorted(DOCS.glob("*.md"))]
+    bad = []
+    for path in files:
+        for name in set(re.findall(r"\bSTREAMFORGE_[A-Z0-9_]+", path.read_text())):
+            if name in keys or name in NOT_KEYS:
+                continue
+            if name.endswith("_") and any(k.startswith(name) for k in keys):  # a family: STREAMFORGE_AUTH_OIDC_*
+                continue
+            bad.append(f"{path.relative_to(ROOT)}: {name}")
+    assert not bad, "not config keys (config.example.toml): " + ", ".join(sorted(bad))
+
+
+def test_env_example_lists_every_variable_compose_uses():
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
+    listed = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    assert not used - listed, f"missing from docker/.env.example: {sorted(used - listed)}"
+
+
+def test_image_and_compose_commands_exist_in_the_cli(compose):
+    cmd = re.search(r"^CMD\s+(\[.*\])\s*$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert cmd, "the Dockerfile has no exec-form CMD"
+    default = json.loads(cmd.group(1))
+    assert default == ["streamforge", "web", "--host", "0.0.0.0", "--port", "8000"]
+    parse_cli(default)
+    services = compose["services"]
+    for name in ("web", "worker"):
+        parse_cli(services[name]["command"])
+    parse_cli(services["worker"]["healthcheck"]["test"][1:])
+
+
+def test_streamforge_commands_in_the_docs_are_valid():
+    found = 0
+    for path in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```[a-z]*\n(.*?)```", path.read_text(), re.DOTALL):
+            for line in block.splitlines():
+                m = re.search(r"\bstreamforge ((?:serve|web|worker|storage|token|transcode|doctor)\b.*)$", line)
+                if m:
+                    parse_cli(["streamforge", *shlex.split(m.group(1).rstrip("\\ "))])
+                    found += 1
+    assert found >= 3
+
+
+# ---- services ---------------------------------------------------------------------------------------
+
+def test_worker_scales_and_has_time_to_hand_back(compose):
+    worker = compose["services"]["worker"]
+    assert "ports" not in worker and "container_name" not in worker, "`--scale worker=N` needs neither"
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    assert seconds(worker["stop_grace_period"]) > HAND_BACK_SECONDS
+    assert worker["command"][:2] == ["streamforge", "worker"]
+
+
+def test_web_runs_the_app_and_checks_healthz(compose):
+    web = compose["services"]["web"]
+    assert web["command"][:2] == ["streamforge", "web"]
+    assert any("/healthz" in part for part in web["healthcheck"]["test"])
+    conditions = {name: dep["condition"] for name, dep in web["depends_on"].items()}
+    assert conditions["postgres"] == conditions["redis"] == conditions["minio"] == "service_healthy"
+    assert conditions["minio-init"] == "service_completed_successfully"
+    for name in ("postgres", "redis", "minio"):
+        assert "healthcheck" in compose["services"][name], name
+    assert "pg_isready" in " ".join(compose["services"]["postgres"]["healthcheck"]["test"])
+
+
+def test_required_secrets_have_no_default():
+    text = COMPOSE.read_text()
+    for name in REQUIRED_SECRETS:
+        uses = re.findall(r"\$\{" + name + r"([^}]*)\}", text)
+        assert uses, f"compose.yml never uses {name}"
+        defaults = [u for u in uses if u and not u.startswith((":?", "?"))]
+        assert not defaults, f"{name} has a default in compose.yml: {defaults}"
+    example = ENV_EXAMPLE.read_text()
+    for name in REQUIRED_SECRETS:
+        assert re.search(rf"^{name}=$", example, re.MULTILINE), f"{name} must be empty in .env.example"
+    assert not re.search(r"^\s*ENV\s.*(SECRET|TOKEN|PASSWORD)", DOCKERFILE.read_text(), re.MULTILINE)
+
+
+def test_minio_notifications_reach_the_web_app(compose):
+    services = compose["services"]
+    env = services["minio"]["environment"]
+    ids = {k[len("MINIO_NOTIFY_WEBHOOK_ENABLE_"):] for k in env if k.startswith("MINIO_NOTIFY_WEBHOOK_ENABLE_")}
+    assert len(ids) == 1, ids
+    target = ids.pop()
+    assert env[f"MINIO_NOTIFY_WEBHOOK_ENABLE_{target}"] == "on"
+    web_cmd = services["web"]["command"]
+    port = web_cmd[web_cmd.index("--port") + 1]
+    assert env[f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{target}"] == f"http://web:{port}/hooks/storage"
+    # MinIO sends the token as `Authorization: Bearer <token>`; the app checks [webhook] token
+    assert env[f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{target}"] == "${STREAMFORGE_WEBHOOK_TOKEN}"
+    assert services["web"]["environment"]["STREAMFORGE_WEBHOOK_TOKEN"] == "${STREAMFORGE_WEBHOOK_TOKEN}"
+    # the queue dir keeps events while web is down: an absolute path on a volume of its own
+    queue_dir = env[f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{target}"]
+    mounts = [v.split(":")[1] for v in services["minio"]["volumes"]]
+    assert queue_dir.startswith("/") and any(queue_dir == m or queue_dir.startswith(m + "/") for m in mounts)
+    assert "minio-events" in compose["volumes"]
+    # minio-init subscribes the bucket to that target, for new originals only
+    init = script_of(services["minio-init"])
+    add = re.search(r"^\s*mc event add .*$", init, re.MULTILINE)
+    assert add, "minio-init never runs `mc event add`"
+    assert f"arn:minio:sqs::{target}:webhook" in add.group(0)
+    assert re.search(r"--event put\b", add.group(0)) and "--prefix originals/" in add.group(0)
+    assert '"sf/$BUCKET"' in add.group(0)
+    bucket = services["minio-init"]["environment"]["BUCKET"]
+    assert bucket == services["web"]["environment"]["STREAMFORGE_STORAGE_BUCKET"]
+
+
+def test_service_scripts_are_valid_shell(compose):
+    for name in ("minio", "minio-init"):
+        script = script_of(compose["services"][name])
+        r = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, f"{name}: {r.stderr}"
+        shellcheck = shutil.which("shellcheck")
+        if shellcheck:
+            r = subprocess.run([shellcheck, "-s", "sh", "-"], input=script, capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 0, f"{name}:\n{r.stdout}"
+
+
+def test_minio_refuses_to_start_without_its_secrets(compose):
+    """The wrapper around `minio server` exits 1 and names what is missing."""
+    script = script_of(compose["services"]["minio"]).replace("exec minio server", "exit 0 #")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MINIO_ROOT_USER": "admin",
+           "MINIO_ROOT_PASSWORD": "", "MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_STREAMFORGE": ""}
+    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "MINIO_ROOT_PASSWORD" in r.stderr and "STREAMFORGE_WEBHOOK_TOKEN" in r.stderr
+    env.update(MINIO_ROOT_PASSWORD="a-long-password", MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_STREAMFORGE="token")
+    r = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+
+
+# ---- the image ---------------------------------------------------------------------------------------
+
+def test_dockerfile_builds_from_files_that_exist():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim(\s|$)", text, re.MULTILINE)
+    assert "npm ci" in text and "node scripts/vendor.mjs" in text
+    assert re.search(r"pip install (--[a-z-]+ )*\.", text)
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
+    assert re.search(r"^HEALTHCHECK\s", text, re.MULTILINE)
+    for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.MULTILINE):
+        *sources, _dest = line.split()
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+
+
+def test_nginx_conf_is_accepted_by_nginx(tmp_path):
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if nginx is None:
+        pytest.skip("nginx is not installed (optional: apt-get install nginx-light)")
+    text = NGINX_CONF.read_text()
+    assert text.count("${BUCKET}") >= 1 and not re.findall(r"\$\{(?!BUCKET\})", text)
+    conf = (text.replace("${BUCKET}", "streamforge").replace("server minio:9000", "server 127.0.0.1:9")
+            .replace("/var/cache/nginx/streamforge", str(tmp_path / "cache")))
+    (tmp_path / "default.conf").write_text(conf)
+    temp = " ".join(f"{k}_temp_path {tmp_path / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path / 'nginx.pid'};\nerror_log {tmp_path / 'error.log'};\nevents {{}}\n"
+        f"http {{ access_log off; {temp} include {tmp_path / 'default.conf'}; }}\n")
+    r = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+# ---- docs ---------------------------------------------------------------------------------------------
+
+def test_configuration_doc_lists_every_key_with_its_default():
+    doc = (DOCS / "configuration.md").read_text()
+    with open(ROOT / "config.example.toml", "rb") as f:
+        example = tomllib.load(f)
+    missing = []
+    for var, (section, key) in config_keys().items():
+        row = re.search(rf"^\| `{key}` \| `{var}` \| `([^`]*)` \|", doc, re.MULTILINE)
+        if row is None or f"### [{section}]" not in doc:
+            missing.append(var)
+            continue
+        default = example[section][key]
+        if isinstance(default, bool | int | float | str) and not isinstance(default, dict):
+            shown = json.dumps(default) if isinstance(default, str) else str(default).lower()
+            assert row.group(1) == shown, f"{var}: docs say {row.group(1)}, config.example.toml {shown}"
+    assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_deployment_docs_say_what_was_and_was_not_run():
+    for name in ("homelab.md", "on-prem.md", "scale-out.md", "configuration.md"):
+        assert (DOCS / name).is_file(), name
+    onprem = (DOCS / "on-prem.md").read_text()
+    assert "docker compose -f docker/compose.yml up -d" in onprem
+    assert "exec web streamforge token create --email" in onprem
+    assert "was **not** run" in onprem and "docker-compose config" in onprem
+    assert "make run" in (DOCS / "homelab.md").read_text()
