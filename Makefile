@@ -17,8 +17,8 @@ $(STAMP): setup.cfg pyproject.toml package.json
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# the player and uploader from npm; package.json's postinstall copies them into static/vendor
 	npm ci --no-audit --no-fund --silent || npm install --no-audit --no-fund --silent
-	node scripts/vendor.mjs
 	touch $(STAMP)
 
 install-test: install system-deps
