@@ -227,7 +227,7 @@ def cmd_worker(args) -> int:
     threading.Thread(target=sweeper, name="sf-sweeper", daemon=True).start()
     workers = args.concurrency or cfg.queue.workers
     consumer = HandBackConsumer(tasks.huey, workers=workers, worker_type="thread", periodic=False,
-                                initial_delay=0.1, backoff=1.15, max_delay=1.0, check_worker_health=True)
+                                initial_delay=0.05, backoff=1.15, max_delay=0.25, check_worker_health=True)
     consumer.shutdown_timeout = 30
     log.info("worker: %d at a time, queue %s", workers, cfg.queue_url.split("@")[-1])
     consumer.run()

@@ -147,10 +147,11 @@ class Api:
         raise AssertionError(f"video {vid} never became {what or until}: last {v.get('upload_status')}/"
                              f"{v.get('status')} {v.get('error_message')}")
 
-    def upload_bytes(self, data: bytes, filename: str, title: str, content_type: str = "video/mp4") -> dict:
+    def upload_bytes(self, data: bytes, filename: str, title: str, content_type: str = "video/mp4",
+                     **fields) -> dict:
         """Create a video and send its bytes in one PUT, as a script would."""
         answer = self.call("POST", "/api/videos", {"title": title, "filename": filename, "size": len(data),
-                                                   "content_type": content_type})
+                                                   "content_type": content_type, **fields})
         assert answer["upload"]["method"] == "PUT"
         r = requests.put(answer["upload"]["url"], data=data, headers=answer["upload"].get("headers") or {},
                          timeout=60)

@@ -106,7 +106,7 @@ def parse_fragment(moof: bytes, mdat: bytes, track: TrackInfo) -> Fragment:
     default_duration, default_size, default_flags = track.default_duration, track.default_size, \
         track.default_flags
     decode_time, first_cts, durations, sizes, first_flags, data_offset = 0, 0, [], [], None, 0
-    for kind, offset, size, header in iter_boxes(moof, t_start, t_end):
+    for kind, offset, _size, header in iter_boxes(moof, t_start, t_end):
         body = offset + header
         if kind == "tfhd":
             flags = int.from_bytes(moof[body + 1: body + 4], "big")

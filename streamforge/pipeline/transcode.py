@@ -10,7 +10,6 @@ segments start at exactly the same times.
 """
 from __future__ import annotations
 
-import math
 import os
 import queue
 import shutil
@@ -223,7 +222,8 @@ def encoder_settings(spec: RenditionSpec, opts: PipelineOptions, gop: int, threa
     elif spec.codec == "av1":
         speed = preset if preset.isdigit() else str(SVTAV1_PRESETS.get(preset, 10))
         options = {"b": str(spec.bitrate), "preset": speed, "g": str(gop),
-                   "svtav1-params": f"scd=0:lp={threads}:rc=1:tbr={kbps}:mbr={max_kbps}"}
+                   # VBR (SVT-AV1 takes a max bitrate only in CRF mode); scene detection off
+                   "svtav1-params": f"scd=0:lp={threads}:rc=1:tbr={kbps}"}
     elif spec.codec == "vp9":
         speed = VP9_SPEEDS.get(preset, 7)
         options = {**common, "g": str(gop), "keyint_min": str(gop), "row-mt": "1", "threads": str(threads),
@@ -251,6 +251,9 @@ class _RungEncoder(_Worker):
     def work(self) -> None:
         spec, rate = self.spec, self.timeline.rate
         codec_name, options = encoder_settings(spec, self.opts, self.timeline.gop, self.threads)
+        if spec.codec == "av1":
+            # SVT-AV1 prints its banner and warnings straight to stderr unless told otherwise
+            os.environ.setdefault("SVT_LOG", "1")
         reformatter = VideoReformatter()
         time_base = Fraction(1, 1) / rate
         with av.open(self.sink, "w", format="mp4", options={"movflags": VIDEO_MOVFLAGS}) as container:

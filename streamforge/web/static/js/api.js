@@ -125,14 +125,14 @@ export function formatDuration (seconds) {
   return h ? `${h}:${String(m).padStart(2, '0')}:${s}` : `${m}:${s}`
 }
 
-/** 1536 -> "1.5 KB". */
+/** 1536 -> "1.5 KB" (binary units, as Uppy's Dashboard counts them). */
 export function formatBytes (bytes) {
   if (!Number.isFinite(bytes)) return ''
   const units = ['bytes', 'KB', 'MB', 'GB', 'TB']
   let i = 0
   let n = bytes
-  while (n >= 1000 && i < units.length - 1) {
-    n /= 1000
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024
     i += 1
   }
   return i === 0 ? `${n} bytes` : `${n.toFixed(n < 10 ? 1 : 0)} ${units[i]}`

@@ -69,7 +69,7 @@ class UploadRow {
     this.el.innerHTML = `
       <div class="upload-item-head">
         <span class="upload-item-title"></span>
-        <span class="badge badge-pending" data-role="badge">Waiting</span>
+        <span class="badge badge-pending" data-role="badge" role="status">Waiting</span>
       </div>
       <progress max="100" value="0"></progress>
       <p class="upload-item-status" data-role="status">Starting…</p>
@@ -377,7 +377,8 @@ async function main () {
   function addFiles (files) {
     for (const f of files) {
       try {
-        uppy.addFile({ name: f.name, type: contentTypeOf(f), data: f, source: 'file-input', isRemote: false })
+        // the same fields as the Dashboard's picker, so a file picked again after a reload is the same file
+        uppy.addFile({ name: f.name, type: f.type, data: f, source: 'file-input', isRemote: false })
       } catch (err) {
         if (!err.isRestriction) console.warn(err)
         showError(err.message)
@@ -476,7 +477,10 @@ async function main () {
     form.elements.description.value = meta.description || ''
     form.elements.tags.value = (meta.tags || []).join(', ')
     if (meta.visibility) form.elements.visibility.value = meta.visibility
-    rowFor(f).interrupted(Boolean(f.isGhost))
+    const row = rowFor(f)
+    row.interrupted(Boolean(f.isGhost))
+    const { bytesUploaded, bytesTotal } = f.progress || {}
+    if (bytesTotal) row.setProgress((100 * (bytesUploaded || 0)) / bytesTotal)
     showError('')
   })
 

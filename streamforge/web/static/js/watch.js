@@ -62,17 +62,27 @@ async function loadLibraries () {
   return hls
 }
 
-/** Where renditions of several codecs share a height, say which codec each one is. */
+/** Where the ladder has several codecs, label each rung with its codec ("720p · VP9") and keep
+ *  each height's codecs together; with one codec media-chrome's own labels ("720p") stay. */
 function labelRenditionsWithCodecs () {
   const Menu = customElements.get('media-rendition-menu')
   if (!Menu || Menu.streamforgePatched) return
-  const base = Menu.formatRendition.bind(Menu)
+  const baseFormat = Menu.formatRendition.bind(Menu)
+  const baseCompare = Menu.compareRendition.bind(Menu)
+  const severalCodecs = () =>
+    new Set([...(video.videoRenditions || [])].map((r) => codecName(r.codec)).filter(Boolean)).size > 1
   Menu.formatRendition = function (rendition, options) {
-    let text = base(rendition, options)
-    const list = [...(video.videoRenditions || [])]
-    const codecs = new Set(list.map((r) => codecName(r.codec)).filter(Boolean))
-    if (codecs.size > 1 && rendition.codec) text += ` · ${codecName(rendition.codec)}`
-    return text
+    if (!severalCodecs()) return baseFormat(rendition, options)
+    const codec = codecName(rendition.codec)
+    let text = `${Math.min(rendition.width, rendition.height)}p · ${codec}`
+    const twin = [...video.videoRenditions].some((r) => String(r.id) !== String(rendition.id) &&
+      r.height === rendition.height && codecName(r.codec) === codec && r.bitrate !== rendition.bitrate)
+    if (twin && rendition.bitrate) text += ` (${(rendition.bitrate / 1e6).toFixed(1)} Mbps)`
+    return Menu.formatMenuItemText(text, rendition)
+  }
+  Menu.compareRendition = function (a, b) {
+    if (!severalCodecs() || a.height !== b.height) return baseCompare(a, b)
+    return codecName(a.codec).localeCompare(codecName(b.codec)) || (b.bitrate ?? 0) - (a.bitrate ?? 0)
   }
   Menu.streamforgePatched = true
 }
