@@ -145,7 +145,8 @@ class VideoRun:
     # ----- lease -----
 
     def _heartbeat_loop(self) -> None:
-        every = max(1.0, min(5.0, self.config.sweeper.lease_seconds / 4))
+        # the heartbeat also carries progress: often enough for a moving bar, cheap for the database
+        every = max(0.5, min(2.0, self.config.sweeper.lease_seconds / 4))
         while not self._stop.wait(every):
             try:
                 if not videos.heartbeat(self.video_id, self.token, self.progress):
