@@ -141,7 +141,7 @@ class UploadRow {
     this.setBadge('Interrupted', 'badge-pending')
     this.status.textContent = ghost
       ? 'The page was reloaded. Choose the same file again to continue where the upload stopped.'
-      : 'The page was reloaded. Press Upload to continue where the upload stopped.'
+      : 'The page was reloaded. Press Upload to continue.'
   }
 
   /** The bytes are in the store: follow the processing until it ends. */
@@ -231,7 +231,7 @@ async function main () {
     submitButton.disabled = true
     fileInput.disabled = true
     showError('The uploader could not be loaded, so uploads are not possible from this page.')
-    return
+    return null
   }
   const { Uppy, Dashboard, AwsS3, GoldenRetriever } = lib
   const rows = new Map() // Uppy file id -> UploadRow
@@ -371,6 +371,11 @@ async function main () {
 
   // Keeps the selected file, its metadata and the multipart upload id across reloads. Blobs up to
   // 10 MiB come back from IndexedDB; bigger files come back as "ghosts" that the user picks again.
+  // Its restore runs in the background; a file picked before it ends would be wiped by it.
+  const restoring = localStorage.getItem(`uppyState:${uppy.getID()}`)
+    ? Promise.race([new Promise((resolve) => uppy.once('restored', resolve)),
+      new Promise((resolve) => setTimeout(resolve, 5000))])
+    : null
   uppy.use(GoldenRetriever, { serviceWorker: false })
 
   // ---- the form's own file input feeds Uppy ----
@@ -386,11 +391,6 @@ async function main () {
       break // one video per upload: the form's fields describe one video
     }
   }
-  fileInput.addEventListener('change', () => {
-    showError('')
-    addFiles(fileInput.files)
-  })
-
   let autoTitle = ''
   form.elements.title.addEventListener('input', () => { autoTitle = '' })
 
@@ -484,8 +484,7 @@ async function main () {
     showError('')
   })
 
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault()
+  async function submit () {
     showError('')
     const files = uppy.getFiles()
     if (!files.length) {
@@ -519,9 +518,11 @@ async function main () {
       const busy = uppy.getFiles().some((f) => f.progress.uploadStarted && !f.progress.uploadComplete && !f.error)
       if (!busy) submitButton.disabled = false
     }
-  })
+  }
 
+  await restoring
   window.streamforgeUppy = uppy // for debugging from the console
+  return { uppy, addFiles, submit }
 }
 
 function pickMeta (meta = {}) {
@@ -532,4 +533,16 @@ function pickMeta (meta = {}) {
   return out
 }
 
-main()
+// The form works from the first moment: a file picked or a submit made while Uppy is still
+// loading is handed to it once it is ready.
+const ready = main()
+fileInput.addEventListener('change', async () => {
+  showError('')
+  const app = await ready
+  app?.addFiles(fileInput.files)
+})
+form.addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const app = await ready
+  app?.submit()
+})
