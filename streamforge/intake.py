@@ -43,14 +43,13 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
         return "rejected"
     if not videos.mark_uploaded(video.id, info.size):
         return "already"
-    task_id = enqueue_processing(video.id)
-    videos.set_task_id(video.id, task_id)
+    enqueue_processing(video.id)
     return "queued"
 
 
 def sweep(config: Config, store: ObjectStore) -> dict:
     """Finish what notifications and workers left undone; returns counts of what was done."""
-    from streamforge.tasks import enqueue_processing
+    from streamforge.tasks import enqueue_processing, waiting_task_ids
     counts = {"recovered_uploads": 0, "expired_uploads": 0, "requeued": 0, "reclaimed": 0, "failed_runs": 0}
     now = utcnow()
     # uploads whose notification never came (SeaweedFS keeps them in memory; MinIO may try once)
@@ -83,8 +82,13 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             notify.emit(config, "video.failed", video.id)
             counts["failed_runs"] += 1
     # queued videos whose task was lost (enqueue failed after the state change, or the queue was wiped)
+    waiting: set[str] | None = None
     for video in videos.stale_queued(now - lease):
-        videos.mark_requeued(video.id)
-        enqueue_processing(video.id)
-        counts["requeued"] += 1
+        if waiting is None:
+            waiting = waiting_task_ids()
+        if video.ecs_task_arn in waiting:
+            continue  # still in line behind other videos: its task is in the queue
+        if videos.mark_requeued(video.id, video.queued_at):  # one sweeper of many wins
+            enqueue_processing(video.id)
+            counts["requeued"] += 1
     return counts

@@ -24,6 +24,7 @@ from streamforge import notify
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.store import videos
+from streamforge.store.db import db
 from streamforge.store.objects import ObjectStore
 
 log = logging.getLogger("streamforge.processing")
@@ -147,13 +148,16 @@ class VideoRun:
     def _heartbeat_loop(self) -> None:
         # the heartbeat also carries progress: often enough for a moving bar, cheap for the database
         every = max(0.5, min(2.0, self.config.sweeper.lease_seconds / 4))
-        while not self._stop.wait(every):
-            try:
-                if not videos.heartbeat(self.video_id, self.token, self.progress):
-                    self._lost.set()
-                    return
-            except (OperationalError, InterfaceError) as e:  # a database blip: the next beat may pass
-                log.warning("heartbeat for %s failed: %s", self.video_id, e)
+        try:
+            while not self._stop.wait(every):
+                try:
+                    if not videos.heartbeat(self.video_id, self.token, self.progress):
+                        self._lost.set()
+                        return
+                except (OperationalError, InterfaceError) as e:  # a database blip: the next beat may pass
+                    log.warning("heartbeat for %s failed: %s", self.video_id, e)
+        finally:
+            db.close()  # this thread's connection (peewee keeps one per thread)
 
     def check_lease(self) -> None:
         if self._lost.is_set():

@@ -89,3 +89,28 @@ def test_lost_task_is_enqueued_again(client, auth, config, seaweed):
     assert sweep(config, seaweed)["requeued"] == 1
     assert queued_video_ids() == [vid]
     assert sweep(config, seaweed)["requeued"] == 0
+
+
+def test_a_video_waiting_its_turn_is_not_enqueued_again(client, auth, config, seaweed):
+    h = auth()
+    vid = new_video(client, h)
+    sweep(config, seaweed)
+    with dbmod.db.connection_context():
+        Video.update(queued_at=utcnow() - datetime.timedelta(seconds=config.sweeper.lease_seconds + 1)).where(
+            Video.id == vid).execute()
+    assert sweep(config, seaweed)["requeued"] == 0  # its task is still in the queue
+    assert queued_video_ids() == [vid]
+
+
+def test_racing_sweepers_enqueue_a_lost_task_once(client, auth, config, seaweed):
+    from streamforge import tasks
+    h = auth()
+    vid = new_video(client, h)
+    sweep(config, seaweed)
+    tasks.huey.flush()
+    with dbmod.db.connection_context():
+        old = utcnow() - datetime.timedelta(seconds=config.sweeper.lease_seconds + 1)
+        Video.update(queued_at=old).where(Video.id == vid).execute()
+        seen = Video.get_by_id(vid).queued_at
+        assert videos.mark_requeued(vid, seen) is True
+        assert videos.mark_requeued(vid, seen) is False  # the second sweeper saw the same old value

@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 
 from streamforge.errors import MediaError
-from streamforge.pipeline.ladder import CODECS, PipelineOptions
+from streamforge.pipeline.ladder import CODECS, PRESETS, PipelineOptions
 from streamforge.pipeline.transcode import PipelineResult, run_pipeline
 
 PROG = "streamforge transcode"
@@ -48,6 +48,8 @@ def transcode_command(src: str, outdir: str, pipeline_config, codecs: list | Non
             changes["heights"] = values
         if preset:
             changes["preset"] = preset
+        if changes.get("preset", opts.preset) not in PRESETS:
+            return _fail(f"unknown preset {changes.get('preset', opts.preset)!r}; choose from {', '.join(PRESETS)}")
         opts = dataclasses.replace(opts, **changes)
     except (TypeError, ValueError) as e:
         return _fail(f"invalid pipeline settings: {e}")

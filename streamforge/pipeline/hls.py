@@ -322,6 +322,7 @@ class FragmentSink:
         self.directory = directory
         self.boundary = boundary
         self.discard = False  # set when the run failed: write nothing more
+        self.error: Exception | None = None
         self.tolerance = tolerance
         self.on_segment = on_segment
         self.on_init = on_init
@@ -337,6 +338,19 @@ class FragmentSink:
         """Take bytes from the muxer; cut complete top-level boxes out of them."""
         if self.discard:
             return len(data)
+        try:
+            self._take(data)
+        except Exception as e:  # noqa: BLE001 - FFmpeg's write callback would swallow it; the encoder re-raises
+            self.error = e
+            self.discard = True
+        return len(data)
+
+    def check(self) -> None:
+        """Raise what went wrong while writing (a full disk, a failing callback), if anything did."""
+        if self.error is not None:
+            raise self.error
+
+    def _take(self, data) -> None:
         self._buffer += data
         while len(self._buffer) >= 8:
             size, kind = struct.unpack_from(">I4s", self._buffer, 0)
@@ -351,7 +365,6 @@ class FragmentSink:
             box = bytes(self._buffer[:size])
             del self._buffer[:size]
             self._box(kind.decode("latin-1"), box)
-        return len(data)
 
     def _box(self, kind: str, box: bytes) -> None:
         if kind in ("ftyp", "moov"):
@@ -373,16 +386,25 @@ class FragmentSink:
         if self._origin is None:
             self._origin = start
         t = (start - self._origin) / self._info.timescale
-        opens_segment = False
-        while t >= self.boundary(self._next_boundary) - self.tolerance:
-            self._next_boundary += 1
-            opens_segment = True
-        if opens_segment and self._pending:
-            self._flush()
+        limit = self.boundary(self._next_boundary) - self.tolerance
+        if t >= limit:  # starts the next segment (the previous one ended short of its boundary)
+            if self._pending:
+                self._flush()
+            while t >= self.boundary(self._next_boundary) - self.tolerance:
+                self._next_boundary += 1
         self._pending.append(fragment)
+        # publish a segment as soon as its last fragment is in, not when the next one arrives: the
+        # muxer writes a fragment only once the following keyframe is encoded, and waiting for yet
+        # another fragment would delay every segment (and a live master) by a whole segment
+        end = t + sum(fragment.durations) / self._info.timescale
+        if end >= self.boundary(self._next_boundary) - self.tolerance:
+            self._flush()
+            while end >= self.boundary(self._next_boundary) - self.tolerance:
+                self._next_boundary += 1
 
     def close(self) -> None:
         """Write the last segment; called after the muxer is closed."""
+        self.check()
         if self._pending and not self.discard:
             self._flush()
 
@@ -533,6 +555,11 @@ class Publisher:
     def _write(self, kind: str, relpath: str, text: str) -> None:
         _write_atomic(self.root / relpath, text.encode())
         self._file(kind, relpath)
+
+    def announce(self, kind: str, relpath: str) -> None:
+        """Another writer (the thumbnailer) finished a file: record it and pass it on."""
+        with self._lock:
+            self._file(kind, relpath)
 
     def on_init(self, track: TrackOutput) -> None:
         """The track's init segment is on disk."""

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 CODECS = ("h264", "hevc", "av1", "vp9")
+# x264's preset names; the other encoders' speeds are mapped from them
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+           "placebo")
 # Target bitrate of a 1920x1080 30 fps picture in each codec, kbit/s; other sizes scale from it.
 REFERENCE_KBPS = {"h264": 5000, "hevc": 3300, "av1": 2800, "vp9": 3400}
 REFERENCE_PIXELS = 1920 * 1080
@@ -88,10 +91,14 @@ def even(value: float) -> int:
 
 
 def fit_box(width: int, height: int, box_long: int, box_short: int) -> tuple[int, int]:
-    """Scale width x height down (never up) to fit an orientation-free box; even dimensions."""
+    """Scale width x height down (never up) to fit an orientation-free box; even dimensions.
+
+    Rounded to the nearest even size, but never past the source (an odd 321 becomes 320, not 322).
+    """
     long_side, short_side = max(width, height), min(width, height)
     scale = min(1.0, box_long / long_side, box_short / short_side)
-    return even(width * scale), even(height * scale)
+    return (max(2, min(even(width * scale), width - width % 2)),
+            max(2, min(even(height * scale), height - height % 2)))
 
 
 def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
@@ -106,11 +113,11 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
     sizes: list[tuple[str, int, int]] = []
     own_size_done = False
     for p in sorted({int(h) for h in opts.heights}, reverse=True):
-        box_long, box_short = math.ceil(p * 16 / 9), p
+        box_long, box_short = even(p * 16 / 9), p
         fits = max(src_w, src_h) <= box_long and min(src_w, src_h) <= box_short
         if fits:
             smaller = [h for h in opts.heights if h < p]
-            fits_smaller = any(max(src_w, src_h) <= math.ceil(h * 16 / 9) and min(src_w, src_h) <= h
+            fits_smaller = any(max(src_w, src_h) <= even(h * 16 / 9) and min(src_w, src_h) <= h
                                for h in smaller)
             if fits_smaller or own_size_done:
                 continue
@@ -118,10 +125,13 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
         w, h = fit_box(src_w, src_h, box_long, box_short)
         if any((w, h) == (sw, sh) for _, sw, sh in sizes):
             continue
-        bounded = min(w, h) == p or max(w, h) in (box_long, box_long - 1)
-        sizes.append((f"{p if bounded else min(w, h)}p", w, h))
+        bounded = min(w, h) == p or abs(max(w, h) - box_long) <= 2
+        name = f"{p if bounded else min(w, h)}p"
+        if any(name == taken for taken, _, _ in sizes):
+            name = f"{min(w, h)}p" if all(f"{min(w, h)}p" != t for t, _, _ in sizes) else f"{w}x{h}"
+        sizes.append((name, w, h))
     if not sizes:  # only when heights is empty
-        w, h = even(src_w), even(src_h)
+        w, h = fit_box(src_w, src_h, max(src_w, src_h), min(src_w, src_h))
         sizes.append((f"{min(w, h)}p", w, h))
 
     rungs = []

@@ -146,7 +146,8 @@ def _inspect(path: Path, container) -> ProbeResult:
             raise MediaError(f"{name}: no video stream (audio-only files are not accepted)")
         raise MediaError(f"{name}: no video stream")
     video = videos[0]
-    audio = audios[0] if audios else None
+    # the first audio stream we can decode, if any: a track in an unknown codec is no reason to fail
+    audio = next((a for a in audios if _decodable(a)), None)
     vctx = video.codec_context
     if not vctx.width or not vctx.height:
         raise MediaError(f"{name}: the video stream has no picture size")
@@ -204,6 +205,14 @@ def _inspect(path: Path, container) -> ProbeResult:
         audio_stream_index=audio.index if audio else None,
         bit_rate=int(container.bit_rate or 0),
     )
+
+
+def _decodable(stream) -> bool:
+    try:
+        return stream.codec_context is not None and bool(stream.codec_context.name) and \
+            stream.codec_context.channels > 0
+    except (av.FFmpegError, AttributeError, ValueError):
+        return False
 
 
 def _first_frames(container, video, limit: int = 2):
@@ -271,18 +280,26 @@ def _end_by_seeking(container, video) -> float:
 
 
 def _scan_duration(path: Path, index: int, start: float) -> float:
-    """Read every packet's timestamp (no decoding) when no header states the duration."""
-    end = 0.0
+    """Read every packet (no decoding) when no header states the duration.
+
+    Raw elementary streams (.h264, .hevc, .m4v) carry no timestamps at all: count their packets.
+    """
+    end, count = 0.0, 0
     with open_input(path) as container:
         stream = container.streams[index]
         tb = stream.time_base
         try:
             for packet in container.demux(stream):
+                if packet.size:
+                    count += 1
                 if packet.pts is not None and tb:
                     end = max(end, float((packet.pts + (packet.duration or 0)) * tb))
         except av.FFmpegError:
             pass
-    return end - start
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if end > start:
+        return end - start
+    return count / float(rate) if count and rate else 0.0
 
 
 def _nominal_rate(video, duration: float) -> Fraction:

@@ -59,12 +59,13 @@ class Thumbnailer:
     """Picks and renders the thumbnails of one video while it is being decoded."""
 
     def __init__(self, root: Path, width: int, height: int, duration: float, preview_count: int = 5,
-                 emit=None):
+                 emit=None, on_start=None):
         self.root = root
         self.directory = root / "thumbnails"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.duration = max(duration, 0.001)
         self.emit = emit or (lambda kind, path: None)
+        self.on_start = on_start or (lambda: None)
         self.cover_size = fit_box(width, height, 1280, 720)
         self.preview_size = fit_box(width, height, 640, 360)
         self.tile_size = fit_box(width, height, 160, 90)
@@ -142,6 +143,7 @@ class Thumbnailer:
             raise self._error
 
     def _run(self) -> None:
+        self.on_start()
         self._reformatter = VideoReformatter()
         try:
             while True:

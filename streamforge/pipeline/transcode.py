@@ -10,6 +10,7 @@ segments start at exactly the same times.
 """
 from __future__ import annotations
 
+import math
 import os
 import queue
 import shutil
@@ -27,7 +28,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls
-from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec, plan_ladder
+from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, plan_ladder
 from streamforge.pipeline.probe import ProbeResult, open_input, probe
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
 
@@ -39,12 +40,12 @@ QUEUE_FRAMES = 6  # per rung: enough to ride out jitter between threads, small e
 MAX_DECODE_ERRORS = 500
 VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe+negative_cts_offsets"
 AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
-X264_SPEEDS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-               "placebo")
 # x264 preset names mapped onto the other encoders' speed scales
-SVTAV1_PRESETS = dict(zip(X264_SPEEDS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
-VP9_SPEEDS = dict(zip(X264_SPEEDS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
+SVTAV1_PRESETS = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
+VP9_SPEEDS = dict(zip(PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
+# rough CPU per pixel of each encoder at a given preset, relative to x264
+ENCODER_COST = {"h264": 1.0, "hevc": 4.0, "av1": 3.0, "vp9": 1.5}
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,23 @@ class _Timeline:
     rate: Fraction
     gop: int  # frames per segment
     first: int  # frames in the first segment
+    # boundaries in (skip_after, skip_until] are dropped: a sliver of a last segment would be merged
+    skip_after: int = -1
+    skip_until: int = -1
+
+    def _planned(self, n: int) -> bool:
+        return n == 0 or (n >= self.first and (n - self.first) % self.gop == 0)
 
     def is_boundary(self, n: int) -> bool:
         """True when output frame n starts a segment (and so must be a keyframe)."""
-        if n == 0:
-            return True
-        return n >= self.first and (n - self.first) % self.gop == 0
+        return self._planned(n) and not (self.skip_after < n <= self.skip_until)
 
     def boundary_time(self, k: int) -> float:
-        """Start time in seconds of segment k (k >= 1)."""
-        return (self.first + (k - 1) * self.gop) / self.rate
+        """Start time in seconds of segment k (k >= 1), skipped boundaries left out."""
+        n = self.first + (k - 1) * self.gop
+        if self.skip_after < n <= self.skip_until:
+            n += self.gop
+        return n / self.rate
 
     @property
     def frame_duration(self) -> float:
@@ -122,12 +130,16 @@ class _Timeline:
         return float(1 / self.rate)
 
 
-def _timeline(rate: Fraction, opts: PipelineOptions) -> _Timeline:
+def _timeline(rate: Fraction, opts: PipelineOptions, duration: float) -> _Timeline:
     gop = max(1, round(float(opts.segment_seconds) * rate))
     first = gop
     if opts.live:
         first = max(1, min(gop, round(float(opts.first_segment_seconds) * rate)))
-    return _Timeline(rate=rate, gop=gop, first=first)
+    # a last segment shorter than half a second only inflates the peak bitrate and costs a request:
+    # leave out the boundary before it (the merged segment still rounds to the target duration)
+    expected = round(duration * rate)
+    tail = max(1, math.ceil(rate / 2))
+    return _Timeline(rate=rate, gop=gop, first=first, skip_after=expected - tail, skip_until=expected)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +204,38 @@ class _Worker(threading.Thread):
         raise NotImplementedError
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask, as taskset or a container sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 2
+
+
+def _lower_priority(steps: int) -> None:
+    """Raise this thread's nice value by `steps` (Linux: a thread is a task with its own nice value)."""
+    if steps <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except OSError:
+        pass
+
+
+def _nice_steps(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
+    """How much less CPU share a rung's thread should ask for than the most expensive rung's.
+
+    The rungs move in lockstep (bounded queues), so the most expensive rung is the critical path:
+    with equal priorities the scheduler splits the cores evenly between runnable threads, the big
+    rung gets less than a core while the small ones race ahead and then wait, and a core idles.
+    Weighting the threads by their work (one nice step is ~1.25x) keeps both cores busy.
+    """
+    cost = {id(r): r.width * r.height * ENCODER_COST.get(r.codec, 1.0) for r in rungs}
+    ratio = cost[id(spec)] / max(cost.values())
+    return max(0, min(10, round(math.log(1 / ratio) / math.log(1.25)))) if ratio > 0 else 0
+
+
 def _encoder_threads(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
     """Encoder threads for a rung: its share of all the ladder's pixels, in cores (at least one).
 
@@ -199,7 +243,7 @@ def _encoder_threads(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
     thread spends the least CPU per frame (no frame-threading overhead), and the operating system
     spreads the rung threads over the cores. A lone rung gets every core.
     """
-    cores = os.cpu_count() or 2
+    cores = cpu_cores()
     total = sum(r.width * r.height for r in rungs)
     share = spec.width * spec.height / total if total else 1
     return max(1, min(cores, round(share * cores)))
@@ -239,9 +283,11 @@ class _RungEncoder(_Worker):
     """Scales and encodes one rung, and muxes it into HLS segments."""
 
     def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: _Timeline, threads: int,
-                 track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event):
+                 track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event,
+                 nice: int = 0):
         super().__init__(f"rung-{spec.name}", abort)
         self.spec, self.opts, self.timeline, self.threads = spec, opts, timeline, threads
+        self.nice = nice
         self.track, self.root, self.publisher = track, root, publisher
         (root / track.name).mkdir(parents=True, exist_ok=True)
         self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
@@ -249,6 +295,7 @@ class _RungEncoder(_Worker):
                                      on_segment=publisher.on_segment, on_init=publisher.on_init)
 
     def work(self) -> None:
+        _lower_priority(self.nice)
         spec, rate = self.spec, self.timeline.rate
         codec_name, options = encoder_settings(spec, self.opts, self.timeline.gop, self.threads)
         if spec.codec == "av1":
@@ -265,8 +312,12 @@ class _RungEncoder(_Worker):
             stream.codec_context.options = options
             if spec.codec == "hevc":
                 stream.codec_tag = "hvc1"  # Apple players refuse hev1
+            tagged = False
             try:
                 for frame, n, src_range in self.items():
+                    if not tagged:
+                        _tag_colors(stream.codec_context, frame)
+                        tagged = True
                     out = reformatter.reformat(frame, spec.width, spec.height, "yuv420p",
                                                interpolation=Interpolation.BICUBIC, threads=1,
                                                src_color_range=src_range, dst_color_range=1)
@@ -275,6 +326,7 @@ class _RungEncoder(_Worker):
                     out.pict_type = PictureType.I if self.timeline.is_boundary(n) else PictureType.NONE
                     for packet in stream.encode(out):
                         container.mux(packet)
+                    self.sink.check()
                 if not self.abort.is_set():
                     for packet in stream.encode(None):
                         container.mux(packet)
@@ -283,6 +335,16 @@ class _RungEncoder(_Worker):
                     self.sink.discard = True
         if not self.abort.is_set():
             self.sink.close()
+
+
+def _tag_colors(ctx, frame: av.VideoFrame) -> None:
+    """Carry the source's colour description into the encoder (players guess wrong without it)."""
+    unspecified = 2
+    for name in ("colorspace", "color_primaries", "color_trc"):
+        value = int(getattr(frame, name, 0) or 0)
+        if value and value != unspecified:
+            setattr(ctx, name, value)
+    ctx.color_range = 1  # rungs are always converted to limited ("TV") range
 
 
 class _AudioEncoder(_Worker):
@@ -301,6 +363,7 @@ class _AudioEncoder(_Worker):
                                      on_segment=publisher.on_segment, on_init=publisher.on_init)
 
     def work(self) -> None:
+        _lower_priority(5)  # a trickle of work that must never hold up a video rung
         options = {"movflags": AUDIO_MOVFLAGS, "frag_duration": str(int(self.fragment_seconds * 1_000_000))}
         with av.open(self.sink, "w", format="mp4", options=options) as container:
             stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
@@ -310,6 +373,7 @@ class _AudioEncoder(_Worker):
                 for frame in self.items():
                     for packet in stream.encode(frame):
                         container.mux(packet)
+                    self.sink.check()
                 if not self.abort.is_set():
                     for packet in stream.encode(None):
                         container.mux(packet)
@@ -475,6 +539,8 @@ def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: Pipeli
     run removes what it wrote and never leaves a master.m3u8.
     """
     src, outdir = Path(src), Path(outdir)
+    if opts.preset not in PRESETS:
+        raise ValueError(f"unknown preset {opts.preset!r}; choose from {', '.join(PRESETS)}")
     report = _Progress(progress)
     emit = on_file or (lambda kind, relpath: None)
     report(0.0, "probe", force=True)
@@ -491,11 +557,12 @@ def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: Pipeli
     publisher = hls.Publisher(work, opts.live, live_emit)
     result = None
     try:
-        result = _transcode(src, work, info, rungs, opts, publisher, report, live_emit)
+        result = _transcode(src, work, info, rungs, opts, publisher, report)
     finally:
         if result is None:  # failed (or interrupted): leave nothing behind, above all no master
             if opts.live:
-                _remove_written(work, publisher.files)
+                folders = [spec.name for spec in rungs] + ["audio", "thumbnails"]
+                _remove_written(work, publisher.files, folders)
             else:
                 shutil.rmtree(work, ignore_errors=True)
     if not opts.live:
@@ -514,15 +581,17 @@ def _kind_of(relpath: str) -> str:
     return "playlist" if relpath.endswith(".m3u8") else "segment"
 
 
-def _remove_written(root: Path, files: list[str]) -> None:
-    """Live run failed: remove the master first, then everything else it wrote."""
+def _remove_written(root: Path, files: list[str], folders: list[str]) -> None:
+    """Live run failed: remove the master first, then everything else it wrote, then its emptied folders."""
     (root / "master.m3u8").unlink(missing_ok=True)
     for relpath in files:
         (root / relpath).unlink(missing_ok=True)
-    for folder in sorted({(root / f).parent for f in files}, key=lambda p: len(p.parts), reverse=True):
-        if folder != root:
+    for folder in (root / name for name in folders):
+        if folder.is_dir():
+            for stray in folder.glob(".*.tmp"):  # a file being written when the run failed
+                stray.unlink(missing_ok=True)
             try:
-                folder.rmdir()
+                folder.rmdir()  # only if empty: never a folder holding files we did not write
             except OSError:
                 pass
 
@@ -543,9 +612,9 @@ def _move_into_place(work: Path, outdir: Path) -> None:
 
 
 def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
-               publisher: hls.Publisher, report: _Progress, emit: FileCallback) -> PipelineResult:
+               publisher: hls.Publisher, report: _Progress) -> PipelineResult:
     rate = rungs[0].frame_rate
-    timeline = _timeline(rate, opts)
+    timeline = _timeline(rate, opts, info.duration)
     target = max(1, round(timeline.gop / rate))
     abort = threading.Event()
     encoders: list[_RungEncoder] = []
@@ -555,7 +624,7 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
         publisher.add_variant(hls.VariantInfo(track=track, width=spec.width, height=spec.height,
                                               frame_rate=float(rate), planned_peak=spec.maxrate))
         encoders.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, rungs), track, work,
-                                     publisher, abort))
+                                     publisher, abort, nice=_nice_steps(spec, rungs)))
     audio_encoder = None
     if info.has_audio:
         track = hls.TrackOutput(name="audio", kind="audio", target_duration=target)
@@ -564,38 +633,44 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
         fragment = float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate))
         audio_encoder = _AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher,
                                       max(fragment, 0.1), abort)
-    thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count, emit)
+    thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count,
+                              publisher.announce, on_start=lambda: _lower_priority(5))
     workers = encoders + ([audio_encoder] if audio_encoder else [])
     for worker in workers:
         worker.start()
+    decoded = False
     try:
         frames = _decode(src, info, timeline, opts, encoders, audio_encoder, thumbnailer, report, abort)
-    except Exception as e:
-        abort.set()
-        for worker in workers:
-            worker.stop()
-        for worker in workers:
-            worker.join()
-        thumbnailer.abort()
-        failed = next((w.error for w in workers if w.error is not None), None)
-        if isinstance(e, _Aborted) and failed is not None:
-            raise _as_media_error(failed) from failed
-        if isinstance(e, av.FFmpegError):
-            raise _as_media_error(e) from e
-        raise
+        decoded = True
+    except _Aborted:
+        pass  # a worker failed: its error is raised below
+    except av.FFmpegError as e:
+        raise _as_media_error(e) from e
+    finally:
+        if not decoded:  # also for what the callbacks raise (even BaseException): stop every thread first
+            abort.set()
+            for worker in workers:
+                worker.stop()
+            for worker in workers:
+                worker.join()
+            thumbnailer.abort()
     for worker in workers:
         worker.join()
     failed = next((w.error for w in workers if w.error is not None), None)
     if failed is not None:
         thumbnailer.abort()
         raise _as_media_error(failed) from failed
+    if not decoded:
+        raise MediaError(f"{src.name}: processing was aborted")
     report(0.98, "package", force=True)
     empty = [t.name for t in [e.track for e in encoders] if not t.segments]
     if empty or frames == 0:
         raise MediaError(f"{src.name}: no video could be encoded")
     if audio_encoder is not None and not audio_encoder.track.segments:
-        # the header promised audio but nothing decodable came: publish the video without it
+        # the header promised audio but nothing decodable came: publish the video without any audio
         publisher.audio = None
+        publisher.files[:] = [f for f in publisher.files if not f.startswith("audio/")]
+        shutil.rmtree(work / "audio", ignore_errors=True)
     publisher.finish()
     thumbs = thumbnailer.outputs
 
@@ -618,8 +693,7 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
         audio = AudioOutput(name="audio", playlist=audio_track.playlist, codecs=audio_track.codecs,
                             bitrate=opts.audio_bitrate, segment_count=len(audio_track.segments),
                             bandwidth=audio_peak)
-    files = [f for f in publisher.files if f != "master.m3u8"]
-    files += [t.path for t in thumbs] + ["master.m3u8"]
+    files = [f for f in publisher.files if f != "master.m3u8"] + ["master.m3u8"]
     return PipelineResult(probe=info, master="master.m3u8", renditions=renditions, audio=audio,
                           thumbnails=list(thumbs), files=files)
 
@@ -688,7 +762,7 @@ def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOpt
     with open_input(src) as container:
         video = container.streams[info.video_stream_index]
         video.thread_type = "AUTO"
-        video.codec_context.thread_count = os.cpu_count() or 2
+        video.codec_context.thread_count = cpu_cores()
         streams = [video]
         audio = None
         if aligner is not None:
@@ -701,7 +775,10 @@ def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOpt
                 try:
                     decoded = packet.decode()
                 except av.FFmpegError:
-                    # concealable damage in the middle of a file: skip the packet, keep the rest
+                    # concealable damage in the middle of a file: skip the packet, keep the rest;
+                    # broken sound alone never fails a video (the audio is dropped if none decodes)
+                    if packet.stream is audio:
+                        continue
                     errors += 1
                     if errors > MAX_DECODE_ERRORS:
                         raise MediaError(f"{src.name}: too many decoding errors") from None

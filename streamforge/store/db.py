@@ -28,6 +28,8 @@ from peewee import (
     TextField,
 )
 
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
 from streamforge.errors import ConfigError
 
 db = DatabaseProxy()
@@ -243,23 +245,33 @@ MIGRATIONS = [_migration_1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def make_database(url: str):
-    """A peewee database for a `sqlite:///path` or `postgresql://...` URL."""
+def make_database(url: str, pooled: bool = False):
+    """A peewee database for a `sqlite:///path` or `postgresql://...` URL.
+
+    `pooled` (the web app): `close()` hands the connection back to a pool instead of closing it, so
+    a request does not pay for a new connection (a PostgreSQL backend fork and login; SQLite's
+    pragmas, schema load and, on the last close, a WAL checkpoint with an fsync). Only for code
+    whose every thread closes what it opened: a pooled connection is never reclaimed from a thread
+    that ends without closing it."""
     parts = urlsplit(url)
+    pool = {"max_connections": 64, "stale_timeout": 300, "timeout": 10} if pooled else {}
     if parts.scheme == "sqlite":
         path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else parts.path
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # WAL lets the web app read while the worker writes; busy_timeout turns lock contention
         # into a short wait instead of a "database is locked" error reaching a user.
-        return SqliteDatabase(path, pragmas={"journal_mode": "wal", "busy_timeout": 30000,
-                                             "foreign_keys": 1, "synchronous": "normal"},
-                              timeout=30)
+        pragmas = {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": "normal"}
+        if pooled and path != ":memory:":
+            # a pooled connection moves between request threads
+            return PooledSqliteDatabase(path, pragmas=pragmas, check_same_thread=False, **pool)
+        return SqliteDatabase(path, pragmas=pragmas, timeout=30)
     if parts.scheme in ("postgresql", "postgres"):
-        return PostgresqlDatabase(
+        cls = PooledPostgresqlDatabase if pooled else PostgresqlDatabase
+        return cls(
             unquote(parts.path.lstrip("/")) or "postgres", user=unquote(parts.username or "") or None,
             password=unquote(parts.password or "") or None, host=parts.hostname or None,
-            port=parts.port or 5432, autorollback=True, connect_timeout=5)
+            port=parts.port or 5432, connect_timeout=5, **pool)
     raise ConfigError(f"[database] url: unsupported scheme {parts.scheme!r}")
 
 
@@ -275,9 +287,9 @@ def migrate(database=db) -> int:
     return SCHEMA_VERSION
 
 
-def init_db(url: str, create: bool = True):
+def init_db(url: str, create: bool = True, pooled: bool = False):
     """Point the models at the database named by `url` and migrate it; returns the database."""
-    database = make_database(url)
+    database = make_database(url, pooled=pooled)
     db.initialize(database)
     if create:
         for attempt in range(5):

@@ -30,7 +30,7 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
     )
     app.extensions["streamforge"] = config
     app.extensions["streamforge.store"] = store or ObjectStore.from_config(config)
-    dbmod.init_db(config.database_url)
+    dbmod.init_db(config.database_url, pooled=True)
 
     from streamforge import tasks
     tasks.configure(config)

@@ -258,7 +258,7 @@ def reprocess(video_id: str):
     if not videos.request_reprocess(video):
         raise Conflict(f"only a COMPLETED or FAILED upload can be reprocessed; this one is "
                        f"{video.upload_status}/{video.status}")
-    videos.set_task_id(video.id, enqueue_processing(video.id))
+    enqueue_processing(video.id)
     return video_json(videos.get_video(current_user.row, video_id)), 202
 
 

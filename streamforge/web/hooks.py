@@ -126,7 +126,7 @@ def _handle(ev: StoreEvent) -> str:
     m = ORIGINAL_KEY.match(ev.key)
     if not m:
         return "ignored"
-    video = videos.get_video_by_id(m.group(1))
+    video = videos.get_upload_state(m.group(1))
     if video is None or video.original_key != ev.key:
         return "ignored"
     try:
