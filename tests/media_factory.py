@@ -17,8 +17,8 @@ import av
 _PATTERN = bytes((x * 3) % 220 + 16 for x in range(4096 + 8192))
 
 
-def _picture(width: int, height: int, index: int, black: bool = False) -> av.VideoFrame:
-    """A yuv420p frame of diagonal stripes moving with `index` (or black)."""
+def _picture(width: int, height: int, index: int, black: bool = False, marker: bool = False) -> av.VideoFrame:
+    """A yuv420p frame of diagonal stripes moving with `index` (or black); `marker`: a white top-left block."""
     frame = av.VideoFrame(width, height, "yuv420p")
     y, u, v = frame.planes
     if black:
@@ -33,6 +33,10 @@ def _picture(width: int, height: int, index: int, black: bool = False) -> av.Vid
     memoryview(y)[:] = rows[:y.buffer_size]
     memoryview(u)[:] = bytes([(96 + index * 5) % 256]) * u.buffer_size
     memoryview(v)[:] = bytes([(160 - index * 3) % 256]) * v.buffer_size
+    if marker:
+        size = max(2, min(width, height) // 6)
+        for r in range(size):
+            memoryview(y)[r * y.line_size:r * y.line_size + size] = bytes([235]) * size
     return frame
 
 
@@ -52,7 +56,7 @@ def make_video(path: str | Path, *, width: int = 320, height: int = 240, fps: fl
                audio_rate: int = 48000, rotation: int = 0, vfr: bool = False, interlaced: bool = False,
                start: float = 0.0, sar: Fraction | None = None, black_seconds: float = 0.0,
                options: dict | None = None, container_options: dict | None = None,
-               audio_seconds: float | None = None) -> Path:
+               audio_seconds: float | None = None, marker: bool = False) -> Path:
     """Write a small clip; the container comes from the file extension (mp4, mkv, avi, ts, mov, gif...)."""
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
@@ -81,7 +85,7 @@ def make_video(path: str | Path, *, width: int = 320, height: int = 240, fps: fl
             astream = out.add_stream(audio_codec, rate=audio_rate, layout=audio)
         t = start
         for i in range(count):
-            frame = _picture(width, height, i, black=i / float(rate) < black_seconds)
+            frame = _picture(width, height, i, black=i / float(rate) < black_seconds, marker=marker)
             if pix_fmt != "yuv420p":
                 frame = frame.reformat(format=pix_fmt)
             if vfr:

@@ -1,0 +1,59 @@
+"""HLS packaging details: RFC 6381 strings, playlist text, segment grouping and the keyframe timeline."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+from streamforge.pipeline import hls
+from streamforge.pipeline.ladder import PipelineOptions
+from streamforge.pipeline.transcode import _timeline
+
+
+def test_hevc_codec_string_follows_iso_14496_15_annex_e():
+    # Main 10, Main tier, level 5.1, progressive/frame-only constraint flags: Apple's "hvc1.2.4.L153.B0"
+    hvcc = bytes([1, 0x02, 0x20, 0, 0, 0, 0xB0, 0, 0, 0, 0, 0, 153])
+    assert hls._hevc_suffix(hvcc) == "2.4.L153.B0"
+    # Main, High tier: "1.6.H120.90"
+    hvcc = bytes([1, 0x21, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 120])
+    assert hls._hevc_suffix(hvcc) == "1.6.H120.90"
+
+
+def test_playlists_text():
+    track = hls.TrackOutput(name="720p", kind="video", target_duration=4, frame_duration=0.04)
+    track.codecs = "avc1.64001f"
+    track.segments = [hls.Segment(1, "seg_00001.m4s", 4.0, 800_000, 90_000),
+                      hls.Segment(2, "seg_00002.m4s", 1.28, 300_000, 80_000)]
+    vod = hls.media_playlist(track, final=True)
+    assert vod.splitlines()[:3] == ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-TARGETDURATION:4"]
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in vod and vod.endswith("#EXT-X-ENDLIST\n")
+    assert '#EXT-X-MAP:URI="init.mp4"' in vod and "#EXTINF:1.280000,\nseg_00002.m4s" in vod
+    event = hls.media_playlist(track, final=False)
+    assert "#EXT-X-PLAYLIST-TYPE:EVENT" in event and "ENDLIST" not in event
+    assert "#EXT-X-START:TIME-OFFSET=0" in event
+    iframes = hls.iframe_playlist(track, final=True)
+    assert "#EXT-X-I-FRAMES-ONLY" in iframes and "#EXT-X-BYTERANGE:90000@0\nseg_00001.m4s" in iframes
+    assert track.peak_bandwidth() == 1_875_000 and track.average_bandwidth() == 1_666_667
+
+    audio = hls.TrackOutput(name="audio", kind="audio", target_duration=4)
+    audio.codecs = "mp4a.40.2"
+    audio.segments = [hls.Segment(1, "seg_00001.m4s", 4.0, 64_000, 0)]
+    variant = hls.VariantInfo(track=track, width=1280, height=720, frame_rate=25.0, planned_peak=3_000_000)
+    master = hls.master_playlist([variant], audio, final=True)
+    assert ('#EXT-X-STREAM-INF:BANDWIDTH=2003000,AVERAGE-BANDWIDTH=1794667,RESOLUTION=1280x720,'
+            'FRAME-RATE=25.000,CODECS="avc1.64001f,mp4a.40.2",AUDIO="audio"\n720p/index.m3u8') in master
+    assert 'TYPE=AUDIO,GROUP-ID="audio"' in master and 'URI="audio/index.m3u8"' in master
+    assert '#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=500000,RESOLUTION=1280x720,CODECS="avc1.64001f",' \
+           'URI="720p/iframes.m3u8"' in master
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in master
+
+
+def test_timeline_boundaries_and_tail_merge():
+    opts = PipelineOptions(segment_seconds=4)
+    timeline = _timeline(Fraction(25), opts, duration=10.0)
+    assert [n for n in range(251) if timeline.is_boundary(n)] == [0, 100, 200]
+    assert timeline.boundary_time(1) == 4 and timeline.boundary_time(2) == 8
+    # 8.2 s: a 0.2 s last segment would be merged into the one before
+    timeline = _timeline(Fraction(25), opts, duration=8.2)
+    assert [n for n in range(300) if timeline.is_boundary(n)] == [0, 100]
+    assert timeline.boundary_time(2) == 12
+    live = _timeline(Fraction(30000, 1001), PipelineOptions(segment_seconds=4, live=True), duration=60)
+    assert [n for n in range(300) if live.is_boundary(n)] == [0, 30, 150, 270]
