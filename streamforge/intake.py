@@ -41,7 +41,7 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
             except StorageError as e:
                 log.warning("could not delete rejected upload %s: %s", video.original_key, e)
         return "rejected"
-    if not videos.mark_uploaded(video.id, info.size):
+    if not videos.mark_uploaded(video.id, info.size, info.etag):
         return "already"
     enqueue_processing(video.id)
     return "queued"

@@ -173,6 +173,11 @@ class VideoRun:
             if info.size > self.config.upload.max_size:
                 raise MediaError(f"the original is {info.size} bytes, over the {self.config.upload.max_size} "
                                  f"byte limit")
+            if info.size != self.video.original_file_size or (
+                    self.video.original_etag and info.etag != self.video.original_etag):
+                # the upload URL outlives the upload: refuse bytes swapped in after they were checked
+                raise MediaError(f"the original was replaced after its upload was accepted (now {info.size} bytes, "
+                                 f"{self.video.original_file_size} were declared and checked); upload the video again")
             suffix = Path(self.video.original_file_name).suffix[:10]
             src = workdir / f"original{suffix}"
             self.store.download(self.video.original_key, str(src))

@@ -116,3 +116,24 @@ def test_sqlite_uses_wal(tmp_path):
     database = init_db(f"sqlite:///{tmp_path / 'w.db'}")
     with database.connection_context():
         assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_version_1_database_is_migrated_forward(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    database = init_db(url)
+    with database.connection_context():
+        # make it look like a database created before migration 2 (no original_etag column)
+        database.execute_sql("ALTER TABLE videos DROP COLUMN original_etag")
+        SchemaVersion.delete().where(SchemaVersion.version > 1).execute()
+        user = videos.get_or_create_user("old@example.com")
+        database.execute_sql("INSERT INTO videos (id, title, slug, user_id, original_url, original_file_name, "
+                             "original_file_size, original_duration, status, s3_bucket, s3_processed_path, "
+                             "total_s3_files, tags, uploaded_at, created_at, updated_at, upload_status, visibility, "
+                             "original_key, declared_size, content_type, progress, attempts) VALUES ('cold1', 't', "
+                             "'s', ?, '', 'a.mp4', 1, 0, 'PENDING', 'b', 'p', 0, '[]', '2026-01-01', '2026-01-01', "
+                             "'2026-01-01', 'UPLOADING', 'private', 'k', 1, 'video/mp4', 0, 0)", (user.id,))
+    database = init_db(url)
+    with database.connection_context():
+        assert "original_etag" in {c.name for c in database.get_columns("videos")}
+        assert max(r.version for r in SchemaVersion.select()) == dbmod.SCHEMA_VERSION
+        assert Video.get_by_id("cold1").title == "t"  # the data survived

@@ -475,9 +475,6 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         assert r.status_code == ok, (method, rule, r.status_code, r.get_data(as_text=True)[:200])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: csrf_ok() waives the CSRF check for any request carrying an "
-                                       "Authorization: Bearer header, even a bogus one, while flask-login still "
-                                       "authenticates the request by its session cookie")
 def test_a_bogus_bearer_header_does_not_waive_csrf_for_a_cookie_session(client, token_for):
     tok = token_for("csrf-bearer@example.com")
     assert client.get(f"/login?token={tok}").status_code == 302
@@ -499,28 +496,24 @@ def test_presigned_urls_write_only_their_own_key(client, auth, seaweed, config):
     other = client.post("/api/videos", json={"title": "t", "filename": "b.mp4", "size": 5,
                                              "content_type": "video/mp4"}, headers=h).get_json()["video"]
     victim = other["original"]["key"]
-    parts = urlsplit(url)
     bucket = seaweed.bucket
+    assert "X-Amz-Signature=" in url and f"/{bucket}/{key}?" in url
     tampered = {
         "another video's original": url.replace(key, victim),
         "a processed output": url.replace(key, f"processed/{r['video']['id']}/master.m3u8"),
         "a sibling key": url.replace(key, key + ".extra"),
-        "the bucket root": url.replace(f"/{bucket}/{key}", f"/{bucket}/x"),
+        "another bucket": url.replace(f"/{bucket}/", "/another-bucket/"),
         "a longer expiry": re.sub(r"X-Amz-Expires=\d+", "X-Amz-Expires=604800", url),
-        "another method": None,
     }
     for name, bad in tampered.items():
-        if bad is None:
-            resp = requests.post(url, data=b"hello", timeout=10)
-        else:
-            assert bad != url, name
-            resp = requests.put(bad, data=b"hello", timeout=10)
-        assert resp.status_code == 403 or (name == "another method" and resp.status_code >= 400), (name, resp.status_code)
+        assert bad != url, name
+        assert requests.put(bad, data=b"hello", timeout=10).status_code == 403, name
+    # the signature is for a PUT: another method with it is refused too
+    assert requests.post(url, data=b"hello", timeout=10).status_code >= 400
     assert seaweed.store.stat(victim) is None and seaweed.store.stat(key + ".extra") is None
     assert seaweed.store.list(f"processed/{r['video']['id']}/") == []
     assert requests.put(url, data=b"hello", timeout=10).status_code == 200
     assert seaweed.store.stat(key).size == 5
-    assert parts.query  # (a presigned URL at all)
 
 
 def test_multipart_part_urls_are_bound_to_their_upload_and_part(make_app, seaweed, tmp_path):
@@ -602,9 +595,6 @@ def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaw
         assert client.get(f"/api/videos/{vid}", headers=h).get_json() == v
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the presigned PUT stays valid for url_ttl after the upload was "
-                                       "accepted; a second PUT replaces the checked original with a larger file "
-                                       "and the worker processes it (download checks only [upload] max_size)")
 def test_an_original_replaced_after_acceptance_is_not_processed(make_app, seaweed, tmp_path):
     cfg = seaweed.make_config(tmp_path, env={"STREAMFORGE_PIPELINE_HEIGHTS": "240"})
     client = make_app(cfg).test_client()
@@ -678,13 +668,10 @@ def _raw_post(port: int, path: str, headers: dict, total: int, chunked: bool, se
 
 @pytest.mark.parametrize("route,chunked,statuses", [
     ("/hooks/storage", False, (413,)),
-    pytest.param("/hooks/storage", True, (413,), marks=pytest.mark.xfail(
-        strict=True, reason="BUG: a chunked webhook body is read to its end before its size is checked")),
-    pytest.param("/api/videos", False, (413,), marks=pytest.mark.xfail(
-        strict=True, reason="BUG: no MAX_CONTENT_LENGTH: API bodies of any size are read into memory")),
+    ("/hooks/storage", True, (413,)),
+    ("/api/videos", False, (413,)),
     # (werkzeug cuts a chunked body at MAX_CONTENT_LENGTH: what is left is not JSON, a 400)
-    pytest.param("/api/videos", True, (400, 413), marks=pytest.mark.xfail(
-        strict=True, reason="BUG: no MAX_CONTENT_LENGTH: API bodies of any size are read into memory")),
+    ("/api/videos", True, (400, 413)),
 ], ids=["webhook-length", "webhook-chunked", "api-length", "api-chunked"])
 def test_oversized_bodies_are_refused_without_being_read(world, route, chunked, statuses):
     """A body far over the limit (64 MiB announced or streamed) is refused before 8 MiB of it arrived,
@@ -760,12 +747,7 @@ def test_webhook_token_is_compared_in_constant_time(client, config, monkeypatch)
 
 @pytest.mark.parametrize("target", [
     "//evil.example/", "/\\evil.example/", "https://evil.example/",
-    pytest.param("/\t/evil.example/", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _safe_next lets '/<TAB>/host' through; the Location becomes '//host' "
-                            "(an open redirect after sign-in)")),
-    pytest.param("/\n/evil.example/", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _safe_next lets a newline through; setting the Location header raises "
-                            "and the sign-in link answers 500")),
+    "/\t/evil.example/", "/\n/evil.example/",
 ])
 def test_sign_in_never_redirects_off_site(client, token_for, target):
     tok = token_for("next@example.com")

@@ -566,7 +566,12 @@ def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: Pipeli
             else:
                 shutil.rmtree(work, ignore_errors=True)
     if not opts.live:
-        _move_into_place(work, outdir)
+        try:
+            _move_into_place(work, outdir)
+        except OSError:
+            (outdir / "master.m3u8").unlink(missing_ok=True)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         for relpath in result.files:
             emit(_kind_of(relpath), relpath)
     report(1.0, "done", force=True)

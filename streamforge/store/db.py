@@ -161,6 +161,8 @@ class Video(BaseModel):
     heartbeat_at = DateTimeField(null=True)
     processing_started_at = DateTimeField(null=True)
     queued_at = DateTimeField(null=True)
+    # the ETag of the original when its upload was accepted: a later overwrite is refused
+    original_etag = CharField(null=True, max_length=80)
 
     class Meta:
         table_name = "videos"
@@ -240,9 +242,31 @@ def _migration_1(database) -> None:
     database.create_tables(MODELS, safe=True)
 
 
+def _migration_2(database) -> None:
+    """videos.original_etag: the accepted upload's ETag."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    columns = {c.name for c in database.get_columns("videos")}
+    if "original_etag" not in columns:  # a database created at version 2 already has it
+        run(migrator.add_column("videos", "original_etag", Video.original_etag))
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
-MIGRATIONS = [_migration_1]
+MIGRATIONS = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def write_transaction(database=db):
+    """A transaction that takes SQLite's write lock at BEGIN (IMMEDIATE).
+
+    A deferred transaction that reads first and writes later fails at once with "database is
+    locked" when another connection committed in between (WAL snapshot conflict; busy_timeout does
+    not apply); taking the lock first makes it wait its turn instead."""
+    target = database.obj if isinstance(database, DatabaseProxy) else database
+    if isinstance(target, SqliteDatabase):
+        return target.atomic("IMMEDIATE")
+    return database.atomic()
 
 
 def make_database(url: str, pooled: bool = False):

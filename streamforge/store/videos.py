@@ -23,9 +23,9 @@ from streamforge.store.db import (
     UploadStatus,
     User,
     Video,
-    db,
     new_id,
     utcnow,
+    write_transaction,
 )
 
 TOKEN_PREFIX = "sf_"
@@ -214,10 +214,11 @@ def set_upload_id(video_id: str, upload_id: str) -> None:
     Video.update(upload_id=upload_id).where(Video.id == video_id).execute()
 
 
-def mark_uploaded(video_id: str, size: int) -> bool:
+def mark_uploaded(video_id: str, size: int, etag: str | None = None) -> bool:
     """UPLOADING -> UPLOADED once; True only for the call that made the change (it enqueues)."""
     now = utcnow()
-    n = (Video.update(upload_status=UploadStatus.UPLOADED, original_file_size=size, uploaded_at=now,
+    n = (Video.update(upload_status=UploadStatus.UPLOADED, original_file_size=size, original_etag=etag,
+                      uploaded_at=now,
                       updated_at=now, upload_id=None, queued_at=now)
          .where((Video.id == video_id) & (Video.upload_status == UploadStatus.UPLOADING)
                 & (Video.status == ProcessingStatus.PENDING)).execute())
@@ -293,7 +294,7 @@ def finish_run(video_id: str, token: str, *, master_url: str, processed_path: st
                duration: float, cover_url: str | None, renditions: list[dict], thumbnails: list[dict]) -> bool:
     """Switch the video to the new output in one transaction: rows replaced, COMPLETED."""
     now = utcnow()
-    with db.atomic():
+    with write_transaction():
         video = Video.select().where(_mine(video_id, token)).first()
         if video is None:
             return False
@@ -350,7 +351,7 @@ def request_reprocess(video: Video) -> bool:
 def archive_video(video: Video) -> None:
     """ARCHIVED: the row stays (for the log), the output rows go."""
     now = utcnow()
-    with db.atomic():
+    with write_transaction():
         Rendition.delete().where(Rendition.video == video.id).execute()
         Thumbnail.delete().where(Thumbnail.video == video.id).execute()
         Video.update(status=ProcessingStatus.ARCHIVED, run_token=None, master_playlist_url=None,

@@ -26,6 +26,9 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=config.base_url.startswith("https://"),
         SESSION_COOKIE_NAME="streamforge_session",
+        # bodies are small JSON (the bytes of videos go to the store); werkzeug refuses a larger
+        # one with 413 before reading it, chunked or not
+        MAX_CONTENT_LENGTH=max(config.webhook.max_body_bytes, 256 * 1024) + 1,
         JSON_SORT_KEYS=False,
     )
     app.extensions["streamforge"] = config

@@ -1,6 +1,8 @@
 """Login: flask-login sessions, OIDC through authlib, API tokens, and the one-time login link."""
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 
@@ -41,6 +43,10 @@ class SessionUser:
 
 @login_manager.user_loader
 def _load_user(user_id: str):
+    if bearer_token() is not None:
+        # a request that names a token is authenticated by that token alone, never by the cookie
+        # beside it: so waiving CSRF for bearer calls cannot waive it for a cookie session
+        return None
     row = User.get_or_none(User.id == user_id)
     return SessionUser(row) if row else None
 
@@ -74,7 +80,10 @@ def _oauth(app):
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """A same-site path to go to after signing in; anything else goes to the library."""
+    if (target and target.startswith("/") and "\\" not in target
+            and not any(ord(ch) < 33 or ord(ch) == 127 for ch in target)
+            and not target.startswith("//") and not urlsplit(target).netloc):
         return target
     return url_for("pages.library")
 

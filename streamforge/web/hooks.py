@@ -104,7 +104,8 @@ def storage_hook():
         return error(401, "unauthorized", "wrong or missing webhook token")
     if request.content_length and request.content_length > c.webhook.max_body_bytes:
         return error(413, "too_large", "notification body too large")
-    body = request.get_data(cache=False)
+    # read at most one byte past the limit: a chunked body has no Content-Length to check first
+    body = request.stream.read(c.webhook.max_body_bytes + 1)
     if len(body) > c.webhook.max_body_bytes:
         return error(413, "too_large", "notification body too large")
     try:
