@@ -142,6 +142,7 @@ class VideoRun:
         self.published = False
         self._stop = threading.Event()
         self._lost = threading.Event()
+        self.uploader: Uploader | None = None
 
     # ----- lease -----
 
@@ -273,6 +274,8 @@ class VideoRun:
 
     def remove_own_output(self) -> None:
         """Delete what this run uploaded (a failed run publishes nothing)."""
+        if self.uploader is not None:
+            self.uploader.close()  # uploads still in flight would land after the delete
         try:
             self.store.delete_prefix(self.prefix + "/")
         except StorageError as e:
@@ -285,7 +288,7 @@ class VideoRun:
         beat.start()
         workdir = Path(tempfile.mkdtemp(prefix=f"sf-run-{self.video_id}-", dir=self.config.pipeline.temp_dir
                                         or None))
-        uploader = Uploader(self.store, workdir / "out", self.prefix)
+        uploader = self.uploader = Uploader(self.store, workdir / "out", self.prefix)
         try:
             src = self.download(workdir)
             self.probe(src)
