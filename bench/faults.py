@@ -267,6 +267,14 @@ class Deployment:
         return lost
 
 
+def debug_log(vid: str) -> None:
+    """With SF_BENCH_DEBUG=1: the video's processing log on stderr."""
+    if os.environ.get("SF_BENCH_DEBUG"):
+        with dbmod.db.connection_context():
+            for r in videos.logs_of(videos.get_video_by_id(vid)):
+                log(f"  {r.created_at} attempt {r.attempt} {r.stage} {r.status} {r.message[:100]}")
+
+
 def row(scenario: str, outcome: str, runs: str = "", recover: float | None = None, lost: list | str = "",
         notes: str = "") -> dict:
     lost_text = lost if isinstance(lost, str) else ("nothing lost" if not lost else "; ".join(lost))
@@ -311,6 +319,7 @@ def store_down(d: Deployment, quick: bool) -> dict:
     d.store_start()
     back = time.time()
     v = d.wait([vid], timeout=120)[vid]
+    debug_log(vid)
     with dbmod.db.connection_context():
         failed = [f"{r.stage}" for r in videos.logs_of(videos.get_video_by_id(vid)) if r.status == "failed"]
     outcome = "recovered" if v["status"] == "COMPLETED" else f"{v['status']}: {v['error_message']}"
@@ -331,10 +340,7 @@ def store_down_long(d: Deployment, quick: bool) -> dict:
         d.store_start()
     back = time.time()
     reason = v["error_message"]
-    if os.environ.get("SF_BENCH_DEBUG"):
-        with dbmod.db.connection_context():
-            for r in videos.logs_of(videos.get_video_by_id(vid)):
-                log(f"  {r.created_at} attempt {r.attempt} {r.stage} {r.status} {r.message[:80]}")
+    debug_log(vid)
     r = requests.post(f"{d.url}/api/videos/{vid}/reprocess", headers=d.h, timeout=30)
     v2 = d.wait([vid], timeout=120)[vid]
     ok = r.status_code == 202 and v2["status"] == "COMPLETED"

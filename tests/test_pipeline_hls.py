@@ -57,3 +57,17 @@ def test_timeline_boundaries_and_tail_merge():
     assert timeline.boundary_time(2) == 12
     live = _timeline(Fraction(30000, 1001), PipelineOptions(segment_seconds=4, live=True), duration=60)
     assert [n for n in range(300) if live.is_boundary(n)] == [0, 30, 150, 270]
+
+
+def test_encoder_options_from_config_add_to_ours():
+    from streamforge.pipeline.ladder import RenditionSpec
+    from streamforge.pipeline.transcode import encoder_settings
+
+    spec = RenditionSpec("720p", "h264", 1280, 720, 2_500_000, 3_750_000, 5_000_000, Fraction(25))
+    opts = PipelineOptions(encoder_options={"h264": {"x264-params": "partitions=all", "tune": "film"}})
+    name, options = encoder_settings(spec, opts, gop=100, threads=1)
+    assert name == "libx264" and options["tune"] == "film" and options["preset"] == "veryfast"
+    # ours first, theirs after (x264 applies them in order): keyframe alignment stays, partitions change
+    assert options["x264-params"].startswith("keyint=100:min-keyint=100:scenecut=0")
+    assert options["x264-params"].endswith(":partitions=all")
+    assert options["b"] == "2500000" and options["maxrate"] == "3750000" and options["forced-idr"] == "1"
