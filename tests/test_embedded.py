@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from streamforge.config import load_config
-from streamforge.errors import ConfigError
+from streamforge.errors import ConfigError, StorageError
 from streamforge.store.embedded import EmbeddedStore, embedded_ports, port_free, weed_binary
 from streamforge.store.objects import ObjectStore
 
@@ -166,7 +166,14 @@ def test_supervisor_restarts_killed_weed(seaweed_factory, hook_server):
         os.kill(first, signal.SIGKILL)
         assert _wait_for(lambda: embedded.running() and embedded.proc.pid != first, timeout=15)
         embedded.wait_ready(timeout=30)
-        assert sw.store.get_bytes("originals/before.txt") == b"kept"
+        # the S3 port answers before the restarted volume server has loaded its volumes: reads may
+        # fail for a moment (the worker retries StorageError the same way); the data must come back
+        def kept() -> bool:
+            try:
+                return sw.store.get_bytes("originals/before.txt") == b"kept"
+            except StorageError:
+                return False
+        assert _wait_for(kept, timeout=20)
         assert "starting weed mini" in embedded.log_path.read_text()
     finally:
         stop.set()
