@@ -27,7 +27,6 @@ from peewee import (
     SqliteDatabase,
     TextField,
 )
-
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from streamforge.errors import ConfigError
