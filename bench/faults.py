@@ -163,6 +163,26 @@ class Deployment:
         else:
             self.svc.stop("storage")
 
+    def ensure_up(self) -> str:
+        """Restart whatever part a failed scenario left stopped; returns what it did ("" if nothing)."""
+        done = []
+        store = self.handle.embedded.running() if self.handle is not None else (
+            "storage" in self.svc.procs and self.svc.procs["storage"].poll() is None)
+        if not store:
+            self.store_start()
+            done.append("store restarted")
+        try:
+            self.store.ping()
+        except Exception as e:  # noqa: BLE001 (reported, not raised: the next scenario shows the damage)
+            done.append(f"store unreachable at {self.store.endpoint}: {str(e)[:60]}")
+        if self.svc.procs["web"].poll() is not None:
+            self.svc.start_web()
+            done.append("web restarted")
+        if self.svc.procs.get("worker") is None or self.svc.procs["worker"].poll() is not None:
+            self.start_worker("worker")
+            done.append("worker restarted")
+        return "; ".join(done)
+
     def start_worker(self, name: str = "worker", **env: str) -> subprocess.Popen:
         if env:
             saved = self.svc.env
@@ -313,8 +333,8 @@ def store_down(d: Deployment, quick: bool) -> dict:
     vid = d.upload(d.long_clip, "store down")
     d.wait_stage(vid)
     time.sleep(0.5)  # segments are going up while the ladder encodes
-    d.store_stop()
     stopped = time.time()
+    d.store_stop()
     time.sleep(3)
     d.store_start()
     back = time.time()
@@ -324,15 +344,15 @@ def store_down(d: Deployment, quick: bool) -> dict:
         failed = [f"{r.stage}" for r in videos.logs_of(videos.get_video_by_id(vid)) if r.status == "failed"]
     outcome = "recovered" if v["status"] == "COMPLETED" else f"{v['status']}: {v['error_message']}"
     return row("store down 3 s during upload", outcome, runs_text(d, [vid]), time.time() - back, d.intact([vid]),
-               f"down {back - stopped:.0f} s; failed stage {','.join(failed) or '-'}; retried after backoff")
+               f"down {back - stopped:.0f} s (stop + 3 s + start); failed stage {','.join(failed) or '-'}; retried after backoff")
 
 
 def store_down_long(d: Deployment, quick: bool) -> dict:
     vid = d.upload(d.long_clip, "store down long")
     d.wait_stage(vid)
     time.sleep(0.5)
-    d.store_stop()
     stopped = time.time()
+    d.store_stop()
     try:
         v = d.wait([vid], lambda v: v["status"] == "FAILED", timeout=120, every=0.5)[vid]
     finally:
@@ -354,15 +374,17 @@ def web_down(d: Deployment, quick: bool) -> dict:
     made = [d.create(len(d.clip), f"web down {i}") for i in range(3)]
     d.svc.stop("web")
     down = time.time()
-    for m in made:  # the bytes land; the store's notifications find nobody
-        requests.put(m["upload"]["url"], data=d.clip, timeout=60).raise_for_status()
-    landed = time.time()
-    ids = [m["video"]["id"] for m in made]
-    with dbmod.db.connection_context():  # (the API is down: read the database)
-        from streamforge.store.db import Video
-        time.sleep(3)
-        during = {v.status for v in Video.select().where(Video.id.in_(ids))}
-    d.svc.start_web()
+    try:
+        for m in made:  # the bytes land; the store's notifications find nobody
+            requests.put(m["upload"]["url"], data=d.clip, timeout=60).raise_for_status()
+        landed = time.time()
+        ids = [m["video"]["id"] for m in made]
+        with dbmod.db.connection_context():  # (the API is down: read the database)
+            from streamforge.store.db import Video
+            time.sleep(3)
+            during = {v.status for v in Video.select().where(Video.id.in_(ids))}
+    finally:
+        d.svc.start_web()
     back = time.time()
     states = d.wait(ids, timeout=120)
     done = max(time.time() - landed, 0)
@@ -585,6 +607,9 @@ def run_mode(mode: str, args, tmp: Path) -> list[dict]:
         for name, fn in scenarios:
             if args.only and not any(o in name for o in args.only.split(",")):
                 continue
+            repaired = d.ensure_up()
+            if repaired:
+                log(f"{mode}: before {name}: {repaired}")
             log(f"{mode}: {name}")
             t0 = time.time()
             try:
@@ -626,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big-mb", type=int, help="size of the big upload in MiB (2048; 256 with --quick)")
     p.add_argument("--only", help="comma-separated scenario names to run (e.g. storm,web down)")
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--keep", action="store_true", help="keep the working directory (logs) and print its path")
     args = p.parse_args(argv)
     args.storm = args.storm or (2000 if args.quick else 10000)
     args.big_mb = args.big_mb or (256 if args.quick else 2048)
@@ -637,7 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             rows += run_mode(mode, args, tmp)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            log(f"logs and data kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print()
     print_table(rows)
     if args.json:
