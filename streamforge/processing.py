@@ -190,7 +190,7 @@ class VideoRun:
     def probe(self, src: Path):
         from streamforge.pipeline import probe
         with self.stage("probe") as st:
-            info = probe(src)
+            info = probe(src, self.config.pipeline)  # the configured limits fail at this stage
             st.message = (f"{info.width}x{info.height}, {info.duration:.2f} s, "
                           f"audio {'yes' if info.has_audio else 'no'}")
             videos.set_original_info(self.video_id, self.token, duration=info.duration)
