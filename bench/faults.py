@@ -193,11 +193,13 @@ class Deployment:
                 self.svc.env = saved
         return self.svc.start(name, "worker")
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         self.svc.stop()
         if self.handle is not None:
             self.handle.embedded.stop(timeout=5)
-        if self.dbname:
+        if keep and self.dbname:
+            log(f"{self.mode}: database {self.dbname} kept")
+        elif self.dbname:
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {self.dbname}"],
                            capture_output=True)
             subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], capture_output=True)
@@ -624,7 +626,7 @@ def run_mode(mode: str, args, tmp: Path) -> list[dict]:
             log(f"{mode}: {name}: {r['outcome']} ({time.time() - t0:.0f} s)")
             d.wait_idle(60)
     finally:
-        d.close()
+        d.close(keep=args.keep)
     return rows
 
 
