@@ -532,7 +532,7 @@ def test_web_down_while_uploads_finish_every_upload_processed_once(private, tmp_
 # Deployments as processes on the SQLite default (or PostgreSQL + Redis), with the session's
 # SeaweedFS as their external store
 
-REDIS_DB = "14"  # (test_production uses 11, bench/faults.py 12, bench/webhook.py 13)
+REDIS_DB = "15"  # (test_production 11, bench/faults.py 12, bench/webhook.py 13, bench/throughput.py 14)
 BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.redis])]
 
 
