@@ -165,8 +165,9 @@ def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     page.goto(f"{service.url}/upload")
     page.locator("#upload-file").set_input_files(str(big))
     page.locator("#upload-submit").click()
-    vid = poll(page, "() => window.streamforgeUppy?.getFiles()[0]?.meta.videoId", bool, timeout=15)
-    assert vid, "the upload did not start"
+    vid = poll(page, "() => window.streamforgeUppy?.getFiles()[0]?.meta.videoId", bool, timeout=30)
+    assert vid, ("the upload did not start", page.locator("#upload-error").inner_text(), page.troubles,
+                 page.evaluate("() => window.streamforgeUppy?.getFiles().map((f) => [f.name, f.progress])"))
     deadline = time.time() + 30
     while time.time() < deadline:
         parts = service.api.call("GET", f"/api/videos/{vid}/upload/parts")["parts"]

@@ -89,9 +89,18 @@ def stack(tmp_path, seaweed_factory):
         subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], capture_output=True)
 
 
-def upload(stack, token, title):
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> bytes:
+    """20 s of 720p: long enough that a worker is still transcoding when the test stops it, even
+    on a fast machine (the 5 s clip can be done between two polls)."""
+    from media_factory import make_video
+    return make_video(tmp_path_factory.mktemp("media") / "long.mp4", width=1280, height=720,
+                      seconds=20).read_bytes()
+
+
+def upload(stack, token, title, data: bytes | None = None):
     h = {"Authorization": f"Bearer {token}"}
-    data = CLIP.read_bytes()
+    data = CLIP.read_bytes() if data is None else data
     r = requests.post(stack.url + "/api/videos", json={"title": title, "filename": "bbb.mp4", "size": len(data),
                                                        "content_type": "video/mp4"}, headers=h).json()
     requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
@@ -131,31 +140,38 @@ def test_web_and_two_workers_on_postgres_and_redis(stack):
     assert all(p.poll() is None for p in stack.procs.values())
 
 
-def test_killed_worker_run_is_finished_by_another(stack):
+def test_killed_worker_run_is_finished_by_another(stack, long_clip):
     stack.start("web", "web", "--host", "127.0.0.1", "--port", str(stack.port))
     doomed = stack.start("doomed", "worker")
     stack.wait_healthy()
     tok = stack.cli("token", "create", "--email", "ops@example.com")
-    vid = upload(stack, tok, "killed mid-run")
-    wait_for(stack, tok, vid, lambda v: v["status"] == "PROCESSING")
+    vid = upload(stack, tok, "killed mid-run", long_clip)
+    wait_for(stack, tok, vid, lambda v: v["status"] == "PROCESSING" and v["progress"] > 0.05)
     doomed.send_signal(signal.SIGKILL)  # no hand-back: the lease must run out
     doomed.wait(10)
     stack.start("rescuer", "worker")
     v = wait_for(stack, tok, vid, lambda v: v["status"] in ("COMPLETED", "FAILED"), timeout=90)
     assert v["status"] == "COMPLETED", v["error_message"]
     assert v["attempts"] == 2 and len(runs(stack, tok, vid)) == 2
-    # the second run wrote a fresh prefix and removed what the dead one left
-    keys = [o.key for o in stack.store.store.list(f"processed/{vid}/")]
-    assert keys and all(k.startswith(f"processed/{vid}/r-") for k in keys), keys[:5]
+    # the second run wrote a fresh prefix and, once the video was switched to it, removed what the
+    # dead one left (after COMPLETED is recorded, so poll)
+    deadline = time.time() + 30
+    while True:
+        keys = [o.key for o in stack.store.store.list(f"processed/{vid}/")]
+        stale = [k for k in keys if not k.startswith(f"processed/{vid}/r-")]
+        if not stale or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert keys and not stale, stale[:5]
     assert requests.get(v["master_playlist_url"], timeout=10).status_code == 200
 
 
-def test_sigterm_hands_the_video_back(stack):
+def test_sigterm_hands_the_video_back(stack, long_clip):
     stack.start("web", "web", "--host", "127.0.0.1", "--port", str(stack.port))
     leaving = stack.start("leaving", "worker")
     stack.wait_healthy()
     tok = stack.cli("token", "create", "--email", "ops@example.com")
-    vid = upload(stack, tok, "handed back")
+    vid = upload(stack, tok, "handed back", long_clip)
     wait_for(stack, tok, vid, lambda v: v["status"] == "PROCESSING" and v["progress"] > 0.05)
     t0 = time.time()
     leaving.send_signal(signal.SIGTERM)

@@ -374,7 +374,7 @@ async function main () {
   // Its restore runs in the background; a file picked before it ends would be wiped by it.
   const restoring = localStorage.getItem(`uppyState:${uppy.getID()}`)
     ? Promise.race([new Promise((resolve) => uppy.once('restored', resolve)),
-      new Promise((resolve) => setTimeout(resolve, 5000))])
+      new Promise((resolve) => setTimeout(resolve, 10000))])
     : null
   uppy.use(GoldenRetriever, { serviceWorker: false })
 
@@ -486,6 +486,9 @@ async function main () {
 
   async function submit () {
     showError('')
+    // a file picked while an earlier page's upload was still being restored may have been
+    // replaced by the restored state: the form's input still holds it
+    if (!uppy.getFiles().some((f) => !f.isGhost) && fileInput.files.length) addFiles(fileInput.files)
     const files = uppy.getFiles()
     if (!files.length) {
       showError('Choose a video file first.')
@@ -505,7 +508,10 @@ async function main () {
     }
     submitButton.disabled = true
     try {
-      if (uppy.getState().recoveredState) {
+      // resume a restored upload only while its files are still here; a new file replaced them
+      const resuming = uppy.getState().recoveredState && files.some((f) => f.isRestored && !f.progress.uploadComplete)
+      if (uppy.getState().recoveredState && !resuming) uppy.setState({ recoveredState: null })
+      if (resuming) {
         uppy.emit('restore-confirmed')
       } else if (files.some((f) => f.error)) {
         await uppy.retryAll()
