@@ -162,12 +162,14 @@ def cmd_serve(args) -> int:
 # ---------- web ----------
 
 def cmd_web(args) -> int:
-    """The web app under gunicorn (threads; several processes with [server] workers)."""
+    """The web app under gunicorn: [server] workers processes of [server] threads threads each."""
     cfg = _load(args, host=args.host, port=args.port)
+    from streamforge.config import web_processes
     from streamforge.store.objects import ObjectStore
-    store = ObjectStore.from_config(cfg)
+    from streamforge.store import db as dbmod
+    dbmod.init_db(cfg.database_url)  # migrate once, before the processes start
     try:
-        _prepare_bucket(cfg, store)
+        _prepare_bucket(cfg, ObjectStore.from_config(cfg))
     except StreamForgeError as e:
         log.warning("could not prepare the bucket yet (%s); /healthz will say when the store answers", e)
     from gunicorn.app.base import BaseApplication
@@ -178,7 +180,9 @@ def cmd_web(args) -> int:
         def load_config(self):
             self.cfg.set("bind", f"{cfg.server.host}:{cfg.server.port}")
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("workers", 1)
+            # each process is a Python interpreter with its own GIL: one per core lets the requests
+            # of a busy webhook use every core
+            self.cfg.set("workers", web_processes(cfg.server))
             self.cfg.set("threads", cfg.server.threads)
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
@@ -186,7 +190,9 @@ def cmd_web(args) -> int:
             self.cfg.set("errorlog", "-")
 
         def load(self):
-            return create_app(cfg, store)
+            # called in each worker process after the fork: its own store client, database
+            # connections and queue, none shared with a sibling
+            return create_app(cfg)
 
     App().run()
     return 0

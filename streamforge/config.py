@@ -29,8 +29,10 @@ class ServerConfig:
     base_url: str = ""
     secret_key: str = ""
     data_dir: str = ""
-    # gunicorn worker threads of the web app
+    # gunicorn worker threads of the web app, per process
     threads: int = 8
+    # gunicorn processes of the web app; 0 = one per CPU core (at most 4)
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -267,8 +269,17 @@ def _build(raw: dict, env: dict) -> Config:
     return Config(**sections)
 
 
+def web_processes(server: ServerConfig) -> int:
+    """How many gunicorn processes the web app runs: [server] workers, or one per core up to 4."""
+    if server.workers:
+        return server.workers
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def _validate(cfg: Config) -> None:
     u, p = cfg.upload, cfg.pipeline
+    if cfg.server.threads < 1 or cfg.server.workers < 0:
+        raise ConfigError("[server] threads: at least 1; workers: 0 (one per core) or more")
     if u.part_size < 5 * MiB:
         raise ConfigError("[upload] part_size: must be at least 5 MiB (5242880), the S3 minimum")
     if u.multipart_threshold < 1:

@@ -286,6 +286,35 @@ def test_watch_page_of_a_video_being_processed_waits_then_plays(page, service):
     no_troubles(page)
 
 
+def test_watch_page_plays_the_growing_event_playlist_while_processing(page, service, tmp_path):
+    # a 90 s clip on an H.264 + VP9 ladder takes a while: the owner's page starts playing as soon as
+    # the master is published, from the EVENT playlists the worker is still growing
+    from media_factory import make_video
+    clip = make_video(tmp_path / "long.mp4", width=640, height=360, seconds=90, audio=None)
+    v = service.api.upload_bytes(clip.read_bytes(), "long.mp4", "Still encoding")
+    v = service.api.wait(v["id"], lambda x: x["playable_at"] or x["status"] not in ("PENDING", "PROCESSING"),
+                         60, "playable")
+    assert v["status"] == "PROCESSING" and v["master_playlist_url"], (v["status"], v["error_message"])
+    playlists = []
+
+    def on_response(r):
+        if ".m3u8" in r.url and r.ok:
+            playlists.append(r.text())
+    page.on("response", on_response)
+    page.goto(v["watch_url"])
+    played = poll(page, """() => { const v = document.querySelector('video');
+        if (v.paused && v.readyState > 1) { v.muted = true; v.play().catch(() => {}) } return v.currentTime }""",
+                  lambda t: t >= 1.0, timeout=60, step_ms=300)
+    assert played >= 1.0
+    during = service.api.video(v["id"])
+    assert during["status"] == "PROCESSING", "the video finished before the page played it; use a longer clip"
+    media = [t for t in playlists if "#EXT-X-TARGETDURATION" in t]
+    assert media and all("#EXT-X-PLAYLIST-TYPE:EVENT" in t and "#EXT-X-ENDLIST" not in t for t in media), media[:1]
+    no_troubles(page)
+    service.api.wait(v["id"], lambda x: x["status"] in ("COMPLETED", "FAILED"), 240, "done")
+    service.api.call("DELETE", f"/api/videos/{v['id']}")
+
+
 def test_watch_page_hides_private_videos_from_others(browser, service, state):
     v = completed_video(service, state)
     ctx = browser.new_context()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from streamforge.config import load_config
+from streamforge.config import load_config, web_processes
 from streamforge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,8 @@ def test_env_beats_file(tmp_path):
     ("[upload]\npart_size = 1024\n", {}, "[upload] part_size"),
     ('[pipeline]\ncodecs = ["mpeg2"]\n', {}, "[pipeline] codecs"),
     ("[server\n", {}, "is not valid TOML"),
+    ("[server]\nworkers = -1\n", {}, "[server] threads: at least 1; workers"),
+    ("", {"STREAMFORGE_SERVER_THREADS": "0"}, "[server] threads: at least 1"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, env, message):
     f = tmp_path / "c.toml"
@@ -97,3 +99,10 @@ def test_embedded_secrets_generated_once_with_mode_0600(tmp_path):
     assert mode == 0o600
     c = load_config(data_dir=tmp_path, env={"STREAMFORGE_WEBHOOK_TOKEN": "given"})
     assert c.webhook.token == "given"
+
+
+def test_web_processes_one_per_core_unless_set(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    assert web_processes(load_config(data_dir=tmp_path, env={}).server) == max(1, min(4, cores))
+    cfg = load_config(data_dir=tmp_path, env={"STREAMFORGE_SERVER_WORKERS": "3"})
+    assert cfg.server.workers == 3 and web_processes(cfg.server) == 3

@@ -162,6 +162,12 @@ class Services:
             time.sleep(0.2)
         raise AssertionError("web never became healthy: " + self.log("web")[-1500:])
 
+    def wait_for_log(self, name: str, text: str, count: int = 1, timeout: float = 20) -> None:
+        deadline = time.time() + timeout
+        while self.log(name).count(text) < count:
+            assert time.time() < deadline, f"{text!r} x{count} not in the {name} log: " + self.log(name)[-1500:]
+            time.sleep(0.2)
+
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -612,9 +618,11 @@ STORM = int(os.environ.get("SF_TEST_STORM", "2000"))
 def test_notification_storm(stack, seaweed, tmp_path, backend):
     """~2,000 notifications from 16 clients against `streamforge web`: duplicates in both formats,
     reordering, removals, noise, unknown keys, garbage, and uploads that land mid-storm. No 5xx,
-    one queued run per real upload, none for anything else; the latency stays flat."""
-    s = stack(backend)
+    one queued run per real upload, none for anything else; the latency stays flat. Two web
+    processes, so duplicates race each other across processes too."""
+    s = stack(backend, STREAMFORGE_SERVER_WORKERS="2")
     s.start_web()
+    s.wait_for_log("web", "Booting worker", count=2)
     h = s.h
     bucket = seaweed.bucket
 
@@ -817,11 +825,14 @@ SQLITE_VIDEOS = int(os.environ.get("SF_TEST_SQLITE_VIDEOS", "3"))
 @pytest.mark.parametrize("backend", [
     BACKENDS[0], BACKENDS[1]])
 def test_database_under_concurrent_web_and_worker_writes(stack, tmp_path, backend):
-    """`streamforge web` (8 threads) and `streamforge worker` (with a 1 s sweeper) on the SQLite default
-    (and on PostgreSQL): 16 clients write through the API while three videos are processed. No 5xx,
-    no "database is locked" in any answer or any video's error, and each video runs once."""
-    s = stack(backend, STREAMFORGE_SWEEPER_INTERVAL_SECONDS="1", STREAMFORGE_SWEEPER_LEASE_SECONDS="20")
+    """`streamforge web` (two processes of 8 threads) and `streamforge worker` (with a 1 s sweeper) on
+    the SQLite default (and on PostgreSQL): 16 clients write through the API while three videos are
+    processed. No 5xx, no "database is locked" in any answer or any video's error, and each video
+    runs once."""
+    s = stack(backend, STREAMFORGE_SWEEPER_INTERVAL_SECONDS="1", STREAMFORGE_SWEEPER_LEASE_SECONDS="20",
+              STREAMFORGE_SERVER_WORKERS="2")
     s.start_web()
+    s.wait_for_log("web", "Booting worker", count=2)
     s.start("worker", "worker")
     clip = tiny_clip(tmp_path / "q.mp4", seconds=2)
     ids = [api_upload(s.url, s.h, clip, f"busy {i}") for i in range(SQLITE_VIDEOS)]

@@ -103,6 +103,9 @@ def test_serve_runs_everything_and_stops_cleanly(serve):
     # Ctrl-C stops the whole tree: web, worker and the store
     tree = children_of(serve.pid)
     assert len(tree) >= 3
+    # the web app: gunicorn's arbiter and one process per core (at most 4)
+    web = [p for p in tree if open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")[3:4] == [b"web"]]
+    assert len(web) == 1 + min(4, len(os.sched_getaffinity(0))), web
     os.kill(serve.pid, signal.SIGINT)
     assert serve.wait(30) == 0
     deadline = time.time() + 10
