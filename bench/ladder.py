@@ -13,6 +13,9 @@ All three use the same bitrates (StreamForge's ladder plan), VBV limits, preset,
 keyframes. It prints wall times (best and median of --repeat runs, interleaved) and their ratios, the PSNR of each 720p rung against the source
 scaled to 720p, and StreamForge's peak RSS on the 30 s and the 120 s input. --cpus pins everything to
 those cores (e.g. to measure "two cores" on a bigger machine).
+
+RESULT: PASS when the median ratios meet the goals (<= 0.85 of ffmpeg one-process, <= 0.60 of per-rung),
+the 720p PSNR is at most 0.2 dB below ffmpeg's and the 120 s peak RSS is within 1.25x of the 30 s one.
 """
 from __future__ import annotations
 
@@ -235,7 +238,13 @@ def main() -> int:
               f"(x{rss120 / rss30:.2f}; flat means memory does not grow with length)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+    # the verdict on the medians: one lucky or unlucky run of either side does not decide it
+    ok = sf_psnr - ff_psnr >= -GOALS["psnr_drop"]
+    ok &= all(med["streamforge"] / med[key] <= GOALS[key] for key in ("one_process", "per_rung") if key in med)
+    if "rss_mib" in results:
+        ok &= results["rss_mib"]["120s"] <= 1.25 * results["rss_mib"]["30s"]
+    print(f"\nRESULT: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -165,8 +165,8 @@ def cmd_web(args) -> int:
     """The web app under gunicorn: [server] workers processes of [server] threads threads each."""
     cfg = _load(args, host=args.host, port=args.port)
     from streamforge.config import web_processes
-    from streamforge.store.objects import ObjectStore
     from streamforge.store import db as dbmod
+    from streamforge.store.objects import ObjectStore
     dbmod.init_db(cfg.database_url)  # migrate once, before the processes start
     try:
         _prepare_bucket(cfg, ObjectStore.from_config(cfg))

@@ -24,7 +24,7 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
 
     "queued" (this call enqueued), "already" (someone else did), "missing" (no object yet),
     "rejected" (wrong size: the object is deleted and the video FAILED)."""
-    from streamforge.tasks import enqueue_processing
+    from streamforge.tasks import enqueue_processing, processing_task
     if video.upload_status != UploadStatus.UPLOADING:
         return "already"
     info = store.stat(video.original_key)
@@ -41,9 +41,12 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
             except StorageError as e:
                 log.warning("could not delete rejected upload %s: %s", video.original_key, e)
         return "rejected"
-    if not videos.mark_uploaded(video.id, info.size, info.etag):
+    task = processing_task(video.id)
+    # the state change records the task's id too: one write, and the sweeper can tell the task is
+    # waiting in the queue from the moment the video is UPLOADED
+    if not videos.mark_uploaded(video.id, info.size, info.etag, task_id=task.id):
         return "already"
-    enqueue_processing(video.id)
+    enqueue_processing(video.id, task=task)
     return "queued"
 
 

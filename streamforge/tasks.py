@@ -64,16 +64,25 @@ def process_video(video_id: str, task=None) -> str:
     return run_video(config(), video_id, task_id=getattr(task, "id", None))
 
 
-def enqueue_processing(video_id: str, delay: float | None = None) -> str:
-    """Put a processing task for the video on the queue (after `delay` seconds) and record its id on
-    the video, so the sweeper can tell a task still waiting from a lost one; returns the task id."""
-    from streamforge.store import videos
+def processing_task(video_id: str, delay: float | None = None):
+    """A processing task for the video (to run after `delay` seconds), not yet enqueued."""
     task = process_video.s(video_id)
     if delay:
         # huey compares etas with naive UTC times (utc=True)
         task.eta = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(
             seconds=delay)
-    videos.set_task_id(video_id, task.id)
+    return task
+
+
+def enqueue_processing(video_id: str, delay: float | None = None, task=None) -> str:
+    """Put a processing task for the video on the queue (after `delay` seconds) and record its id on
+    the video, so the sweeper can tell a task still waiting from a lost one; returns the task id.
+
+    With `task` (from `processing_task`), its id is already recorded on the video: only enqueue it."""
+    if task is None:
+        from streamforge.store import videos
+        task = processing_task(video_id, delay)
+        videos.set_task_id(video_id, task.id)
     huey.enqueue(task)
     return task.id
 

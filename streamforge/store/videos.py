@@ -214,12 +214,12 @@ def set_upload_id(video_id: str, upload_id: str) -> None:
     Video.update(upload_id=upload_id).where(Video.id == video_id).execute()
 
 
-def mark_uploaded(video_id: str, size: int, etag: str | None = None) -> bool:
-    """UPLOADING -> UPLOADED once; True only for the call that made the change (it enqueues)."""
+def mark_uploaded(video_id: str, size: int, etag: str | None = None, task_id: str | None = None) -> bool:
+    """UPLOADING -> UPLOADED once; True only for the call that made the change (it enqueues the
+    task `task_id`, recorded in the same UPDATE)."""
     now = utcnow()
     n = (Video.update(upload_status=UploadStatus.UPLOADED, original_file_size=size, original_etag=etag,
-                      uploaded_at=now,
-                      updated_at=now, upload_id=None, queued_at=now)
+                      uploaded_at=now, updated_at=now, upload_id=None, queued_at=now, ecs_task_arn=task_id)
          .where((Video.id == video_id) & (Video.upload_status == UploadStatus.UPLOADING)
                 & (Video.status == ProcessingStatus.PENDING)).execute())
     return n == 1
