@@ -301,6 +301,11 @@ class VideoRun:
                 log.warning("old outputs of %s stay in the store: %s", self.video_id, e)
             return "completed"
         except LeaseLost:
+            if videos.is_archived(self.video_id):
+                # deleted mid-run: the API removed the objects, this run may have added some since
+                log.info("%s was deleted during its run; removing what the run wrote", self.video_id)
+                self.remove_own_output()
+                return "deleted"
             log.warning("run of %s lost its lease; another run owns the video", self.video_id)
             return "lease-lost"
         except HandBack:

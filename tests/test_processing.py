@@ -222,3 +222,26 @@ def test_a_run_that_lost_its_lease_writes_nothing(live):
         processing.VideoRun.record = real
     v = get(live, vid)
     assert v["status"] == "PROCESSING" and v["renditions"] == []
+
+
+def test_a_video_deleted_mid_run_leaves_nothing_in_the_store(live, seaweed):
+    # the owner deletes the video once it is playable, while the worker still encodes and uploads
+    vid = upload(live, CLIP.read_bytes())
+    real = processing.videos.set_playable
+    deleted = []
+
+    def delete_when_playable(video_id, token, **kw):
+        ok = real(video_id, token, **kw)
+        r = requests.delete(f"{live.url}/api/videos/{video_id}", headers=live.h)
+        deleted.append(r.status_code)
+        return ok
+
+    processing.videos.set_playable = delete_when_playable
+    try:
+        assert drain_queue() == ["deleted"]
+    finally:
+        processing.videos.set_playable = real
+    assert deleted == [204]
+    v = get(live, vid)
+    assert v["status"] == "ARCHIVED" and v["renditions"] == [] and v["master_playlist_url"] is None
+    assert seaweed.store.list(f"processed/{vid}/") == [] and seaweed.store.list(f"originals/{vid}/") == []

@@ -348,6 +348,12 @@ def request_reprocess(video: Video) -> bool:
     return n == 1
 
 
+def is_archived(video_id: str) -> bool:
+    """True when the video was deleted (ARCHIVED) or its row is gone."""
+    status = Video.select(Video.status).where(Video.id == video_id).scalar()
+    return status is None or status == ProcessingStatus.ARCHIVED
+
+
 def archive_video(video: Video) -> None:
     """ARCHIVED: the row stays (for the log), the output rows go."""
     now = utcnow()
