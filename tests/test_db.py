@@ -90,8 +90,19 @@ def test_guarded_transitions_happen_once(database):
     with database.connection_context():
         v = make_video(videos.get_or_create_user("a@b.c"))
         assert videos.claim_run(v.id) is None  # not uploaded yet
-        assert videos.mark_uploaded(v.id, 10) is True
-        assert videos.mark_uploaded(v.id, 10) is False
+        state = videos.get_upload_state(v.id)
+        assert (state.id, state.original_key, state.upload_status, state.status) == (
+            v.id, v.original_key, "UPLOADING", "PENDING")
+        assert videos.get_upload_state("nosuchvideo") is None
+        before = dbmod.utcnow() - datetime.timedelta(seconds=1)
+        assert videos.mark_uploaded(v.id, 10, "etag1", task_id="task-1") is True
+        assert videos.mark_uploaded(v.id, 10, "etag2", task_id="task-2") is False
+        row = Video.get_by_id(v.id)  # what the hand-written UPDATE stored reads back through the model
+        assert (row.upload_status, row.original_file_size, row.original_etag, row.ecs_task_arn) == (
+            "UPLOADED", 10, "etag1", "task-1")
+        assert isinstance(row.uploaded_at, datetime.datetime) and row.uploaded_at >= before
+        assert row.queued_at == row.uploaded_at and row.upload_id is None
+        assert videos.get_upload_state(v.id).upload_status == "UPLOADED"
         first = videos.claim_run(v.id)
         assert first is not None and videos.claim_run(v.id) is None
         _, token = first
