@@ -290,7 +290,8 @@ def test_watch_page_plays_the_growing_event_playlist_while_processing(page, serv
     # a 90 s clip on an H.264 + VP9 ladder takes a while: the owner's page starts playing as soon as
     # the master is published, from the EVENT playlists the worker is still growing
     from media_factory import make_video
-    clip = make_video(tmp_path / "long.mp4", width=640, height=360, seconds=90, audio=None)
+    clip = make_video(tmp_path / "long.mp4", width=640, height=360, seconds=90, audio=None,
+                      options={"crf": "38"})  # ~6 MiB: one PUT (multipart starts at 8 MiB here)
     v = service.api.upload_bytes(clip.read_bytes(), "long.mp4", "Still encoding")
     v = service.api.wait(v["id"], lambda x: x["playable_at"] or x["status"] not in ("PENDING", "PROCESSING"),
                          60, "playable")
