@@ -724,7 +724,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue", choices=["sqlite", "redis"], default=None,
                     help="default: sqlite with --db sqlite, redis with --db postgres")
     ap.add_argument("--redis-db", type=int, default=13)
-    ap.add_argument("--threads", type=int, help="gunicorn threads of the web app ([server] threads)")
+    ap.add_argument("--threads", type=int, help="gunicorn threads of each web process ([server] threads)")
+    ap.add_argument("--workers", type=int, help="gunicorn processes of the web app ([server] workers; "
+                                                 "default: one per core, at most 4)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for the streamforge processes, e.g. STREAMFORGE_SERVER_THREADS=16")
     ap.add_argument("--latency-events", type=int, default=1500)
@@ -739,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     _exit_on_sigterm()
     env = {"STREAMFORGE_SERVER_THREADS": str(args.threads)} if args.threads else {}
+    if args.workers:
+        env["STREAMFORGE_SERVER_WORKERS"] = str(args.workers)
     env.update(kv.split("=", 1) for kv in args.env)
     stack = Stack(db=args.db, queue=queue, redis_db=args.redis_db, env=env, keep=args.keep, tag="webhook")
     recorder = Recorder()
@@ -749,8 +753,10 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_store(recorder.url, webhook_prefixes=[])
         stack.start_web()
         threads = args.threads or 8
-        print(f"web: `streamforge web` (gunicorn gthread, 1 process x {threads} threads) at {stack.url}", flush=True)
         token = stack.cli("token", "create", "--email", "bench@example.com")
+        processes = len(stack.web_worker_pids())
+        print(f"web: `streamforge web` (gunicorn gthread, {processes} process(es) x {threads} threads) at "
+              f"{stack.url}", flush=True)
 
         t0 = time.monotonic()
         uploads = create_uploads(stack, token, args.uploads, args.size, rng, send=True)
@@ -810,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
         bad_lat = sum(n for s, n in lat_hist.items() if not s.isdigit() or int(s) >= 500)
         bad_storm = sum(n for s, n in storm_hist.items() if not s.isdigit() or int(s) >= 500)
         print("\n=== StreamForge webhook bench ===")
-        print(f"stack: streamforge web (gunicorn gthread, {threads} threads), {args.db} + {queue} queue, "
+        print(f"stack: streamforge web (gunicorn gthread, {processes} x {threads} threads), {args.db} + {queue} queue, "
               f"SeaweedFS {stack.seaweed.endpoint}, {os.cpu_count()} CPUs")
         print(f"{'round':<10} {'requests':>8} {'in flight':>9} {'wall s':>7} {'req/s':>7} {'p50 ms':>7} "
               f"{'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}  statuses")

@@ -266,7 +266,9 @@ MATRIX = [
 
 def test_every_route_is_in_the_matrix(world):
     """A route (and method) added to the app without a row in MATRIX fails here."""
+    from streamforge.web.hooks import StorageHook
     routes = {(rule.rule, m) for rule in world.app.url_map.iter_rules() for m in rule.methods - {"HEAD", "OPTIONS"}}
+    routes.add((StorageHook.PATH, "POST"))  # answered in front of Flask (see web/hooks.py)
     covered = {(row.rule, row.method) for row in MATRIX}
     missing = sorted(routes - covered)
     assert not missing, f"routes without a row in the authorisation matrix: {missing}"
@@ -275,6 +277,8 @@ def test_every_route_is_in_the_matrix(world):
     # and every row's path really goes to the rule it claims to cover
     adapter = world.app.url_map.bind("127.0.0.1")
     for row in MATRIX:
+        if row.rule == StorageHook.PATH:
+            continue
         path = unquote(urlsplit(row.path(world)).path)
         rule, _ = adapter.match(path, method=row.method, return_rule=True)
         assert rule.rule == row.rule, (row.method, path, rule.rule)
@@ -724,9 +728,9 @@ def test_webhook_token_nesting_and_size(world):
 def test_webhook_token_is_compared_in_constant_time(client, config, monkeypatch):
     """Read the code: the bearer token is compared with hmac.compare_digest, and nothing else."""
     from streamforge.web import hooks
-    source = inspect.getsource(hooks.storage_hook)
+    source = inspect.getsource(hooks.StorageHook)
     assert "hmac.compare_digest(" in source
-    assert not re.search(r"token\s*(==|!=)|(==|!=)\s*c\.webhook\.token", source)
+    assert not re.search(r"token\s*(==|!=)|(==|!=)\s*(c\.webhook|self)\.token", source)
     calls = []
     real = hmac.compare_digest
 

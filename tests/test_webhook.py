@@ -106,6 +106,11 @@ def test_auth_and_garbage(client, config):
     assert hook(client, {"Records": []}, config.webhook.token).status_code == 200
     big = b'{"Records": [], "pad": "' + b"x" * (config.webhook.max_body_bytes + 10) + b'"}'
     assert hook(client, big, config.webhook.token).status_code == 413
+    r = client.get("/hooks/storage")
+    assert r.status_code == 405 and r.headers["Allow"] == "POST" and r.get_json()["error"]["code"]
+    r = hook(client, b"[1]", config.webhook.token)
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "not_a_notification"
+    assert r.headers["Content-Type"] == "application/json" and r.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_noise_is_ignored(client, config, uploaded):

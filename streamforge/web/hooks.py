@@ -10,14 +10,19 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import unquote_plus
 
-from flask import Blueprint, request
+from flask import Blueprint
+from peewee import InterfaceError, OperationalError
 
 from streamforge import intake
+from streamforge.config import Config
 from streamforge.errors import StorageError
+from streamforge.store import db as dbmod
 from streamforge.store import videos
-from streamforge.web.common import bearer_token, cfg, error, handle_errors, store
+from streamforge.store.objects import ObjectStore
+from streamforge.web.common import handle_errors, store
 
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("streamforge.hooks")
@@ -95,47 +100,108 @@ def parse_notification(body: bytes) -> list[StoreEvent]:
     raise NotANotification("neither S3 event records nor a SeaweedFS filer event")
 
 
-@bp.route("/hooks/storage", methods=["POST"])
-def storage_hook():
-    """Receive a bucket notification: 202 accepted, 200 ignored, 401 bad token, 400 not a notification."""
-    c = cfg()
-    token = bearer_token() or ""
-    if not hmac.compare_digest(token.encode(), c.webhook.token.encode()):
-        return error(401, "unauthorized", "wrong or missing webhook token")
-    if request.content_length and request.content_length > c.webhook.max_body_bytes:
-        return error(413, "too_large", "notification body too large")
-    # read at most one byte past the limit: a chunked body has no Content-Length to check first
-    body = request.stream.read(c.webhook.max_body_bytes + 1)
-    if len(body) > c.webhook.max_body_bytes:
-        return error(413, "too_large", "notification body too large")
-    try:
-        events = parse_notification(body)
-    except NotANotification as e:
-        return error(400, "not_a_notification", str(e))
-    outcomes: dict[str, int] = {}
-    for ev in events:
-        outcome = _handle(ev)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    status = 202 if outcomes.get("queued") else 200
-    return {"events": len(events), "outcomes": outcomes}, status
+class StorageHook:
+    """`POST /hooks/storage`, answered in front of Flask: 202 accepted, 200 ignored, 401 bad token,
+    400 not a notification, 413 too large, 503 when the database cannot be reached (the store sends
+    it again).
+
+    A notification storm is the one request the app gets by the thousand and in bursts, and the
+    handler's own work (parse, one lookup, a HEAD on the store for an upload) is a fraction of what
+    Flask spends around it (request context, session, before/after hooks): this small WSGI app
+    skips all that, and needs none of it (no cookies, no pages, its own bearer token)."""
+
+    PATH = "/hooks/storage"
+
+    def __init__(self, app, config: Config, store: ObjectStore):
+        self.app, self.config, self.store = app, config, store
+        self.token = config.webhook.token.encode()
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") != self.PATH:
+            return self.app(environ, start_response)
+        try:
+            status, body = self.handle(environ)
+        except (OperationalError, InterfaceError) as e:
+            log.warning("notification not taken: database unavailable: %s", e)
+            status, body = 503, _error_body("unavailable", "the database is unavailable; send it again")
+        except Exception:  # an unexpected failure answers 500 (the store retries) and never kills the worker
+            log.exception("notification handler failed")
+            status, body = 500, _error_body("internal", "internal error")
+        data = json.dumps(body).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                   ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin")]
+        if status == 405:
+            headers.append(("Allow", "POST"))
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [data]
+
+    def handle(self, environ) -> tuple[int, dict]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return 405, _error_body("method_not_allowed", "POST a bucket notification here")
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), self.token):
+            return 401, _error_body("unauthorized", "wrong or missing webhook token")
+        limit = self.config.webhook.max_body_bytes
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return 400, _error_body("bad_request", "invalid Content-Length")
+        if length > limit:
+            return 413, _error_body("too_large", "notification body too large")
+        # a chunked body has no Content-Length to check first: read at most one byte past the limit
+        # (only where the server marks the input as terminated; otherwise a read could block)
+        if length:
+            body = _read(environ["wsgi.input"], length)
+        elif environ.get("wsgi.input_terminated"):
+            body = _read(environ["wsgi.input"], limit + 1)
+        else:
+            body = b""
+        if len(body) > limit:
+            return 413, _error_body("too_large", "notification body too large")
+        try:
+            events = parse_notification(body)
+        except NotANotification as e:
+            return 400, _error_body("not_a_notification", str(e))
+        outcomes: dict[str, int] = {}
+        if events:
+            with dbmod.db.connection_context():
+                for ev in events:
+                    outcome = self.handle_event(ev)
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        return (202 if outcomes.get("queued") else 200), {"events": len(events), "outcomes": outcomes}
+
+    def handle_event(self, ev: StoreEvent) -> str:
+        if not ev.created or ev.is_directory or ev.bucket != self.config.storage.bucket:
+            return "ignored"
+        m = ORIGINAL_KEY.match(ev.key)
+        if not m:
+            return "ignored"
+        video = videos.get_upload_state(m.group(1))
+        if video is None or video.original_key != ev.key:
+            return "ignored"
+        try:
+            return intake.accept_upload(self.config, self.store, video)
+        except StorageError as e:
+            # the sweeper will find this upload later; the store's retry may also come back
+            log.warning("notification for %s: store unavailable: %s", ev.key, e)
+            return "deferred"
 
 
-def _handle(ev: StoreEvent) -> str:
-    c = cfg()
-    if not ev.created or ev.is_directory or ev.bucket != c.storage.bucket:
-        return "ignored"
-    m = ORIGINAL_KEY.match(ev.key)
-    if not m:
-        return "ignored"
-    video = videos.get_upload_state(m.group(1))
-    if video is None or video.original_key != ev.key:
-        return "ignored"
-    try:
-        return intake.accept_upload(c, store(), video)
-    except StorageError as e:
-        # the sweeper will find this upload later; the store's retry may also come back
-        log.warning("notification for %s: store unavailable: %s", ev.key, e)
-        return "deferred"
+def _error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def _read(stream, size: int) -> bytes:
+    """Up to `size` bytes of the request body (a stream may return less than asked per read)."""
+    chunks, left = [], size
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 @bp.route("/healthz")
@@ -164,8 +230,9 @@ def healthz():
 
 
 def init_app(app) -> None:
-    """Register the webhook and health blueprint."""
+    """Register /healthz, and the webhook in front of the Flask app."""
     app.register_blueprint(bp)
+    app.wsgi_app = StorageHook(app.wsgi_app, app.extensions["streamforge"], app.extensions["streamforge.store"])
 
 
 handle_errors(bp)
