@@ -44,16 +44,20 @@ class StoreEvent:
 
 def _depth(value, limit: int) -> int:
     """Nesting depth of parsed JSON, giving up past `limit`."""
-    stack, deepest = [(value, 1)], 0
+    # only containers are walked (a scalar is one level below its container): notifications are
+    # mostly strings and numbers, and this runs on every one of them
+    stack, deepest = [(value, 1)], 1
     while stack:
         item, d = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if d + 1 > limit:
+                    return d + 1
+                stack.append((child, d + 1))
+            elif d + 1 > deepest:
+                deepest = d + 1
         deepest = max(deepest, d)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, d + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, d + 1) for v in item)
     return deepest
 
 
