@@ -201,3 +201,17 @@ def test_healthz(client):
     r = client.get("/healthz")
     assert r.status_code == 200
     assert r.get_json()["checks"] == {"database": "ok", "store": "ok", "queue": "ok"}
+
+
+def test_healthz_names_a_failing_part_without_its_details(app, monkeypatch, caplog):
+    from streamforge.errors import StorageError
+    store = app.extensions["streamforge.store"]
+
+    def down():
+        raise StorageError("ping: connection refused by 10.0.0.7:8333")
+
+    monkeypatch.setattr(store, "ping", down)
+    r = app.test_client().get("/healthz")
+    assert r.status_code == 503
+    assert r.get_json() == {"ok": False, "checks": {"database": "ok", "store": "error", "queue": "ok"}}
+    assert "10.0.0.7" not in r.get_data(as_text=True) and "10.0.0.7" in caplog.text
