@@ -121,9 +121,10 @@ def test_upload_page_sends_the_file_with_a_moving_bar_and_follows_processing(pag
     page.goto(f"{service.url}/upload")
     form = page.locator("form:has(input[type=file])")
     assert form.count() == 1
+    from playwright.sync_api import expect
     form.locator("input[type=file]").first.set_input_files(str(CLIP))
-    # the title is filled from the file name, and can be changed
-    assert form.locator("input[name=title]").input_value() == "bigbuckbunny-720p-5s"
+    # the title is filled from the file name (once the uploader has loaded), and can be changed
+    expect(form.locator("input[name=title]")).to_have_value("bigbuckbunny-720p-5s")
     form.locator("input[name=title]").fill("Big Buck Bunny")
     form.locator("textarea[name=description]").fill("A rabbit, a meadow,\nand three rodents.")
     form.locator("input[name=tags]").fill("animation, open movie")
@@ -158,16 +159,23 @@ def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     # picked again (too big for IndexedDB, so Uppy keeps a "ghost"), and only that part is sent.
     big = tmp_path / "holiday.mp4"
     big.write_bytes(os.urandom(12 * MiB))
-    sent = []
+    sent, answers, console = [], [], []
     page.on("request", lambda r: sent.append(r.url) if r.method == "PUT" and "partNumber=" in r.url else None)
+    page.on("response", lambda r: answers.append((r.request.method, r.url.split("?")[0][-60:], r.status))
+            if "/api/" in r.url else None)
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     held = []
     page.route(lambda url: "partNumber=3" in url, lambda route: held.append(route))
     page.goto(f"{service.url}/upload")
     page.locator("#upload-file").set_input_files(str(big))
     page.locator("#upload-submit").click()
     vid = poll(page, "() => window.streamforgeUppy?.getFiles()[0]?.meta.videoId", bool, timeout=30)
-    assert vid, ("the upload did not start", page.locator("#upload-error").inner_text(), page.troubles,
-                 page.evaluate("() => window.streamforgeUppy?.getFiles().map((f) => [f.name, f.progress])"))
+    assert vid, ("the upload did not start", page.locator("#upload-error").inner_text(), page.troubles, answers,
+                 console, page.evaluate("""() => [document.getElementById('upload-title').value,
+                     document.getElementById('upload-form').checkValidity(),
+                     document.getElementById('upload-submit').disabled,
+                     window.streamforgeUppy?.getState().recoveredState ? 'recovered' : 'fresh',
+                     window.streamforgeUppy?.getFiles().map((f) => [f.name, f.isRestored, f.progress])]"""))
     deadline = time.time() + 30
     while time.time() < deadline:
         parts = service.api.call("GET", f"/api/videos/{vid}/upload/parts")["parts"]

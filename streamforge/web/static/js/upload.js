@@ -495,7 +495,13 @@ async function main () {
       fileInput.focus()
       return
     }
-    if (!form.reportValidity()) return
+    // the title defaults to the file's name (as when it is picked); an emptied one is filled again
+    const title = form.elements.title
+    if (!title.value.trim()) title.value = autoTitle = titleFromName(files[0].name)
+    if (!form.reportValidity()) {
+      showError('Check the highlighted field.')
+      return
+    }
     if (files.some((f) => f.isGhost)) {
       showError('Choose the same file again to continue its upload.')
       fileInput.focus()
