@@ -154,6 +154,23 @@ def test_upload_page_sends_the_file_with_a_moving_bar_and_follows_processing(pag
     no_troubles(page)
 
 
+def test_upload_button_stays_put_while_the_uploader_loads(page, service):
+    # Uppy (a 1 MB module) is held back: the Dashboard's place is kept free meanwhile, so a click on
+    # Upload made before it arrives lands on Upload (it once landed 240 px above it on a slow machine)
+    held = []
+    page.route("**/uppy.min.mjs", lambda route: held.append(route))
+    page.goto(f"{service.url}/upload", wait_until="domcontentloaded")
+    poll(page, "() => document.readyState", lambda s: s != "loading", timeout=10)
+    page.wait_for_timeout(300)
+    before = page.locator("#upload-submit").bounding_box()
+    assert held, "the uploader module was not requested"
+    for route in held:
+        route.continue_()
+    page.wait_for_function("() => window.streamforgeUppy")
+    assert page.locator("#upload-submit").bounding_box() == before
+    assert page.locator("#uppy-dashboard .uppy-Dashboard").count() == 1
+
+
 def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     # 12 MiB of noise: three 5 MiB parts. The third part is held back, the page reloaded, the file
     # picked again (too big for IndexedDB, so Uppy keeps a "ghost"), and only that part is sent.
@@ -168,6 +185,10 @@ def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     page.route(lambda url: "partNumber=3" in url, lambda route: held.append(route))
     page.goto(f"{service.url}/upload")
     page.locator("#upload-file").set_input_files(str(big))
+    box = page.locator("#upload-submit").bounding_box()
+    # as a person would: the file shows in the uploader, then Upload (which stays where it was)
+    assert poll(page, "() => window.streamforgeUppy?.getFiles().length", bool, timeout=30)
+    assert page.locator("#upload-submit").bounding_box() == box
     page.locator("#upload-submit").click()
     vid = poll(page, "() => window.streamforgeUppy?.getFiles()[0]?.meta.videoId", bool, timeout=30)
     assert vid, ("the upload did not start", page.locator("#upload-error").inner_text(), page.troubles, answers,
