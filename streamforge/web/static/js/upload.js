@@ -228,6 +228,7 @@ async function main () {
     lib = await import(script.dataset.uppy)
   } catch (err) {
     showVendorMissing()
+    document.getElementById('uppy-dashboard').hidden = true // no empty box where the Dashboard would be
     submitButton.disabled = true
     fileInput.disabled = true
     showError('The uploader could not be loaded, so uploads are not possible from this page.')
