@@ -251,8 +251,31 @@ def _migration_2(database) -> None:
         run(migrator.add_column("videos", "original_etag", Video.original_etag))
 
 
+def _migration_3(database) -> None:
+    """Reserved for issue 12: accounts, roles, quotas, invites, identities (a no-op until that change lands)."""
+
+
+def _migration_4(database) -> None:
+    """Reserved for issue 13: captions, downloads, audio (a no-op until that change lands)."""
+
+
+def _migration_5(database) -> None:
+    """Reserved for issue 14: sharing: views, search index, thumbnails at a time (a no-op until that change lands)."""
+
+
+def _migration_6(database) -> None:
+    """Reserved for issue 11: streamforge import (content hashes) (a no-op until that change lands)."""
+
+
+def _migration_7(database) -> None:
+    """Reserved for issue 15/16: spare (a no-op until that change lands)."""
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
-MIGRATIONS = [_migration_1, _migration_2]
+# A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
+# migration must be safe to run on a schema that already has its change (create_tables(safe=True),
+# add_column only when the column is missing), like _migration_2.
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
