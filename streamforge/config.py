@@ -126,6 +126,8 @@ class AuthConfig:
 class PlaybackConfig:
     default_visibility: str = "private"
     signed_url_ttl: int = 4 * 3600
+    # origins that may frame /embed/{slug} (CSP frame-ancestors); "*" = any site
+    embed_origins: list = field(default_factory=lambda: ["*"])
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("[pipeline] segment_seconds: between 1 and 30")
     if cfg.playback.default_visibility not in VISIBILITIES:
         raise ConfigError(f"[playback] default_visibility: one of {', '.join(VISIBILITIES)}")
+    if not all(o == "'self'" or isinstance(o, str) and o and not any(ch in o for ch in " ;,\t\n\r'\"")
+               for o in cfg.playback.embed_origins):
+        raise ConfigError('[playback] embed_origins: a list of origins such as "https://blog.example.com", or ["*"]')
     if cfg.sweeper.interval_seconds < 1 or cfg.sweeper.lease_seconds < 5:
         raise ConfigError("[sweeper] interval_seconds >= 1 and lease_seconds >= 5")
     for key, url, schemes in (("[database] url", cfg.database.url, ("sqlite", "postgresql", "postgres")),
