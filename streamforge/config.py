@@ -87,6 +87,12 @@ class PipelineConfig:
     preview_count: int = 5
     # extra encoder options per codec, e.g. {h264 = {tune = "film"}, av1 = {preset = "10"}}
     encoder_options: dict = field(default_factory=dict)
+    # "crf": constant quality capped at each rung's peak; "abr": the target bitrates
+    rate_control: str = "crf"
+    # constant-quality level per codec (each encoder's own CRF scale); empty: the measured defaults
+    quality: dict = field(default_factory=dict)
+    # an H.264 upload that fits the top rung keeps its own pictures for that rung (no re-encode)
+    passthrough: bool = True
 
 
 @dataclass(frozen=True)
@@ -314,6 +320,7 @@ def _secrets_file(data_dir: Path) -> Path:
     return data_dir / "secrets.json"
 
 
+    _validate_quality(p)
 def generated_secrets(data_dir: Path) -> dict:
     """The embedded default's secrets, generated on first use into the data dir with mode 0600."""
     path = _secrets_file(data_dir)
@@ -332,6 +339,17 @@ def generated_secrets(data_dir: Path) -> dict:
         json.dump(values, f)
     os.replace(tmp, path)
     return values
+
+def _validate_quality(p: PipelineConfig) -> None:
+    if p.rate_control not in ("crf", "abr"):
+        raise ConfigError(f"[pipeline] rate_control: \"crf\" or \"abr\", got {p.rate_control!r}")
+    for codec, level in p.quality.items():
+        top = 51 if codec in ("h264", "hevc") else 63
+        if codec not in CODECS:
+            raise ConfigError(f"[pipeline] quality: unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level <= top:
+            raise ConfigError(f"[pipeline] quality: {codec} takes a number from 0 to {top}, got {level!r}")
+
 
 
 def _fill_secrets(cfg: Config) -> Config:

@@ -62,7 +62,24 @@ def test_bitrate_scales_with_frame_rate():
     at30 = plan_ladder(source(1280, 720, Fraction(30)), PipelineOptions(heights=(720,)))[0]
     at60 = plan_ladder(source(1280, 720, Fraction(60)), PipelineOptions(heights=(720,)))[0]
     assert 1.3 < at60.bitrate / at30.bitrate < 1.5
-    assert at30.maxrate > at30.bitrate and at30.bufsize >= at30.maxrate
+    assert at30.maxrate >= at30.bitrate and at30.bufsize >= at30.maxrate
+
+
+def test_abr_rungs_keep_their_target_and_peak():
+    abr = plan_ladder(source(1280, 720, Fraction(30)), PipelineOptions(heights=(720,), rate_control="abr"))[0]
+    assert abr.crf is None and abr.maxrate == int(abr.bitrate * 1.5) and abr.bufsize == abr.bitrate * 2
+
+
+def test_crf_rungs_are_capped_and_smaller_rungs_get_a_lower_crf():
+    rungs = plan_ladder(source(1920, 1080), PipelineOptions(codecs=("h264", "av1")))
+    h264 = [r for r in rungs if r.codec == "h264"]
+    assert all(r.crf is not None and r.maxrate == r.bitrate and r.bufsize == 2 * r.bitrate for r in rungs)
+    assert [r.crf for r in h264] == sorted((r.crf for r in h264), reverse=True)
+    assert h264[0].crf > h264[-1].crf
+    custom = plan_ladder(source(1280, 720), PipelineOptions(heights=(720,), quality={"h264": 26}))[0]
+    assert custom.crf == 26
+    with pytest.raises(ValueError, match="rate_control"):
+        plan_ladder(source(1280, 720), PipelineOptions(rate_control="vbr"))
 
 
 @pytest.mark.parametrize("rate,expected", [

@@ -12,6 +12,12 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 # Target bitrate of a 1920x1080 30 fps picture in each codec, kbit/s; other sizes scale from it.
 REFERENCE_KBPS = {"h264": 5000, "hevc": 3300, "av1": 2800, "vp9": 3400}
 REFERENCE_PIXELS = 1920 * 1080
+RATE_CONTROLS = ("crf", "abr")
+# Constant-quality level of the 720p and larger rungs, in each encoder's own scale (x264/x265 CRF 0-51,
+# SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: measured with bench/quality.py
+# (the curve is in bench/README.md). A small rung is watched scaled up, so each of its pixels counts more.
+DEFAULT_QUALITY = {"h264": 21.0, "hevc": 24.0, "av1": 32.0, "vp9": 33.0}
+QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))  # (rungs at least this tall, minus)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,13 @@ class PipelineOptions:
     preview_count: int = 5
     # extra encoder options per codec, e.g. {"h264": {"tune": "film"}}; they override the defaults
     encoder_options: dict = field(default_factory=dict, compare=False)
+    # "crf": constant quality capped at each rung's peak; "abr": the target bitrates (see plan_ladder)
+    rate_control: str = "crf"
+    # constant-quality level per codec in the encoder's own scale, for the 720p and larger rungs (the
+    # smaller rungs get QUALITY_OFFSETS below it); codecs left out get DEFAULT_QUALITY
+    quality: dict = field(default_factory=dict, compare=False)
+    # keep an H.264 upload's own pictures for the rung of its size (see pipeline/passthrough.py)
+    passthrough: bool = True
 
     @classmethod
     def from_config(cls, config) -> PipelineOptions:
@@ -43,7 +56,7 @@ class PipelineOptions:
         values = {}
         for name in ("preset", "segment_seconds", "max_duration", "max_width", "max_height", "max_streams",
                      "max_fps", "run_timeout", "live", "first_segment_seconds", "audio_bitrate",
-                     "preview_count"):
+                     "preview_count", "rate_control", "passthrough"):
             value = getattr(config, name, None)
             if value is not None:
                 values[name] = value
@@ -54,6 +67,9 @@ class PipelineOptions:
         encoder_options = getattr(config, "encoder_options", None)
         if encoder_options:
             values["encoder_options"] = {k: dict(v) for k, v in dict(encoder_options).items()}
+        quality = getattr(config, "quality", None)
+        if quality:
+            values["quality"] = {str(k).lower(): float(v) for k, v in dict(quality).items()}
         return cls(**values)
 
 
@@ -69,6 +85,7 @@ class RenditionSpec:
     maxrate: int  # VBV peak, bit/s
     bufsize: int  # VBV buffer, bits
     frame_rate: Fraction
+    crf: float | None = None  # constant-quality level (rate_control "crf"); None: the target bitrate
 
     @property
     def bitrate_text(self) -> str:
@@ -108,15 +125,47 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
     1920x800 film still gets a 1920x800 "1080p". A source smaller than a box in both directions is
     encoded at its own size, once, under the smallest box it fits in (or its own height).
     """
-    src_w, src_h = int(probe.width), int(probe.height)
     rate = output_frame_rate(probe.frame_rate, opts.max_fps)
+    sizes = ladder_sizes(int(probe.width), int(probe.height), opts.heights)
+    if opts.rate_control not in RATE_CONTROLS:
+        raise ValueError(f"unknown rate_control {opts.rate_control!r}; choose from {', '.join(RATE_CONTROLS)}")
+    rungs = []
+    for codec in opts.codecs:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+        for name, w, h in sizes:
+            kbps = REFERENCE_KBPS[codec] * (w * h / REFERENCE_PIXELS) ** 0.75
+            kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
+            bitrate = int(round(max(kbps, 64) / 10) * 10) * 1000
+            name = name if codec == "h264" else f"{name}-{codec}"
+            if opts.rate_control == "abr":
+                rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
+                                           maxrate=int(bitrate * 1.5), bufsize=int(bitrate * 2), frame_rate=rate))
+            else:
+                # capped at the target: capped at 1.5x it, heavy grain (which no CRF satisfies) took 1.4x
+                # the bytes of the target bitrate (bench/README.md)
+                rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
+                                           maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
+                                           crf=rung_quality(codec, min(w, h), opts)))
+    return rungs
+
+
+def rung_quality(codec: str, height: int, opts: PipelineOptions) -> float:
+    """The constant-quality level of a rung of this codec whose short side is `height`."""
+    base = float((opts.quality or {}).get(codec, DEFAULT_QUALITY[codec]))
+    offset = next(minus for tall, minus in QUALITY_OFFSETS if height >= tall)
+    return max(0.0, base - offset)
+
+
+def ladder_sizes(src_w: int, src_h: int, heights) -> list[tuple[str, int, int]]:
+    """The (name, width, height) of every rung for a source of this size, largest first."""
     sizes: list[tuple[str, int, int]] = []
     own_size_done = False
-    for p in sorted({int(h) for h in opts.heights}, reverse=True):
+    for p in sorted({int(h) for h in heights}, reverse=True):
         box_long, box_short = even(p * 16 / 9), p
         fits = max(src_w, src_h) <= box_long and min(src_w, src_h) <= box_short
         if fits:
-            smaller = [h for h in opts.heights if h < p]
+            smaller = [h for h in heights if h < p]
             fits_smaller = any(max(src_w, src_h) <= even(h * 16 / 9) and min(src_w, src_h) <= h
                                for h in smaller)
             if fits_smaller or own_size_done:
@@ -133,17 +182,4 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
     if not sizes:  # only when heights is empty
         w, h = fit_box(src_w, src_h, max(src_w, src_h), min(src_w, src_h))
         sizes.append((f"{min(w, h)}p", w, h))
-
-    rungs = []
-    for codec in opts.codecs:
-        if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
-        for name, w, h in sizes:
-            kbps = REFERENCE_KBPS[codec] * (w * h / REFERENCE_PIXELS) ** 0.75
-            kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
-            bitrate = int(round(max(kbps, 64) / 10) * 10) * 1000
-            rungs.append(RenditionSpec(
-                name=name if codec == "h264" else f"{name}-{codec}",
-                codec=codec, width=w, height=h, bitrate=bitrate,
-                maxrate=int(bitrate * 1.5), bufsize=int(bitrate * 2), frame_rate=rate))
-    return rungs
+    return sizes

@@ -250,34 +250,15 @@ def _encoder_threads(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
 
 
 def encoder_settings(spec: RenditionSpec, opts: PipelineOptions, gop: int, threads: int) -> tuple[str, dict]:
-    """The FFmpeg encoder name and its options for one rung (keyframes only where we force them)."""
-    preset = str(opts.preset)
-    kbps, max_kbps, buf_kbps = spec.bitrate // 1000, spec.maxrate // 1000, spec.bufsize // 1000
-    common = {"b": str(spec.bitrate), "maxrate": str(spec.maxrate), "bufsize": str(spec.bufsize)}
-    if spec.codec == "h264":
-        # keyint=gop and no scenecut: x264's own keyframes fall exactly on our forced ones, never between.
-        # partitions=i8x8 skips the 4x4 intra and 8x8 inter partition searches: about 18% less CPU for
-        # 0.05 dB of PSNR at 720p veryfast (measured with bench/ladder.py's input); override it in
-        # [pipeline] encoder_options if you would rather spend the CPU.
-        options = {**common, "preset": preset, "forced-idr": "1", "threads": str(threads),
-                   "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8"}
-    elif spec.codec == "hevc":
-        options = {**common, "preset": preset, "forced-idr": "1",
-                   "x265-params": (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:"
-                                   f"vbv-maxrate={max_kbps}:vbv-bufsize={buf_kbps}:bitrate={kbps}:"
-                                   f"frame-threads={threads}:pools={threads}:log-level=error")}
-    elif spec.codec == "av1":
-        speed = preset if preset.isdigit() else str(SVTAV1_PRESETS.get(preset, 10))
-        options = {"b": str(spec.bitrate), "preset": speed, "g": str(gop),
-                   # VBR (SVT-AV1 takes a max bitrate only in CRF mode); scene detection off
-                   "svtav1-params": f"scd=0:lp={threads}:rc=1:tbr={kbps}"}
-    elif spec.codec == "vp9":
-        speed = VP9_SPEEDS.get(preset, 7)
-        options = {**common, "g": str(gop), "keyint_min": str(gop), "row-mt": "1", "threads": str(threads),
-                   "deadline": "realtime" if speed >= 6 else "good", "cpu-used": str(speed),
-                   "lag-in-frames": "0" if speed >= 6 else "16", "auto-alt-ref": "0" if speed >= 6 else "1"}
-    else:
+    """The FFmpeg encoder name and its options for one rung (keyframes only where we force them).
+
+    A rung with `crf` set is encoded at that constant quality, capped by VBV at its maxrate/bufsize
+    (x264/x265 crf + vbv, SVT-AV1 capped CRF with mbr, VP9 constrained quality); otherwise at its
+    target bitrate, as `rate_control = "abr"` always did.
+    """
+    if spec.codec not in ENCODERS:
         raise ValueError(f"unknown codec {spec.codec!r}")
+    options = _RATE_OPTIONS[spec.codec](spec, str(opts.preset), gop, threads)
     for key, value in (opts.encoder_options or {}).get(spec.codec, {}).items():
         if key in ("x264-params", "x265-params", "svtav1-params") and key in options:
             # appended: the encoder applies them in order, so these override ours one by one while
@@ -286,6 +267,58 @@ def encoder_settings(spec: RenditionSpec, opts: PipelineOptions, gop: int, threa
         else:
             options[key] = str(value)
     return ENCODERS[spec.codec], options
+
+
+def _vbv(spec: RenditionSpec) -> dict:
+    return {"maxrate": str(spec.maxrate), "bufsize": str(spec.bufsize)}
+
+
+def _x264_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> dict:
+    # keyint=gop and no scenecut: x264's own keyframes fall exactly on our forced ones, never between.
+    # partitions=i8x8 skips the 4x4 intra and 8x8 inter partition searches: about 18% less CPU for
+    # 0.05 dB of PSNR at 720p veryfast (measured with bench/ladder.py's input); override it in
+    # [pipeline] encoder_options if you would rather spend the CPU.
+    rate = {"crf": _level(spec.crf)} if spec.crf is not None else {"b": str(spec.bitrate)}
+    return {**rate, **_vbv(spec), "preset": preset, "forced-idr": "1", "threads": str(threads),
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8"}
+
+
+def _x265_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> dict:
+    max_kbps, buf_kbps = spec.maxrate // 1000, spec.bufsize // 1000
+    rate = f"crf={_level(spec.crf)}" if spec.crf is not None else f"bitrate={spec.bitrate // 1000}"
+    options = {"preset": preset, "forced-idr": "1",
+               "x265-params": (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:"
+                               f"vbv-maxrate={max_kbps}:vbv-bufsize={buf_kbps}:{rate}:"
+                               f"frame-threads={threads}:pools={threads}:log-level=error")}
+    return options if spec.crf is not None else {"b": str(spec.bitrate), **_vbv(spec), **options}
+
+
+def _svtav1_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> dict:
+    speed = preset if preset.isdigit() else str(SVTAV1_PRESETS.get(preset, 10))
+    if spec.crf is not None:
+        # capped CRF: SVT-AV1 takes a maximum bitrate (mbr, kbit/s) only in CRF mode
+        return {"crf": _level(spec.crf), "preset": speed, "g": str(gop),
+                "svtav1-params": f"scd=0:lp={threads}:rc=0:mbr={spec.maxrate // 1000}"}
+    # VBR; scene detection off
+    return {"b": str(spec.bitrate), "preset": speed, "g": str(gop),
+            "svtav1-params": f"scd=0:lp={threads}:rc=1:tbr={spec.bitrate // 1000}"}
+
+
+def _vp9_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> dict:
+    speed = VP9_SPEEDS.get(preset, 7)
+    # constrained quality: crf with b as the ceiling of the average
+    rate = {"crf": _level(spec.crf), "b": str(spec.maxrate)} if spec.crf is not None else {"b": str(spec.bitrate)}
+    return {**rate, **_vbv(spec), "g": str(gop), "keyint_min": str(gop), "row-mt": "1", "threads": str(threads),
+            "deadline": "realtime" if speed >= 6 else "good", "cpu-used": str(speed),
+            "lag-in-frames": "0" if speed >= 6 else "16", "auto-alt-ref": "0" if speed >= 6 else "1"}
+
+
+def _level(crf: float) -> str:
+    """A CRF as the encoders take it: "23" or "22.5"."""
+    return f"{crf:g}"
+
+
+_RATE_OPTIONS = {"h264": _x264_options, "hevc": _x265_options, "av1": _svtav1_options, "vp9": _vp9_options}
 
 
 class _RungEncoder(_Worker):
@@ -317,7 +350,7 @@ class _RungEncoder(_Worker):
             stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
             stream.time_base = time_base
             stream.codec_context.time_base = time_base
-            stream.codec_context.bit_rate = spec.bitrate
+            stream.codec_context.bit_rate = spec.bitrate if spec.crf is None else 0
             stream.codec_context.options = options
             if spec.codec == "hevc":
                 stream.codec_tag = "hvc1"  # Apple players refuse hev1
