@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import logging
 
-from streamforge import notify
+from streamforge import tasks
 from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.store import videos
@@ -24,7 +24,6 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
 
     "queued" (this call enqueued), "already" (someone else did), "missing" (no object yet),
     "rejected" (wrong size: the object is deleted and the video FAILED)."""
-    from streamforge.tasks import enqueue_processing, processing_task
     if video.upload_status != UploadStatus.UPLOADING:
         return "already"
     info = store.stat(video.original_key)
@@ -35,24 +34,23 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
                   if info.size > config.upload.max_size else
                   f"the upload is {info.size} bytes but {video.declared_size} were declared")
         if videos.fail_upload(video.id, reason):
-            notify.emit(config, "video.failed", video.id)
+            tasks.emit_event(config, "video.failed", video.id)
             try:
                 store.delete(video.original_key)
             except StorageError as e:
                 log.warning("could not delete rejected upload %s: %s", video.original_key, e)
         return "rejected"
-    task = processing_task(video.id)
+    task = tasks.processing_task(video.id)
     # the state change records the task's id too: one write, and the sweeper can tell the task is
     # waiting in the queue from the moment the video is UPLOADED
     if not videos.mark_uploaded(video.id, info.size, info.etag, task_id=task.id):
         return "already"
-    enqueue_processing(video.id, task=task)
+    tasks.enqueue_processing(video.id, task=task)
     return "queued"
 
 
 def sweep(config: Config, store: ObjectStore) -> dict:
     """Finish what notifications and workers left undone; returns counts of what was done."""
-    from streamforge.tasks import enqueue_processing, waiting_task_ids
     counts = {"recovered_uploads": 0, "expired_uploads": 0, "requeued": 0, "reclaimed": 0, "failed_runs": 0}
     now = utcnow()
     # uploads whose notification never came (SeaweedFS keeps them in memory; MinIO may try once)
@@ -72,26 +70,26 @@ def sweep(config: Config, store: ObjectStore) -> dict:
                     pass
             if videos.fail_upload(video.id, "the upload was never completed before its upload URLs expired; "
                                             "upload the file again"):
-                notify.emit(config, "video.failed", video.id)
+                tasks.emit_event(config, "video.failed", video.id)
                 counts["expired_uploads"] += 1
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
     # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
     for video in videos.dead_runs(now - lease):
         outcome = videos.reclaim_dead_run(video, config.sweeper.max_attempts)
         if outcome == "requeued":
-            enqueue_processing(video.id)
+            tasks.enqueue_processing(video.id)
             counts["reclaimed"] += 1
         elif outcome == "failed":
-            notify.emit(config, "video.failed", video.id)
+            tasks.emit_event(config, "video.failed", video.id)
             counts["failed_runs"] += 1
     # queued videos whose task was lost (enqueue failed after the state change, or the queue was wiped)
     waiting: set[str] | None = None
     for video in videos.stale_queued(now - lease):
         if waiting is None:
-            waiting = waiting_task_ids()
+            waiting = tasks.waiting_task_ids()
         if video.ecs_task_arn in waiting:
             continue  # still in line behind other videos: its task is in the queue
         if videos.mark_requeued(video.id, video.queued_at):  # one sweeper of many wins
-            enqueue_processing(video.id)
+            tasks.enqueue_processing(video.id)
             counts["requeued"] += 1
     return counts

@@ -2,8 +2,9 @@
 
 Each delivery is signed like the hosted services do it: header `StreamForge-Signature:
 t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under [notify] secret>`. Deliveries go through the
-queue, are retried with exponential backoff and are at least once: the event's `id` (also sent as
-`Idempotency-Key`) is the same on every attempt, so receivers can drop duplicates.
+queue (`streamforge.tasks` enqueues what `deliveries` builds and calls `deliver`), are retried with
+exponential backoff and are at least once: the event's `id` (also sent as `Idempotency-Key`) is the
+same on every attempt, so receivers can drop duplicates.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 import requests
 
 from streamforge.config import Config
-from streamforge.store.db import utcnow
+from streamforge.store.db import Video, utcnow
 
 log = logging.getLogger("streamforge.notify")
 EVENTS = ("video.playable", "video.ready", "video.failed")
@@ -53,21 +54,15 @@ def event_body(event: str, video, attempt: int, base_url: str) -> dict:
                 if video.processed_at else None}}}
 
 
-def emit(config: Config, event: str, video_id: str) -> None:
-    """Queue one delivery per configured URL for this event (nothing when no URL is configured)."""
+def deliveries(config: Config, event: str, video_id: str) -> list[tuple[str, str]]:
+    """The (url, body) of each delivery of this event: one per configured URL (none without URLs)."""
     if not config.notify.urls:
-        return
-    from streamforge.store.db import Video
-    from streamforge.tasks import deliver_webhook
+        return []
     video = Video.get_or_none(Video.id == video_id)
     if video is None:
-        return
+        return []
     body = json.dumps(event_body(event, video, video.attempts, config.base_url), separators=(",", ":"))
-    for url in config.notify.urls:
-        try:
-            deliver_webhook(url, body, 1)
-        except Exception:  # a queue outage must not fail the video; the event is logged instead
-            log.exception("could not queue webhook %s for %s", event, video_id)
+    return [(url, body) for url in config.notify.urls]
 
 
 def deliver(config: Config, url: str, body: str, attempt: int) -> bool:

@@ -15,12 +15,12 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from peewee import InterfaceError, OperationalError
 
-from streamforge import notify
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.store import videos
@@ -44,6 +44,25 @@ class HandBack(Exception):
 
 # set by the worker's signal handler; running videos notice it at their next progress report
 SHUTDOWN = threading.Event()
+
+# how a run announces `video.playable` / `video.ready` / `video.failed`: (event, video id)
+EventSink = Callable[[str, str], None]
+
+
+def no_events(event: str, video_id: str) -> None:
+    """An event sink that drops every event (a run outside the queue)."""
+
+
+class Outcome(str):
+    """What a run did ("completed", "retry", "failed", ...), and when the queue must run the video again:
+    `requeue_after` seconds (0: at once), or None when it must not (the run has given it back already)."""
+
+    requeue_after: float | None
+
+    def __new__(cls, status: str, requeue_after: float | None = None) -> Outcome:
+        self = super().__new__(cls, status)
+        self.requeue_after = requeue_after
+        return self
 
 
 def _stage_logger(video_id: str, attempt: int):
@@ -129,8 +148,9 @@ class Uploader:
 class VideoRun:
     """The state of one run: the video, its lease, its temp dir and what it published."""
 
-    def __init__(self, config: Config, store: ObjectStore, video, token: str):
+    def __init__(self, config: Config, store: ObjectStore, video, token: str, emit: EventSink = no_events):
         self.config, self.store, self.video, self.token = config, store, video, token
+        self.emit = emit
         self.video_id = video.id
         self.attempt = video.attempts
         self.stage = _stage_logger(video.id, video.attempts)
@@ -220,7 +240,7 @@ class VideoRun:
                 url = self.store.public_url(uploader.key(relpath))
                 if videos.set_playable(self.video_id, self.token, master_url=url, processed_path=self.prefix):
                     self.published = True
-                    notify.emit(self.config, "video.playable", self.video_id)
+                    self.emit("video.playable", self.video_id)
 
         with self.stage("transcode") as st, self.stage("thumbnails") as th:
             result = run_pipeline(src, outdir, opts, progress=self._on_progress, on_file=on_file)
@@ -262,7 +282,7 @@ class VideoRun:
                                    thumbnails=thumb_rows)
             if not ok:
                 raise LeaseLost()
-            notify.emit(self.config, "video.ready", self.video_id)
+            self.emit("video.ready", self.video_id)
             st.message = f"{len(rend_rows)} renditions, {len(thumb_rows)} thumbnails"
 
     def remove_stale_outputs(self) -> None:
@@ -309,11 +329,9 @@ class VideoRun:
             log.warning("run of %s lost its lease; another run owns the video", self.video_id)
             return "lease-lost"
         except HandBack:
-            from streamforge.tasks import enqueue_processing
             self.remove_own_output()
-            if videos.release_run(self.video_id, self.token, None):
-                enqueue_processing(self.video_id)
-            return "handed-back"
+            # given back: the queue runs it again at once (unless the sweeper already took it)
+            return Outcome("handed-back", 0 if videos.release_run(self.video_id, self.token, None) else None)
         except MediaError as e:
             self.remove_own_output()
             self._fail(describe(e))
@@ -337,10 +355,9 @@ class VideoRun:
     def _fail(self, message: str) -> None:
         """FAILED with the reason (and nothing of this run published); tell the webhooks."""
         if videos.fail_run(self.video_id, self.token, message, unpublish=self.live):
-            notify.emit(self.config, "video.failed", self.video_id)
+            self.emit("video.failed", self.video_id)
 
     def _retry_or_fail(self, exc: BaseException) -> str:
-        from streamforge.tasks import enqueue_processing
         reason = describe(exc)
         self.remove_own_output()
         for attempt in range(10):  # the database itself may be what failed: keep trying to record it
@@ -349,19 +366,21 @@ class VideoRun:
                     self._fail(f"gave up after {self.attempt} attempts: {reason}")
                     return "failed"
                 if videos.release_run(self.video_id, self.token, f"retrying: {reason}"):
-                    enqueue_processing(self.video_id, delay=min(300, 5 * 2 ** self.attempt))
+                    return Outcome("retry", min(300, 5 * 2 ** self.attempt))  # the queue schedules it
                 return "retry"
             except (OperationalError, InterfaceError):
                 time.sleep(min(30, 2 ** attempt))
         return "retry"  # the sweeper finds the run by its stopped heartbeat
 
 
-def run_video(config: Config, video_id: str, task_id: str | None = None) -> str:
-    """Process one video if it is waiting for a run; returns what happened."""
+def run_video(config: Config, video_id: str, task_id: str | None = None, emit: EventSink = no_events) -> Outcome:
+    """Process one video if it is waiting for a run; returns what happened (the caller, the queue, acts
+    on its `requeue_after`); `emit` receives the run's events."""
     claim = videos.claim_run(video_id)
     if claim is None:
-        return "skipped"
+        return Outcome("skipped")
     video, token = claim
     if task_id:
         videos.set_task_id(video_id, task_id)
-    return VideoRun(config, ObjectStore.from_config(config), video, token).execute()
+    outcome = VideoRun(config, ObjectStore.from_config(config), video, token, emit).execute()
+    return outcome if isinstance(outcome, Outcome) else Outcome(outcome)

@@ -2,7 +2,9 @@
 
 `huey` exists at import time so tasks can be declared; `configure(config)` points its storage
 at `[queue] url` (a SQLite file by default, Redis for scale-out) before anything is enqueued or
-consumed. Tasks take ids; the work itself lives in `streamforge.processing`.
+consumed. Tasks take ids; the work itself lives in `streamforge.processing` and `streamforge.notify`,
+which never call back into the queue: a run returns what happened and the queue acts on it (a retry
+after its backoff, a video handed back at shutdown), and the run's events reach `emit_event`.
 """
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ from urllib.parse import unquote, urlsplit
 
 from huey import Huey
 from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
+from peewee import InterfaceError, OperationalError
 
+from streamforge import notify
 from streamforge.config import Config
+from streamforge.processing import run_video
+from streamforge.store import videos
 
 log = logging.getLogger("streamforge.tasks")
 
@@ -59,9 +65,20 @@ def config() -> Config:
 
 @huey.task(context=True)
 def process_video(video_id: str, task=None) -> str:
-    """Run the processing pipeline for one video (a no-op unless the video is waiting for a run)."""
-    from streamforge.processing import run_video
-    return run_video(config(), video_id, task_id=getattr(task, "id", None))
+    """Run the processing pipeline for one video (a no-op unless the video is waiting for a run), and
+    enqueue it again when the run asks for that (a retry after its backoff, a hand-back at shutdown)."""
+    cfg = config()
+    outcome = run_video(cfg, video_id, task_id=getattr(task, "id", None),
+                        emit=lambda event, vid: emit_event(cfg, event, vid))
+    if outcome.requeue_after is not None:
+        try:
+            if outcome.requeue_after:
+                enqueue_processing(video_id, delay=outcome.requeue_after)
+            else:
+                enqueue_processing(video_id)
+        except (OperationalError, InterfaceError) as e:  # the sweeper finds the video by its stale state
+            log.warning("could not enqueue %s again: %s", video_id, e)
+    return str(outcome)
 
 
 def processing_task(video_id: str, delay: float | None = None):
@@ -80,7 +97,6 @@ def enqueue_processing(video_id: str, delay: float | None = None, task=None) -> 
 
     With `task` (from `processing_task`), its id is already recorded on the video: only enqueue it."""
     if task is None:
-        from streamforge.store import videos
         task = processing_task(video_id, delay)
         videos.set_task_id(video_id, task.id)
     huey.enqueue(task)
@@ -92,10 +108,18 @@ def waiting_task_ids() -> set[str]:
     return {t.id for t in huey.pending()} | {t.id for t in huey.scheduled()}
 
 
+def emit_event(config: Config, event: str, video_id: str) -> None:
+    """Queue one outbound webhook delivery per configured URL for this event of the video."""
+    for url, body in notify.deliveries(config, event, video_id):
+        try:
+            deliver_webhook(url, body, 1)
+        except Exception:  # a queue outage must not fail the video; the event is logged instead
+            log.exception("could not queue webhook %s for %s", event, video_id)
+
+
 @huey.task()
 def deliver_webhook(url: str, body: str, attempt: int) -> bool:
     """Deliver one outbound webhook; on failure schedule the next attempt with backoff."""
-    from streamforge import notify
     cfg = config()
     if notify.deliver(cfg, url, body, attempt):
         return True
