@@ -55,6 +55,10 @@ class StorageConfig:
 class WebhookConfig:
     token: str = ""
     max_body_bytes: int = 1 * MiB
+    # Amazon SNS deliveries: extra "host:port" endpoints trusted besides https://sns.<region>.amazonaws.com
+    # (for the SubscribeURL and SigningCertURL), and the topic ARNs accepted (empty: any topic)
+    sns_hosts: list = field(default_factory=list)
+    sns_topics: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,11 @@ def _validate(cfg: Config) -> None:
     if not all(o == "'self'" or isinstance(o, str) and o and not any(ch in o for ch in " ;,\t\n\r'\"")
                for o in cfg.playback.embed_origins):
         raise ConfigError('[playback] embed_origins: a list of origins such as "https://blog.example.com", or ["*"]')
+    if not all(isinstance(h, str) and h.rpartition(":")[0] and h.rpartition(":")[2].isdigit()
+               for h in cfg.webhook.sns_hosts):
+        raise ConfigError('[webhook] sns_hosts: a list of "host:port" strings, e.g. ["sns.internal.example:443"]')
+    if not all(isinstance(t, str) and t.startswith("arn:") for t in cfg.webhook.sns_topics):
+        raise ConfigError('[webhook] sns_topics: a list of topic ARNs, e.g. ["arn:aws:sns:eu-west-1:123456789012:uploads"]')
     if cfg.sweeper.interval_seconds < 1 or cfg.sweeper.lease_seconds < 5:
         raise ConfigError("[sweeper] interval_seconds >= 1 and lease_seconds >= 5")
     for key, url, schemes in (("[database] url", cfg.database.url, ("sqlite", "postgresql", "postgres")),

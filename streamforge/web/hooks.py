@@ -1,7 +1,8 @@
 """The store's bucket notifications (`POST /hooks/storage`) and `GET /healthz`.
 
-Two formats arrive here: MinIO / AWS S3 event records and SeaweedFS filer events. Each event is
-only a hint; `intake.accept_upload` checks the store and starts at most one run.
+Two formats arrive here: MinIO / AWS S3 event records and SeaweedFS filer events, and AWS S3's
+records also inside Amazon SNS deliveries (`web/sns.py` verifies those). Each event is only a hint;
+`intake.accept_upload` checks the store and starts at most one run.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from streamforge.errors import StorageError
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 from streamforge.store.objects import ObjectStore
+from streamforge.web import sns
 from streamforge.web.common import handle_errors, store
 
 bp = Blueprint("hooks", __name__)
@@ -107,7 +109,8 @@ def parse_notification(body: bytes) -> list[StoreEvent]:
 class StorageHook:
     """`POST /hooks/storage`, answered in front of Flask: 202 accepted, 200 ignored, 401 bad token,
     400 not a notification, 413 too large, 503 when the database cannot be reached (the store sends
-    it again).
+    it again). Amazon SNS deliveries (header x-amz-sns-message-type) carry no token: their signature
+    is verified instead (403 when it fails).
 
     A notification storm is the one request the app gets by the thousand and in bursts, and the
     handler's own work (parse, one lookup, a HEAD on the store for an upload) is a fraction of what
@@ -119,6 +122,7 @@ class StorageHook:
     def __init__(self, app, config: Config, store: ObjectStore):
         self.app, self.config, self.store = app, config, store
         self.token = config.webhook.token.encode()
+        self.sns = sns.SnsEndpoint(config.webhook)
 
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != self.PATH:
@@ -142,9 +146,10 @@ class StorageHook:
     def handle(self, environ) -> tuple[int, dict]:
         if environ.get("REQUEST_METHOD") != "POST":
             return 405, _error_body("method_not_allowed", "POST a bucket notification here")
+        sns_type = environ.get(sns.HEADER)
         header = environ.get("HTTP_AUTHORIZATION", "")
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(token.encode(), self.token):
+        if sns_type is None and not hmac.compare_digest(token.encode(), self.token):
             return 401, _error_body("unauthorized", "wrong or missing webhook token")
         limit = self.config.webhook.max_body_bytes
         try:
@@ -163,10 +168,34 @@ class StorageHook:
             body = b""
         if len(body) > limit:
             return 413, _error_body("too_large", "notification body too large")
+        if sns_type is not None:
+            return self.handle_sns(sns_type, body)
         try:
             events = parse_notification(body)
         except NotANotification as e:
             return 400, _error_body("not_a_notification", str(e))
+        return self.take(events)
+
+    def handle_sns(self, sns_type: str, body: bytes) -> tuple[int, dict]:
+        """An Amazon SNS delivery: verified first, then confirmed, ignored or taken as S3 events."""
+        try:
+            msg = self.sns.open(sns_type, body)
+            if sns_type == sns.SUBSCRIBE:
+                return 200, {"sns": sns_type, "confirmed": True, "already": not self.sns.confirm(msg)}
+        except sns.SnsRefused as e:
+            return e.status, _error_body(e.code, str(e))
+        if sns_type == sns.UNSUBSCRIBE:
+            return 200, {"sns": sns_type}
+        if sns.is_test_event(msg["Message"]):
+            return 200, {"sns": sns_type, "events": 0, "outcomes": {"s3:TestEvent": 1}}
+        try:
+            events = parse_notification(msg["Message"].encode())
+        except NotANotification as e:
+            return 400, _error_body("not_a_notification", f"the SNS message holds no S3 event: {e}")
+        return self.take(events)
+
+    def take(self, events: list[StoreEvent]) -> tuple[int, dict]:
+        """Handle each event; 202 when one of them queued a run, else 200."""
         outcomes: dict[str, int] = {}
         if events:
             with dbmod.db.connection_context():
