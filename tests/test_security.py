@@ -258,6 +258,16 @@ MATRIX = [
     Row("GET", "/play/<video_id>/<path:relpath>",
         lambda w: f"/play/{w.b['id']}/..%2F..%2F{w.a['id']}%2Fmaster.m3u8?{w.sig(w.b['id'])}",
         who(404, 404, 404)),
+    # sharing (issue 14): alice's video is private, so it is never embeddable or listed; a moment's picture and
+    # view reports are for whoever may watch it (its owner)
+    Row("GET", "/embed/<slug>", lambda w: f"/embed/{w.a['slug']}", who(404, 404, 404)),
+    Row("GET", "/oembed", lambda w: f"/oembed?format=json&url={w.url}/watch/{w.a['slug']}", who(404, 404, 404)),
+    Row("GET", "/explore", lambda w: "/explore", who(200, 200, 200)),
+    Row("GET", "/api/public/videos", lambda w: "/api/public/videos?q=alice", who(200, 200, 200)),
+    Row("GET", "/api/videos/<video_id>/thumbnail.jpg", lambda w: f"/api/videos/{w.a['id']}/thumbnail.jpg?time=0&width=64",
+        who(404, 404, 302), owner_check=_follow_to_image),
+    Row("POST", "/api/videos/<video_id>/views", lambda w: f"/api/videos/{w.a['id']}/views", who(404, 404, 204),
+        body=lambda w: {"session": "matrix-session-1", "watched_seconds": 1}),
     # the reprocess row goes last among alice's video rows: it sends video A back to PENDING
     Row("POST", "/api/videos/<video_id>/reprocess", lambda w: f"/api/videos/{w.a['id']}/reprocess",
         who(401, 404, 202), unchanged=_a_not_requeued),

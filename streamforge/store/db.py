@@ -162,6 +162,9 @@ class Video(BaseModel):
     queued_at = DateTimeField(null=True)
     # the ETag of the original when its upload was accepted: a later overwrite is refused
     original_etag = CharField(null=True, max_length=80)
+    # sharing (migration 5): views counted once per player session, watch time summed
+    views = IntegerField(default=0)
+    watch_seconds = FloatField(default=0.0)
 
     class Meta:
         table_name = "videos"
@@ -225,6 +228,40 @@ class ProcessingLog(BaseModel):
         table_name = "processing_logs"
 
 
+class ViewSession(BaseModel):
+    """One player session's reports on one video (POST /api/videos/{id}/views): a view once, watch time summed."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    video = ForeignKeyField(Video, backref="view_sessions", on_delete="CASCADE")
+    session = CharField(max_length=64)
+    ip_hash = CharField(max_length=32)
+    watched_seconds = FloatField(default=0.0)
+    reports = IntegerField(default=1)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "view_sessions"
+        indexes = ((("video", "session"), True), (("ip_hash", "created_at"), False))
+
+
+class FrameThumbnail(BaseModel):
+    """A picture of one moment (GET /api/videos/{id}/thumbnail.jpg) made once and kept in the store."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    video = ForeignKeyField(Video, backref="frame_thumbnails", on_delete="CASCADE")
+    output = CharField(max_length=200)  # the video's s3_processed_path it was made from
+    time_ms = IntegerField()
+    width = IntegerField()
+    height = IntegerField()
+    s3_key = TextField()
+    created_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "frame_thumbnails"
+        indexes = ((("video", "output", "time_ms", "width"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -233,7 +270,7 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog)
+MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail)
 
 
 def _migration_1(database) -> None:
@@ -260,7 +297,19 @@ def _migration_4(database) -> None:
 
 
 def _migration_5(database) -> None:
-    """Reserved for issue 14: sharing: views, search index, thumbnails at a time (a no-op until that change lands)."""
+    """Sharing: videos.views and watch_seconds, the view_sessions and frame_thumbnails tables, and the
+    full-text index of titles, descriptions and tags (FTS5 on SQLite, a tsvector with GIN on PostgreSQL)."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+
+    from streamforge.store import search
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    columns = {c.name for c in database.get_columns("videos")}
+    for name in ("views", "watch_seconds"):
+        if name not in columns:
+            run(migrator.add_column("videos", name, Video._meta.fields[name]))
+    database.create_tables([ViewSession, FrameThumbnail], safe=True)
+    search.install(database)
 
 
 def _migration_6(database) -> None:

@@ -53,6 +53,8 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
         if resp.mimetype == "text/html":
+            # pages meant for other sites' <iframe>s (the embed page) name who may frame them
+            framing = g.get("frame_ancestors") or "'none'"
             store_origin = _origin(app.extensions["streamforge.store"].public_url("x"))
             cdn = _origin(config.cdn.base_url) if config.cdn.base_url else ""
             media = " ".join(x for x in ("'self'", "blob:", store_origin, cdn) if x)
@@ -60,9 +62,10 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
                 "Content-Security-Policy",
                 f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                 f"img-src 'self' data: blob: {store_origin} {cdn}; media-src {media}; "
-                f"connect-src {media}; worker-src 'self' blob:; frame-ancestors 'none'; base-uri 'self'; "
+                f"connect-src {media}; worker-src 'self' blob:; frame-ancestors {framing}; base-uri 'self'; "
                 f"form-action 'self'")
-            resp.headers.setdefault("X-Frame-Options", "DENY")
+            if framing == "'none'":
+                resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
 
     from streamforge.web import api, auth, hooks, pages, play
@@ -71,6 +74,9 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
     hooks.init_app(app)
     pages.init_app(app)
     play.init_app(app)
+    from streamforge.web import share, viewing
+    share.init_app(app)
+    viewing.init_app(app)
 
     if not app.debug:
         logging.getLogger("streamforge").setLevel(logging.INFO)

@@ -113,6 +113,7 @@ def video_json(video, full: bool = True) -> dict:
         "uploaded_at": _iso(video.uploaded_at) if video.upload_status == "UPLOADED" else None,
         "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
         "attempts": video.attempts,
+        "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
     }
     if full:
         out["renditions"] = [{

@@ -83,8 +83,9 @@ def watch(slug: str):
     data = video_json(video)
     timeline = next((t["url"] for t in data.get("thumbnails", [])
                      if t["type"] == "TIMELINE" and t["url"].split("?")[0].endswith(".vtt")), None)
+    from streamforge.web.share import share_meta
     return render_template("watch.html", video=data, owner=owner, timeline_vtt=timeline,
-                           visibilities=Visibility.ALL)
+                           visibilities=Visibility.ALL, share=share_meta(video, data))
 
 
 @bp.route("/tokens")
