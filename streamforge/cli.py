@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="encoder preset, e.g. veryfast")
     p = sub.add_parser("doctor", help="check config, database, store, queue and codecs")
     _common(p)
+    from streamforge import importer
+    p = sub.add_parser("import", help="upload video and audio files and folders through the API",
+                       description=importer.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    importer.add_arguments(p)
     return parser
 
 
@@ -95,6 +100,7 @@ def _prepare_bucket(cfg: Config, store) -> None:
 def cmd_serve(args) -> int:
     """Everything in one process tree: embedded store, web app, worker."""
     cfg = _load(args, host=args.host, port=args.port)
+    from streamforge import local_serve
     from streamforge.store import db as dbmod
     from streamforge.store import videos
     dbmod.init_db(cfg.database_url)
@@ -126,10 +132,11 @@ def cmd_serve(args) -> int:
         procs = {name: subprocess.Popen(cmd, env=env) for name, cmd in spawn.items()}
         children.extend(procs.values())
         with dbmod.db.connection_context():
-            user = videos.get_or_create_user("admin@localhost", "Admin")
+            user = videos.get_or_create_user(local_serve.SIGN_IN_EMAIL, "Admin")
             _, token = videos.create_token(user, "serve sign-in link")
         print(f"StreamForge is running at {cfg.base_url}/", flush=True)
         print(f"Sign in: {cfg.base_url}/login?token={token}", flush=True)
+        local_serve.write_run_file(cfg)  # for `streamforge import` on this data dir
         backoff = {name: 1.0 for name in procs}
         while not stop.wait(1.0):
             for name, proc in list(procs.items()):
@@ -155,6 +162,7 @@ def cmd_serve(args) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         stop.set()
+        local_serve.remove_run_file(cfg)
         if embedded is not None:
             embedded.stop()
 
@@ -340,7 +348,13 @@ def cmd_doctor(args) -> int:
     return 0 if all(ok for ok, _, _ in results) else 1
 
 
-COMMANDS = {"serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
+def cmd_import(args) -> int:
+    """Upload files and folders through the HTTP API, as a browser does (streamforge/importer.py)."""
+    from streamforge.importer import import_command
+    return import_command(args, _load(args, fill_secrets=False))
+
+
+COMMANDS = {"import": cmd_import, "serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
             "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor}
 
 

@@ -162,6 +162,9 @@ class Video(BaseModel):
     queued_at = DateTimeField(null=True)
     # the ETag of the original when its upload was accepted: a later overwrite is refused
     original_etag = CharField(null=True, max_length=80)
+    # the original's SHA-256 as the uploader declared it (migration 6): `streamforge import` skips a
+    # file whose content this user already uploaded
+    original_sha256 = CharField(null=True, max_length=64, index=True)
     # sharing (migration 5): views counted once per player session, watch time summed
     views = IntegerField(default=0)
     watch_seconds = FloatField(default=0.0)
@@ -313,7 +316,14 @@ def _migration_5(database) -> None:
 
 
 def _migration_6(database) -> None:
-    """Reserved for issue 11: streamforge import (content hashes) (a no-op until that change lands)."""
+    """videos.original_sha256 and its index: `streamforge import` finds content already uploaded."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "original_sha256" not in {c.name for c in database.get_columns("videos")}:
+        run(migrator.add_column("videos", "original_sha256", Video.original_sha256))
+    if not any(i.columns == ["original_sha256"] for i in database.get_indexes("videos")):
+        run(migrator.add_index("videos", ("original_sha256",), False))
 
 
 def _migration_7(database) -> None:

@@ -122,7 +122,7 @@ def make_slug(title: str) -> str:
 
 def create_video(user: User, *, title: str, filename: str, size: int, content_type: str, bucket: str,
                  description: str | None, tags: list[str], visibility: str,
-                 expires_at: datetime.datetime) -> Video:
+                 expires_at: datetime.datetime, sha256: str | None = None) -> Video:
     """The Video row for an upload about to start (UPLOADING / PENDING)."""
     vid = new_id()
     name = safe_filename(filename)
@@ -132,7 +132,8 @@ def create_video(user: User, *, title: str, filename: str, size: int, content_ty
                 id=vid, user=user, title=title, slug=make_slug(title), original_file_name=name,
                 original_key=f"originals/{vid}/{name}", declared_size=size, original_file_size=size,
                 content_type=content_type, s3_bucket=bucket, s3_processed_path=f"processed/{vid}",
-                description=description, tags=tags, visibility=visibility, upload_expires_at=expires_at)
+                description=description, tags=tags, visibility=visibility, upload_expires_at=expires_at,
+                original_sha256=sha256)
         except IntegrityError:  # a slug collision: try another random part
             continue
     raise RuntimeError("could not allocate a unique slug")
@@ -195,9 +196,20 @@ def get_video_by_slug(slug: str) -> Video | None:
     return Video.get_or_none(Video.slug == slug)
 
 
-def list_videos(user: User, status: str | None, page: int, per_page: int) -> tuple[list[Video], bool]:
-    """One page of the user's videos, newest first; and whether a next page exists."""
+def list_videos(user: User, status: str | None, page: int, per_page: int,
+                match: dict | None = None) -> tuple[list[Video], bool]:
+    """One page of the user's videos, newest first; and whether a next page exists.
+
+    `match` narrows it to an original: `filename` (compared as stored, see safe_filename), `size`,
+    `sha256`; every given key must match."""
     q = Video.select().where(Video.user == user)
+    match = match or {}
+    if match.get("filename") is not None:
+        q = q.where(Video.original_file_name == safe_filename(match["filename"]))
+    if match.get("size") is not None:
+        q = q.where(Video.declared_size == match["size"])
+    if match.get("sha256") is not None:
+        q = q.where(Video.original_sha256 == match["sha256"])
     if status:
         q = q.where(Video.status == status)
     else:

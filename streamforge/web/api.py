@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import math
+import re
 
 from flask import Blueprint, request
 from flask_login import current_user, login_required
@@ -75,6 +76,24 @@ def _content_type(value) -> str:
     return value
 
 
+def _sha256(value) -> str | None:
+    """An optional SHA-256 of the original: 64 hex digits, kept lower-case."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValidationError("sha256 must be the 64 hex digits of the file's SHA-256")
+    return value.lower()
+
+
+def _original_match() -> dict:
+    """GET /api/videos?filename=&size=&sha256=: which original the listing is narrowed to."""
+    size = request.args.get("size")
+    if size is not None and not (size.isascii() and size.isdigit()):
+        raise ValidationError("size must be a non-negative integer (bytes)")
+    return {"filename": request.args.get("filename"), "size": int(size) if size is not None else None,
+            "sha256": _sha256(request.args.get("sha256"))}
+
+
 def _iso(dt: datetime.datetime) -> str:
     return dt.isoformat(timespec="seconds") + "Z"
 
@@ -114,10 +133,11 @@ def create_video():
     description = _text(body, "description", False, 5000)
     tags = _tags(body) or []
     visibility = _visibility(body) or c.playback.default_visibility
+    sha256 = _sha256(body.get("sha256"))
     expires = utcnow() + datetime.timedelta(seconds=c.upload.url_ttl)
     video = videos.create_video(current_user.row, title=title, filename=filename, size=size,
                                 content_type=content_type, bucket=c.storage.bucket, description=description,
-                                tags=tags, visibility=visibility, expires_at=expires)
+                                tags=tags, visibility=visibility, expires_at=expires, sha256=sha256)
     if size > c.upload.multipart_threshold:
         upload_id = store().create_multipart(video.original_key, content_type)
         videos.set_upload_id(video.id, upload_id)
@@ -201,7 +221,7 @@ def list_videos():
         per_page = min(100, max(1, int(request.args.get("per_page", PER_PAGE))))
     except ValueError:
         raise ValidationError("page and per_page must be integers") from None
-    rows, more = videos.list_videos(current_user.row, status, page, per_page)
+    rows, more = videos.list_videos(current_user.row, status, page, per_page, match=_original_match())
     return {"items": [video_json(v) for v in rows], "next": page + 1 if more else None}
 
 

@@ -105,7 +105,7 @@ def video_json(video, full: bool = True) -> dict:
         "error_message": video.error_message,
         "original": {"filename": video.original_file_name, "key": video.original_key,
                      "size": video.original_file_size, "duration": video.original_duration or None,
-                     "content_type": video.content_type},
+                     "content_type": video.content_type, "sha256": video.original_sha256},
         "master_playlist_url": media_url(video, f"{video.s3_processed_path}/master.m3u8")
         if video.master_playlist_url else None,
         "watch_url": f"{base}/watch/{video.slug}",
