@@ -13,11 +13,13 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 REFERENCE_KBPS = {"h264": 5000, "hevc": 3300, "av1": 2800, "vp9": 3400}
 REFERENCE_PIXELS = 1920 * 1080
 RATE_CONTROLS = ("crf", "abr")
-# Constant-quality level of the 720p and larger rungs, in each encoder's own scale (x264/x265 CRF 0-51,
-# SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: measured with bench/quality.py
-# (the curve is in bench/README.md). A small rung is watched scaled up, so each of its pixels counts more.
-DEFAULT_QUALITY = {"h264": 21.0, "hevc": 24.0, "av1": 32.0, "vp9": 33.0}
-QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))  # (rungs at least this tall, minus)
+# Constant-quality level of the 480p and larger rungs, in each encoder's own scale (x264/x265 CRF 0-51,
+# SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes. H.264's were measured with
+# bench/quality.py (the curve is in bench/README.md): the highest CRF per rung whose VMAF stayed within
+# 1.5 of the target bitrate's on every clip; a small rung is watched scaled up, so its pixels count more.
+# The other codecs' are the usual equivalents of that x264 level, not measured here.
+DEFAULT_QUALITY = {"h264": 18.0, "hevc": 23.0, "av1": 30.0, "vp9": 28.0}
+QUALITY_OFFSETS = ((480, 0.0), (360, 1.0), (0, 2.0))  # (rungs at least this tall, minus); < 360 extrapolated
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class PipelineOptions:
     encoder_options: dict = field(default_factory=dict, compare=False)
     # "crf": constant quality capped at each rung's peak; "abr": the target bitrates (see plan_ladder)
     rate_control: str = "crf"
-    # constant-quality level per codec in the encoder's own scale, for the 720p and larger rungs (the
+    # constant-quality level per codec in the encoder's own scale, for the 480p and larger rungs (the
     # smaller rungs get QUALITY_OFFSETS below it); codecs left out get DEFAULT_QUALITY
     quality: dict = field(default_factory=dict, compare=False)
     # keep an H.264 upload's own pictures for the rung of its size (see pipeline/passthrough.py)
@@ -142,8 +144,8 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
                                            maxrate=int(bitrate * 1.5), bufsize=int(bitrate * 2), frame_rate=rate))
             else:
-                # capped at the target: capped at 1.5x it, heavy grain (which no CRF satisfies) took 1.4x
-                # the bytes of the target bitrate (bench/README.md)
+                # capped at the target, as PeerTube does: pictures no CRF is met on (heavy grain) then take
+                # about the target's bytes; a 1.5x cap would let them average up to 1.5x it
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
                                            maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
                                            crf=rung_quality(codec, min(w, h), opts)))

@@ -10,6 +10,7 @@ segments start at exactly the same times.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -27,7 +28,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
-from streamforge.pipeline import hls
+from streamforge.pipeline import hls, passthrough
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, plan_ladder
 from streamforge.pipeline.probe import ProbeResult, open_input, probe
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
@@ -43,6 +44,7 @@ AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
 # x264 preset names mapped onto the other encoders' speed scales
 SVTAV1_PRESETS = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
 VP9_SPEEDS = dict(zip(PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
+VBV_INIT = 0.5  # capped CRF: the VBV buffer's fullness at the start
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
 # rough CPU per pixel of each encoder at a given preset, relative to x264
 ENCODER_COST = {"h264": 1.0, "hevc": 4.0, "av1": 3.0, "vp9": 1.5}
@@ -65,6 +67,7 @@ class RenditionOutput:
     segment_size: int  # average bytes
     frame_rate: float
     iframe_playlist: str = ""
+    copied: bool = False  # passthrough: the upload's own packets, not encoded
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class PipelineResult:
     audio: AudioOutput | None
     thumbnails: list[ThumbnailOutput]
     files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the processing log, e.g. which rung was copied
 
 
 class _Aborted(Exception):
@@ -109,9 +113,18 @@ class _Timeline:
     # boundaries in (skip_after, skip_until] are dropped: a sliver of a last segment would be merged
     skip_after: int = -1
     skip_until: int = -1
+    # explicit segment starts (frames of segments 2, 3, ...): a copied rung's keyframes; () = every gop
+    starts: tuple[int, ...] = ()
+    keyint: int = 0  # the longest segment in frames, where it is longer than gop
 
     def _planned(self, n: int) -> bool:
+        if self.starts:
+            return n == 0 or n in self._start_set
         return n == 0 or (n >= self.first and (n - self.first) % self.gop == 0)
+
+    @property
+    def _start_set(self) -> frozenset:
+        return _frozen(self.starts)
 
     def is_boundary(self, n: int) -> bool:
         """True when output frame n starts a segment (and so must be a keyframe)."""
@@ -119,6 +132,8 @@ class _Timeline:
 
     def boundary_time(self, k: int) -> float:
         """Start time in seconds of segment k (k >= 1), skipped boundaries left out."""
+        if self.starts:
+            return self.starts[k - 1] / self.rate if k <= len(self.starts) else math.inf
         n = self.first + (k - 1) * self.gop
         if self.skip_after < n <= self.skip_until:
             n += self.gop
@@ -130,7 +145,16 @@ class _Timeline:
         return float(1 / self.rate)
 
 
-def _timeline(rate: Fraction, opts: PipelineOptions, duration: float) -> _Timeline:
+@functools.lru_cache(maxsize=8)
+def _frozen(starts: tuple[int, ...]) -> frozenset:
+    return frozenset(starts)
+
+
+def _timeline(rate: Fraction, opts: PipelineOptions, duration: float, starts: tuple[int, ...] = ()) -> _Timeline:
+    if starts:  # segments start on the copied rung's keyframes
+        lengths = [b - a for a, b in zip((0, *starts), (*starts, round(duration * rate)))]
+        return _Timeline(rate=rate, gop=max(1, min(lengths[:-1] or lengths)), first=starts[0],
+                         starts=starts, keyint=max(lengths))
     gop = max(1, round(float(opts.segment_seconds) * rate))
     first = gop
     if opts.live:
@@ -279,13 +303,18 @@ def _x264_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> d
     # 0.05 dB of PSNR at 720p veryfast (measured with bench/ladder.py's input); override it in
     # [pipeline] encoder_options if you would rather spend the CPU.
     rate = {"crf": _level(spec.crf)} if spec.crf is not None else {"b": str(spec.bitrate)}
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8"
+    if spec.crf is not None:
+        # a half-full VBV buffer at the start: at x264's 0.9 a short clip of heavy grain took 1.11x the
+        # target's bytes, at 0.5 0.97x (bench/quality.py); ABR's own rate control does not need it
+        params += f":vbv-init={VBV_INIT}"
     return {**rate, **_vbv(spec), "preset": preset, "forced-idr": "1", "threads": str(threads),
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8"}
+            "x264-params": params}
 
 
 def _x265_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> dict:
     max_kbps, buf_kbps = spec.maxrate // 1000, spec.bufsize // 1000
-    rate = f"crf={_level(spec.crf)}" if spec.crf is not None else f"bitrate={spec.bitrate // 1000}"
+    rate = f"crf={_level(spec.crf)}:vbv-init={VBV_INIT}" if spec.crf is not None else f"bitrate={spec.bitrate // 1000}"
     options = {"preset": preset, "forced-idr": "1",
                "x265-params": (f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:"
                                f"vbv-maxrate={max_kbps}:vbv-bufsize={buf_kbps}:{rate}:"
@@ -339,7 +368,8 @@ class _RungEncoder(_Worker):
     def work(self) -> None:
         _lower_priority(self.nice)
         spec, rate = self.spec, self.timeline.rate
-        codec_name, options = encoder_settings(spec, self.opts, self.timeline.gop, self.threads)
+        keyint = max(self.timeline.gop, self.timeline.keyint)
+        codec_name, options = encoder_settings(spec, self.opts, keyint, self.threads)
         if spec.codec == "av1":
             # SVT-AV1 prints its banner and warnings straight to stderr unless told otherwise
             os.environ.setdefault("SVT_LOG", "1")
@@ -375,6 +405,31 @@ class _RungEncoder(_Worker):
             finally:
                 if self.abort.is_set():
                     self.sink.discard = True
+        if not self.abort.is_set():
+            self.sink.close()
+
+
+class _CopiedRung(_Worker):
+    """Remuxes the source's own H.264 packets into one rung's HLS segments (passthrough: no decode)."""
+
+    def __init__(self, src: Path, info: ProbeResult, timeline: _Timeline, track: hls.TrackOutput, root: Path,
+                 publisher: hls.Publisher, abort: threading.Event):
+        super().__init__(f"copy-{track.name}", abort)
+        self.src, self.info = src, info
+        self.track = track
+        (root / track.name).mkdir(parents=True, exist_ok=True)
+        self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
+                                     tolerance=timeline.frame_duration / 2,
+                                     on_segment=publisher.on_segment, on_init=publisher.on_init)
+
+    def work(self) -> None:
+        try:
+            with av.open(self.sink, "w", format="mp4", options={"movflags": VIDEO_MOVFLAGS}) as container:
+                passthrough.remux(self.src, self.info, container, self.abort.is_set)
+                self.sink.check()
+        finally:
+            if self.abort.is_set():
+                self.sink.discard = True
         if not self.abort.is_set():
             self.sink.close()
 
@@ -587,6 +642,9 @@ def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: Pipeli
     emit = on_file or (lambda kind, relpath: None)
     report(0.0, "probe", force=True)
     info = probe(src, opts)
+    if info.kind == "audio":  # an audio-only file: one AAC rendition and a cover (see pipeline/audio.py)
+        from streamforge.pipeline.audio import run_audio_pipeline
+        return run_audio_pipeline(src, outdir, info, opts, report, emit)
     rungs = plan_ladder(info, opts)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     if opts.live:
@@ -658,20 +716,66 @@ def _move_into_place(work: Path, outdir: Path) -> None:
     work.rmdir()
 
 
+@dataclass
+class _Run:
+    """The threads of one run: a worker per video rung (encoder or copier), audio, thumbnails."""
+
+    rungs: list[RenditionSpec]
+    video: list[_Worker]  # one per rung, in the ladder's order
+    audio: _AudioEncoder | None
+    thumbnailer: Thumbnailer
+    abort: threading.Event
+
+    @property
+    def encoders(self) -> list[_RungEncoder]:
+        """The rungs fed with decoded frames."""
+        return [w for w in self.video if isinstance(w, _RungEncoder)]
+
+    @property
+    def workers(self) -> list[_Worker]:
+        """Every thread to start, stop and join."""
+        return self.video + ([self.audio] if self.audio else [])
+
+
 def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
                publisher: hls.Publisher, report: _Progress) -> PipelineResult:
-    rate = rungs[0].frame_rate
-    timeline = _timeline(rate, opts, info.duration)
-    target = max(1, round(timeline.gop / rate))
+    plan, why_not = passthrough.plan_passthrough(src, info, rungs, opts)
+    notes = [_passthrough_note(plan, why_not)] if plan or why_not else []
+    timeline = _timeline(rungs[0].frame_rate, opts, info.duration, plan.starts if plan else ())
+    run = _prepare(src, work, info, rungs, opts, publisher, timeline, plan)
+    frames = _feed(src, info, timeline, opts, run, report)
+    report(0.98, "package", force=True)
+    _publish(src, work, run, frames, publisher)
+    return _result(info, run, opts, publisher, timeline, notes)
+
+
+def _passthrough_note(plan: passthrough.PassthroughPlan | None, why_not: str) -> str:
+    if plan is None:
+        return f"passthrough: not used, encoded as usual: {why_not}"
+    return (f"passthrough: {plan.rung.name} copied from the upload (H.264 {plan.rung.width}x{plan.rung.height}, "
+            f"keyframes every {plan.keyframe_interval:.2f} s, peak {plan.peak // 1000} kbit/s); the other rungs "
+            f"start their segments on its keyframes")
+
+
+def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
+             publisher: hls.Publisher, timeline: _Timeline, plan: passthrough.PassthroughPlan | None) -> _Run:
+    """Register every track with the publisher and build (not start) its thread."""
+    rate = timeline.rate
+    target = max(1, round(max(timeline.gop, timeline.keyint) / rate))
     abort = threading.Event()
-    encoders: list[_RungEncoder] = []
+    video: list[_Worker] = []
+    encoded = [spec for spec in rungs if plan is None or spec is not plan.rung]
     for spec in rungs:
         track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
                                 frame_duration=timeline.frame_duration)
         publisher.add_variant(hls.VariantInfo(track=track, width=spec.width, height=spec.height,
-                                              frame_rate=float(rate), planned_peak=spec.maxrate))
-        encoders.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, rungs), track, work,
-                                     publisher, abort, nice=_nice_steps(spec, rungs)))
+                                              frame_rate=float(rate),
+                                              planned_peak=max(spec.maxrate, int(spec.bitrate * 1.5))))
+        if plan is not None and spec is plan.rung:
+            video.append(_CopiedRung(src, info, timeline, track, work, publisher, abort))
+        else:
+            video.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, encoded), track, work,
+                                      publisher, abort, nice=_nice_steps(spec, encoded)))
     audio_encoder = None
     if info.has_audio:
         track = hls.TrackOutput(name="audio", kind="audio", target_duration=target)
@@ -682,12 +786,18 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
                                       max(fragment, 0.1), abort)
     thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count,
                               publisher.announce, on_start=lambda: _lower_priority(5))
-    workers = encoders + ([audio_encoder] if audio_encoder else [])
-    for worker in workers:
+    return _Run(rungs=rungs, video=video, audio=audio_encoder, thumbnailer=thumbnailer, abort=abort)
+
+
+def _feed(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions, run: _Run,
+          report: _Progress) -> int:
+    """Start the threads, decode into them, wait for them; raise the first failure. Returns output frames."""
+    for worker in run.workers:
         worker.start()
     decoded = False
+    frames = 0
     try:
-        frames = _decode(src, info, timeline, opts, encoders, audio_encoder, thumbnailer, report, abort)
+        frames = _decode(src, info, timeline, opts, run, report)
         decoded = True
     except _Aborted:
         pass  # a worker failed: its error is raised below
@@ -695,46 +805,53 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
         raise _as_media_error(e) from e
     finally:
         if not decoded:  # also for what the callbacks raise (even BaseException): stop every thread first
-            abort.set()
-            for worker in workers:
+            run.abort.set()
+            for worker in run.workers:
                 worker.stop()
-            for worker in workers:
+            for worker in run.workers:
                 worker.join()
-            thumbnailer.abort()
-    for worker in workers:
+            run.thumbnailer.abort()
+    for worker in run.workers:
         worker.join()
-    failed = next((w.error for w in workers if w.error is not None), None)
+    failed = next((w.error for w in run.workers if w.error is not None), None)
     if failed is not None:
-        thumbnailer.abort()
+        run.thumbnailer.abort()
         raise _as_media_error(failed) from failed
     if not decoded:
         raise MediaError(f"{src.name}: processing was aborted")
-    report(0.98, "package", force=True)
-    empty = [t.name for t in [e.track for e in encoders] if not t.segments]
+    return frames
+
+
+def _publish(src: Path, work: Path, run: _Run, frames: int, publisher: hls.Publisher) -> None:
+    """Check every rung has segments, drop an audio track that never got any, write the final playlists."""
+    empty = [w.track.name for w in run.video if not w.track.segments]
     if empty or frames == 0:
         raise MediaError(f"{src.name}: no video could be encoded")
-    if audio_encoder is not None and not audio_encoder.track.segments:
+    if run.audio is not None and not run.audio.track.segments:
         # the header promised audio but nothing decodable came: publish the video without any audio
         publisher.audio = None
         publisher.files[:] = [f for f in publisher.files if not f.startswith("audio/")]
         shutil.rmtree(work / "audio", ignore_errors=True)
     publisher.finish()
-    thumbs = thumbnailer.outputs
 
+
+def _result(info: ProbeResult, run: _Run, opts: PipelineOptions, publisher: hls.Publisher,
+            timeline: _Timeline, notes: list[str]) -> PipelineResult:
+    """What the run wrote: rungs with their measured peak and mean bandwidth, audio, thumbnails, files."""
     audio_track = publisher.audio
     audio_peak = audio_track.peak_bandwidth() if audio_track else 0
     audio_average = audio_track.average_bandwidth() if audio_track else 0
     renditions = []
-    for spec, encoder in zip(rungs, encoders):
-        track = encoder.track
+    for spec, worker in zip(run.rungs, run.video):
+        track = worker.track
         sizes = [s.size for s in track.segments]
         renditions.append(RenditionOutput(
             name=spec.name, codec=spec.codec, width=spec.width, height=spec.height, bitrate=spec.bitrate_text,
             bandwidth=track.peak_bandwidth() + audio_peak,
             average_bandwidth=track.average_bandwidth() + audio_average,
             codecs=track.codecs, playlist=track.playlist, segment_count=len(track.segments),
-            segment_size=int(sum(sizes) / len(sizes)) if sizes else 0, frame_rate=float(rate),
-            iframe_playlist=track.iframe_playlist))
+            segment_size=int(sum(sizes) / len(sizes)) if sizes else 0, frame_rate=float(timeline.rate),
+            iframe_playlist=track.iframe_playlist, copied=isinstance(worker, _CopiedRung)))
     audio = None
     if audio_track is not None:
         audio = AudioOutput(name="audio", playlist=audio_track.playlist, codecs=audio_track.codecs,
@@ -742,7 +859,7 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
                             bandwidth=audio_peak)
     files = [f for f in publisher.files if f != "master.m3u8"] + ["master.m3u8"]
     return PipelineResult(probe=info, master="master.m3u8", renditions=renditions, audio=audio,
-                          thumbnails=list(thumbs), files=files)
+                          thumbnails=list(run.thumbnailer.outputs), files=files, notes=notes)
 
 
 def _as_media_error(error: BaseException) -> BaseException:
@@ -753,58 +870,100 @@ def _as_media_error(error: BaseException) -> BaseException:
     return error
 
 
-def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions,
-            encoders: list[_RungEncoder], audio_encoder: _AudioEncoder | None, thumbnailer: Thumbnailer,
-            report: _Progress, abort: threading.Event) -> int:
-    """Demux and decode the source once, feeding every worker; returns the number of output frames."""
-    started = time.monotonic()
-    frame_duration = timeline.frame_duration
-    expected = max(1, round(info.duration / frame_duration))
-    # frames beyond this are a broken timestamp, not video (it would make us emit duplicates forever)
-    horizon = info.duration * 1.5 + 10
-    t0 = info.start_time
-    prefilter = _Prefilter(info)
-    state = {"n": 0, "pending": None, "pending_t": 0.0, "pending_duration": 0.0, "last_t": None}
+class _FrameClock:
+    """Turns decoded frames (any timestamps) into the constant-rate output frames every rung receives."""
 
-    def emit_until(limit: float) -> None:
-        # output frame n shows the latest source frame at or before n + 1/2 frame
-        pending = state["pending"]
+    def __init__(self, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions, run: _Run,
+                 report: _Progress):
+        self.info, self.opts, self.run, self.report = info, opts, run, report
+        self.frame_duration = timeline.frame_duration
+        self.expected = max(1, round(info.duration / self.frame_duration))
+        # frames beyond this are a broken timestamp, not video (it would make us emit duplicates forever)
+        self.horizon = info.duration * 1.5 + 10
+        self.n = 0
+        self.pending: av.VideoFrame | None = None
+        self.pending_t = 0.0
+        self.pending_duration = 0.0
+        self.last_t: float | None = None
+
+    def emit_until(self, limit: float) -> None:
+        """Send the pending frame as every output frame n with n + 1/2 frame before `limit` (seconds)."""
+        pending = self.pending
         src_range = int(pending.color_range or 0) or None
-        while (state["n"] + 0.5) * frame_duration < limit:
-            n = state["n"]
-            item = (pending, n, src_range)
-            for encoder in encoders:
+        while (self.n + 0.5) * self.frame_duration < limit:
+            item = (pending, self.n, src_range)
+            for encoder in self.run.encoders:
                 encoder.put(item)
-            thumbnailer.offer(pending, n * frame_duration, frame_duration)
-            state["n"] = n + 1
-        report(0.97 * min(1.0, state["n"] / expected), "transcode")
+            self.run.thumbnailer.offer(pending, self.n * self.frame_duration, self.frame_duration)
+            self.n += 1
+        self.report(0.97 * min(1.0, self.n / self.expected), "transcode")
 
-    def take(frame: av.VideoFrame) -> None:
+    def take(self, frame: av.VideoFrame) -> None:
+        """A decoded frame: the previous one is shown until this one's time."""
         if frame.time is not None:
-            t = frame.time - t0
-        elif state["last_t"] is not None:
-            t = state["last_t"] + float(1 / info.frame_rate)
+            t = frame.time - self.info.start_time
+        elif self.last_t is not None:
+            t = self.last_t + float(1 / self.info.frame_rate)
         else:
             t = 0.0
-        if state["last_t"] is not None and t <= state["last_t"]:
+        if self.last_t is not None and t <= self.last_t:
             return  # a repeated or backward timestamp: keep the frame we have
-        if t > horizon:
+        if t > self.horizon:
             return
-        if opts.max_duration and t > opts.max_duration + 1:
-            raise MediaError(f"the video is longer than the limit of {opts.max_duration:.0f} s")
-        if state["pending"] is None:
+        if self.opts.max_duration and t > self.opts.max_duration + 1:
+            raise MediaError(f"the video is longer than the limit of {self.opts.max_duration:.0f} s")
+        if self.pending is None:
             t = max(t, 0.0)
         else:
-            emit_until(t)
+            self.emit_until(t)
         # read before the frame is queued: a rung whose size equals the source's encodes this very frame
         # object and rewrites its pts and time base
         duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
-        state["pending"], state["pending_t"], state["last_t"] = frame, t, t
-        state["pending_duration"] = duration
+        self.pending, self.pending_t, self.last_t = frame, t, t
+        self.pending_duration = duration
 
-    aligner = None
-    if audio_encoder is not None:
-        aligner = _AudioAligner(t0, audio_encoder.put)
+    def finish(self, src: Path) -> None:
+        """The input ended: show the last frame for its duration; fail a truncated file."""
+        if self.pending is None:
+            raise MediaError(f"{src.name}: no video frame could be decoded")
+        info, last_duration = self.info, self.pending_duration
+        end = self.pending_t + (last_duration if 0 < last_duration < 1 else float(1 / info.frame_rate))
+        self.emit_until(max(end, self.frame_duration))
+        if info.trusted_duration and end < info.duration * 0.95 - 2 * self.frame_duration:
+            raise MediaError(f"{src.name}: the file is truncated or damaged: only {end:.1f} s of "
+                             f"{info.duration:.1f} s could be decoded")
+
+
+def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions, run: _Run,
+            report: _Progress) -> int:
+    """Demux and decode the source once, feeding every worker; returns the number of output frames."""
+    clock = _FrameClock(info, timeline, opts, run, report)
+    prefilter = _Prefilter(info)
+    aligner = _AudioAligner(info.start_time, run.audio.put) if run.audio is not None else None
+
+    def take(frame: av.VideoFrame) -> None:
+        for filtered in prefilter.push(frame) if prefilter.active else (frame,):
+            clock.take(filtered)
+
+    _demux(src, info, opts, take, aligner)
+    if prefilter.active:
+        for filtered in prefilter.push(None):
+            clock.take(filtered)
+    clock.finish(src)
+    if aligner is not None:
+        aligner.push(None)
+    for encoder in run.encoders:
+        encoder.finish_input()
+    if run.audio is not None:
+        run.audio.finish_input()
+    run.thumbnailer.finish(clock.pending, max(0.0, (clock.n - 1) * clock.frame_duration))
+    return clock.n
+
+
+def _demux(src: Path, info: ProbeResult, opts: PipelineOptions, take: Callable[[av.VideoFrame], None],
+           aligner: _AudioAligner | None) -> None:
+    """Read the source's video (and audio) packets, decode them, pass the frames on; skip concealable damage."""
+    started = time.monotonic()
     errors = 0
     with open_input(src) as container:
         video = container.streams[info.video_stream_index]
@@ -833,30 +992,7 @@ def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOpt
                 for frame in decoded:
                     if packet.stream is audio:
                         aligner.push(frame)
-                    elif prefilter.active:
-                        for filtered in prefilter.push(frame):
-                            take(filtered)
                     else:
                         take(frame)
         except av.FFmpegError:
-            pass  # a damaged tail ends the input; the length check below decides if that is acceptable
-    if prefilter.active:
-        for filtered in prefilter.push(None):
-            take(filtered)
-    if state["pending"] is None:
-        raise MediaError(f"{src.name}: no video frame could be decoded")
-    last = state["pending"]
-    last_duration = state["pending_duration"]
-    end = state["pending_t"] + (last_duration if 0 < last_duration < 1 else float(1 / info.frame_rate))
-    emit_until(max(end, frame_duration))
-    if info.trusted_duration and end < info.duration * 0.95 - 2 * frame_duration:
-        raise MediaError(f"{src.name}: the file is truncated or damaged: only {end:.1f} s of "
-                         f"{info.duration:.1f} s could be decoded")
-    if aligner is not None:
-        aligner.push(None)
-    for encoder in encoders:
-        encoder.finish_input()
-    if audio_encoder is not None:
-        audio_encoder.finish_input()
-    thumbnailer.finish(last, max(0.0, (state["n"] - 1) * frame_duration))
-    return state["n"]
+            pass  # a damaged tail ends the input; the length check decides if that is acceptable

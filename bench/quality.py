@@ -1,0 +1,296 @@
+"""Benchmark: bytes and VMAF per rung of `rate_control = "crf"` against `"abr"` and PeerTube's VOD settings.
+
+    python bench/quality.py [--workdir DIR] [--seconds 6] [--heights 720,480,360] [--sweep 18,20,22,24]
+
+Needs the bench extra (`pip install -e .[bench]`): imageio-ffmpeg's FFmpeg build carries libvmaf (Debian's
+ffmpeg does not); StreamForge itself never needs it.
+
+The corpus is made in code (once, cached in the workdir) from ../shared/media, at 25 fps, no audio, as
+x264 CRF 10 masters (the VMAF references):
+
+  * animation: Big Buck Bunny 720p, looped;
+  * slideshow: three stills of it, each held for a third of the clip;
+  * camera: the bikes clip (real camera footage, pans and motion) scaled to 1280x544;
+  * grain: Big Buck Bunny under heavy temporal film grain (FFmpeg's noise filter).
+
+Each goes through StreamForge's pipeline (x264 veryfast, the configured ladder, 4 s segments) three ways:
+`abr` (the target bitrates), `crf` (the defaults of pipeline/ladder.py) and `peertube` (PeerTube's VOD
+profile: x264 CRF 23 capped at the target bitrate with a 2x buffer, i.e. our crf mode at a flat 23).
+Every rung is scored with VMAF (the default model, scaled up bicubically to the source's size, every
+--subsample-th frame) against its master. Then passthrough: a 720p H.264 upload (2 s keyframes, under
+the 720p rung's peak) through the pipeline with passthrough on and off: wall and CPU seconds, bytes.
+
+RESULT: PASS when every crf rung's VMAF >= abr's - 1.5, the corpus takes <= 0.75x abr's bytes, the slideshow
+<= 0.40x, the grain <= 1.05x, and passthrough copied the 720p rung and spent less CPU than encoding it.
+
+--sweep runs only the crf mode at each flat CRF given (plus abr) and prints VMAF and bytes per rung and
+CRF against abr: the curve the defaults in pipeline/ladder.py were chosen from (bench/README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MEDIA = ROOT.parent / "shared" / "media"
+KINDS = ("animation", "slideshow", "camera", "grain")
+X264_PARAMS = os.environ.get("BENCH_X264_PARAMS", "")  # tuning experiments: appended in crf modes
+GOALS = {"vmaf_drop": 1.5, "corpus": 0.75, "slideshow": 0.40, "grain": 1.05}
+
+
+def ffmpeg_exe() -> str:
+    """imageio-ffmpeg's FFmpeg (it has libvmaf); a clear message when the bench extra is missing."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise SystemExit("bench/quality.py needs the bench extra: .venv/bin/pip install -e '.[bench]'") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ff(args: list[str]) -> str:
+    """Run FFmpeg quietly; its stderr (where the filters print their scores)."""
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostats", "-y", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"ffmpeg failed: {' '.join(args)}\n{proc.stderr[-2000:]}")
+    return proc.stderr
+
+
+MASTER = ["-an", "-r", "25", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-preset", "veryfast", "-crf", "10"]
+
+
+def make_corpus(workdir: Path, seconds: float) -> dict[str, Path]:
+    """The four masters of `seconds` each, made once."""
+    bbb, bikes = MEDIA / "bigbuckbunny-720p-5s.mp4", MEDIA / "bikes-640x272-10s-noaudio.mp4"
+    out = {kind: workdir / f"{kind}-{seconds:g}s.mp4" for kind in KINDS}
+    t = ["-t", f"{seconds:g}"]
+    if not out["animation"].exists():
+        ff(["-stream_loop", "3", "-i", str(bbb), *t, *MASTER, str(out["animation"])])
+    if not out["slideshow"].exists():
+        stills = []
+        for i, at in enumerate((0.6, 2.4, 4.4)):
+            still = workdir / f"still{i}.png"
+            ff(["-ss", str(at), "-i", str(bbb), "-frames:v", "1", str(still)])
+            stills += ["-loop", "1", "-t", f"{seconds / 3:.3f}", "-framerate", "25", "-i", str(still)]
+        ff([*stills, "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1", *t, *MASTER, str(out["slideshow"])])
+    if not out["camera"].exists():
+        ff(["-stream_loop", "1", "-i", str(bikes), *t, "-vf", "scale=1280:544:flags=bicubic", *MASTER,
+            str(out["camera"])])
+    if not out["grain"].exists():
+        ff(["-stream_loop", "3", "-i", str(bbb), *t, "-vf", "noise=c0s=28:c0f=t+u:c1s=10:c1f=t+u:c2s=10:c2f=t+u",
+            *MASTER, str(out["grain"])])
+    return out
+
+
+def make_upload(workdir: Path, seconds: float) -> Path:
+    """A 720p H.264 upload as a phone or OBS writes one: keyframes every 2 s, about 1.6 Mbit/s, with sound."""
+    path = workdir / f"upload720-{seconds:g}s.mp4"
+    if not path.exists():
+        ff(["-stream_loop", "3", "-i", str(MEDIA / "bigbuckbunny-720p-5s.mp4"), "-t", f"{seconds:g}",
+            "-c:v", "libx264", "-preset", "fast", "-b:v", "1600k", "-maxrate", "1800k", "-bufsize", "1800k",
+            "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            str(path)])
+    return path
+
+
+def options(mode: str, heights: tuple[int, ...], flat_crf: float | None = None, passthrough: bool = False):
+    """PipelineOptions of one contender."""
+    from streamforge.pipeline import PipelineOptions
+
+    extra = {}
+    if mode == "peertube":
+        flat_crf = 23.0
+    if flat_crf is not None:
+        extra = {"h264": {"crf": f"{flat_crf:g}"}}
+    if X264_PARAMS and mode != "abr":
+        extra.setdefault("h264", {})["x264-params"] = X264_PARAMS
+    return PipelineOptions(codecs=("h264",), heights=heights, preset="veryfast", segment_seconds=4,
+                           rate_control="abr" if mode == "abr" else "crf", encoder_options=extra,
+                           passthrough=passthrough, preview_count=1)
+
+
+def encode(src: Path, out: Path, opts) -> tuple[object, float, float]:
+    """run_pipeline in this process: (result, wall seconds, CPU seconds of every thread)."""
+    from streamforge.pipeline import run_pipeline
+
+    shutil.rmtree(out, ignore_errors=True)
+    cpu0, wall0 = _cpu(), time.monotonic()
+    result = run_pipeline(src, out, opts)
+    return result, time.monotonic() - wall0, _cpu() - cpu0
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rung_bytes(out: Path, rung) -> int:
+    """Bytes a player downloads for the rung's video: its init segment and every media segment."""
+    folder = out / rung.name
+    return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".mp4", ".m4s"))
+
+
+def vmaf(out: Path, rung, reference: Path, size: tuple[int, int], subsample: int) -> float:
+    """VMAF of one rung (scaled up bicubically to the reference's size) against the reference."""
+    from ladder import concat_rendition
+
+    joined = concat_rendition(out / rung.playlist, out / f"{rung.name}.mp4")
+    graph = (f"[0:v]scale={size[0]}:{size[1]}:flags=bicubic,setpts=PTS-STARTPTS[d];"
+             f"[1:v]setpts=PTS-STARTPTS[r];[d][r]libvmaf=n_threads=2:n_subsample={subsample}")
+    text = ff(["-i", str(joined), "-i", str(reference), "-lavfi", graph, "-f", "null", "-"])
+    match = re.search(r"VMAF score: ([0-9.]+)", text)
+    if not match:
+        raise SystemExit(f"no VMAF score from ffmpeg:\n{text[-2000:]}")
+    return float(match[1])
+
+
+def score(kind: str, src: Path, mode: str, workdir: Path, args, flat_crf: float | None = None) -> list[dict]:
+    """One contender on one clip: a row per rung with its bytes and VMAF."""
+    label = mode if flat_crf is None else f"crf{flat_crf:g}"
+    out = workdir / f"out-{kind}-{label}"
+    result, wall, _cpu_s = encode(src, out, options(mode, args.heights, flat_crf))
+    size = (result.probe.width, result.probe.height)
+    rows = []
+    for rung in result.renditions:
+        rows.append({"kind": kind, "mode": label, "rung": rung.name, "height": rung.height,
+                     "bytes": rung_bytes(out, rung), "vmaf": vmaf(out, rung, src, size, args.subsample),
+                     "peak": rung.bandwidth, "average": rung.average_bandwidth, "wall": wall})
+    print(f"  {kind:<10} {label:<9} " + "  ".join(f"{r['rung']} {r['bytes'] / 1000:7.0f} kB VMAF {r['vmaf']:5.1f}"
+                                                   for r in rows), flush=True)
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict], modes: list[str]) -> list[str]:
+    """Bytes and VMAF per clip and rung for every mode, with each mode's ratio to abr."""
+    lines = [f"{'clip':<10} {'rung':<6} " + " ".join(f"{m + ' kB':>11} {m + ' VMAF':>11}" for m in modes)
+             + "  " + " ".join(f"{m + '/abr':>13}" for m in modes if m != "abr")]
+    by = {(r["kind"], r["rung"], r["mode"]): r for r in rows}
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        for rung in dict.fromkeys(r["rung"] for r in rows if r["kind"] == kind):
+            cells = [by[(kind, rung, m)] for m in modes]
+            base = by[(kind, rung, "abr")]
+            lines.append(f"{kind:<10} {rung:<6} " + " ".join(f"{c['bytes'] / 1000:11.0f} {c['vmaf']:11.2f}"
+                                                          for c in cells) + "  " +
+                         " ".join(f"{c['bytes'] / base['bytes']:6.2f} {c['vmaf'] - base['vmaf']:+5.1f}"
+                                  for c, m in zip(cells, modes) if m != "abr"))
+    for kind in [*dict.fromkeys(r["kind"] for r in rows), "corpus"]:
+        total = {m: sum(r["bytes"] for r in rows if r["mode"] == m and kind in (r["kind"], "corpus"))
+                 for m in modes}
+        lines.append(f"{kind + ' bytes':<17} " + " ".join(f"{total[m] / 1000:11.0f} {'':>11}" for m in modes)
+                     + "  " + " ".join(f"{total[m] / total['abr']:6.2f} {'':>5}" for m in modes if m != "abr"))
+    return lines
+
+
+def passthrough_saving(workdir: Path, args) -> dict:
+    """The 720p H.264 upload with passthrough on and off: time, CPU, bytes, and which rung was copied."""
+    src = make_upload(workdir, args.seconds)
+    figures = {}
+    for on in (False, True):
+        out = workdir / f"out-upload-{'copy' if on else 'encode'}"
+        result, wall, cpu = encode(src, out, options("crf", args.heights, passthrough=on))
+        top = result.renditions[0]
+        figures["copy" if on else "encode"] = {"wall": wall, "cpu": cpu, "top_bytes": rung_bytes(out, top),
+                                               "copied": [r.name for r in result.renditions if r.copied]}
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+    enc, cp = figures["encode"], figures["copy"]
+    print(f"\npassthrough on {src.name} (1280x720 H.264, 2 s keyframes):")
+    print(f"  encoded: wall {enc['wall']:5.1f} s, CPU {enc['cpu']:5.1f} s, 720p {enc['top_bytes'] / 1000:6.0f} kB")
+    print(f"  copied:  wall {cp['wall']:5.1f} s, CPU {cp['cpu']:5.1f} s, 720p {cp['top_bytes'] / 1000:6.0f} kB "
+          f"(copied rungs: {', '.join(cp['copied']) or 'none'})")
+    print(f"  saving:  {1 - cp['cpu'] / enc['cpu']:.0%} of the CPU, {1 - cp['wall'] / enc['wall']:.0%} of the wall time")
+    return figures
+
+
+def sweep(corpus: dict[str, Path], workdir: Path, args) -> int:
+    """abr and crf at each flat CRF: the curve the per-rung defaults come from."""
+    values = [float(v) for v in args.sweep.split(",")]
+    rows = []
+    for kind, src in corpus.items():
+        rows += score(kind, src, "abr", workdir, args)
+        for value in values:
+            rows += score(kind, src, "crf", workdir, args, flat_crf=value)
+    labels = [f"crf{v:g}" for v in values]
+    print("\nVMAF - abr's VMAF, and bytes / abr's bytes, per rung and CRF (each clip; then the worst and the sum):")
+    for rung in dict.fromkeys(r["rung"] for r in rows):
+        for label in labels:
+            cells = []
+            for kind in corpus:
+                mine = next(r for r in rows if (r["kind"], r["rung"], r["mode"]) == (kind, rung, label))
+                base = next(r for r in rows if (r["kind"], r["rung"], r["mode"]) == (kind, rung, "abr"))
+                cells.append((mine["vmaf"] - base["vmaf"], mine["bytes"] / base["bytes"], mine["bytes"], base["bytes"]))
+            print(f"  {rung:<6} {label:<8} " + "  ".join(f"{k[:5]} {d:+5.1f} {b:4.2f}" for k, (d, b, _, _) in
+                                                      zip(corpus, cells))
+                  + f"   worst {min(c[0] for c in cells):+5.1f}  bytes {sum(c[2] for c in cells) / sum(c[3] for c in cells):4.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=os.environ.get("STREAMFORGE_BENCH_DIR", "/tmp/streamforge-bench") + "/quality")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of each clip")
+    parser.add_argument("--heights", default="720,480,360")
+    parser.add_argument("--subsample", type=int, default=2, help="score every n-th frame")
+    parser.add_argument("--sweep", help="comma-separated flat CRFs: print the curve instead of the verdict")
+    parser.add_argument("--keep", action="store_true", help="keep every output")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    args.heights = tuple(int(h) for h in args.heights.split(","))
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"making the corpus ({args.seconds:g} s clips) in {workdir}...", flush=True)
+    corpus = make_corpus(workdir, args.seconds)
+    if args.sweep:
+        return sweep(corpus, workdir, args)
+    modes = ["abr", "crf", "peertube"]
+    rows = []
+    for kind, src in corpus.items():
+        for mode in modes:
+            rows += score(kind, src, mode, workdir, args)
+    print()
+    print("\n".join(table(rows, modes)))
+    passthrough = passthrough_saving(workdir, args)
+    return verdict(rows, passthrough, args)
+
+
+def verdict(rows: list[dict], passthrough: dict, args) -> int:
+    """Print each goal with its figure; RESULT: PASS or FAIL."""
+    def total(mode, kind=None):
+        return sum(r["bytes"] for r in rows if r["mode"] == mode and kind in (None, r["kind"]))
+
+    checks = []
+    worst = min((c["vmaf"] - a["vmaf"], c["kind"], c["rung"]) for c in rows if c["mode"] == "crf"
+                for a in rows if a["mode"] == "abr" and (a["kind"], a["rung"]) == (c["kind"], c["rung"]))
+    checks.append((f"every rung's VMAF >= abr's - {GOALS['vmaf_drop']}: worst {worst[0]:+.2f} ({worst[1]} {worst[2]})",
+                   worst[0] >= -GOALS["vmaf_drop"]))
+    for kind, goal in ((None, "corpus"), ("slideshow", "slideshow"), ("grain", "grain")):
+        ratio = total("crf", kind) / total("abr", kind)
+        checks.append((f"{goal} bytes {ratio:.2f}x abr's (goal <= {GOALS[goal]})", ratio <= GOALS[goal]))
+    enc, cp = passthrough["encode"], passthrough["copy"]
+    copied = bool(cp["copied"]) and cp["cpu"] < enc["cpu"]
+    checks.append((f"passthrough copied {', '.join(cp['copied']) or 'nothing'}, CPU {cp['cpu']:.1f} s "
+                   f"against {enc['cpu']:.1f} s encoded", copied))
+    print()
+    for text, ok in checks:
+        print(f"  {'ok  ' if ok else 'FAIL'} {text}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "passthrough": passthrough}, indent=2))
+    ok = all(ok for _, ok in checks)
+    print(f"\nRESULT: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Passthrough: an upload that already is a good H.264 rung keeps its own packets for that rung.
+
+An H.264 yuv420p 8-bit upload whose picture is the top H.264 rung's size, at its frame rate, and
+whose segments stay under the rung's peak bitrate is remuxed into that rung's fMP4 segments with no
+decode and no encode (PeerTube and Mux do the same). Its pictures cannot move, so the segments start
+on its own keyframes, and every other rung (and the audio) is cut at those same times. A source whose
+keyframes are irregular, or more than 2 x segment_seconds apart, would make segments a player cannot
+switch between cleanly: it is encoded as usual, and `plan_passthrough` says why.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec
+from streamforge.pipeline.probe import ProbeResult, open_input
+
+MAX_GAP_SEGMENTS = 2  # keyframes further apart than this many segment_seconds: encode instead
+SPREAD = 0.5  # keyframe intervals further than this fraction from their median: irregular
+TAIL_SECONDS = 0.5  # a last segment shorter than this is merged into the one before
+
+
+@dataclass(frozen=True)
+class PassthroughPlan:
+    """The rung that keeps the source's packets, and the frames where every rung's segments start."""
+
+    rung: RenditionSpec
+    starts: tuple[int, ...]  # output frame numbers of segments 2, 3, ... (source keyframes)
+    keyframe_interval: float  # seconds, the median
+    peak: int  # bit/s, the largest segment of the source
+
+
+@dataclass
+class _Scan:
+    """What the source's packets say, read without decoding."""
+
+    pts: list[float] = field(default_factory=list)  # seconds from the first frame, presentation order
+    keyframes: list[float] = field(default_factory=list)
+    sizes: list[tuple[float, int]] = field(default_factory=list)  # (pts, bytes)
+    extradata: bool = False
+
+
+def plan_passthrough(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
+                     opts: PipelineOptions) -> tuple[PassthroughPlan | None, str]:
+    """(plan, "") when the top H.264 rung can be copied from `src`; (None, why not) otherwise."""
+    if not opts.passthrough:
+        return None, ""
+    rung = next((r for r in rungs if r.codec == "h264"), None)
+    why = _unsuitable(info, rung)
+    if why:
+        return None, why
+    scan = _scan(src, info)
+    rate = rung.frame_rate
+    why = _irregular(scan, rate, info.duration, opts.segment_seconds)
+    if why:
+        return None, why
+    interval = statistics.median(b - a for a, b in zip(scan.keyframes, scan.keyframes[1:])) \
+        if len(scan.keyframes) > 1 else info.duration
+    starts = _segment_starts(scan.keyframes, interval, info.duration, rate, opts.segment_seconds)
+    peak = _peak(scan, [0.0] + [n / rate for n in starts] + [info.duration])
+    if peak > rung.maxrate:
+        return None, (f"its peak of {peak // 1000} kbit/s is above the {rung.name} rung's "
+                      f"{rung.maxrate // 1000} kbit/s")
+    return PassthroughPlan(rung=rung, starts=tuple(starts), keyframe_interval=interval, peak=peak), ""
+
+
+def _unsuitable(info: ProbeResult, rung: RenditionSpec | None) -> str:
+    """Why the source's pictures cannot stand for the rung as they are ("" if they can)."""
+    if rung is None:
+        return "the ladder has no H.264 rung"
+    if info.video_codec != "h264":
+        return f"the upload is {info.video_codec}, not H.264"
+    if info.pix_fmt != "yuv420p":
+        return f"the upload's pixels are {info.pix_fmt}, not yuv420p 8-bit"
+    if info.interlaced or info.rotation or info.sample_aspect_ratio != 1:
+        return "the upload is interlaced, rotated or has non-square pixels"
+    if (info.width, info.height) != (rung.width, rung.height):
+        return f"the upload ({info.width}x{info.height}) is larger than the {rung.name} rung ({rung.width}x{rung.height})"
+    if Fraction(info.frame_rate) != rung.frame_rate:
+        return f"the upload's {float(info.frame_rate):g} fps is above the rung's {float(rung.frame_rate):g} fps"
+    return ""
+
+
+def _scan(src: Path, info: ProbeResult) -> _Scan:
+    """Timestamps, keyframes and sizes of every video packet (demuxed, never decoded)."""
+    scan = _Scan()
+    with open_input(src) as container:
+        stream = container.streams[info.video_stream_index]
+        scan.extradata = bool(stream.codec_context.extradata)
+        tb = stream.time_base
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None or tb is None:
+                    scan.pts.append(math.nan)
+                    continue
+                t = float(packet.pts * tb) - info.start_time
+                scan.pts.append(t)
+                scan.sizes.append((t, packet.size))
+                if packet.is_keyframe:
+                    scan.keyframes.append(t)
+        except av.FFmpegError:
+            scan.pts.append(math.nan)  # a damaged file: the decode decides; no copy of it
+    scan.keyframes.sort()
+    return scan
+
+
+def _irregular(scan: _Scan, rate: Fraction, duration: float, segment_seconds: float) -> str:
+    """Why the packets cannot be cut into aligned segments ("" if they can)."""
+    if not scan.extradata:
+        return "the upload's H.264 has no global header (avcC)"
+    if not scan.pts or any(math.isnan(t) for t in scan.pts):
+        return "the upload has packets without timestamps"
+    frame = 1 / float(rate)
+    ordered = sorted(scan.pts)
+    if abs(ordered[0]) > frame / 2 or any(abs(t - i * frame) > frame / 2 for i, t in enumerate(ordered)):
+        return "the upload's frame rate is variable"
+    keys = scan.keyframes
+    if not keys or keys[0] > frame / 2:
+        return "the upload does not start on a keyframe"
+    gaps = [b - a for a, b in zip(keys, keys[1:])] + [duration - keys[-1]]
+    limit = MAX_GAP_SEGMENTS * segment_seconds
+    if max(gaps) > limit + frame / 2:
+        return (f"its keyframes are up to {max(gaps):.1f} s apart, more than 2 x segment_seconds "
+                f"({limit:g} s)")
+    inner = gaps[:-1]
+    if inner:
+        median = statistics.median(inner)
+        if any(abs(g - median) > SPREAD * median for g in inner):
+            return (f"its keyframes are irregular ({min(inner):.2f} to {max(inner):.2f} s apart)")
+    return ""
+
+
+def _segment_starts(keys: list[float], interval: float, duration: float, rate: Fraction,
+                    segment_seconds: float) -> list[int]:
+    """Every m-th source keyframe (m keyframe intervals closest to segment_seconds) as an output frame number."""
+    step = max(1, round(segment_seconds / interval)) if interval > 0 else 1
+    starts = [round(t * rate) for t in keys[step::step]]
+    if starts and duration - starts[-1] / float(rate) < TAIL_SECONDS:
+        starts.pop()
+    return starts
+
+
+def _peak(scan: _Scan, bounds: list[float]) -> int:
+    """The largest segment bitrate, bit/s, with segments cut at `bounds` (seconds)."""
+    totals = [0] * (len(bounds) - 1)
+    index = 0
+    for t, size in sorted(scan.sizes):
+        while index < len(totals) - 1 and t >= bounds[index + 1] - 1e-6:
+            index += 1
+        totals[index] += size
+    rates = [total * 8 / (b - a) for total, a, b in zip(totals, bounds, bounds[1:]) if b - a > 0]
+    return math.ceil(max(rates)) if rates else 0
+
+
+def remux(src: Path, info: ProbeResult, container, stopped: Callable[[], bool]) -> int:
+    """Copy the source's video packets into an open output container, times from 0; returns packets copied."""
+    copied = 0
+    with open_input(src) as source:
+        stream = source.streams[info.video_stream_index]
+        out = container.add_stream_from_template(stream)
+        out.codec_tag = "avc1"
+        offset = None
+        for packet in source.demux(stream):
+            if stopped():
+                break
+            if packet.size == 0 or packet.pts is None:
+                continue
+            if offset is None:
+                offset = round(info.start_time / packet.time_base)  # the first frame's time becomes 0
+            packet.pts -= offset
+            if packet.dts is not None:
+                packet.dts -= offset
+            packet.stream = out
+            container.mux(packet)
+            copied += 1
+    return copied

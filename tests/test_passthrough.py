@@ -1,0 +1,121 @@
+"""Passthrough: an H.264 upload that fits the top rung keeps its own packets; the other rungs align to it."""
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import media_factory as mf
+import pytest
+
+from streamforge.pipeline import PipelineOptions, run_pipeline
+from streamforge.pipeline import passthrough as pt
+
+OPTS = PipelineOptions(codecs=("h264",), heights=(240, 120), preset="ultrafast", segment_seconds=2,
+                       preview_count=1)
+
+
+def make_upload(path: Path, keyframes: list[int], frames: int = 100, width: int = 320, height: int = 240,
+                audio: bool = True, crf: int = 32) -> Path:
+    """A 25 fps H.264 yuv420p clip whose keyframes are exactly on `keyframes` (frame numbers)."""
+    rate = Fraction(25)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.codec_context.time_base = 1 / rate
+        video.codec_context.options = {"preset": "ultrafast", "crf": str(crf), "forced-idr": "1",
+                                       "x264-params": "keyint=1000:min-keyint=1000:scenecut=0"}
+        sound = out.add_stream("aac", rate=48000, layout="stereo") if audio else None
+        for i in range(frames):
+            frame = mf._picture(width, height, i)
+            frame.pts, frame.time_base = i, 1 / rate
+            frame.pict_type = av.video.frame.PictureType.I if i in keyframes else av.video.frame.PictureType.NONE
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if sound is not None:
+            mf._write_audio(out, sound, frames / 25, 0.0)
+    return path
+
+
+def video_packets(path: Path) -> list[bytes]:
+    """The payload of every video packet, in decode order."""
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
+
+
+def joined(outdir: Path, rung: str) -> Path:
+    """init + every segment of a rung, as one MP4."""
+    folder = outdir / rung
+    names = [line for line in (folder / "index.m3u8").read_text().splitlines() if line and not line[0] == "#"]
+    target = outdir / f"{rung}.mp4"
+    target.write_bytes(b"".join((folder / n).read_bytes() for n in ["init.mp4", *names]))
+    return target
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_an_h264_upload_is_copied_and_the_other_rungs_align_to_its_keyframes(tmp_path, live):
+    src = make_upload(tmp_path / "up.mp4", keyframes=[0, 25, 50, 75])  # 1 s keyframes, 4 s
+    opts = dataclasses.replace(OPTS, live=live)
+    result = run_pipeline(src, tmp_path / "out", opts)
+    top, small = result.renditions
+    assert top.copied and not small.copied and (top.width, top.height) == (320, 240)
+    assert any("240p copied from the upload" in note for note in result.notes)
+    # the very packets of the upload, not a re-encode
+    assert video_packets(joined(tmp_path / "out", "240p")) == video_packets(src)
+    # every rung (and the audio) cut at the same times: two 2 s segments on the upload's keyframes 0 and 50
+    for rung in ("240p", "120p", "audio"):
+        text = (tmp_path / "out" / rung / "index.m3u8").read_text()
+        durations = [float(line[8:-1]) for line in text.splitlines() if line.startswith("#EXTINF:")]
+        # audio is cut at its own frames (1024 samples, 21 ms) nearest the boundary
+        assert durations == pytest.approx([2.0, 2.0], abs=0.03 if rung != "audio" else 0.07), rung
+    with av.open(str(joined(tmp_path / "out", "120p"))) as container:
+        keys = [float(p.pts * p.time_base) for p in container.demux(container.streams.video[0]) if p.is_keyframe]
+    assert keys == pytest.approx([0.0, 2.0], abs=0.01)
+
+
+def test_passthrough_off_encodes_every_rung(tmp_path):
+    src = make_upload(tmp_path / "up.mp4", keyframes=[0, 25, 50, 75], audio=False)
+    result = run_pipeline(src, tmp_path / "out", dataclasses.replace(OPTS, passthrough=False))
+    assert not any(r.copied for r in result.renditions) and result.notes == []
+    assert video_packets(joined(tmp_path / "out", "240p")) != video_packets(src)
+
+
+@pytest.mark.parametrize("keyframes,frames,reason", [
+    ([0, 10, 50, 55, 90], 100, "irregular"),  # scene-cut style keyframes
+    ([0, 120], 150, "more than 2 x segment_seconds"),  # 4.8 s apart, segments of 2 s
+])
+def test_irregular_or_sparse_keyframes_are_encoded_and_the_log_says_why(tmp_path, keyframes, frames, reason):
+    src = make_upload(tmp_path / "up.mp4", keyframes=keyframes, frames=frames, audio=False)
+    result = run_pipeline(src, tmp_path / "out", OPTS)
+    assert not any(r.copied for r in result.renditions)
+    assert len(result.notes) == 1 and "not used" in result.notes[0] and reason in result.notes[0]
+    # the usual 2 s timeline
+    text = (tmp_path / "out" / "240p" / "index.m3u8").read_text()
+    assert text.count("#EXTINF:2.000000,") >= 2
+
+
+def test_what_is_never_copied(tmp_path):
+    from streamforge.pipeline import plan_ladder, probe
+
+    def why(src: Path, opts: PipelineOptions = OPTS) -> str:
+        info = probe(src)
+        plan, reason = pt.plan_passthrough(src, info, plan_ladder(info, opts), opts)
+        assert plan is None
+        return reason
+
+    big = make_upload(tmp_path / "big.mp4", keyframes=[0, 25], frames=50, width=640, height=480, audio=False)
+    assert "larger than the 240p rung" in why(big)
+    # far above the 240p rung's peak (stripes at CRF 5)
+    heavy = make_upload(tmp_path / "heavy.mp4", keyframes=[0, 25, 50, 75], crf=5, audio=False)
+    assert "peak" in why(heavy)
+    hevc = mf.make_video(tmp_path / "hevc.mp4", codec="libx265", seconds=1, audio=None)
+    assert "not H.264" in why(hevc)
+    vfr = mf.make_video(tmp_path / "vfr.mp4", seconds=2, vfr=True, audio=None)
+    assert "variable" in why(vfr)
+    yuv444 = mf.make_video(tmp_path / "444.mp4", seconds=1, pix_fmt="yuv444p", audio=None)
+    assert "yuv420p" in why(yuv444)
+    assert pt.plan_passthrough(big, probe(big), plan_ladder(probe(big), OPTS),
+                               dataclasses.replace(OPTS, passthrough=False)) == (None, "")
