@@ -244,8 +244,9 @@ class VideoRun:
 
         with self.stage("transcode") as st, self.stage("thumbnails") as th:
             result = run_pipeline(src, outdir, opts, progress=self._on_progress, on_file=on_file)
-            st.message = "; ".join(f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
-                                   for r in result.renditions)
+            st.message = "; ".join([f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
+                                    + (" (copied)" if getattr(r, "copied", False) else "")
+                                    for r in result.renditions] + list(getattr(result, "notes", [])))
             th.message = f"{len(result.thumbnails)} thumbnail files"
         return result
 
