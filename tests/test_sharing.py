@@ -280,6 +280,11 @@ def test_views_count_once_per_session_and_sum_watch_time(site):
     assert report(site, "priv", s2, 4, "ana").status_code == 204  # its owner may watch it
     mine = requests.get(f"{site.url}/api/videos?sort=views", headers=h(site, "ana")).json()["items"]
     assert [x["views"] for x in mine] == sorted((x["views"] for x in mine), reverse=True)
+    assert mine[-1]["id"] == site.v["pub"]["id"] and mine[-1]["views"] < mine[0]["views"]
+    assert requests.get(f"{site.url}/api/videos?sort=bogus", headers=h(site, "ana")).status_code == 400
+    library = requests.get(f"{site.url}/?sort=views", headers=h(site, "ana")).text
+    assert library.index(site.v["pub"]["title"]) > library.index(site.v["priv"]["title"])
+    assert 'data-role="views">1 view<' in library
     assert "1 view" in requests.get(site.v["unl"]["watch_url"]).text
 
 

@@ -196,9 +196,18 @@ def get_video_by_slug(slug: str) -> Video | None:
     return Video.get_or_none(Video.slug == slug)
 
 
+# the orders a user's library can be listed in (GET /api/videos?sort=, the library page)
+LIBRARY_SORTS = {
+    "newest": (Video.created_at.desc(), Video.id.desc()),
+    "oldest": (Video.created_at, Video.id),
+    "views": (Video.views.desc(), Video.created_at.desc(), Video.id.desc()),
+}
+
+
 def list_videos(user: User, status: str | None, page: int, per_page: int,
-                match: dict | None = None) -> tuple[list[Video], bool]:
-    """One page of the user's videos, newest first; and whether a next page exists.
+                match: dict | None = None, sort: str = "newest") -> tuple[list[Video], bool]:
+    """One page of the user's videos, newest first (or as `sort`, one of LIBRARY_SORTS); and whether a
+    next page exists.
 
     `match` narrows it to an original: `filename` (compared as stored, see safe_filename), `size`,
     `sha256`; every given key must match."""
@@ -214,8 +223,7 @@ def list_videos(user: User, status: str | None, page: int, per_page: int,
         q = q.where(Video.status == status)
     else:
         q = q.where(Video.status != ProcessingStatus.ARCHIVED)
-    rows = list(q.order_by(Video.created_at.desc(), Video.id.desc())
-                .offset((page - 1) * per_page).limit(per_page + 1))
+    rows = list(q.order_by(*LIBRARY_SORTS[sort]).offset((page - 1) * per_page).limit(per_page + 1))
     return rows[:per_page], len(rows) > per_page
 
 

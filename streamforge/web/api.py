@@ -221,7 +221,10 @@ def list_videos():
         per_page = min(100, max(1, int(request.args.get("per_page", PER_PAGE))))
     except ValueError:
         raise ValidationError("page and per_page must be integers") from None
-    rows, more = videos.list_videos(current_user.row, status, page, per_page, match=_original_match())
+    sort = request.args.get("sort") or "newest"
+    if sort not in videos.LIBRARY_SORTS:
+        raise ValidationError(f"sort must be one of {', '.join(videos.LIBRARY_SORTS)}")
+    rows, more = videos.list_videos(current_user.row, status, page, per_page, match=_original_match(), sort=sort)
     return {"items": [video_json(v) for v in rows], "next": page + 1 if more else None}
 
 

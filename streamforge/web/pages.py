@@ -50,9 +50,10 @@ def library():
         page = max(1, int(request.args.get("page", 1)))
     except ValueError:
         page = 1
-    rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE)
+    sort = request.args.get("sort") if request.args.get("sort") in videos.LIBRARY_SORTS else "newest"
+    rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE, sort=sort)
     return render_template("library.html", videos=[video_json(v) for v in rows], page=page, more=more,
-                           per_page=LIBRARY_PAGE_SIZE, visibilities=Visibility.ALL)
+                           per_page=LIBRARY_PAGE_SIZE, sort=sort, visibilities=Visibility.ALL)
 
 
 @bp.route("/upload")
