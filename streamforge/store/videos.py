@@ -232,7 +232,8 @@ def update_video(video: Video, **fields) -> Video:
     for k, v in fields.items():
         setattr(video, k, v)
     video.updated_at = utcnow()
-    video.save()
+    # only these columns: a whole-row save would put back counters (views) that changed meanwhile
+    video.save(only=[Video._meta.fields[k] for k in fields] + [Video.updated_at])
     return video
 
 
