@@ -288,3 +288,44 @@ def test_real_serve_then_import_without_flags(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_6_adds_the_hash_to_a_version_5_database(backend, tmp_path):
+    """A database from before migration 6 gains videos.original_sha256 and its index, data kept."""
+    from conftest import port_open, require
+
+    from streamforge.store.db import SchemaVersion, Video
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'v5.db'}"
+    else:
+        require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
+        name = f"sf_i11b_{os.getpid()}"
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        database = dbmod.init_db(url)
+        with database.connection_context():
+            for index in database.get_indexes("videos"):
+                if index.columns == ["original_sha256"]:
+                    database.execute_sql(f'DROP INDEX "{index.name}"')
+            database.execute_sql("ALTER TABLE videos DROP COLUMN original_sha256")
+            SchemaVersion.delete().where(SchemaVersion.version > 5).execute()
+            user = videos.get_or_create_user("old@example.com")
+            old = "cold6"
+            Video.insert(id=old, title="t", slug="s", user=user, original_file_name="a.mp4", s3_bucket="b").execute()
+        database = dbmod.init_db(url)
+        with database.connection_context():
+            assert any(i.columns == ["original_sha256"] for i in database.get_indexes("videos"))
+            assert max(r.version for r in SchemaVersion.select()) == dbmod.SCHEMA_VERSION
+            assert Video.get_by_id(old).original_sha256 is None
+            Video.update(original_sha256="ab" * 32).where(Video.id == old).execute()
+            rows, _ = videos.list_videos(user, None, 1, 10, match={"sha256": "ab" * 32})
+            assert [v.id for v in rows] == [old]
+        dbmod.migrate(database)  # again: nothing to do
+        database.close()
+    finally:
+        if name:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])

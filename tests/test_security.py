@@ -224,6 +224,9 @@ MATRIX = [
         unchanged=_t2_still_works, owner_check=_t2_revoked),
     # videos
     Row("GET", "/api/videos", lambda w: "/api/videos", who(401, 200, 200), owner_check=_lists_a),
+    # `streamforge import`'s lookup: another user asking for alice's original by name and size finds nothing
+    Row("GET", "/api/videos", lambda w: f"/api/videos?filename={w.a['original']['filename']}"
+        f"&size={w.a['original']['size']}", who(401, 200, 200), owner_check=_lists_a),
     Row("POST", "/api/videos", lambda w: "/api/videos", who(401, 201, 201),
         body=lambda w: {"title": "mine", "filename": "a.mp4", "size": 10, "content_type": "video/mp4"}),
     Row("GET", "/api/videos/<video_id>", lambda w: f"/api/videos/{w.a['id']}", who(401, 404, 200)),
