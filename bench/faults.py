@@ -61,7 +61,7 @@ from test_faults import (  # noqa: E402  (the tests' helpers: one code path for 
 
 from streamforge.store import db as dbmod  # noqa: E402
 from streamforge.store import videos  # noqa: E402
-from streamforge.store.objects import ObjectStore  # noqa: E402
+from streamforge.store.connect import object_store  # noqa: E402
 
 MiB = 1 << 20
 REDIS_DB = "12"
@@ -134,7 +134,7 @@ class Deployment:
         self.svc.start_web()
         self.start_worker()
         self.cfg = attach(env, self.svc.data)
-        self.store = ObjectStore.from_config(self.cfg)
+        self.store = object_store(self.cfg)
         with dbmod.db.connection_context():
             _, tok = videos.create_token(videos.get_or_create_user("bench@example.com"))
         self.h = {"Authorization": f"Bearer {tok}"}

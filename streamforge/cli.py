@@ -12,6 +12,8 @@ import time
 
 from streamforge.config import Config, load_config
 from streamforge.errors import StreamForgeError
+from streamforge.frozen import child_env, self_command
+from streamforge.frozen import setup as frozen_setup
 
 log = logging.getLogger("streamforge")
 
@@ -26,18 +28,44 @@ def _listen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port to listen on ([server] port)")
 
 
+def _part_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-file", help="also log to this file (serve gives its parts DATA_DIR/logs/PART.log)")
+    p.add_argument("--terminal-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="the least level logged to the terminal (default info)")
+
+
+def _setup_part_logging(args) -> None:
+    from pathlib import Path
+
+    from streamforge import logs
+    logs.setup(logs.LEVELS[args.terminal_level], Path(args.log_file) if args.log_file else None)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("streamforge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="streamforge", description="Self-hosted video platform.")
+    parser.add_argument("--version", action="version", version=f"streamforge {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("serve", help="web app, worker and (unless [storage] endpoint is set) the embedded store")
     _common(p)
     _listen(p)
+    p.add_argument("--verbose", action="store_true",
+                   help="the parts' logs on the terminal too (they always go to DATA_DIR/logs/)")
     p = sub.add_parser("web", help="the web app alone, under gunicorn")
     _common(p)
     _listen(p)
+    _part_logging(p)
     p = sub.add_parser("worker", help="a queue consumer that processes videos, plus the sweeper")
     _common(p)
+    _part_logging(p)
     p.add_argument("--concurrency", type=int, help="videos processed at once ([queue] workers)")
     p = sub.add_parser("storage", help="the embedded SeaweedFS store alone")
     _common(p)
@@ -82,9 +110,14 @@ def _child_args(args) -> list[str]:
     return out
 
 
-def _webhook_url(cfg: Config) -> str:
+def _local_host(cfg: Config) -> str:
+    """Where this machine reaches the web app."""
     host = cfg.server.host if cfg.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return f"http://{host}:{cfg.server.port}/hooks/storage"
+    return f"[{host}]" if ":" in host else host
+
+
+def _webhook_url(cfg: Config) -> str:
+    return f"http://{_local_host(cfg)}:{cfg.server.port}/hooks/storage"
 
 
 def _prepare_bucket(cfg: Config, store) -> None:
@@ -97,9 +130,51 @@ def _prepare_bucket(cfg: Config, store) -> None:
 
 # ---------- serve ----------
 
+def _parts(args, cfg: Config) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The command lines of serve's children (this same program) and their environment."""
+    from streamforge import logs
+    env = child_env()
+    env["STREAMFORGE_SERVER_HOST"] = cfg.server.host
+    env["STREAMFORGE_SERVER_PORT"] = str(cfg.server.port)
+    terminal = "info" if args.verbose else "warning"
+    spawn = {name: self_command(name, *_child_args(args), "--log-file", str(logs.log_dir(cfg.data_dir) / f"{name}.log"),
+                                "--terminal-level", terminal)
+             for name in ("web", "worker")}
+    return spawn, env
+
+
+def _wait_until_answering(cfg: Config, procs: dict[str, subprocess.Popen], stop: threading.Event,
+                          timeout: float = 120.0) -> None:
+    """Wait until the web app's /healthz answers 200 (database, store, queue) with every part running."""
+    import requests
+    url = f"http://{_local_host(cfg)}:{cfg.server.port}/healthz"
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        if all(p.poll() is None for p in procs.values()):
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+        stop.wait(0.2)
+    if not stop.is_set():
+        log.warning("StreamForge does not answer at %s after %.0f s; see %s", url, timeout,
+                    cfg.data_dir / "logs")
+
+
+def _banner(cfg: Config, token: str) -> None:
+    """The first screen: where to go, how to sign in, where the data is, how to stop."""
+    print(f"\nStreamForge is running at {cfg.base_url}/\n"
+          f"Sign in: {cfg.base_url}/login?token={token}\n"
+          f"Data: {cfg.data_dir.resolve()} (logs in {(cfg.data_dir / 'logs').resolve()})\n"
+          "Stop: press Ctrl-C\n", flush=True)
+
+
 def cmd_serve(args) -> int:
     """Everything in one process tree: embedded store, web app, worker."""
     cfg = _load(args, host=args.host, port=args.port)
+    from streamforge import logs
+    logs.setup(logging.INFO if args.verbose else logging.WARNING, logs.log_dir(cfg.data_dir) / "serve.log")
     from streamforge import local_serve
     from streamforge.store import db as dbmod
     from streamforge.store import videos
@@ -124,18 +199,14 @@ def cmd_serve(args) -> int:
             store_thread = threading.Thread(target=embedded.run_forever, args=(stop,), daemon=True,
                                             name="sf-storage")
             store_thread.start()
-        env = dict(os.environ)
-        env["STREAMFORGE_SERVER_HOST"] = cfg.server.host
-        env["STREAMFORGE_SERVER_PORT"] = str(cfg.server.port)
-        exe = [sys.executable, "-m", "streamforge.cli"]
-        spawn = {"web": exe + ["web"] + _child_args(args), "worker": exe + ["worker"] + _child_args(args)}
+        spawn, env = _parts(args, cfg)
         procs = {name: subprocess.Popen(cmd, env=env) for name, cmd in spawn.items()}
         children.extend(procs.values())
         with dbmod.db.connection_context():
             user = videos.get_or_create_user(local_serve.SIGN_IN_EMAIL, "Admin")
             _, token = videos.create_token(user, "serve sign-in link")
-        print(f"StreamForge is running at {cfg.base_url}/", flush=True)
-        print(f"Sign in: {cfg.base_url}/login?token={token}", flush=True)
+        _wait_until_answering(cfg, procs, stop)
+        _banner(cfg, token)
         local_serve.write_run_file(cfg)  # for `streamforge import` on this data dir
         backoff = {name: 1.0 for name in procs}
         while not stop.wait(1.0):
@@ -171,17 +242,19 @@ def cmd_serve(args) -> int:
 
 def cmd_web(args) -> int:
     """The web app under gunicorn: [server] workers processes of [server] threads threads each."""
+    _setup_part_logging(args)
     cfg = _load(args, host=args.host, port=args.port)
     from streamforge.config import web_processes
     from streamforge.store import db as dbmod
-    from streamforge.store.objects import ObjectStore
+    from streamforge.store.connect import object_store
     dbmod.init_db(cfg.database_url)  # migrate once, before the processes start
     try:
-        _prepare_bucket(cfg, ObjectStore.from_config(cfg))
+        _prepare_bucket(cfg, object_store(cfg))
     except StreamForgeError as e:
         log.warning("could not prepare the bucket yet (%s); /healthz will say when the store answers", e)
     from gunicorn.app.base import BaseApplication
 
+    from streamforge import frozen, logs
     from streamforge.web import create_app
 
     class App(BaseApplication):
@@ -195,7 +268,10 @@ def cmd_web(args) -> int:
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("accesslog", None)
-            self.cfg.set("errorlog", "-")
+            self.cfg.set("errorlog", args.log_file or "-")
+            # the class itself, not its name: the frozen release has no import-by-name surprises
+            self.cfg.set("logger_class", logs.GunicornLogger)
+            self.cfg.set("on_starting", frozen.fix_reexec)
 
         def load(self):
             # called in each worker process after the fork: its own store client, database
@@ -210,15 +286,16 @@ def cmd_web(args) -> int:
 
 def cmd_worker(args) -> int:
     """A Huey consumer plus the sweeper; SIGTERM or SIGINT hands running videos back to the queue."""
+    _setup_part_logging(args)
     cfg = _load(args)
     from huey.consumer import Consumer
 
     from streamforge import intake, processing, tasks
     from streamforge.store import db as dbmod
-    from streamforge.store.objects import ObjectStore
+    from streamforge.store.connect import object_store
     dbmod.init_db(cfg.database_url)
     tasks.configure(cfg)
-    store = ObjectStore.from_config(cfg)
+    store = object_store(cfg)
     stop = threading.Event()
 
     def sweeper():
@@ -315,8 +392,8 @@ def cmd_doctor(args) -> int:
     except Exception as e:  # any driver error is a failed check
         results.append((False, "database", str(e).splitlines()[0] if str(e) else type(e).__name__))
     try:
-        from streamforge.store.objects import ObjectStore
-        store = ObjectStore.from_config(cfg)
+        from streamforge.store.connect import object_store
+        store = object_store(cfg)
         store.ping()
         ok = store.bucket_exists()
         results.append((ok, "store", f"{store.endpoint} bucket {cfg.storage.bucket}"
@@ -362,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `streamforge` command."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    frozen_setup()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

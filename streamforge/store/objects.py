@@ -35,7 +35,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 from urllib3.util import Retry, Timeout
 
-from streamforge.errors import StorageError
+from streamforge.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from streamforge.config import Config
@@ -136,24 +136,17 @@ class ObjectStore:
 
     @classmethod
     def from_config(cls, config: Config) -> ObjectStore:
-        """Build the store from `config.storage` (the embedded SeaweedFS when no endpoint is set)."""
+        """Build the store on `[storage] endpoint` (for either mode use `streamforge.store.connect`)."""
         st = config.storage
-        if st.endpoint:
-            endpoint = st.endpoint
-            if "://" in endpoint:
-                endpoint, secure = _split_url(endpoint)
-            else:
-                secure = st.secure
-            public_url = st.public_url or f"{'https' if secure else 'http'}://{endpoint}"
+        if not st.endpoint:
+            raise ConfigError("[storage] endpoint is empty: the embedded store's ObjectStore comes from "
+                              "streamforge.store.connect.object_store(config)")
+        endpoint = st.endpoint
+        if "://" in endpoint:
+            endpoint, secure = _split_url(endpoint)
         else:
-            from streamforge.store.embedded import embedded_ports
-
-            s3_port = embedded_ports(config)["s3"]
-            endpoint, secure = f"127.0.0.1:{s3_port}", False
-            host = urlsplit(config.base_url).hostname or "127.0.0.1"
-            if ":" in host:
-                host = f"[{host}]"
-            public_url = st.public_url or f"http://{host}:{s3_port}"
+            secure = st.secure
+        public_url = st.public_url or f"{'https' if secure else 'http'}://{endpoint}"
         return cls(endpoint=endpoint, access_key=st.access_key, secret_key=st.secret_key,
                    bucket=st.bucket, region=st.region, secure=secure, public_url=public_url,
                    cdn_base_url=config.cdn.base_url)

@@ -8,6 +8,7 @@ from flask import Flask, g, request
 
 from streamforge.config import Config, load_config
 from streamforge.store import db as dbmod
+from streamforge.store.connect import object_store
 from streamforge.store.objects import ObjectStore
 
 
@@ -32,7 +33,7 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
         JSON_SORT_KEYS=False,
     )
     app.extensions["streamforge"] = config
-    app.extensions["streamforge.store"] = store or ObjectStore.from_config(config)
+    app.extensions["streamforge.store"] = store or object_store(config)
     dbmod.init_db(config.database_url, pooled=True)
 
     from streamforge import tasks
