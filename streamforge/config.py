@@ -342,12 +342,17 @@ def generated_secrets(data_dir: Path) -> dict:
         "storage_access_key": "sf" + secrets.token_hex(8),
         "storage_secret_key": secrets.token_urlsafe(30),
     }
-    tmp = path.with_suffix(".tmp")
+    write_private_json(path, values)
+    return values
+
+
+def write_private_json(path: Path, values: dict) -> None:
+    """Write `values` as JSON readable by this user only (0600), replacing `path` atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(values, f)
     os.replace(tmp, path)
-    return values
 
 def _validate_quality(p: PipelineConfig) -> None:
     if p.rate_control not in ("crf", "abr"):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streamforge.config import Config
+from streamforge.config import Config, write_private_json
 
 SIGN_IN_EMAIL = "admin@localhost"
 RUN_FILE = "serve.json"
@@ -35,12 +35,8 @@ def write_run_file(cfg: Config, url: str | None = None, pid: int | None = None) 
     """Record the running `serve` (its local URL and pid); replaced atomically."""
     path = run_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"url": url or local_url(cfg), "pid": pid or os.getpid(), "started_at": int(time.time())}
-    tmp = path.with_name(f".{RUN_FILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f)
-    os.replace(tmp, path)
+    write_private_json(path, {"url": url or local_url(cfg), "pid": pid or os.getpid(),
+                              "started_at": int(time.time())})
     return path
 
 
