@@ -361,6 +361,10 @@ def test_only_sns_deliveries_go_without_the_token(sns_app, seaweed):
     # the same body claiming to be SNS: it is no SNS message (and carries no signature)
     r = client.post("/hooks/storage", data=body, headers={"x-amz-sns-message-type": sns.NOTIFY})
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "not_an_sns_message"
+    # SNS's raw message delivery: the S3 body alone, unsigned
+    r = client.post("/hooks/storage", data=body, headers={"x-amz-sns-message-type": sns.NOTIFY,
+                                                          "x-amz-sns-rawdelivery": "true"})
+    assert r.status_code == 403 and "RawMessageDelivery" in r.get_json()["error"]["message"]
     r = client.post("/hooks/storage", data=body, content_type="application/json",
                     headers={"Authorization": f"Bearer {seaweed.webhook_token}"})
     assert r.status_code == 200  # with the token the MinIO/AWS path takes it (no such video: ignored)

@@ -169,17 +169,17 @@ class StorageHook:
         if len(body) > limit:
             return 413, _error_body("too_large", "notification body too large")
         if sns_type is not None:
-            return self.handle_sns(sns_type, body)
+            return self.handle_sns(sns_type, body, environ.get(sns.RAW_HEADER, "").lower() == "true")
         try:
             events = parse_notification(body)
         except NotANotification as e:
             return 400, _error_body("not_a_notification", str(e))
         return self.take(events)
 
-    def handle_sns(self, sns_type: str, body: bytes) -> tuple[int, dict]:
+    def handle_sns(self, sns_type: str, body: bytes, raw: bool = False) -> tuple[int, dict]:
         """An Amazon SNS delivery: verified first, then confirmed, ignored or taken as S3 events."""
         try:
-            msg = self.sns.open(sns_type, body)
+            msg = self.sns.open(sns_type, body, raw)
             if sns_type == sns.SUBSCRIBE:
                 return 200, {"sns": sns_type, "confirmed": True, "already": not self.sns.confirm(msg)}
         except sns.SnsRefused as e:

@@ -30,6 +30,7 @@ from streamforge.config import WebhookConfig
 log = logging.getLogger("streamforge.sns")
 
 HEADER = "HTTP_X_AMZ_SNS_MESSAGE_TYPE"  # the WSGI name of x-amz-sns-message-type
+RAW_HEADER = "HTTP_X_AMZ_SNS_RAWDELIVERY"  # "true" on a subscription with raw message delivery
 SUBSCRIBE, NOTIFY, UNSUBSCRIBE = "SubscriptionConfirmation", "Notification", "UnsubscribeConfirmation"
 # the fields of the canonical string, in AWS's (byte) order; Subject only when the message has one
 _CONFIRM_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
@@ -162,8 +163,11 @@ class SnsEndpoint:
         self.confirmed: OrderedDict[str, None] = OrderedDict()  # MessageIds of confirmations done
         self.lock = threading.Lock()
 
-    def open(self, header_type: str, body: bytes) -> dict:
+    def open(self, header_type: str, body: bytes, raw: bool = False) -> dict:
         """The message of a delivery once its URLs, topic and signature passed; SnsRefused otherwise."""
+        if raw:
+            raise SnsRefused(403, "bad_signature", "raw message delivery carries no signature: turn "
+                                                   "RawMessageDelivery off on the subscription")
         msg = parse_message(header_type, body)
         if not isinstance(msg.get("Signature"), str) or msg.get("SignatureVersion") not in HASHES:
             raise SnsRefused(403, "bad_signature", "the message carries no Signature of SignatureVersion 1 or 2")
