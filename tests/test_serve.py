@@ -40,9 +40,10 @@ def alive(pid: int) -> bool:
 BANNER_END = "Stop: press Ctrl-C"
 
 
-def start_serve(tmp_path, *extra: str, command=None, env: dict | None = None, timeout: float = 120):
+def start_serve(tmp_path, *extra: str, command=None, env: dict | None = None, timeout: float = 120,
+                port: int | None = None):
     """Start `serve` in its own session, output to tmp_path/serve.log; return once the banner is out."""
-    port = free_port()
+    port = port or free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
     base["STREAMFORGE_PIPELINE_HEIGHTS"] = "360,240"
     env = {**base, **(env or {})}
