@@ -323,3 +323,127 @@ def test_view_caps_per_address_and_session(site, monkeypatch):
     views = video(site, "pub")["views"]
     assert report(site, "pub", secrets.token_hex(8), 1).status_code == 429
     assert video(site, "pub")["views"] == views
+
+
+# ---------------------------------------------------------------- in Chromium
+
+
+@pytest.fixture(scope="module")
+def browser():
+    import os
+
+    from browser_helpers import CHROMIUM, CHROMIUM_ARGS, ROOT
+    from conftest import require
+    require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
+    require((ROOT / "streamforge/web/static/vendor/versions.json").exists(), "the browser libraries are not "
+            "installed: run `npm ci` at the repository root")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "the playwright package is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        br = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield br
+        br.close()
+
+
+@pytest.fixture
+def parent_site():
+    """Another site (localhost on another port, not 127.0.0.1) that serves the page framing the embed."""
+    import http.server
+    import threading
+
+    pages = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = pages.get(self.path, "not found").encode()
+            self.send_response(200 if self.path in pages else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.pages, server.url = pages, f"http://localhost:{server.server_port}"
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _new_page(browser):
+    from browser_helpers import watch_page
+    page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+    page.set_default_timeout(20000)
+    page.troubles = watch_page(page)
+    return page
+
+
+@pytest.mark.browser
+def test_the_embed_plays_inside_another_sites_iframe_and_reports_a_view(site, browser, parent_site):
+    from browser_helpers import poll, shot
+    pub = video(site, "bpub", who="ben")
+    embed = f"{site.url}/embed/{pub['slug']}"
+    parent_site.pages["/"] = (f'<!doctype html><title>A blog</title><h1>My trip</h1><iframe id="player" src="{embed}" '
+                              f'width="640" height="272" allow="autoplay; fullscreen"></iframe>')
+    page = _new_page(browser)
+    try:
+        page.goto(parent_site.url + "/")
+        frame = page.frame_locator("#player")
+        frame.locator("media-controller").wait_for()
+        inner = next(f for f in page.frames if f.url.startswith(embed))
+        inner.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.loop = true;"
+                       " v.play().catch(() => {}) }")
+        played = poll(inner, "() => document.querySelector('video').currentTime", lambda t: t > 2, timeout=30)
+        assert played > 2, "the embedded player did not play"
+        assert inner.evaluate("() => !!(window.Hls && window.streamforgePlayer.hls)")
+        assert inner.evaluate("() => document.querySelector('video').videoWidth") > 0
+        # the same controls as the watch page, quality menu included
+        assert frame.locator("media-rendition-menu").count() == 1 and frame.locator("media-play-button").count() == 1
+        shot(page, "embed-in-another-site")
+        # after a few seconds played the player reports the view (the frame has no cookie: anonymous)
+        assert poll(inner, "() => document.querySelector('video').dataset.viewReported || ''", bool, timeout=30)
+        for _ in range(30):
+            if video(site, "bpub", who="ben")["views"] > pub["views"]:
+                break
+            page.wait_for_timeout(500)
+        assert video(site, "bpub", who="ben")["views"] == pub["views"] + 1
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
+
+
+@pytest.mark.browser
+def test_watch_page_embed_code_and_a_link_from_this_moment(site, browser):
+    from browser_helpers import poll, shot
+    pub = site.v["pub"]
+    page = _new_page(browser)
+    try:
+        page.goto(pub["watch_url"] + "?t=3")
+        # ?t= starts the player at that moment
+        start = poll(page, "() => document.querySelector('video').currentTime", lambda t: t >= 2.9, timeout=30)
+        assert start >= 2.9
+        page.locator("#embed-button").click()
+        code = page.locator("#share-code").input_value()
+        assert code.startswith("<iframe") and f'src="{site.url}/embed/{pub["slug"]}"' in code
+        page.evaluate("() => { const v = document.querySelector('video'); v.pause(); v.currentTime = 4.2 }")
+        poll(page, "() => document.querySelector('video').currentTime", lambda t: abs(t - 4.2) < 0.3)
+        page.locator("#moment-button").click()
+        link = page.locator("#share-code").input_value()
+        assert link == f"{pub['watch_url']}?t=4"
+        loaded = poll(page, "() => { const i = document.getElementById('moment-image'); "
+                            "return i.complete ? i.naturalWidth : 0 }", bool, timeout=30)
+        assert loaded == 320, "the picture of that moment did not load"
+        shot(page, "watch-share-moment", full_page=True)
+        page.goto(f"{site.url}/explore?q=lake")
+        assert page.locator("#explore .card-title").all_inner_texts() == [pub["title"]]
+        page.locator(".tag a", has_text="travel").first.click()
+        page.wait_for_url("**/explore?tag=travel")
+        shot(page, "explore-tag", full_page=True)
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
