@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="encoder preset, e.g. veryfast")
     p = sub.add_parser("doctor", help="check config, database, store, queue and codecs")
     _common(p)
+    from streamforge import accounts_cli
+    accounts_cli.add_parser(sub, _common)
     from streamforge import importer
     p = sub.add_parser("import", help="upload video and audio files and folders through the API",
                        description=importer.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,7 +179,7 @@ def cmd_serve(args) -> int:
     logs.setup(logging.INFO if args.verbose else logging.WARNING, logs.log_dir(cfg.data_dir) / "serve.log")
     from streamforge import local_serve
     from streamforge.store import db as dbmod
-    from streamforge.store import videos
+    from streamforge.store import users, videos
     dbmod.init_db(cfg.database_url)
     stop = threading.Event()
     children: list[subprocess.Popen] = []
@@ -203,9 +205,12 @@ def cmd_serve(args) -> int:
         procs = {name: subprocess.Popen(cmd, env=env) for name, cmd in spawn.items()}
         children.extend(procs.values())
         with dbmod.db.connection_context():
-            user = videos.get_or_create_user(local_serve.SIGN_IN_EMAIL, "Admin")
+            user = users.add_user(local_serve.SIGN_IN_EMAIL, users.ADMIN, "Admin")  # the sign-in link's user is an admin
             _, token = videos.create_token(user, "serve sign-in link")
         _wait_until_answering(cfg, procs, stop)
+        if _oidc_on(cfg) and not cfg.auth.allow:
+            print("OIDC sign-in is on and [auth] allow is empty: only existing users (streamforge user add, "
+                  "invites) can sign in", flush=True)
         _banner(cfg, token)
         local_serve.write_run_file(cfg)  # for `streamforge import` on this data dir
         backoff = {name: 1.0 for name in procs}
@@ -290,7 +295,7 @@ def cmd_worker(args) -> int:
     cfg = _load(args)
     from huey.consumer import Consumer
 
-    from streamforge import intake, processing, tasks
+    from streamforge import intake, processing, tasks, worker_registry
     from streamforge.store import db as dbmod
     from streamforge.store.connect import object_store
     dbmod.init_db(cfg.database_url)
@@ -316,12 +321,15 @@ def cmd_worker(args) -> int:
             self._restart, self._graceful = False, True
 
     threading.Thread(target=sweeper, name="sf-sweeper", daemon=True).start()
+    beat = worker_registry.start(stop)  # the admin's stats list this worker and its last heartbeat
     workers = args.concurrency or cfg.queue.workers
     consumer = HandBackConsumer(tasks.huey, workers=workers, worker_type="thread", periodic=False,
                                 initial_delay=0.05, backoff=1.15, max_delay=0.25, check_worker_health=True)
     consumer.shutdown_timeout = 30
     log.info("worker: %d at a time, queue %s", workers, cfg.queue_url.split("@")[-1])
     consumer.run()
+    stop.set()
+    beat.join(5)  # leaves the registry
     return 0
 
 
@@ -431,8 +439,18 @@ def cmd_import(args) -> int:
     return import_command(args, _load(args, fill_secrets=False))
 
 
+def _oidc_on(cfg: Config) -> bool:
+    return bool(cfg.auth.oidc_client_id and (cfg.auth.oidc_issuer or cfg.auth.oidc_metadata_url))
+
+
+def cmd_user(args) -> int:
+    """`streamforge user add|list|set|invite|stats` (streamforge/accounts_cli.py)."""
+    from streamforge.accounts_cli import cmd_user as run
+    return run(args, _load(args))
+
+
 COMMANDS = {"import": cmd_import, "serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
-            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor}
+            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user}
 
 
 def main(argv: list[str] | None = None) -> int:

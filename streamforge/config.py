@@ -130,6 +130,20 @@ class AuthConfig:
     oidc_client_secret: str = ""
     oidc_scopes: str = "openid email profile"
     oidc_name: str = "Single sign-on"
+    # who may sign in through OIDC: exact emails and "*@domain" patterns; [] = existing users only
+    allow: list = field(default_factory=list)
+    # emails that hold the admin role
+    admins: list = field(default_factory=list)
+    require_verified_email: bool = True
+    # the role of a user created at first sign-in: uploader or viewer
+    default_role: str = "uploader"
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    # 0 = unlimited; a user's own quota (set by an admin) overrides these
+    max_bytes_per_user: int = 0
+    max_videos_per_user: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +173,7 @@ class Config:
     cdn: CdnConfig = field(default_factory=CdnConfig)
     sweeper: SweeperConfig = field(default_factory=SweeperConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
 
@@ -312,6 +327,10 @@ def _validate(cfg: Config) -> None:
     if not all(o == "'self'" or isinstance(o, str) and o and not any(ch in o for ch in " ;,\t\n\r'\"")
                for o in cfg.playback.embed_origins):
         raise ConfigError('[playback] embed_origins: a list of origins such as "https://blog.example.com", or ["*"]')
+    if cfg.auth.default_role not in ("uploader", "viewer"):
+        raise ConfigError("[auth] default_role: uploader or viewer")
+    if cfg.quota.max_bytes_per_user < 0 or cfg.quota.max_videos_per_user < 0:
+        raise ConfigError("[quota] max_bytes_per_user and max_videos_per_user: 0 (unlimited) or more")
     if not all(isinstance(h, str) and h.rpartition(":")[0] and h.rpartition(":")[2].isdigit()
                for h in cfg.webhook.sns_hosts):
         raise ConfigError('[webhook] sns_hosts: a list of "host:port" strings, e.g. ["sns.internal.example:443"]')

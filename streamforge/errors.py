@@ -43,3 +43,21 @@ class Conflict(StreamForgeError):
     """The request conflicts with the resource's current state."""
 
     code = "conflict"
+
+
+class Forbidden(StreamForgeError):
+    """The user is known but may not do this (their role, or a disabled account)."""
+
+    code = "forbidden"
+
+
+class QuotaExceeded(Forbidden):
+    """The upload would take the user over their quota of bytes or videos."""
+
+    code = "quota_exceeded"
+
+
+class SignInRefused(Forbidden):
+    """An OIDC sign-in or invite that this server does not accept; the message says why, in plain words."""
+
+    code = "sign_in_refused"

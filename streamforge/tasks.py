@@ -16,7 +16,7 @@ from huey import Huey
 from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 from peewee import InterfaceError, OperationalError
 
-from streamforge import notify
+from streamforge import notify, worker_registry
 from streamforge.config import Config
 from streamforge.processing import run_video
 from streamforge.store import videos
@@ -68,8 +68,9 @@ def process_video(video_id: str, task=None) -> str:
     """Run the processing pipeline for one video (a no-op unless the video is waiting for a run), and
     enqueue it again when the run asks for that (a retry after its backoff, a hand-back at shutdown)."""
     cfg = config()
-    outcome = run_video(cfg, video_id, task_id=getattr(task, "id", None),
-                        emit=lambda event, vid: emit_event(cfg, event, vid))
+    with worker_registry.running():
+        outcome = run_video(cfg, video_id, task_id=getattr(task, "id", None),
+                            emit=lambda event, vid: emit_event(cfg, event, vid))
     if outcome.requeue_after is not None:
         try:
             if outcome.requeue_after:

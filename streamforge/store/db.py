@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from peewee import (
     BigIntegerField,
+    BooleanField,
     CharField,
     DatabaseProxy,
     DateTimeField,
@@ -103,9 +104,17 @@ class User(BaseModel):
     oidc_sub = CharField(null=True, index=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    # accounts (migration 3): the identity is (oidc_issuer, oidc_sub), bound at the first OIDC sign-in
+    oidc_issuer = CharField(null=True, max_length=500)
+    role = CharField(max_length=16, default="uploader")
+    disabled = BooleanField(default=False)
+    max_bytes = BigIntegerField(null=True)  # None: [quota] max_bytes_per_user; 0: unlimited
+    max_videos = IntegerField(null=True)    # None: [quota] max_videos_per_user; 0: unlimited
+    last_seen_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "users"
+        indexes = ((("oidc_issuer", "oidc_sub"), True),)
 
 
 class ApiToken(BaseModel):
@@ -231,6 +240,35 @@ class ProcessingLog(BaseModel):
         table_name = "processing_logs"
 
 
+class Invite(BaseModel):
+    """A one-use sign-in link for one email (POST /api/admin/invites)."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    token_hash = CharField(unique=True, max_length=64)
+    email = CharField(max_length=320)
+    role = CharField(max_length=16, default="uploader")
+    created_by = CharField(max_length=32, null=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+    used_by = CharField(max_length=32, null=True)
+
+    class Meta:
+        table_name = "invites"
+
+
+class Worker(BaseModel):
+    """A worker process's heartbeat, for the admin's stats."""
+
+    name = CharField(primary_key=True, max_length=200)
+    started_at = DateTimeField(default=utcnow)
+    last_seen_at = DateTimeField(default=utcnow)
+    running = IntegerField(default=0)
+
+    class Meta:
+        table_name = "workers"
+
+
 class ViewSession(BaseModel):
     """One player session's reports on one video (POST /api/videos/{id}/views): a view once, watch time summed."""
 
@@ -273,7 +311,7 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail)
+MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, Invite, Worker)
 
 
 def _migration_1(database) -> None:
@@ -292,7 +330,20 @@ def _migration_2(database) -> None:
 
 
 def _migration_3(database) -> None:
-    """Reserved for issue 12: accounts, roles, quotas, invites, identities (a no-op until that change lands)."""
+    """Accounts: users gain role, disabled, quota, issuer and last seen; invites and workers tables.
+
+    Today's users keep their rows and email; their identity (issuer, sub) is bound at their next
+    OIDC sign-in."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    columns = {c.name for c in database.get_columns("users")}
+    for name in ("oidc_issuer", "role", "disabled", "max_bytes", "max_videos", "last_seen_at"):
+        if name not in columns:
+            run(migrator.add_column("users", name, User._meta.fields[name]))
+    if not any(set(i.columns) == {"oidc_issuer", "oidc_sub"} for i in database.get_indexes("users")):
+        run(migrator.add_index("users", ("oidc_issuer", "oidc_sub"), True))
+    database.create_tables([Invite, Worker], safe=True)
 
 
 def _migration_4(database) -> None:

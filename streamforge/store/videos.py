@@ -46,17 +46,6 @@ def get_or_create_user(email: str, name: str | None = None) -> User:
         return User.get(User.email == email)
 
 
-def upsert_oidc_user(claims: dict) -> User:
-    """Create or update a user from an ID token's claims (email, name, picture, sub)."""
-    user = get_or_create_user(claims["email"], claims.get("name"))
-    user.name = claims.get("name") or user.name
-    user.picture = claims.get("picture") or user.picture
-    user.oidc_sub = claims.get("sub") or user.oidc_sub
-    user.updated_at = utcnow()
-    user.save()
-    return user
-
-
 def hash_token(token: str) -> str:
     """The stored form of an API token: tokens are random, so a plain SHA-256 is enough."""
     return hashlib.sha256(token.encode()).hexdigest()

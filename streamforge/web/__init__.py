@@ -69,8 +69,9 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
                 resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
 
-    from streamforge.web import api, auth, hooks, pages, play
+    from streamforge.web import admin, api, auth, hooks, pages, play
     auth.init_app(app)
+    admin.init_app(app)
     api.init_app(app)
     hooks.init_app(app)
     pages.init_app(app)

@@ -11,9 +11,9 @@ from flask_login import current_user, login_required
 
 from streamforge import intake
 from streamforge.errors import Conflict, StorageError, ValidationError
-from streamforge.store import videos
+from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, Visibility, utcnow
-from streamforge.web.common import cfg, handle_errors, store, video_json
+from streamforge.web.common import cfg, handle_errors, role_required, store, video_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PARTS = 10000
@@ -117,7 +117,7 @@ def _upload_descriptor(video) -> dict:
 
 
 @bp.route("/videos", methods=["POST"])
-@login_required
+@role_required(*users.CAN_UPLOAD)
 def create_video():
     """Create a video and hand back where to send its bytes."""
     c = cfg()
@@ -135,9 +135,10 @@ def create_video():
     visibility = _visibility(body) or c.playback.default_visibility
     sha256 = _sha256(body.get("sha256"))
     expires = utcnow() + datetime.timedelta(seconds=c.upload.url_ttl)
-    video = videos.create_video(current_user.row, title=title, filename=filename, size=size,
-                                content_type=content_type, bucket=c.storage.bucket, description=description,
-                                tags=tags, visibility=visibility, expires_at=expires, sha256=sha256)
+    with users.quota_reservation(current_user.row, size, c.quota):  # 403 quota_exceeded, nothing created
+        video = videos.create_video(current_user.row, title=title, filename=filename, size=size,
+                                    content_type=content_type, bucket=c.storage.bucket, description=description,
+                                    tags=tags, visibility=visibility, expires_at=expires, sha256=sha256)
     if size > c.upload.multipart_threshold:
         upload_id = store().create_multipart(video.original_key, content_type)
         videos.set_upload_id(video.id, upload_id)
@@ -152,7 +153,7 @@ def _too_large(size: int):
 
 
 @bp.route("/videos/<video_id>/upload/parts", methods=["POST"])
-@login_required
+@role_required(*users.CAN_UPLOAD)
 def upload_parts(video_id: str):
     """Presigned URLs for parts of a multipart upload."""
     video = videos.get_video(current_user.row, video_id)
@@ -169,7 +170,7 @@ def upload_parts(video_id: str):
 
 
 @bp.route("/videos/<video_id>/upload/parts", methods=["GET"])
-@login_required
+@role_required(*users.CAN_UPLOAD)
 def uploaded_parts(video_id: str):
     """The parts the store already has (for a browser resuming after a reload)."""
     video = videos.get_video(current_user.row, video_id)
@@ -180,7 +181,7 @@ def uploaded_parts(video_id: str):
 
 
 @bp.route("/videos/<video_id>/upload/complete", methods=["POST"])
-@login_required
+@role_required(*users.CAN_UPLOAD)
 def upload_complete(video_id: str):
     """Finish the upload; processing starts once, whether this or the store's notification comes first."""
     video = videos.get_video(current_user.row, video_id)
@@ -273,7 +274,7 @@ def delete_video(video_id: str):
 
 
 @bp.route("/videos/<video_id>/reprocess", methods=["POST"])
-@login_required
+@role_required(*users.CAN_UPLOAD)
 def reprocess(video_id: str):
     """Run the pipeline again; the current output stays until the new one is complete."""
     from streamforge.tasks import enqueue_processing
@@ -294,6 +295,14 @@ def logs(video_id: str):
                        "error_code": r.error_code, "attempt": r.attempt,
                        "created_at": r.created_at.isoformat(timespec="milliseconds") + "Z"}
                       for r in videos.logs_of(video)]}
+
+
+@bp.route("/me", methods=["GET"])
+@login_required
+def me():
+    """The signed-in user: role, usage and quota."""
+    from streamforge.web.admin import account_json
+    return account_json(current_user.row)
 
 
 def init_app(app) -> None:

@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 from flask_login import LoginManager, current_user, login_required, login_user, logout_user
 
-from streamforge.store import videos
+from streamforge.errors import SignInRefused
+from streamforge.store import users, videos
 from streamforge.store.db import User
 from streamforge.web.common import bearer_token, cfg, csrf_ok, csrf_token, error, handle_errors
 
@@ -40,6 +41,15 @@ class SessionUser:
     def name(self) -> str:
         return self.row.name or self.row.email
 
+    @property
+    def role(self) -> str:
+        """admin, uploader or viewer ([auth] admins make an admin whatever the stored role)."""
+        return users.effective_role(self.row, cfg().auth.admins)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == users.ADMIN
+
 
 @login_manager.user_loader
 def _load_user(user_id: str):
@@ -47,7 +57,7 @@ def _load_user(user_id: str):
         # a request that names a token is authenticated by that token alone, never by the cookie
         # beside it: so waiving CSRF for bearer calls cannot waive it for a cookie session
         return None
-    row = User.get_or_none(User.id == user_id)
+    row = users.active_user(User.get_or_none(User.id == user_id))  # a disabled user's session stops here
     return SessionUser(row) if row else None
 
 
@@ -56,7 +66,7 @@ def _load_from_bearer(req):
     token = bearer_token()
     if not token:
         return None
-    row = videos.user_for_token(token)
+    row = users.active_user(videos.user_for_token(token))
     return SessionUser(row, via_token=True) if row else None
 
 
@@ -88,21 +98,53 @@ def _safe_next(target: str | None) -> str:
     return url_for("pages.library")
 
 
+def _refused(message: str, status: int = 403):
+    """The login page with the reason a sign-in was refused; the refusal leaves no session behind."""
+    session.clear()
+    logout_user()
+    return render_template("login.html", error=message, oidc=cfg().auth.oidc_name if _oidc() else None), status
+
+
+def _oidc():
+    from flask import current_app
+    return current_app.extensions.get("streamforge.oauth")
+
+
+def _signed_in(row: User, nxt: str | None):
+    session.clear()
+    login_user(SessionUser(row), remember=False)
+    csrf_token()
+    return redirect(_safe_next(nxt))
+
+
+def _start_invite(invite: str):
+    """`/login?invite=`: through the provider when OIDC is on (the email must be the invite's), else at once."""
+    try:
+        users.check_invite(invite)
+        if _oidc() is None:
+            return _signed_in(users.accept_invite_directly(invite), None)
+    except SignInRefused as e:
+        return _refused(str(e))
+    session.clear()
+    session["login_invite"] = invite
+    session["login_next"] = url_for("pages.library")
+    return _oidc().oidc.authorize_redirect(cfg().base_url + url_for("auth.callback"))
+
+
 @bp.route("/login")
 def login():
-    """Sign in: with `?token=` as that token's user, else through OIDC when configured."""
+    """Sign in: with `?token=` as that token's user, `?invite=` with an invite, else through OIDC."""
     token = request.args.get("token")
     if token:
         row = videos.user_for_token(token)
         if row is None:
-            return render_template("login.html", error="That sign-in link is not valid (the token is unknown "
-                                                       "or revoked).", oidc=None), 401
-        session.clear()
-        login_user(SessionUser(row), remember=False)
-        csrf_token()
-        return redirect(_safe_next(request.args.get("next")))
-    from flask import current_app
-    oauth = current_app.extensions.get("streamforge.oauth")
+            return _refused("That sign-in link is not valid (the token is unknown or revoked).", 401)
+        if row.disabled:
+            return _refused(f"The account {row.email} is disabled on this server; ask its admin.", 401)
+        return _signed_in(row, request.args.get("next"))
+    if request.args.get("invite"):
+        return _start_invite(request.args["invite"])
+    oauth = _oidc()
     if oauth is None:
         return render_template("login.html", error=None, oidc=None)
     if request.args.get("start") or request.args.get("next") is not None:
@@ -119,29 +161,28 @@ def callback():
     oauth = current_app.extensions.get("streamforge.oauth")
     if oauth is None:
         abort(404)
+    invite, nxt = session.get("login_invite"), session.get("login_next")
     try:
         token = oauth.oidc.authorize_access_token()
     except OAuthError as e:
-        return render_template("login.html", error=f"Sign-in failed: {e.description or e.error}",
-                               oidc=cfg().auth.oidc_name), 400
+        return _refused(f"Sign-in failed: {e.description or e.error}", 400)
     claims = dict(token.get("userinfo") or {})
     if not claims.get("email"):
-        claims.update(oauth.oidc.userinfo(token=token))
-    if not claims.get("email"):
-        return render_template("login.html", error="The identity provider did not share an email address.",
-                               oidc=cfg().auth.oidc_name), 400
-    row = videos.upsert_oidc_user(claims)
-    nxt = session.pop("login_next", None)
-    session.clear()
-    login_user(SessionUser(row))
-    csrf_token()
-    return redirect(_safe_next(nxt))
+        claims.update({k: v for k, v in oauth.oidc.userinfo(token=token).items() if k not in ("iss", "sub")})
+    issuer = claims.get("iss") or oauth.oidc.load_server_metadata().get("issuer") or ""
+    try:
+        row = users.oidc_sign_in(claims, issuer, cfg().auth, invite)
+    except SignInRefused as e:
+        return _refused(str(e))
+    return _signed_in(row, nxt)
 
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    """Sign out and forget the session."""
-    if request.method == "POST" and not csrf_ok():
+    """POST (with the CSRF token) signs out and forgets the session; GET shows the button that does."""
+    if request.method == "GET":
+        return render_template("logout.html")
+    if not csrf_ok():
         abort(400)
     logout_user()
     session.clear()

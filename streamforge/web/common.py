@@ -8,11 +8,11 @@ from flask import current_app, has_request_context, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from streamforge.config import Config
-from streamforge.errors import Conflict, NotFound, StorageError, StreamForgeError, ValidationError
+from streamforge.errors import Conflict, Forbidden, NotFound, StorageError, StreamForgeError, ValidationError
 from streamforge.store import videos
 from streamforge.store.objects import ObjectStore
 
-STATUS_FOR = {NotFound: 404, ValidationError: 400, Conflict: 409, StorageError: 503}
+STATUS_FOR = {NotFound: 404, ValidationError: 400, Conflict: 409, StorageError: 503, Forbidden: 403}
 
 
 def cfg() -> Config:
@@ -43,6 +43,28 @@ def handle_errors(bp) -> None:
     @bp.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
         return error(e.code or 500, (e.name or "error").lower().replace(" ", "_"), e.description or e.name)
+
+
+def role_required(*roles: str):
+    """A view decorator: signed in (else 401 / the login page) and holding one of `roles` (else 403).
+
+    A disabled user is not signed in at all (their session and tokens load no user)."""
+    from functools import wraps
+
+    from flask import render_template
+    from flask_login import current_user, login_required
+
+    def decorate(view):
+        @wraps(view)
+        def checked(*args, **kwargs):
+            if current_user.role not in roles:
+                message = f"your role ({current_user.role}) may not do this; it needs {' or '.join(roles)}"
+                if request.path.startswith("/api/"):
+                    return error(403, "forbidden", message)
+                return render_template("forbidden.html", message=message), 403
+            return view(*args, **kwargs)
+        return login_required(checked)
+    return decorate
 
 
 def csrf_token() -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 from flask import Blueprint, current_app, render_template, request
 from flask_login import current_user, login_required
 
-from streamforge.store import videos
+from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, Visibility
-from streamforge.web.common import cfg, video_json
+from streamforge.web.common import cfg, role_required, video_json
 
 bp = Blueprint("pages", __name__)
 LIBRARY_PAGE_SIZE = 24
@@ -52,12 +52,14 @@ def library():
         page = 1
     sort = request.args.get("sort") if request.args.get("sort") in videos.LIBRARY_SORTS else "newest"
     rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE, sort=sort)
+    from streamforge.web.admin import account_json
     return render_template("library.html", videos=[video_json(v) for v in rows], page=page, more=more,
-                           per_page=LIBRARY_PAGE_SIZE, sort=sort, visibilities=Visibility.ALL)
+                           per_page=LIBRARY_PAGE_SIZE, sort=sort, visibilities=Visibility.ALL,
+                           account=account_json(current_user.row), human_size=human_size)
 
 
 @bp.route("/upload")
-@login_required
+@role_required(*users.CAN_UPLOAD)
 def upload():
     """The upload page: Uppy sends the bytes straight to the store through our API's presigned URLs."""
     up = cfg().upload
