@@ -25,6 +25,7 @@ from peewee import (
     IntegerField,
     Model,
     PostgresqlDatabase,
+    SQL,
     SqliteDatabase,
     TextField,
 )
@@ -175,8 +176,8 @@ class Video(BaseModel):
     # file whose content this user already uploaded
     original_sha256 = CharField(null=True, max_length=64, index=True)
     # sharing (migration 5): views counted once per player session, watch time summed
-    views = IntegerField(default=0)
-    watch_seconds = FloatField(default=0.0)
+    views = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
+    watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
 
     class Meta:
         table_name = "videos"
