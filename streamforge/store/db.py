@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from peewee import (
+    SQL,
     BigIntegerField,
     BooleanField,
     CharField,
@@ -25,7 +26,6 @@ from peewee import (
     IntegerField,
     Model,
     PostgresqlDatabase,
-    SQL,
     SqliteDatabase,
     TextField,
 )
