@@ -329,3 +329,30 @@ def test_migration_6_adds_the_hash_to_a_version_5_database(backend, tmp_path):
     finally:
         if name:
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
+
+
+def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path):
+    live = server()
+    tok = token("impatient@example.com")
+    big = tmp_path / "lib" / "long.mp4"
+    big.parent.mkdir()
+    with open(big, "wb") as f:
+        f.truncate(300 * MiB)  # sparse: no disk written here, the upload takes a while
+    proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "import", str(big.parent), "--url", live.url,
+                             "--token", tok], env={k: v for k, v in os.environ.items()
+                                                   if not k.startswith("STREAMFORGE_")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not listed(live, tok):  # the video is created: the bytes are on their way
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "(interrupted)" in out and "Traceback" not in err
+    assert listed(live, tok) == []  # deleted again: no upload left waiting
+    assert len(listed(live, tok, status="ARCHIVED")) == 1
