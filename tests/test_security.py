@@ -24,10 +24,14 @@ from media_factory import make_video
 
 from streamforge import playback, tasks
 from streamforge.store import db as dbmod
-from streamforge.store import videos
+from streamforge.store import users, videos
 from streamforge.store.db import ApiToken
 
 ANON, OTHER, OTHER_BEARER, OWNER = "anonymous", "other user", "other user (bearer)", "owner"
+# roles (issue 12): a viewer, an admin, and a disabled uploader whose session and token were made before
+VIEWER, ADMIN, DISABLED, DISABLED_BEARER = "viewer", "admin", "disabled (session)", "disabled (bearer)"
+# the owner goes last: its changes (delete, reprocess) come after everyone else tried
+IDENTITIES = (ANON, VIEWER, OTHER, OTHER_BEARER, ADMIN, DISABLED, DISABLED_BEARER, OWNER)
 MiB = 1 << 20
 
 
@@ -53,6 +57,11 @@ class World:
     t2: str = ""
     alice_prefix: str = ""    # the visible prefix of alice's first token
     marker: str = ""          # a title only alice's video has
+    vera: str = ""            # a viewer's token
+    adam: str = ""            # an admin's token
+    dan: str = ""             # a disabled uploader's token
+    dan_session: dict = None  # the disabled uploader's browser, signed in before the account was disabled
+    sam_id: str = ""          # a user the admin's PATCH row changes
 
     def activate(self) -> None:
         """Point the process-wide database and queue at this world (other tests re-point them)."""
@@ -75,10 +84,14 @@ class World:
         s = requests.Session()
         if who == ANON:
             return s
-        if who == OTHER_BEARER:
-            s.headers["Authorization"] = f"Bearer {self.bob}"
+        if who in (OTHER_BEARER, DISABLED_BEARER):
+            s.headers["Authorization"] = f"Bearer {self.bob if who == OTHER_BEARER else self.dan}"
             return s
-        token = self.alice if who == OWNER else self.bob
+        if who == DISABLED:
+            s.cookies.update(self.dan_session["cookies"])
+            s.headers["X-CSRF-Token"] = self.dan_session["csrf"]
+            return s
+        token = {OWNER: self.alice, OTHER: self.bob, VIEWER: self.vera, ADMIN: self.adam}[who]
         r = s.get(f"{self.url}/login", params={"token": token}, allow_redirects=False, timeout=10)
         assert r.status_code == 302, r.text
         page = s.get(f"{self.url}/upload", timeout=10).text
@@ -128,6 +141,11 @@ def world(seaweed, tmp_path_factory):
             row, w.t2 = videos.create_token(alice, "spare")
             w.t2_id = row.id
             _, w.bob = videos.create_token(videos.get_or_create_user("bob-sec@example.com"), "main")
+            _, w.vera = videos.create_token(users.add_user("vera-sec@example.com", users.VIEWER), "main")
+            _, w.adam = videos.create_token(users.add_user("adam-sec@example.com", users.ADMIN), "main")
+            dan = users.add_user("dan-sec@example.com")
+            _, w.dan = videos.create_token(dan, "main")
+            w.sam_id = users.add_user("sam-sec@example.com").id
         w.alice_prefix = w.alice[:10]
         w.marker = "alice-private-" + w.alice[3:11]
         w.a = _upload_and_process(w, clip.read_bytes(), w.marker)
@@ -135,6 +153,13 @@ def world(seaweed, tmp_path_factory):
         w.m = _create(w.url, w.alice, size=6 * MiB)["video"]
         w.d = _create(w.url, w.alice, title="doomed")["video"]
         w.b = _create(w.url, w.bob, title="bob's")["video"]
+        browser = requests.Session()
+        assert browser.get(f"{w.url}/login", params={"token": w.dan}, allow_redirects=False, timeout=10).status_code == 302
+        page = browser.get(f"{w.url}/", timeout=10).text
+        w.dan_session = {"cookies": browser.cookies.get_dict(),
+                         "csrf": re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)}
+        with dbmod.db.connection_context():
+            users.update_user(dan, disabled=True)  # the session and token made above stop at their next request
         yield w
 
 
@@ -154,8 +179,36 @@ class Row:
     leak_check: bool = True                     # others' 2xx answers must not mention alice's things
 
 
-def who(anon, other, owner) -> dict:
-    return {ANON: anon, OTHER: other, OTHER_BEARER: other, OWNER: owner}
+_SAME = object()
+
+
+def who(anon, other, owner, *, viewer=_SAME, admin=_SAME, disabled=_SAME) -> dict:
+    """Expected statuses per identity. Roles a row does not name expect what their kind does elsewhere:
+    a viewer and an admin are other users to alice's things (viewer: 403 on uploading routes, which name
+    it), a disabled user is anonymous (their session and token load no user)."""
+    viewer = other if viewer is _SAME else viewer
+    admin = other if admin is _SAME else admin
+    disabled = anon if disabled is _SAME else disabled
+    return {ANON: anon, OTHER: other, OTHER_BEARER: other, OWNER: owner, VIEWER: viewer, ADMIN: admin,
+            DISABLED: disabled, DISABLED_BEARER: disabled}
+
+
+def admin_only(anon_page: bool = False, ok: int = 200) -> dict:
+    """An admin route: 401 (a page: 302 to sign in) signed out or disabled, 403 for other roles."""
+    out = 302 if anon_page else 401
+    return who(out, 403, 403, viewer=403, admin=ok)
+
+
+def _me_is_alice(w: World, r) -> None:
+    got = r.json()
+    assert got["email"] == "alice-sec@example.com" and got["role"] == "uploader", got
+    assert got["usage"]["videos"] >= 4 and got["usage"]["bytes"] > 6 * MiB and got["quota"] == {
+        "max_bytes": 0, "max_videos": 0}, got
+
+
+def _sam_untouched(w: World) -> None:
+    with dbmod.db.connection_context():
+        assert users.find_user(w.sam_id).max_videos is None
 
 
 def _untouched(w: World) -> None:
@@ -207,14 +260,15 @@ MATRIX = [
     Row("GET", "/static/<path:filename>", lambda w: "/static/app.css", who(200, 200, 200)),
     Row("GET", "/login", lambda w: "/login", who(200, 200, 200)),
     Row("GET", "/login/callback", lambda w: "/login/callback", who(404, 404, 404)),  # no OIDC configured
-    Row("GET", "/logout", lambda w: "/logout", who(302, 302, 302)),
-    Row("POST", "/logout", lambda w: "/logout", who(400, 302, 302)),
+    Row("GET", "/logout", lambda w: "/logout", who(200, 200, 200)),  # a page with the sign-out button
+    # a disabled user's stale session carries its CSRF token: signing it out is harmless
+    Row("POST", "/logout", lambda w: "/logout", who(400, 302, 302, disabled=302)),
     Row("GET", "/healthz", lambda w: "/healthz", who(200, 200, 200)),
     # a user's API token or session is not the webhook's token
     Row("POST", "/hooks/storage", lambda w: "/hooks/storage", who(401, 401, 401), body=lambda w: {"Records": []}),
     # pages
     Row("GET", "/", lambda w: "/", who(302, 200, 200), owner_check=_lists_a),
-    Row("GET", "/upload", lambda w: "/upload", who(302, 200, 200)),
+    Row("GET", "/upload", lambda w: "/upload", who(302, 200, 200, viewer=403)),
     Row("GET", "/tokens", lambda w: "/tokens", who(302, 200, 200)),
     Row("GET", "/watch/<slug>", lambda w: f"/watch/{w.a['slug']}", who(404, 404, 200)),  # private
     # tokens
@@ -227,7 +281,7 @@ MATRIX = [
     # `streamforge import`'s lookup: another user asking for alice's original by name and size finds nothing
     Row("GET", "/api/videos", lambda w: f"/api/videos?filename={w.a['original']['filename']}"
         f"&size={w.a['original']['size']}", who(401, 200, 200), owner_check=_lists_a),
-    Row("POST", "/api/videos", lambda w: "/api/videos", who(401, 201, 201),
+    Row("POST", "/api/videos", lambda w: "/api/videos", who(401, 201, 201, viewer=403),
         body=lambda w: {"title": "mine", "filename": "a.mp4", "size": 10, "content_type": "video/mp4"}),
     Row("GET", "/api/videos/<video_id>", lambda w: f"/api/videos/{w.a['id']}", who(401, 404, 200)),
     Row("PATCH", "/api/videos/<video_id>", lambda w: f"/api/videos/{w.a['id']}", who(401, 404, 200),
@@ -237,12 +291,12 @@ MATRIX = [
     Row("GET", "/api/videos/<video_id>/logs", lambda w: f"/api/videos/{w.a['id']}/logs", who(401, 404, 200),
         owner_check=_has_logs),
     Row("POST", "/api/videos/<video_id>/upload/parts", lambda w: f"/api/videos/{w.m['id']}/upload/parts",
-        who(401, 404, 200), body=lambda w: {"part_numbers": [1, 2]}, unchanged=_m_still_uploading),
+        who(401, 404, 200, viewer=403), body=lambda w: {"part_numbers": [1, 2]}, unchanged=_m_still_uploading),
     Row("GET", "/api/videos/<video_id>/upload/parts", lambda w: f"/api/videos/{w.m['id']}/upload/parts",
-        who(401, 404, 200)),
+        who(401, 404, 200, viewer=403)),
     # the owner sends no parts: refused as invalid, which is not a 404
     Row("POST", "/api/videos/<video_id>/upload/complete", lambda w: f"/api/videos/{w.m['id']}/upload/complete",
-        who(401, 404, 400), body=lambda w: {}, unchanged=_m_still_uploading),
+        who(401, 404, 400, viewer=403), body=lambda w: {}, unchanged=_m_still_uploading),
     # playback links: the signature is the capability, whoever holds it (embeds, unlisted shares)
     Row("GET", "/play/<video_id>/<path:relpath>", lambda w: f"/play/{w.a['id']}/master.m3u8?{w.sig(w.a['id'])}",
         who(200, 200, 200), leak_check=False),
@@ -273,7 +327,16 @@ MATRIX = [
         body=lambda w: {"session": "matrix-session-1", "watched_seconds": 1}),
     # the reprocess row goes last among alice's video rows: it sends video A back to PENDING
     Row("POST", "/api/videos/<video_id>/reprocess", lambda w: f"/api/videos/{w.a['id']}/reprocess",
-        who(401, 404, 202), unchanged=_a_not_requeued),
+        who(401, 404, 202, viewer=403), unchanged=_a_not_requeued),
+    # accounts (issue 12): every signed-in user sees their own account; the admin's routes are the admin's
+    Row("GET", "/api/me", lambda w: "/api/me", who(401, 200, 200), owner_check=_me_is_alice),
+    Row("GET", "/admin", lambda w: "/admin", admin_only(anon_page=True), leak_check=False),
+    Row("GET", "/api/admin/users", lambda w: "/api/admin/users", admin_only(), leak_check=False),
+    Row("PATCH", "/api/admin/users/<user_id>", lambda w: f"/api/admin/users/{w.sam_id}", admin_only(),
+        body=lambda w: {"quota": {"max_videos": None}}, unchanged=_sam_untouched, leak_check=False),
+    Row("POST", "/api/admin/invites", lambda w: "/api/admin/invites", admin_only(ok=201),
+        body=lambda w: {"email": "invited-sec@example.com"}, leak_check=False),
+    Row("GET", "/api/admin/stats", lambda w: "/api/admin/stats", admin_only(), leak_check=False),
 ]
 
 
@@ -310,7 +373,7 @@ def test_authorisation_matrix(world):
     failures = []
     for row in MATRIX:
         path = row.path(world)
-        for ident in (ANON, OTHER, OTHER_BEARER, OWNER):
+        for ident in IDENTITIES:
             s = world.session(ident)
             body = row.body(world) if row.body else None
             r = s.request(row.method, world.url + path, json=body, allow_redirects=False, timeout=30)
@@ -320,14 +383,15 @@ def test_authorisation_matrix(world):
             if r.status_code not in allowed:
                 failures.append(f"{label}: {r.status_code}, expected {want}: {r.text[:120]}")
                 continue
-            if r.status_code == 302 and ident == ANON and row.rule in ("/", "/upload", "/tokens"):
+            if r.status_code == 302 and ident in (ANON, DISABLED, DISABLED_BEARER) and row.rule in (
+                    "/", "/upload", "/tokens", "/admin"):
                 if not urlsplit(r.headers["Location"]).path == "/login":
                     failures.append(f"{label}: redirected to {r.headers['Location']}, not to /login")
             if ident != OWNER and row.leak_check and r.status_code < 400:
                 leaked = _leaks(world, r.text + r.headers.get("Location", ""))
                 if leaked:
                     failures.append(f"{label}: the answer shows {', '.join(leaked)}")
-            if ident == OTHER_BEARER and row.unchanged:
+            if ident != OWNER and row.unchanged:
                 try:
                     row.unchanged(world)
                 except AssertionError as e:
@@ -436,7 +500,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
     app = csrf_app
     client = app.test_client()
     with dbmod.db.connection_context():
-        user = videos.get_or_create_user("csrf@example.com")
+        user = users.add_user("csrf@example.com", users.ADMIN)  # for the admin's routes too
+        other = users.add_user("csrf-other@example.com")
         _, tok = videos.create_token(user, "browser")
         spare, _ = videos.create_token(user, "spare")
     h = {"Authorization": f"Bearer {tok}"}
@@ -469,6 +534,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("POST", "/api/videos/<video_id>/reprocess"): (f"/api/videos/{failed_video}/reprocess", None, 202),
         ("POST", "/api/tokens"): ("/api/tokens", {"name": "new"}, 201),
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
+        ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),
+        ("POST", "/api/admin/invites"): ("/api/admin/invites", {"email": "csrf-invite@example.com"}, 201),
         ("POST", "/logout"): ("/logout", None, 302),
     }
     changing = {(rule.rule, m) for rule in app.url_map.iter_rules()
