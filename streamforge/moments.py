@@ -10,14 +10,21 @@ from __future__ import annotations
 import math
 import posixpath
 
-from streamforge.errors import Conflict, NotFound, ValidationError
+from streamforge.errors import Conflict, NotFound, StreamForgeError, ValidationError
 from streamforge.pipeline import frames
 from streamforge.store import videos
 from streamforge.store.db import ProcessingStatus
-from streamforge.store.frames import find_frame, save_frame
+from streamforge.store.frames import count_frames, find_frame, save_frame
 from streamforge.store.objects import ObjectStore
 
 TIME_STEP_MS = 100  # pictures are made for tenths of a second: at most ten per second per width
+MAX_FRAMES_PER_OUTPUT = 2000  # pictures kept per video output: anyone may ask for a public video's
+
+
+class TooManyFrames(StreamForgeError):
+    """The video already has as many made pictures as are kept; the ones made are still served."""
+
+    code = "rate_limited"
 
 
 def parse_request(time: str | None, width: str | None) -> tuple[float, int]:
@@ -55,6 +62,9 @@ def thumbnail_at(store: ObjectStore, video, t: float, width: int) -> str:
     known = find_frame(video, time_ms, width)
     if known is not None:
         return known.s3_key
+    if count_frames(video) >= MAX_FRAMES_PER_OUTPUT:
+        raise TooManyFrames(f"this video has {MAX_FRAMES_PER_OUTPUT} pictures of moments already; ask for one of "
+                            f"those (times in tenths of a second, the same widths)")
     rung, top = _source(video, width)
     size = frames.scaled_size(top.width, top.height, width)
     folder = posixpath.dirname(rung.s3_key)

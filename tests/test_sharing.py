@@ -243,6 +243,12 @@ def test_thumbnail_at_a_time_is_made_once_and_kept(site, tmp_path, monkeypatch):
         got = jpeg_size(data, tmp_path)
         assert got[0] == width and abs(got[1] - height) <= max(1, height // 100), got
     assert thumb(site, "priv", "?time=6&width=64").status_code == 302  # the very end
+    # a video keeps a bounded number of made pictures; those made are still served
+    from streamforge import moments
+    monkeypatch.setattr(moments, "MAX_FRAMES_PER_OUTPUT", 3)
+    refused = thumb(site, "priv", "?time=2&width=99")
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+    assert thumb(site, "priv", "?time=3&width=160").status_code == 302
 
 
 @pytest.mark.parametrize("query", ["?time=60&width=160", "?time=-1&width=160", "?time=abc", "?time=nan",

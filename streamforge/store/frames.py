@@ -12,6 +12,12 @@ def find_frame(video: Video, time_ms: int, width: int) -> FrameThumbnail | None:
                                       & (FrameThumbnail.time_ms == time_ms) & (FrameThumbnail.width == width))
 
 
+def count_frames(video: Video) -> int:
+    """How many pictures were made from the video's current output."""
+    return FrameThumbnail.select().where((FrameThumbnail.video == video.id)
+                                         & (FrameThumbnail.output == video.s3_processed_path)).count()
+
+
 def save_frame(video: Video, time_ms: int, width: int, height: int, key: str) -> None:
     """Remember a picture just put in the store (a concurrent twin's record is as good)."""
     try:

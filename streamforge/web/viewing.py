@@ -42,7 +42,10 @@ def thumbnail(video_id: str):
     """302 to a JPEG of the frame at ?time= seconds, ?width= pixels wide (made on first request)."""
     video = watchable(video_id)
     t, width = moments.parse_request(request.args.get("time"), request.args.get("width"))
-    key = moments.thumbnail_at(store(), video, t, width)
+    try:
+        key = moments.thumbnail_at(store(), video, t, width)
+    except moments.TooManyFrames as e:
+        return error(429, e.code, str(e))
     resp = redirect(media_url(video, key), code=302)
     resp.headers["Cache-Control"] = "private, max-age=300"
     return resp
