@@ -152,6 +152,8 @@ class PlaybackConfig:
     signed_url_ttl: int = 4 * 3600
     # origins that may frame /embed/{slug} (CSP frame-ancestors); "*" = any site
     embed_origins: list = field(default_factory=lambda: ["*"])
+    # view sessions one client address may start an hour (more are not counted); raise it behind a proxy
+    views_per_address_hour: int = 60
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,8 @@ def _validate(cfg: Config) -> None:
     if not all(o == "'self'" or isinstance(o, str) and o and not any(ch in o for ch in " ;,\t\n\r'\"")
                for o in cfg.playback.embed_origins):
         raise ConfigError('[playback] embed_origins: a list of origins such as "https://blog.example.com", or ["*"]')
+    if cfg.playback.views_per_address_hour < 1:
+        raise ConfigError("[playback] views_per_address_hour: at least 1")
     if cfg.auth.default_role not in ("uploader", "viewer"):
         raise ConfigError("[auth] default_role: uploader or viewer")
     if cfg.quota.max_bytes_per_user < 0 or cfg.quota.max_videos_per_user < 0:

@@ -324,7 +324,8 @@ def test_view_caps_per_address_and_session(site, monkeypatch):
     # an address starts only so many sessions an hour: later ones are not counted
     with dbmod.db.connection_context():
         used = dbmod.ViewSession.select().count()
-    monkeypatch.setattr(viewstore, "MAX_SESSIONS_PER_IP_HOUR", used + 1)
+    playback = dataclasses.replace(site.cfg.playback, views_per_address_hour=used + 1)
+    monkeypatch.setitem(site.app.extensions, "streamforge", dataclasses.replace(site.cfg, playback=playback))
     assert report(site, "pub", secrets.token_hex(8), 1).status_code == 204
     views = video(site, "pub")["views"]
     assert report(site, "pub", secrets.token_hex(8), 1).status_code == 429

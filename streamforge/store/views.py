@@ -2,7 +2,7 @@
 
 The player makes a random session id per page load and reports the seconds it played since its
 last report. The first report of a session counts the view. Caps: a client address starts at
-most `MAX_SESSIONS_PER_IP_HOUR` sessions an hour; a session sends at most `MAX_REPORTS` reports;
+most `[playback] views_per_address_hour` sessions an hour; a session sends at most `MAX_REPORTS` reports;
 a session's watch time never runs ahead of the wall clock since it began (plus a first report's
 allowance), so a scripted client cannot add hours in a second.
 """
@@ -15,8 +15,8 @@ from peewee import IntegrityError
 
 from streamforge.store.db import Video, ViewSession, utcnow, write_transaction
 
-MAX_SESSIONS_PER_IP_HOUR = 60
-MAX_REPORTS = 720
+MAX_SESSIONS_PER_IP_HOUR = 60  # the default of [playback] views_per_address_hour
+MAX_REPORTS = 2880  # 12 hours of reports every 15 seconds
 FIRST_REPORT_ALLOWANCE = 60.0  # seconds a session may claim beyond its age (what played before the first report)
 COUNTED, ADDED, LIMITED = "counted", "added", "limited"
 
@@ -26,10 +26,11 @@ def ip_hash(secret: str, address: str) -> str:
     return hashlib.sha256(f"views:{secret}:{address}".encode()).hexdigest()[:32]
 
 
-def _new_session(video_id: str, session: str, seconds: float, ip: str, now: datetime.datetime) -> str | None:
+def _new_session(video_id: str, session: str, seconds: float, ip: str, now: datetime.datetime,
+                 per_hour: int) -> str | None:
     hour_ago = now - datetime.timedelta(hours=1)
     recent = ViewSession.select().where((ViewSession.ip_hash == ip) & (ViewSession.created_at > hour_ago)).count()
-    if recent >= MAX_SESSIONS_PER_IP_HOUR:
+    if recent >= per_hour:
         return LIMITED
     add = min(seconds, FIRST_REPORT_ALLOWANCE)
     try:
@@ -54,13 +55,14 @@ def _add_to_session(row: ViewSession, seconds: float, now: datetime.datetime) ->
     return ADDED
 
 
-def record_view(video_id: str, session: str, seconds: float, ip: str) -> str:
-    """Apply one player report: COUNTED (a new session's view), ADDED (watch time) or LIMITED (capped)."""
+def record_view(video_id: str, session: str, seconds: float, ip: str, per_hour: int | None = None) -> str:
+    """Apply one player report: COUNTED (a new session's view), ADDED (watch time) or LIMITED (capped);
+    `per_hour`: the sessions one address may start an hour (default MAX_SESSIONS_PER_IP_HOUR)."""
     now = utcnow()
     with write_transaction():
         row = ViewSession.get_or_none((ViewSession.video == video_id) & (ViewSession.session == session))
         if row is None:
-            outcome = _new_session(video_id, session, seconds, ip, now)
+            outcome = _new_session(video_id, session, seconds, ip, now, per_hour or MAX_SESSIONS_PER_IP_HOUR)
             if outcome is not None:
                 return outcome
             row = ViewSession.get((ViewSession.video == video_id) & (ViewSession.session == session))

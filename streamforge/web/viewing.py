@@ -70,7 +70,8 @@ def report_view(video_id: str):
     video = watchable(video_id)
     session, seconds = _report(request.get_json(silent=True))
     who = viewstore.ip_hash(cfg().server.secret_key, request.remote_addr or "")
-    if viewstore.record_view(video.id, session, seconds, who) == viewstore.LIMITED:
+    outcome = viewstore.record_view(video.id, session, seconds, who, cfg().playback.views_per_address_hour)
+    if outcome == viewstore.LIMITED:
         return error(429, "rate_limited", "too many view reports from this client; try again later")
     return "", 204
 
