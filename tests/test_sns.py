@@ -196,6 +196,27 @@ def test_untrusted_urls(url):
     assert e.value.status == 400
 
 
+def test_a_cached_certificate_is_checked_for_its_validity_at_every_use(keys):
+    cert = x509.load_pem_x509_certificate(keys["cert"])
+    msg = sign({"Type": sns.NOTIFY, "MessageId": "m", "TopicArn": TOPIC, "Message": "{}",
+                "Timestamp": "2026-12-01T10:00:00.000Z"}, keys["key"], "2")
+    sns.verify_signature(msg, cert)
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=31)
+    with pytest.raises(sns.SnsRefused) as e:
+        sns.verify_signature(msg, cert, now=later)
+    assert e.value.status == 403 and "expired" in str(e.value)
+
+
+@pytest.mark.parametrize("env", [{"STREAMFORGE_WEBHOOK_SNS_HOSTS": "127.0.0.1"},
+                                 {"STREAMFORGE_WEBHOOK_SNS_HOSTS": "[\"host:port\"]"},
+                                 {"STREAMFORGE_WEBHOOK_SNS_TOPICS": "streamforge-uploads"}])
+def test_bad_sns_settings_are_config_errors(env, tmp_path):
+    from streamforge.config import load_config
+    from streamforge.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"\[webhook\] sns_"):
+        load_config(env=env, data_dir=tmp_path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Subscription confirmations
 
