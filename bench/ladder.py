@@ -5,7 +5,9 @@
 Makes (once, cached in the workdir) a 30 s and a 120 s 1080p input from ../shared/media's Big Buck
 Bunny clip, then on the 30 s input runs, one after the other on the same machine:
 
-  * StreamForge: run_pipeline, 1080/720/480/360, veryfast, 4 s segments (audio and thumbnails included);
+  * StreamForge: run_pipeline, 1080/720/480/360, veryfast, 4 s segments (audio and thumbnails included),
+    `rate_control = "abr"` (the same target bitrates as ffmpeg's), and beside it the default `"crf"` mode
+    (capped constant quality), whose time is reported without a goal;
   * ffmpeg one process: one decode, `split` into four `scale`s, four libx264 outputs, AAC, HLS fMP4;
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 
@@ -44,7 +46,8 @@ SF_CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 from streamforge.pipeline import PipelineOptions, run_pipeline
-opts = PipelineOptions(codecs=("h264",), heights={heights!r}, preset={preset!r}, segment_seconds={segment!r})
+opts = PipelineOptions(codecs=("h264",), heights={heights!r}, preset={preset!r}, segment_seconds={segment!r},
+                       rate_control={rate_control!r}, passthrough=False)
 started = time.monotonic()
 result = run_pipeline({src!r}, {out!r}, opts)
 print(json.dumps({{"wall": time.monotonic() - started,
@@ -88,7 +91,8 @@ def plan(src: Path):
     """StreamForge's ladder for the input: the bitrates every contender uses."""
     from streamforge.pipeline import PipelineOptions, plan_ladder, probe
 
-    opts = PipelineOptions(codecs=("h264",), heights=HEIGHTS, preset=PRESET, segment_seconds=SEGMENT)
+    opts = PipelineOptions(codecs=("h264",), heights=HEIGHTS, preset=PRESET, segment_seconds=SEGMENT,
+                           rate_control="abr")
     info = probe(src)
     return plan_ladder(info, opts), round(SEGMENT * float(info.frame_rate))
 
@@ -155,11 +159,11 @@ def psnr(encoded: Path, src: Path, width: int, height: int) -> float:
     return float(match[1])
 
 
-def streamforge(src: Path, out: Path, cpus: str | None) -> float:
+def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr") -> float:
     """Run the pipeline in a fresh process (the interpreter's start included); wall seconds."""
     shutil.rmtree(out, ignore_errors=True)
     code = SF_CHILD.format(root=str(ROOT), heights=HEIGHTS, preset=PRESET, segment=SEGMENT, src=str(src),
-                           out=str(out))
+                           out=str(out), rate_control=rate_control)
     wall, _, _ = run([sys.executable, "-c", code], cpus)
     return wall
 
@@ -168,7 +172,7 @@ def rss_of(src: Path, out: Path, cpus: str | None) -> int:
     """Peak RSS (MiB) of one StreamForge run, measured with /proc's VmHWM of that very process."""
     shutil.rmtree(out, ignore_errors=True)
     code = SF_CHILD.format(root=str(ROOT), heights=HEIGHTS, preset=PRESET, segment=SEGMENT, src=str(src),
-                           out=str(out))
+                           out=str(out), rate_control="abr")
     code += "\nprint([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
     _, _, stdout = run([sys.executable, "-c", code], cpus)
     return int(stdout.strip().splitlines()[-1]) // 1024
@@ -191,11 +195,12 @@ def main() -> int:
     print(f"input {src} | ladder " + ", ".join(f"{r.name} {r.width}x{r.height} {r.bitrate_text}" for r in rungs)
           + f" | {PRESET}, {SEGMENT} s segments, GOP {gop} | ffmpeg {FFMPEG} | cores {args.cpus or os.cpu_count()}",
           flush=True)
-    times: dict[str, list[float]] = {"streamforge": [], "one_process": [], "per_rung": []}
+    times: dict[str, list[float]] = {"streamforge": [], "one_process": [], "per_rung": [], "crf": []}
     sf_out, one_out, rung_out = workdir / "out-streamforge", workdir / "out-ffmpeg-one", workdir / "out-ffmpeg-rung"
     for attempt in range(args.repeat):
         # interleaved, so a noisy neighbour hurts every contender alike
         times["streamforge"].append(streamforge(src, sf_out, args.cpus))
+        times["crf"].append(streamforge(src, workdir / "out-streamforge-crf", args.cpus, rate_control="crf"))
         shutil.rmtree(one_out, ignore_errors=True)
         (one_out).mkdir(parents=True)
         wall, _, _ = run(ffmpeg_one_process(src, one_out, rungs, gop), args.cpus)
@@ -228,6 +233,8 @@ def main() -> int:
                   f"{best['streamforge'] / best[key]:.2f}, median {med['streamforge'] / med[key]:.2f}"
                   f"  (goal <= {GOALS[key]})")
     results["best"] = best
+    print(f"  StreamForge crf mode  {best['crf']:7.1f} s  {med['crf']:7.1f} s   ratio to abr best "
+          f"{best['crf'] / best['streamforge']:.2f}, median {med['crf'] / med['streamforge']:.2f}  (no goal: reported)")
     print(f"PSNR 720p vs source: StreamForge {sf_psnr:.2f} dB, ffmpeg {ff_psnr:.2f} dB, "
           f"difference {sf_psnr - ff_psnr:+.2f} dB (goal >= -{GOALS['psnr_drop']})")
     if not args.skip_rss:

@@ -96,7 +96,7 @@ def make_upload(workdir: Path, seconds: float) -> Path:
     if not path.exists():
         ff(["-stream_loop", "3", "-i", str(MEDIA / "bigbuckbunny-720p-5s.mp4"), "-t", f"{seconds:g}",
             "-c:v", "libx264", "-preset", "fast", "-b:v", "1600k", "-maxrate", "1800k", "-bufsize", "1800k",
-            "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-r", "25", "-c:a", "aac",
             str(path)])
     return path
 

@@ -18,7 +18,7 @@ RATE_CONTROLS = ("crf", "abr")
 # bench/quality.py (the curve is in bench/README.md): the highest CRF per rung whose VMAF stayed within
 # 1.5 of the target bitrate's on every clip; a small rung is watched scaled up, so its pixels count more.
 # The other codecs' are the usual equivalents of that x264 level, not measured here.
-DEFAULT_QUALITY = {"h264": 18.0, "hevc": 23.0, "av1": 30.0, "vp9": 28.0}
+DEFAULT_QUALITY = {"h264": 17.0, "hevc": 22.0, "av1": 29.0, "vp9": 27.0}
 QUALITY_OFFSETS = ((480, 0.0), (360, 1.0), (0, 2.0))  # (rungs at least this tall, minus); < 360 extrapolated
 
 

@@ -121,7 +121,7 @@ def _irregular(scan: _Scan, rate: Fraction, duration: float, segment_seconds: fl
     frame = 1 / float(rate)
     ordered = sorted(scan.pts)
     if abs(ordered[0]) > frame / 2 or any(abs(t - i * frame) > frame / 2 for i, t in enumerate(ordered)):
-        return "the upload's frame rate is variable"
+        return "the upload's frames are not evenly spaced (a variable frame rate or dropped frames)"
     keys = scan.keyframes
     if not keys or keys[0] > frame / 2:
         return "the upload does not start on a keyframe"
