@@ -185,7 +185,10 @@ def test_public_listing_is_public_completed_newest_first_and_searchable(site):
     item = requests.get(f"{site.url}/api/public/videos").json()["items"][0]
     assert "original" not in item and "error_message" not in item
     assert item["embed_url"].endswith(f"/embed/{item['slug']}") and item["cover_url"] and item["views"] >= 0
-    assert requests.get(f"{site.url}/api/public/videos?page=0").status_code == 400
+    for bad in ("?page=0", "?page=abc", "?page=99999999999999999999999", "?q=" + "x" * 201, "?tag=" + "t" * 51):
+        r = requests.get(f"{site.url}/api/public/videos{bad}")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid", bad
+    assert requests.get(f"{site.url}/explore?page=99999999999999999999999&q=%00%27").status_code == 200
     assert requests.get(f"{site.url}/api/public/videos?page=2").json() == {"items": [], "next": None}
 
 

@@ -22,6 +22,7 @@ from streamforge.web.common import app_url, cfg, error, handle_errors, media_url
 bp = Blueprint("share", __name__)
 api_bp = Blueprint("public_api", __name__, url_prefix="/api/public")
 PER_PAGE = 24
+MAX_PAGE = 10000
 PROVIDER = "StreamForge"
 DEFAULT_EMBED_WIDTH = 640
 PUBLIC_FIELDS = ("id", "slug", "title", "description", "tags", "visibility", "status", "master_playlist_url",
@@ -133,8 +134,8 @@ def oembed():
 
 def _page() -> int:
     value = request.args.get("page", "1") or "1"
-    if not value.isdigit() or int(value) < 1:
-        raise ValidationError("page must be a positive integer")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise ValidationError(f"page must be an integer from 1 to {MAX_PAGE}")
     return int(value)
 
 
