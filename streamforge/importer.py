@@ -406,13 +406,6 @@ def import_one(run: _Run, c: Candidate) -> Outcome:
 
 # ---------- the whole import ----------
 
-def _human(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
 def _report(run: _Run, o: Outcome) -> None:
     word = {"imported": "imported", "skipped": "skipped ", "failed": "FAILED  "}[o.state]
     run.say(f"{word} {o.path}: {o.message}", failed=o.state == "failed")
@@ -445,8 +438,9 @@ def run_import(paths: list[str], options: Options, out: TextIO = sys.stdout, err
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     count = {s: sum(1 for o in outcomes if o.state == s) for s in ("imported", "skipped", "failed")}
-    sent = sum(o.size for o in outcomes if o.state == "imported")
-    print(f"{count['imported']} imported ({_human(sent)}), {count['skipped']} skipped (already imported), "
+    from streamforge.web.pages import human_size  # the library page's sizes (as `streamforge user list`)
+    sent = human_size(sum(o.size for o in outcomes if o.state == "imported"))
+    print(f"{count['imported']} imported ({sent}), {count['skipped']} skipped (already imported), "
           f"{other} not media, {count['failed']} failed, in {time.monotonic() - started:.1f} s"
           + (" (interrupted)" if interrupted else ""), file=out, flush=True)
     if interrupted:

@@ -126,7 +126,7 @@ def test_import_folder_then_rerun_skips_everything(server, seaweed, tmp_path):
     # the same import again: nothing is sent, every file is said to be there already
     again = cli("import", str(tmp_path / "lib"), "--url", live.url, "--token", tok)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.strip().splitlines()[-1].startswith("0 imported (0 B), 5 skipped (already imported), "
+    assert again.stdout.strip().splitlines()[-1].startswith("0 imported (0 bytes), 5 skipped (already imported), "
                                                             "2 not media, 0 failed")
     assert again.stdout.count("already imported (same name and size)") == 4
     assert len(listed(live, tok)) == 4
