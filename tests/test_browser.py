@@ -116,13 +116,20 @@ def completed_video(service, state) -> dict:
 
 # ---------------------------------------------------------------- upload
 
+# the page's one file picker: the Dashboard's own input (behind its "choose a file" button)
+UPPY_PICKER = "#uppy-dashboard input.uppy-Dashboard-input[type=file]"
+
 
 def test_upload_page_sends_the_file_with_a_moving_bar_and_follows_processing(page, service, state):
     page.goto(f"{service.url}/upload")
-    form = page.locator("form:has(input[type=file])")
-    assert form.count() == 1
+    form = page.locator("#upload-form")
     from playwright.sync_api import expect
-    form.locator("input[type=file]").first.set_input_files(str(CLIP))
+    picker = form.locator(UPPY_PICKER).first
+    picker.wait_for(state="attached")
+    # one file picker on the page: Uppy's (its hidden input behind "choose a file"), no native one above it
+    assert page.locator("input[type=file]").count() == page.locator(UPPY_PICKER).count() >= 1
+    assert page.locator("input[type=file]:visible").count() == 0
+    picker.set_input_files(str(CLIP))
     # the title is filled from the file name (once the uploader has loaded), and can be changed
     expect(form.locator("input[name=title]")).to_have_value("bigbuckbunny-720p-5s")
     form.locator("input[name=title]").fill("Big Buck Bunny")
@@ -184,7 +191,7 @@ def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     held = []
     page.route(lambda url: "partNumber=3" in url, lambda route: held.append(route))
     page.goto(f"{service.url}/upload")
-    page.locator("#upload-file").set_input_files(str(big))
+    page.locator(UPPY_PICKER).first.set_input_files(str(big))
     box = page.locator("#upload-submit").bounding_box()
     # as a person would: the file shows in the uploader, then Upload (which stays where it was)
     assert poll(page, "() => window.streamforgeUppy?.getFiles().length", bool, timeout=30)
@@ -216,7 +223,9 @@ def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     row.locator("[data-role=badge]", has_text="Interrupted").wait_for()
     assert "Choose the same file again" in row.inner_text()
     shot(page, "upload-restored")
-    page.locator("#upload-file").set_input_files(str(big))
+    # as a person does: the Dashboard lists the interrupted file; "Add more" opens its picker again
+    page.locator("#uppy-dashboard .uppy-DashboardContent-addMore").click()
+    page.locator(UPPY_PICKER).first.set_input_files(str(big))
     page.locator("#upload-submit").click()
     v = service.api.wait(vid, lambda x: x["upload_status"] == "UPLOADED", 30, "UPLOADED", page=page)
     assert v["original"]["size"] == 12 * MiB

@@ -10,7 +10,6 @@ import {
 const script = document.getElementById('upload-script')
 const settings = JSON.parse(document.getElementById('upload-settings').textContent)
 const form = document.getElementById('upload-form')
-const fileInput = document.getElementById('upload-file')
 const submitButton = document.getElementById('upload-submit')
 const errorBox = document.getElementById('upload-error')
 const list = document.getElementById('upload-list')
@@ -230,7 +229,6 @@ async function main () {
     showVendorMissing()
     document.getElementById('uppy-dashboard').hidden = true // no empty box where the Dashboard would be
     submitButton.disabled = true
-    fileInput.disabled = true
     showError('The uploader could not be loaded, so uploads are not possible from this page.')
     return null
   }
@@ -265,7 +263,8 @@ async function main () {
     }
   })
 
-  uppy.use(Dashboard, {
+  // the one file picker of the page: Uppy's Dashboard (mounted once a restore is over, below)
+  const dashboard = {
     inline: true,
     target: '#uppy-dashboard',
     height: 240,
@@ -285,7 +284,7 @@ async function main () {
         dropHint: 'Drop your video here'
       }
     }
-  })
+  }
 
   const videoIdOf = (file) => uppy.getFile(file.id)?.meta?.videoId || file.meta?.videoId
 
@@ -379,19 +378,6 @@ async function main () {
     : null
   uppy.use(GoldenRetriever, { serviceWorker: false })
 
-  // ---- the form's own file input feeds Uppy ----
-  function addFiles (files) {
-    for (const f of files) {
-      try {
-        // the same fields as the Dashboard's picker, so a file picked again after a reload is the same file
-        uppy.addFile({ name: f.name, type: f.type, data: f, source: 'file-input', isRemote: false })
-      } catch (err) {
-        if (!err.isRestriction) console.warn(err)
-        showError(err.message)
-      }
-      break // one video per upload: the form's fields describe one video
-    }
-  }
   let autoTitle = ''
   form.elements.title.addEventListener('input', () => { autoTitle = '' })
 
@@ -461,7 +447,6 @@ async function main () {
       form.elements.title.value = ''
       form.elements.description.value = ''
       form.elements.tags.value = ''
-      fileInput.value = ''
       autoTitle = ''
     }
   })
@@ -487,13 +472,10 @@ async function main () {
 
   async function submit () {
     showError('')
-    // a file picked while an earlier page's upload was still being restored may have been
-    // replaced by the restored state: the form's input still holds it
-    if (!uppy.getFiles().some((f) => !f.isGhost) && fileInput.files.length) addFiles(fileInput.files)
     const files = uppy.getFiles()
     if (!files.length) {
       showError('Choose a video file first.')
-      fileInput.focus()
+      focusPicker()
       return
     }
     // the title defaults to the file's name (as when it is picked); an emptied one is filled again
@@ -505,7 +487,7 @@ async function main () {
     }
     if (files.some((f) => f.isGhost)) {
       showError('Choose the same file again to continue its upload.')
-      fileInput.focus()
+      focusPicker()
       return
     }
     const meta = formMeta()
@@ -533,9 +515,15 @@ async function main () {
     }
   }
 
+  // The picker appears once a restore is over: a file picked during it would be wiped by it.
   await restoring
+  uppy.use(Dashboard, dashboard)
   window.streamforgeUppy = uppy // for debugging from the console
-  return { uppy, addFiles, submit }
+  return { uppy, submit }
+}
+
+function focusPicker () {
+  document.querySelector('#uppy-dashboard .uppy-Dashboard-browse')?.focus()
 }
 
 function pickMeta (meta = {}) {
@@ -546,14 +534,9 @@ function pickMeta (meta = {}) {
   return out
 }
 
-// The form works from the first moment: a file picked or a submit made while Uppy is still
-// loading is handed to it once it is ready.
+// The form works from the first moment: a submit made while Uppy is still loading is handed
+// to it once it is ready.
 const ready = main()
-fileInput.addEventListener('change', async () => {
-  showError('')
-  const app = await ready
-  app?.addFiles(fileInput.files)
-})
 form.addEventListener('submit', async (event) => {
   event.preventDefault()
   const app = await ready
