@@ -154,6 +154,8 @@ class PlaybackConfig:
     embed_origins: list = field(default_factory=lambda: ["*"])
     # view sessions one client address may start an hour (more are not counted); raise it behind a proxy
     views_per_address_hour: int = 60
+    # who may download a rendition as MP4 or the original: "owner", "viewers" (anyone who may watch), "off"
+    downloads: str = "owner"
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError('[playback] embed_origins: a list of origins such as "https://blog.example.com", or ["*"]')
     if cfg.playback.views_per_address_hour < 1:
         raise ConfigError("[playback] views_per_address_hour: at least 1")
+    if cfg.playback.downloads not in ("owner", "viewers", "off"):
+        raise ConfigError('[playback] downloads: "owner", "viewers" or "off"')
     if cfg.auth.default_role not in ("uploader", "viewer"):
         raise ConfigError("[auth] default_role: uploader or viewer")
     if cfg.quota.max_bytes_per_user < 0 or cfg.quota.max_videos_per_user < 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
-from streamforge.store import videos
+from streamforge.store import captions, videos
 from streamforge.store.connect import object_store
 from streamforge.store.db import db
 from streamforge.store.objects import ObjectStore
@@ -164,6 +165,8 @@ class VideoRun:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self.uploader: Uploader | None = None
+        self.subtitles: list = []  # the upload's own subtitle streams, read after the probe
+        self.caption_versions: list[str] = []  # the caption tracks this run's master lists
 
     # ----- lease -----
 
@@ -205,6 +208,8 @@ class VideoRun:
             self.store.download(self.video.original_key, str(src))
             if src.stat().st_size != info.size:
                 raise StorageError(f"download of {self.video.original_key} was cut short")
+            with open(src, "rb") as f:  # what the uploader declared, if anything, gives way to the bytes
+                videos.set_original_sha256(self.video_id, self.token, hashlib.file_digest(f, "sha256").hexdigest())
             st.message = f"downloaded {info.size} bytes"
         return src
 
@@ -214,7 +219,8 @@ class VideoRun:
             info = probe(src, self.config.pipeline)  # the configured limits fail at this stage
             st.message = (f"{info.width}x{info.height}, {info.duration:.2f} s, "
                           f"audio {'yes' if info.has_audio else 'no'}")
-            videos.set_original_info(self.video_id, self.token, duration=info.duration)
+            videos.set_original_info(self.video_id, self.token, duration=info.duration, kind=info.kind)
+            self.subtitles = captions.original_tracks(src, info)  # text subtitle streams become caption tracks
         return info
 
     def _on_progress(self, fraction: float, stage: str = "") -> None:
@@ -253,6 +259,8 @@ class VideoRun:
 
     def upload(self, outdir: Path, result, uploader: Uploader) -> int:
         with self.stage("upload") as st:
+            caption_files, self.caption_versions = captions.for_run(self.video_id, outdir, result, self.subtitles)
+            result.files[:0] = caption_files  # the tracks go up before the master that lists them
             for rel in result.files:
                 if rel not in uploader.uploaded and not rel.endswith(".m3u8"):
                     uploader.submit(rel)
@@ -317,6 +325,7 @@ class VideoRun:
             result = self.transcode(src, workdir / "out", uploader)
             total = self.upload(workdir / "out", result, uploader)
             self.record(result, total)
+            captions.after_run(self.store, self.video_id, self.caption_versions)
             try:
                 self.remove_stale_outputs()
             except StorageError as e:

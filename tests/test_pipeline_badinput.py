@@ -168,7 +168,6 @@ BROKEN = {
     "still.png": (lambda p: mf.make_image(p, "png"), "still image"),
     "still.jpg": (lambda p: mf.make_image(p, "mjpeg"), "still image"),
     "still.gif": (lambda p: mf.make_gif(p, frames=1), "still image"),
-    "audio-only.m4a": (lambda p: mf.make_audio_only(p), "no video"),
     "truncated.mp4": (_truncated_mp4, "not a video"),
     "truncated-faststart.mp4": (_truncated_faststart_mp4, "truncated"),
 }

@@ -246,6 +246,10 @@ def _has_logs(w: World, r) -> None:
     assert {"download", "transcode", "upload", "database"} <= stages
 
 
+def _a_has_no_captions(w: World) -> None:
+    assert w.owner_get(w.a["id"]).json()["captions"] == []
+
+
 def _thumb_path(w: World) -> str:
     cover = w.a["cover_url"]
     return urlsplit(cover).path.split(f"/play/{w.a['id']}/", 1)[1]
@@ -325,6 +329,16 @@ MATRIX = [
         who(404, 404, 302), owner_check=_follow_to_image),
     Row("POST", "/api/videos/<video_id>/views", lambda w: f"/api/videos/{w.a['id']}/views", who(404, 404, 204),
         body=lambda w: {"session": "matrix-session-1", "watched_seconds": 1}),
+    # captions and downloads (issue 13): the owner changes tracks; whoever may watch (the owner: A is private)
+    # lists them; downloads are the owner's by default ([playback] downloads = "owner")
+    Row("POST", "/api/videos/<video_id>/captions", lambda w: f"/api/videos/{w.a['id']}/captions", who(401, 404, 201),
+        body=lambda w: {"language": "en", "content": "WEBVTT\n\n00:00.000 --> 00:00.500\nmatrix cue\n"},
+        unchanged=_a_has_no_captions),
+    Row("GET", "/api/videos/<video_id>/captions", lambda w: f"/api/videos/{w.a['id']}/captions", who(404, 404, 200)),
+    Row("DELETE", "/api/videos/<video_id>/captions/<language>", lambda w: f"/api/videos/{w.a['id']}/captions/en",
+        who(401, 404, 204)),
+    Row("GET", "/api/videos/<video_id>/download", lambda w: f"/api/videos/{w.a['id']}/download?rendition=original",
+        who(404, 404, 302)),
     # the reprocess row goes last among alice's video rows: it sends video A back to PENDING
     Row("POST", "/api/videos/<video_id>/reprocess", lambda w: f"/api/videos/{w.a['id']}/reprocess",
         who(401, 404, 202, viewer=403), unchanged=_a_not_requeued),

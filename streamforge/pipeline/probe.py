@@ -7,8 +7,8 @@ on the local file.
 
 Still images (PNG, JPEG, WebP, BMP, TIFF, a one-frame GIF) are refused with a clear MediaError:
 a video platform has nothing useful to make of one picture. An animated GIF is accepted and
-becomes a short silent video. Audio-only files are refused too ("no video stream"): the ladder,
-thumbnails and player all assume pictures.
+becomes a short silent video. Audio-only files (MP3, M4A, FLAC, WAV, Ogg/Opus; cover art is not
+a video stream) probe as `kind="audio"` with no picture: streamforge.pipeline.audio packages them.
 """
 from __future__ import annotations
 
@@ -75,6 +75,9 @@ class ProbeResult:
     video_stream_index: int = 0
     audio_stream_index: int | None = None
     bit_rate: int = 0
+    kind: str = "video"  # "audio": an audio-only file (width, height and the video fields are 0/empty)
+    # text subtitle streams: (stream index, codec name, language tag from the file or "")
+    subtitle_streams: tuple = ()
 
     @property
     def trusted_duration(self) -> bool:
@@ -141,9 +144,11 @@ def _inspect(path: Path, container) -> ProbeResult:
     videos = [s for s in container.streams.video
               if not (s.disposition & av.stream.Disposition.attached_pic)]
     audios = list(container.streams.audio)
+    subtitles = tuple((s.index, s.codec_context.name if s.codec_context else "", (s.metadata or {}).get("language", ""))
+                      for s in container.streams.subtitles)
     if not videos:
         if audios:
-            raise MediaError(f"{name}: no video stream (audio-only files are not accepted)")
+            return _inspect_audio(path, container, audios, subtitles)
         raise MediaError(f"{name}: no video stream")
     video = videos[0]
     # the first audio stream we can decode, if any: a track in an unknown codec is no reason to fail
@@ -204,7 +209,33 @@ def _inspect(path: Path, container) -> ProbeResult:
         video_stream_index=video.index,
         audio_stream_index=audio.index if audio else None,
         bit_rate=int(container.bit_rate or 0),
+        subtitle_streams=subtitles,
     )
+
+
+def _inspect_audio(path: Path, container, audios: list, subtitles: tuple) -> ProbeResult:
+    """An audio-only file: its first decodable audio stream and its duration."""
+    audio = next((a for a in audios if _decodable(a)), None)
+    if audio is None:
+        raise MediaError(f"{path.name}: no audio stream that can be decoded")
+    tb = audio.time_base
+    start = float(audio.start_time * tb) if audio.start_time is not None and tb else 0.0
+    duration = float(audio.duration * tb) if audio.duration and tb else 0.0
+    if duration <= 0 and container.duration:
+        duration = container.duration / av.time_base
+    if duration <= 0:
+        duration = _scan_duration(path, audio.index, start)
+    if not duration or duration <= 0 or not math.isfinite(duration):
+        raise MediaError(f"{path.name}: the audio has no duration")
+    ctx = audio.codec_context
+    return ProbeResult(
+        path=str(path), format_name=container.format.name, duration=float(duration), width=0, height=0,
+        coded_width=0, coded_height=0, sample_aspect_ratio=Fraction(1), fps=0.0, frame_rate=Fraction(0),
+        rotation=0, video_codec="", pix_fmt="", interlaced=False, start_time=start, has_audio=True,
+        audio_codec=ctx.name, audio_channels=ctx.channels, audio_sample_rate=ctx.sample_rate,
+        audio_layout=ctx.layout.name, stream_count=len(container.streams), video_stream_index=-1,
+        audio_stream_index=audio.index, bit_rate=int(container.bit_rate or 0), kind="audio",
+        subtitle_streams=subtitles)
 
 
 def _decodable(stream) -> bool:

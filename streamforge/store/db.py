@@ -178,6 +178,8 @@ class Video(BaseModel):
     # sharing (migration 5): views counted once per player session, watch time summed
     views = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
+    # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
+    kind = CharField(max_length=8, default="video")
 
     class Meta:
         table_name = "videos"
@@ -304,6 +306,37 @@ class FrameThumbnail(BaseModel):
         indexes = ((("video", "output", "time_ms", "width"), True),)
 
 
+class Caption(BaseModel):
+    """One caption track of a video, per language: its normalised WebVTT (the store holds copies)."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    video = ForeignKeyField(Video, backref="caption_tracks", on_delete="CASCADE")
+    language = CharField(max_length=35)
+    label = CharField(max_length=100, default="")
+    source = CharField(max_length=16, default="upload")  # "upload" or "original" (a stream of the upload)
+    content = TextField()
+    version = CharField(max_length=16)  # a hash of the content: its objects' names change with it
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "captions"
+        indexes = ((("video", "language"), True),)
+
+
+class DownloadFile(BaseModel):
+    """A progressive MP4 made from a rendition on first request (GET /api/videos/{id}/download)."""
+
+    key = CharField(primary_key=True, max_length=400)  # its object key, beside the HLS output
+    video = ForeignKeyField(Video, backref="download_files", on_delete="CASCADE", index=True)
+    state = CharField(max_length=16, default="making")  # "making" (one request holds it) or "ready"
+    started_at = DateTimeField(default=utcnow)
+    size = BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "download_files"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -312,7 +345,8 @@ class SchemaVersion(BaseModel):
         table_name = "schema_version"
 
 
-MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, Invite, Worker)
+MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
+          Caption, DownloadFile)
 
 
 def _migration_1(database) -> None:
@@ -348,7 +382,13 @@ def _migration_3(database) -> None:
 
 
 def _migration_4(database) -> None:
-    """Reserved for issue 13: captions, downloads, audio (a no-op until that change lands)."""
+    """Captions, downloads, audio: the captions and download_files tables, videos.kind."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    database.create_tables([Caption, DownloadFile], safe=True)
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "kind" not in {c.name for c in database.get_columns("videos")}:
+        run(migrator.add_column("videos", "kind", Video.kind))
 
 
 def _migration_5(database) -> None:

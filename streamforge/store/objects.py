@@ -292,11 +292,16 @@ class ObjectStore:
         return {"method": "POST", "url": f"{self.public_base}/{self.bucket}", "fields": fields,
                 "expires_at": _iso(expires_at)}
 
-    def presigned_get(self, key: str, expires: int) -> str:
-        """A presigned GET URL on the public host."""
+    def presigned_get(self, key: str, expires: int, download_name: str | None = None) -> str:
+        """A presigned GET URL on the public host; with `download_name`, served as an attachment of that name."""
+        headers = None
+        if download_name:
+            ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in download_name)
+            headers = {"response-content-disposition": f"attachment; filename=\"{ascii_name}\"; "
+                                                       f"filename*=UTF-8''{quote(download_name, safe='')}"}
         with self._errors("presigned_get", key):
             return self._signer.presigned_get_object(bucket_name=self.bucket, object_name=key,
-                                                     expires=timedelta(seconds=expires))
+                                                     expires=timedelta(seconds=expires), response_headers=headers)
 
     def public_url(self, key: str) -> str:
         """The unsigned URL players fetch `key` from: on the CDN when set, else the store's public URL."""

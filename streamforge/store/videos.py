@@ -319,9 +319,17 @@ def log_stage(video_id: str, attempt: int, stage: str, status: str, message: str
                                 error_details=(error_details or None) and error_details[:8000])
 
 
-def set_original_info(video_id: str, token: str, *, duration: float, size: int | None = None) -> bool:
-    """Record what the probe learnt about the original."""
+def set_original_sha256(video_id: str, token: str, sha256: str) -> bool:
+    """Record the SHA-256 of the original the run downloaded (`streamforge import` finds copies by it)."""
+    return Video.update(original_sha256=sha256).where(_mine(video_id, token)).execute() == 1
+
+
+def set_original_info(video_id: str, token: str, *, duration: float, size: int | None = None,
+                      kind: str | None = None) -> bool:
+    """Record what the probe learnt about the original (`kind`: "video" or "audio")."""
     fields = {"original_duration": duration, "updated_at": utcnow()}
+    if kind is not None:
+        fields["kind"] = kind
     if size is not None:
         fields["original_file_size"] = size
     return Video.update(**fields).where(_mine(video_id, token)).execute() == 1

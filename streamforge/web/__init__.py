@@ -79,6 +79,8 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
     from streamforge.web import share, viewing
     share.init_app(app)
     viewing.init_app(app)
+    from streamforge.web import media_api
+    media_api.init_app(app)
 
     if not app.debug:
         logging.getLogger("streamforge").setLevel(logging.INFO)

@@ -134,7 +134,7 @@ def video_json(video, full: bool = True) -> dict:
         "created_at": _iso(video.created_at), "updated_at": _iso(video.updated_at),
         "uploaded_at": _iso(video.uploaded_at) if video.upload_status == "UPLOADED" else None,
         "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
-        "attempts": video.attempts,
+        "attempts": video.attempts, "kind": video.kind or "video",
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
     }
     if full:
@@ -148,4 +148,6 @@ def video_json(video, full: bool = True) -> dict:
             "height": t.height} for t in videos.thumbnails_of(video)]
         cover = next((t["url"] for t in out["thumbnails"] if t["type"] == "COVER"), None)
         out["cover_url"] = cover
+        from streamforge.web.media_api import captions_json
+        out["captions"] = captions_json(video)
     return out

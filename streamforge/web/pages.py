@@ -21,7 +21,8 @@ LIBRARY_PAGE_SIZE = 24
 # extensions the file picker offers besides the configured MIME patterns (browsers give some
 # containers, such as .mkv, no MIME type at all)
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
-                    ".mpeg", ".flv", ".wmv", ".ogv", ".3gp")
+                    ".mpeg", ".flv", ".wmv", ".ogv", ".3gp",
+                    ".mp3", ".m4a", ".aac", ".flac", ".wav", ".ogg", ".oga", ".opus")  # audio-only uploads too
 
 
 def human_size(n: int) -> str:

@@ -55,6 +55,8 @@ def play(video_id: str, relpath: str):
             raise
         if target.endswith(".m3u8"):
             body, mime = playback.rewrite_playlist(text, resolve), PLAYLIST
+        elif target.startswith("subs/"):  # a caption track: cue text is served as it is (it names no files)
+            body, mime = text, "text/vtt"
         else:
             body, mime = playback.rewrite_vtt(text, resolve), "text/vtt"
         resp = Response(body, mimetype=mime)

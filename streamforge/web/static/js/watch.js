@@ -5,6 +5,7 @@
 // through a <track kind="metadata" label="thumbnails">. Native HLS is used only where the browser
 // has no MediaSource (Safari on iOS).
 import { api, pollVideo, showVendorMissing } from './api.js'
+import { rememberCaptions } from './captions-choice.js'
 
 const script = document.getElementById('watch-script')
 const data = JSON.parse(document.getElementById('video-data').textContent)
@@ -214,4 +215,5 @@ async function main () {
 }
 
 window.streamforgePlayer = { get hls () { return hls }, video, api }
+rememberCaptions(video)
 main()

@@ -1,0 +1,145 @@
+"""Captions and downloads of a video (API.md, "Captions, downloads and audio").
+
+Captions are changed by the video's owner and read by whoever may watch it. A download is a 302 to
+a signed store URL that lives a few minutes: a rendition's progressive MP4 (made on first request,
+see store/downloads.py) or the original file; `[playback] downloads` says who may have one.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, redirect, request
+from flask_login import current_user, login_required
+
+from streamforge.errors import NotFound, ValidationError
+from streamforge.pipeline import captions as vtt
+from streamforge.store import captions, downloads, videos
+from streamforge.store.db import ProcessingStatus, Visibility
+from streamforge.web.common import cfg, error, handle_errors, media_url, store
+
+bp = Blueprint("media_api", __name__, url_prefix="/api")
+MAX_CAPTION_BYTES = 1024 * 1024
+# the JSON around 1 MiB of caption text, escaped (\u00e9 is six bytes for one character)
+MAX_CAPTION_BODY = 7 * MAX_CAPTION_BYTES
+DOWNLOAD_URL_TTL = 300
+
+
+def _may_watch(video) -> bool:
+    if video is None or video.status == ProcessingStatus.ARCHIVED:
+        return False
+    return _is_owner(video) or video.visibility != Visibility.PRIVATE
+
+
+def _is_owner(video) -> bool:
+    return current_user.is_authenticated and current_user.id == video.user_id
+
+
+def _watchable(video_id: str):
+    video = videos.get_video_by_id(video_id)
+    if not _may_watch(video):
+        raise NotFound("no such video")
+    return video
+
+
+def caption_json(video, track) -> dict:
+    """A caption track as the API lists it; `url` is its WebVTT file."""
+    key = f"{video.s3_processed_path}/{captions.relpaths(track)[0]}"
+    return {"language": track.language, "label": captions.label_of(track), "source": track.source,
+            "url": media_url(video, key)}
+
+
+def captions_json(video) -> list[dict]:
+    """VIDEO.captions: every track of the video."""
+    return [caption_json(video, t) for t in captions.tracks_of(video.id)]
+
+
+def _caption_body() -> tuple[str, str, str]:
+    request.max_content_length = MAX_CAPTION_BODY
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError('the body must be a JSON object {"language", "label"?, "content"}')
+    language, label, content = body.get("language"), body.get("label"), body.get("content")
+    if not vtt.valid_language(language):
+        raise ValidationError("language must be a language tag such as en, fr or pt-BR")
+    if label is not None and (not isinstance(label, str) or len(label) > 100):
+        raise ValidationError("label must be a string of at most 100 characters")
+    if not isinstance(content, str) or not content.strip():
+        raise ValidationError("content must be the text of a WebVTT or SRT file")
+    if len(content.encode("utf-8")) > MAX_CAPTION_BYTES:
+        raise ValidationError(f"content is larger than {MAX_CAPTION_BYTES} bytes")
+    return language, (label or "").strip(), content
+
+
+@bp.route("/videos/<video_id>/captions", methods=["POST"])
+@login_required
+def add_caption(video_id: str):
+    """Add or replace the track of one language from WebVTT or SRT text (the owner)."""
+    video = videos.get_video(current_user.row, video_id)
+    language, label, content = _caption_body()
+    try:
+        text = vtt.normalise(content)
+    except vtt.CaptionFormatError as e:
+        return error(400, "invalid_captions", f"not a WebVTT or SRT file: {e}")
+    track = captions.save_track(video.id, language, label, text)
+    captions.publish(store(), videos.get_video_by_id(video.id))
+    item = caption_json(video, track)
+    return {"language": item["language"], "label": item["label"], "url": item["url"],
+            "source": item["source"]}, 201
+
+
+@bp.route("/videos/<video_id>/captions", methods=["GET"])
+def list_captions(video_id: str):
+    """The video's caption tracks (whoever may watch it)."""
+    return {"items": captions_json(_watchable(video_id))}
+
+
+@bp.route("/videos/<video_id>/captions/<language>", methods=["DELETE"])
+@login_required
+def delete_caption(video_id: str, language: str):
+    """Remove the track of one language (the owner)."""
+    video = videos.get_video(current_user.row, video_id)
+    if not captions.delete_track(video.id, language):
+        raise NotFound(f"this video has no {language!r} caption track")
+    captions.publish(store(), video)
+    return "", 204
+
+
+@bp.route("/videos/<video_id>/download", methods=["GET"])
+def download(video_id: str):
+    """302 to a short-lived signed URL of a rendition's MP4 or of the original ([playback] downloads)."""
+    video = _watchable(video_id)
+    mode = cfg().playback.downloads
+    if mode == "off":
+        return error(403, "downloads_off", "downloads are turned off on this server")
+    if not _is_owner(video) and mode != "viewers":
+        if not current_user.is_authenticated:
+            return error(401, "unauthorized", "sign in to download this video")
+        return error(403, "forbidden", "only the owner may download this video")
+    rendition = request.args.get("rendition") or ""
+    if not rendition:
+        raise ValidationError("rendition is required: a rendition's name, or original")
+    if rendition == "original":
+        key = video.original_key
+        if not key or video.upload_status != "UPLOADED":
+            raise NotFound("the original of this video is not in the store")
+    else:
+        if video.status != ProcessingStatus.COMPLETED:
+            return error(409, "not_ready", f"the video is {video.status}; renditions download once it is COMPLETED")
+        key = downloads.ensure_mp4(store(), video, rendition, cfg().pipeline.temp_dir or None)
+    url = store().presigned_get(key, DOWNLOAD_URL_TTL, download_name=downloads.download_name(video, rendition))
+    resp = redirect(url, code=302)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def may_download(owner: bool) -> bool:
+    """For templates: whether a viewer of the page (its owner or not) may download the video."""
+    mode = cfg().playback.downloads
+    return mode == "viewers" or (owner and mode == "owner")
+
+
+def init_app(app) -> None:
+    """Register the captions and downloads blueprint (and `may_download` for the watch page)."""
+    app.register_blueprint(bp)
+    app.jinja_env.globals["may_download"] = may_download
+
+
+handle_errors(bp)
