@@ -546,6 +546,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("PATCH", "/api/videos/<video_id>"): (f"/api/videos/{put_video}", {"title": "changed"}, 200),
         ("DELETE", "/api/videos/<video_id>"): (f"/api/videos/{doomed}", None, 204),
         ("POST", "/api/videos/<video_id>/reprocess"): (f"/api/videos/{failed_video}/reprocess", None, 202),
+        ("POST", "/api/videos/<video_id>/views"): (f"/api/videos/{put_video}/views",
+                                                   {"session": "csrf-session-1", "watched_seconds": 1}, 204),
         ("POST", "/api/tokens"): ("/api/tokens", {"name": "new"}, 201),
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
         ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),
