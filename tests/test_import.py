@@ -356,3 +356,30 @@ def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path):
     assert "(interrupted)" in out and "Traceback" not in err
     assert listed(live, tok) == []  # deleted again: no upload left waiting
     assert len(listed(live, tok, status="ARCHIVED")) == 1
+
+
+def test_a_browser_upload_gets_its_hash_from_the_worker(server, tmp_path):
+    """The upload page sends no sha256: the run that downloads the original records it, so a
+    renamed copy on disk is still found (and a wrong declared hash gives way to the bytes)."""
+    from conftest import drain_queue
+    live = server(STREAMFORGE_PIPELINE_HEIGHTS="48")
+    tok = token("browser@example.com")
+    h = {"Authorization": f"Bearer {tok}"}
+    clip = make_video(tmp_path / "from the browser.mp4", width=64, height=48, seconds=0.5)
+    for declared in (None, "00" * 32):
+        data = clip.read_bytes() + (b"" if declared is None else b"\0")
+        body = {"title": "b", "filename": "from the browser.mp4", "size": len(data), "content_type": "video/mp4"}
+        made = requests.post(f"{live.url}/api/videos", json={**body, **({"sha256": declared} if declared else {})},
+                             headers=h, timeout=10).json()
+        requests.put(made["upload"]["url"], data=data, headers=made["upload"]["headers"], timeout=30).raise_for_status()
+        vid = made["video"]["id"]
+        assert requests.post(f"{live.url}/api/videos/{vid}/upload/complete", json={}, headers=h,
+                             timeout=30).status_code == 200
+        assert drain_queue() == ["completed"]
+        v = requests.get(f"{live.url}/api/videos/{vid}", headers=h, timeout=10).json()
+        assert v["original"]["sha256"] == hashlib.sha256(data).hexdigest()
+    renamed = tmp_path / "copy" / "renamed.mp4"
+    renamed.parent.mkdir()
+    shutil.copyfile(clip, renamed)
+    r = cli("import", str(renamed), "--url", live.url, "--token", tok)
+    assert r.returncode == 0 and "already imported (same content as 'from the browser.mp4')" in r.stdout, r.stdout
