@@ -164,7 +164,10 @@ def test_login_link_rejects_bad_token_and_cookie_flags(client, token_for):
     cookie = r.headers.get("Set-Cookie", "")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert client.get("/").status_code == 200
-    client.get("/logout")
+    page = client.get("/logout").get_data(as_text=True)  # a page with the sign-out button: signs nobody out
+    assert client.get("/").status_code == 200
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
     assert client.get("/").status_code == 302
 
 
