@@ -182,3 +182,103 @@ def test_captions_round_trip_through_the_master(live, tmp_path):
 def live_store(live):
     from streamforge.store.objects import ObjectStore
     return ObjectStore.from_config(live.cfg)
+
+
+# ------------------------------------------------------------------ in Chromium
+
+BROWSER_VTT = ("WEBVTT\n\n00:00:00.000 --> 00:00:05.000\nCaption seen by hls.js <img src=x onerror=\"window.__pwned=1\">\n")
+TRACKS = """() => { const v = document.querySelector('video');
+  if (v.paused) { v.muted = true; v.play().catch(() => {}) }
+  return {t: v.currentTime, pwned: !!window.__pwned, tracks: [...v.textTracks]
+    .filter(x => x.kind === 'subtitles' || x.kind === 'captions')
+    .map(x => ({lang: x.language, label: x.label, mode: x.mode, cues: [...(x.cues || [])].map(c => c.text)}))} }"""
+
+
+@pytest.mark.browser
+def test_captions_play_in_chromium_and_the_choice_is_remembered(live, tmp_path):
+    import os
+
+    from browser_helpers import CHROMIUM, CHROMIUM_ARGS, poll
+    from conftest import require
+    require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=6", "-f", "lavfi", "-i",
+           "sine=frequency=440:sample_rate=48000:duration=6", "-c:v", "libx264", "-preset", "ultrafast",
+           "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", tmp_path / "clip.mp4")
+    vid = upload(live, tmp_path / "clip.mp4")
+    r = requests.post(f"{live.url}/api/videos/{vid}/captions", headers=live.h,
+                      json={"language": "en", "label": "English", "content": BROWSER_VTT})
+    assert r.status_code == 201
+    watch = get(live, vid)["watch_url"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{live.url}/login?token={live.h['Authorization'].split()[1]}")
+            page.goto(watch)
+            state = poll(page, TRACKS, lambda s: s["t"] > 1 and s["tracks"], timeout=45)
+            assert [(x["lang"], x["label"]) for x in state["tracks"]] == [("en", "English")], state
+            assert page.locator("media-captions-menu-button").count() == 1
+            # the viewer turns English on: hls.js loads the WebVTT and the cue arrives as text, never as markup
+            page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
+                          "if (t.kind === 'subtitles') t.mode = 'showing' }")
+            state = poll(page, TRACKS, lambda s: s["tracks"][0]["cues"], timeout=30)
+            cue = state["tracks"][0]["cues"][0]
+            assert cue.startswith("Caption seen by hls.js") and not state["pwned"], state
+            assert page.evaluate("() => localStorage.getItem('streamforge-captions')") == "en"
+            # the next visit shows English by itself; turning it off is remembered too
+            page.reload()
+            state = poll(page, TRACKS, lambda s: s["tracks"] and s["tracks"][0]["mode"] == "showing", timeout=45)
+            assert state["tracks"][0]["mode"] == "showing", state
+            page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
+                          "if (t.kind === 'subtitles') t.mode = 'disabled' }")
+            assert poll(page, "() => localStorage.getItem('streamforge-captions')", lambda s: s == "off") == "off"
+            assert errors == [] and not page.evaluate("() => !!window.__pwned")
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_4_adds_captions_downloads_and_kind_to_an_older_database(backend, tmp_path):
+    """A database from before migration 4 gains the captions and download_files tables and videos.kind."""
+    import os
+    import subprocess
+
+    from conftest import port_open, require
+
+    from streamforge.store import captions, videos
+    from streamforge.store import db as dbmod
+    from streamforge.store.db import SchemaVersion, Video
+    name = None
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'v3.db'}"
+    else:
+        require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
+        name = f"sf_i13_{os.getpid()}"
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        database = dbmod.init_db(url)
+        with database.connection_context():
+            user = videos.get_or_create_user("old-i13@example.com")
+            Video.insert(id="cold4", title="t", slug="s-i13", user=user, original_file_name="a.mp4",
+                         s3_bucket="b").execute()
+            database.execute_sql("DROP TABLE captions")
+            database.execute_sql("DROP TABLE download_files")
+            database.execute_sql("ALTER TABLE videos DROP COLUMN kind")
+            SchemaVersion.delete().where(SchemaVersion.version > 3).execute()
+        database = dbmod.init_db(url)
+        with database.connection_context():
+            assert max(r.version for r in SchemaVersion.select()) == dbmod.SCHEMA_VERSION
+            assert Video.get_by_id("cold4").kind == "video"
+            captions.save_track("cold4", "en", "English", vtt.normalise(VTT_EN))
+            captions.save_track("cold4", "en", "English", vtt.normalise(VTT_EN.replace("Hello", "Hi")))
+            assert [("en", "Hi" in t.content) for t in captions.tracks_of("cold4")] == [("en", True)]
+        dbmod.migrate(database)  # again: nothing to do
+        database.close()
+    finally:
+        if name:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])

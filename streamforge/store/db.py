@@ -179,7 +179,7 @@ class Video(BaseModel):
     views = IntegerField(default=0, constraints=[SQL("DEFAULT 0")])
     watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
-    kind = CharField(max_length=8, default="video")
+    kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
 
     class Meta:
         table_name = "videos"
