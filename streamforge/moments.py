@@ -45,9 +45,11 @@ def parse_request(time: str | None, width: str | None) -> tuple[float, int]:
 
 
 def _source(video, width: int):
-    rungs = [r for r in videos.renditions_of(video) if r.width and r.height]
-    if not rungs or video.status != ProcessingStatus.COMPLETED:
+    if video.status != ProcessingStatus.COMPLETED:
         raise Conflict("this video has no pictures yet: it is not processed")
+    rungs = [r for r in videos.renditions_of(video) if r.width and r.height]
+    if not rungs:
+        raise Conflict("this video has no pictures: it has no video rendition (audio only)")
     rungs.sort(key=lambda r: (r.width, r.codec != "h264"))
     fit = next((r for r in rungs if r.width >= width), rungs[-1])
     return fit, rungs[-1]

@@ -267,6 +267,11 @@ def test_thumbnail_is_for_whoever_may_watch(site):
     assert thumb(site, "unl", "?time=1&width=64", who=None).status_code == 302
     r = thumb(site, "pub", "?time=1&width=64", who=None)
     assert r.status_code == 302 and requests.get(r.headers["Location"]).content[:3] == b"\xff\xd8\xff"
+    waiting = requests.post(f"{site.url}/api/videos", headers=h(site, "ana"), json={
+        "title": "no bytes yet", "filename": "w.mp4", "size": 10, "content_type": "video/mp4"}).json()["video"]
+    r = requests.get(f"{site.url}/api/videos/{waiting['id']}/thumbnail.jpg?time=0", headers=h(site, "ana"))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    requests.delete(f"{site.url}/api/videos/{waiting['id']}", headers=h(site, "ana"))
 
 
 # ---------------------------------------------------------------- views
