@@ -41,10 +41,10 @@ BANNER_END = "Stop: press Ctrl-C"
 
 
 def start_serve(tmp_path, *extra: str, command=None, env: dict | None = None, timeout: float = 120,
-                port: int | None = None):
+                port: int | None = None, inherit_env: bool = True):
     """Start `serve` in its own session, output to tmp_path/serve.log; return once the banner is out."""
     port = port or free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")} if inherit_env else {}
     base["STREAMFORGE_PIPELINE_HEIGHTS"] = "360,240"
     env = {**base, **(env or {})}
     log = open(tmp_path / "serve.log", "w+")
