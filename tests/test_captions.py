@@ -235,6 +235,18 @@ def test_captions_play_in_chromium_and_the_choice_is_remembered(live, tmp_path):
             page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
                           "if (t.kind === 'subtitles') t.mode = 'disabled' }")
             assert poll(page, "() => localStorage.getItem('streamforge-captions')", lambda s: s == "off") == "off"
+            # the owner adds a French SRT through the page's form; after the reload both tracks are offered
+            srt = tmp_path / "fr.srt"
+            srt.write_text(SRT_FR)
+            page.click("#captions-editor summary")
+            page.fill("#caption-language", "fr")
+            page.fill("#caption-label", "Français")
+            page.set_input_files("#caption-file", str(srt))
+            page.click("#caption-form button[type=submit]")
+            page.wait_for_selector('#caption-list li[data-language="fr"]', timeout=30000)
+            state = poll(page, TRACKS, lambda s: len(s["tracks"]) == 2, timeout=45)
+            assert sorted(x["lang"] for x in state["tracks"]) == ["en", "fr"], state
+            assert page.locator('#downloads a[data-rendition="original"]').count() == 1
             assert errors == [] and not page.evaluate("() => !!window.__pwned")
         finally:
             browser.close()

@@ -61,7 +61,8 @@ def play(video_id: str, relpath: str):
             body, mime = playback.rewrite_vtt(text, resolve), "text/vtt"
         resp = Response(body, mimetype=mime)
         live = video.status == ProcessingStatus.PROCESSING
-        resp.headers["Cache-Control"] = "no-cache" if live else "private, max-age=30"
+        # the master is rewritten when a caption track is added or removed: never kept stale
+        resp.headers["Cache-Control"] = "no-cache" if live or target == "master.m3u8" else "private, max-age=30"
         return _cors(resp)
     resp = redirect(store().presigned_get(key, ttl), code=302)
     resp.headers["Cache-Control"] = "private, max-age=300"
