@@ -12,8 +12,9 @@ from flask_login import current_user, login_required
 from streamforge.errors import NotFound, ValidationError
 from streamforge.pipeline import captions as vtt
 from streamforge.store import captions, downloads, videos
-from streamforge.store.db import ProcessingStatus, Visibility
+from streamforge.store.db import ProcessingStatus
 from streamforge.web.common import cfg, error, handle_errors, media_url, store
+from streamforge.web.viewing import watchable
 
 bp = Blueprint("media_api", __name__, url_prefix="/api")
 MAX_CAPTION_BYTES = 1024 * 1024
@@ -22,21 +23,8 @@ MAX_CAPTION_BODY = 7 * MAX_CAPTION_BYTES
 DOWNLOAD_URL_TTL = 300
 
 
-def _may_watch(video) -> bool:
-    if video is None or video.status == ProcessingStatus.ARCHIVED:
-        return False
-    return _is_owner(video) or video.visibility != Visibility.PRIVATE
-
-
 def _is_owner(video) -> bool:
     return current_user.is_authenticated and current_user.id == video.user_id
-
-
-def _watchable(video_id: str):
-    video = videos.get_video_by_id(video_id)
-    if not _may_watch(video):
-        raise NotFound("no such video")
-    return video
 
 
 def caption_json(video, track) -> dict:
@@ -88,7 +76,7 @@ def add_caption(video_id: str):
 @bp.route("/videos/<video_id>/captions", methods=["GET"])
 def list_captions(video_id: str):
     """The video's caption tracks (whoever may watch it)."""
-    return {"items": captions_json(_watchable(video_id))}
+    return {"items": captions_json(watchable(video_id))}
 
 
 @bp.route("/videos/<video_id>/captions/<language>", methods=["DELETE"])
@@ -105,7 +93,7 @@ def delete_caption(video_id: str, language: str):
 @bp.route("/videos/<video_id>/download", methods=["GET"])
 def download(video_id: str):
     """302 to a short-lived signed URL of a rendition's MP4 or of the original ([playback] downloads)."""
-    video = _watchable(video_id)
+    video = watchable(video_id)
     mode = cfg().playback.downloads
     if mode == "off":
         return error(403, "downloads_off", "downloads are turned off on this server")
