@@ -142,7 +142,7 @@ def test_captions_round_trip_through_the_master(live, tmp_path):
     r = requests.post(base, json={"language": "en", "label": "English", "content": VTT_EN}, headers=live.h)
     assert r.status_code == 201 and r.json()["language"] == "en" and r.json()["label"] == "English"
     assert "Hello from the English track" in fetch(r.json()["url"]).text
-    r = requests.post(base, json={"language": "fr", "content": SRT_FR}, headers=live.h)
+    r = requests.post(base, json={"language": "FR", "content": SRT_FR}, headers=live.h)
     assert r.status_code == 201 and r.json()["label"] == "fr"
     texts = master_tracks(get(live, vid))
     assert sorted(texts) == ["en", "fr"] and "A second English cue" in texts["en"]

@@ -39,6 +39,12 @@ def captions_json(video) -> list[dict]:
     return [caption_json(video, t) for t in captions.tracks_of(video.id)]
 
 
+def _language(value: str) -> str:
+    """The track's key: the primary language subtag in lower case ("EN" and "en" are one track)."""
+    head, _, rest = value.partition("-")
+    return head.lower() + (f"-{rest}" if rest else "")
+
+
 def _caption_body() -> tuple[str, str, str]:
     request.max_content_length = MAX_CAPTION_BODY
     body = request.get_json(silent=True)
@@ -53,7 +59,7 @@ def _caption_body() -> tuple[str, str, str]:
         raise ValidationError("content must be the text of a WebVTT or SRT file")
     if len(content.encode("utf-8")) > MAX_CAPTION_BYTES:
         raise ValidationError(f"content is larger than {MAX_CAPTION_BYTES} bytes")
-    return language, (label or "").strip(), content
+    return _language(language), (label or "").strip(), content
 
 
 @bp.route("/videos/<video_id>/captions", methods=["POST"])
@@ -84,7 +90,7 @@ def list_captions(video_id: str):
 def delete_caption(video_id: str, language: str):
     """Remove the track of one language (the owner)."""
     video = videos.get_video(current_user.row, video_id)
-    if not captions.delete_track(video.id, language):
+    if not captions.delete_track(video.id, _language(language)):
         raise NotFound(f"this video has no {language!r} caption track")
     captions.publish(store(), video)
     return "", 204
