@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import media_factory as mf
 import pytest
+from test_processing import live  # noqa: F401 - the app on a real SeaweedFS, a 360/240 ladder
 
 from streamforge.pipeline import PipelineOptions, run_pipeline
 from streamforge.pipeline import passthrough as pt
@@ -55,10 +56,10 @@ def joined(outdir: Path, rung: str) -> Path:
     return target
 
 
-@pytest.mark.parametrize("live", [False, True])
-def test_an_h264_upload_is_copied_and_the_other_rungs_align_to_its_keyframes(tmp_path, live):
+@pytest.mark.parametrize("live_mode", [False, True])
+def test_an_h264_upload_is_copied_and_the_other_rungs_align_to_its_keyframes(tmp_path, live_mode):
     src = make_upload(tmp_path / "up.mp4", keyframes=[0, 25, 50, 75])  # 1 s keyframes, 4 s
-    opts = dataclasses.replace(OPTS, live=live)
+    opts = dataclasses.replace(OPTS, live=live_mode)
     result = run_pipeline(src, tmp_path / "out", opts)
     top, small = result.renditions
     assert top.copied and not small.copied and (top.width, top.height) == (320, 240)
@@ -119,3 +120,15 @@ def test_what_is_never_copied(tmp_path):
     assert "yuv420p" in why(yuv444)
     assert pt.plan_passthrough(big, probe(big), plan_ladder(probe(big), OPTS),
                                dataclasses.replace(OPTS, passthrough=False)) == (None, "")
+
+
+def test_the_processing_log_says_which_rung_was_copied(live, tmp_path):  # noqa: F811 - the fixture
+    from conftest import drain_queue
+    from test_processing import logs, upload
+
+    src = make_upload(tmp_path / "phone.mp4", keyframes=[0, 25, 50, 75])  # fits the 240p rung
+    vid = upload(live, src.read_bytes())
+    assert drain_queue() == ["completed"]
+    done = [i for i in logs(live, vid) if i["stage"] == "transcode" and i["status"] == "completed"]
+    assert len(done) == 1 and "240p h264 320x240 2 segments (copied)" in done[0]["message"]
+    assert "passthrough: 240p copied from the upload" in done[0]["message"]
