@@ -164,6 +164,21 @@ def _wait_until_answering(cfg: Config, procs: dict[str, subprocess.Popen], stop:
                     cfg.data_dir / "logs")
 
 
+def _supervise(procs: dict[str, subprocess.Popen], spawn: dict[str, list[str]], env: dict[str, str],
+               stop: threading.Event, children: list[subprocess.Popen]) -> None:
+    """Until `stop`: restart a part that exited, with a backoff that doubles up to a minute."""
+    backoff = {name: 1.0 for name in procs}
+    while not stop.wait(1.0):
+        for name, proc in list(procs.items()):
+            if proc.poll() is not None:
+                log.warning("%s exited with %s; restarting in %.0f s", name, proc.returncode, backoff[name])
+                if stop.wait(backoff[name]):
+                    break
+                backoff[name] = min(60.0, backoff[name] * 2)
+                procs[name] = subprocess.Popen(spawn[name], env=env)
+                children.append(procs[name])
+
+
 def _banner(cfg: Config, token: str) -> None:
     """The first screen: where to go, how to sign in, where the data is, how to stop."""
     print(f"\nStreamForge is running at {cfg.base_url}/\n"
@@ -213,16 +228,7 @@ def cmd_serve(args) -> int:
                   "invites) can sign in", flush=True)
         _banner(cfg, token)
         local_serve.write_run_file(cfg)  # for `streamforge import` on this data dir
-        backoff = {name: 1.0 for name in procs}
-        while not stop.wait(1.0):
-            for name, proc in list(procs.items()):
-                if proc.poll() is not None:
-                    log.warning("%s exited with %s; restarting in %.0f s", name, proc.returncode, backoff[name])
-                    if stop.wait(backoff[name]):
-                        break
-                    backoff[name] = min(60.0, backoff[name] * 2)
-                    procs[name] = subprocess.Popen(spawn[name], env=env)
-                    children.append(procs[name])
+        _supervise(procs, spawn, env, stop, children)
         return 0
     except StreamForgeError as e:
         print(f"streamforge serve: error: {e}", file=sys.stderr)
