@@ -128,3 +128,36 @@ def test_a_noexec_tmpdir_is_one_clear_line(release, tmp_path):
         assert not list(mnt.glob("_MEI*"))
     finally:
         subprocess.run(["umount", str(mnt)])
+
+
+def test_frozen_glue_commands_certificates_and_weed(monkeypatch, tmp_path):
+    """What frozen.py decides, without building: the parts' argv, the CA bundle, weed's run bit."""
+    import ssl
+
+    import certifi
+
+    from streamforge import frozen
+    assert frozen.self_command("web", "--data-dir", "d") == [sys.executable, "-m", "streamforge.cli", "web",
+                                                             "--data-dir", "d"]
+    assert frozen.bundled_binary("weed") is None  # not frozen: the venv's weed
+    weed = tmp_path / "weed"
+    weed.write_bytes(b"#!/bin/sh\n")
+    weed.chmod(0o644)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    monkeypatch.setenv("PYINSTALLER_RESET_ENVIRONMENT", "1")
+    # frozen: the executable itself with the subcommand, an environment that reuses the unpacked bundle
+    assert frozen.self_command("worker") == [sys.executable, "worker"]
+    assert "PYINSTALLER_RESET_ENVIRONMENT" not in frozen.child_env()
+    assert frozen.bundled_binary("weed") == str(weed) and os.access(weed, os.X_OK)
+    # a host with no CA bundle gets certifi's; one with its own keeps it
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: ssl.DefaultVerifyPaths(
+        str(tmp_path / "none.pem"), str(tmp_path / "none"), "", "", "", ""))
+    frozen.use_bundled_certificates()
+    assert os.environ["SSL_CERT_FILE"] == certifi.where()
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/mine.pem")
+    frozen.use_bundled_certificates()
+    assert os.environ["SSL_CERT_FILE"] == "/etc/ssl/mine.pem"
