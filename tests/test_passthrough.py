@@ -77,6 +77,14 @@ def test_an_h264_upload_is_copied_and_the_other_rungs_align_to_its_keyframes(tmp
     assert keys == pytest.approx([0.0, 2.0], abs=0.01)
 
 
+def test_an_upload_with_one_keyframe_is_one_segment_in_every_rung(tmp_path):
+    src = make_upload(tmp_path / "up.mp4", keyframes=[0], frames=90)  # 3.6 s, within 2 x 2 s
+    result = run_pipeline(src, tmp_path / "out", OPTS)
+    assert result.renditions[0].copied
+    assert [r.segment_count for r in result.renditions] == [1, 1]
+    assert (tmp_path / "out" / "audio" / "index.m3u8").read_text().count("#EXTINF:") == 1
+
+
 def test_passthrough_off_encodes_every_rung(tmp_path):
     src = make_upload(tmp_path / "up.mp4", keyframes=[0, 25, 50, 75], audio=False)
     result = run_pipeline(src, tmp_path / "out", dataclasses.replace(OPTS, passthrough=False))
@@ -126,9 +134,9 @@ def test_the_processing_log_says_which_rung_was_copied(live, tmp_path):  # noqa:
     from conftest import drain_queue
     from test_processing import logs, upload
 
-    src = make_upload(tmp_path / "phone.mp4", keyframes=[0, 25, 50, 75])  # fits the 240p rung
+    src = make_upload(tmp_path / "phone.mp4", keyframes=[0, 25, 50, 75])  # fits the 240p rung; 4 s: one segment
     vid = upload(live, src.read_bytes())
     assert drain_queue() == ["completed"]
     done = [i for i in logs(live, vid) if i["stage"] == "transcode" and i["status"] == "completed"]
-    assert len(done) == 1 and "240p h264 320x240 2 segments (copied)" in done[0]["message"]
+    assert len(done) == 1 and "240p h264 320x240 1 segments (copied)" in done[0]["message"]
     assert "passthrough: 240p copied from the upload" in done[0]["message"]

@@ -113,12 +113,13 @@ class _Timeline:
     # boundaries in (skip_after, skip_until] are dropped: a sliver of a last segment would be merged
     skip_after: int = -1
     skip_until: int = -1
-    # explicit segment starts (frames of segments 2, 3, ...): a copied rung's keyframes; () = every gop
+    # explicit segment starts (frames of segments 2, 3, ...): a copied rung's keyframes, maybe none
     starts: tuple[int, ...] = ()
+    explicit: bool = False  # False: a segment every gop frames
     keyint: int = 0  # the longest segment in frames, where it is longer than gop
 
     def _planned(self, n: int) -> bool:
-        if self.starts:
+        if self.explicit:
             return n == 0 or n in self._start_set
         return n == 0 or (n >= self.first and (n - self.first) % self.gop == 0)
 
@@ -132,7 +133,7 @@ class _Timeline:
 
     def boundary_time(self, k: int) -> float:
         """Start time in seconds of segment k (k >= 1), skipped boundaries left out."""
-        if self.starts:
+        if self.explicit:
             return self.starts[k - 1] / self.rate if k <= len(self.starts) else math.inf
         n = self.first + (k - 1) * self.gop
         if self.skip_after < n <= self.skip_until:
@@ -150,11 +151,13 @@ def _frozen(starts: tuple[int, ...]) -> frozenset:
     return frozenset(starts)
 
 
-def _timeline(rate: Fraction, opts: PipelineOptions, duration: float, starts: tuple[int, ...] = ()) -> _Timeline:
-    if starts:  # segments start on the copied rung's keyframes
-        lengths = [b - a for a, b in zip((0, *starts), (*starts, round(duration * rate)))]
-        return _Timeline(rate=rate, gop=max(1, min(lengths[:-1] or lengths)), first=starts[0],
-                         starts=starts, keyint=max(lengths))
+def _timeline(rate: Fraction, opts: PipelineOptions, duration: float,
+              starts: tuple[int, ...] | None = None) -> _Timeline:
+    if starts is not None:  # segments start on the copied rung's keyframes (none: one segment)
+        lengths = [max(1, b - a) for a, b in zip((0, *starts), (*starts, round(duration * rate)))]
+        gop = min(lengths[:-1] or lengths)
+        return _Timeline(rate=rate, gop=gop, first=starts[0] if starts else gop, starts=starts, explicit=True,
+                         keyint=max(lengths))
     gop = max(1, round(float(opts.segment_seconds) * rate))
     first = gop
     if opts.live:
@@ -741,7 +744,7 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
                publisher: hls.Publisher, report: _Progress) -> PipelineResult:
     plan, why_not = passthrough.plan_passthrough(src, info, rungs, opts)
     notes = [_passthrough_note(plan, why_not)] if plan or why_not else []
-    timeline = _timeline(rungs[0].frame_rate, opts, info.duration, plan.starts if plan else ())
+    timeline = _timeline(rungs[0].frame_rate, opts, info.duration, plan.starts if plan else None)
     run = _prepare(src, work, info, rungs, opts, publisher, timeline, plan)
     frames = _feed(src, info, timeline, opts, run, report)
     report(0.98, "package", force=True)
