@@ -326,6 +326,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("[pipeline] heights: a list of integers between 16 and 4320")
     if p.segment_seconds < 1 or p.segment_seconds > 30:
         raise ConfigError("[pipeline] segment_seconds: between 1 and 30")
+    _validate_quality(p)
     if cfg.playback.default_visibility not in VISIBILITIES:
         raise ConfigError(f"[playback] default_visibility: one of {', '.join(VISIBILITIES)}")
     if not all(o == "'self'" or isinstance(o, str) and o and not any(ch in o for ch in " ;,\t\n\r'\"")
@@ -352,11 +353,21 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: scheme must be one of {', '.join(schemes)}, got {url.split(':')[0]!r}")
 
 
+def _validate_quality(p: PipelineConfig) -> None:
+    if p.rate_control not in ("crf", "abr"):
+        raise ConfigError(f"[pipeline] rate_control: \"crf\" or \"abr\", got {p.rate_control!r}")
+    for codec, level in p.quality.items():
+        top = 51 if codec in ("h264", "hevc") else 63
+        if codec not in CODECS:
+            raise ConfigError(f"[pipeline] quality: unknown codec {codec!r}; choose from {', '.join(CODECS)}")
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level <= top:
+            raise ConfigError(f"[pipeline] quality: {codec} takes a number from 0 to {top}, got {level!r}")
+
+
 def _secrets_file(data_dir: Path) -> Path:
     return data_dir / "secrets.json"
 
 
-    _validate_quality(p)
 def generated_secrets(data_dir: Path) -> dict:
     """The embedded default's secrets, generated on first use into the data dir with mode 0600."""
     path = _secrets_file(data_dir)
@@ -380,17 +391,6 @@ def write_private_json(path: Path, values: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(values, f)
     os.replace(tmp, path)
-
-def _validate_quality(p: PipelineConfig) -> None:
-    if p.rate_control not in ("crf", "abr"):
-        raise ConfigError(f"[pipeline] rate_control: \"crf\" or \"abr\", got {p.rate_control!r}")
-    for codec, level in p.quality.items():
-        top = 51 if codec in ("h264", "hevc") else 63
-        if codec not in CODECS:
-            raise ConfigError(f"[pipeline] quality: unknown codec {codec!r}; choose from {', '.join(CODECS)}")
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level <= top:
-            raise ConfigError(f"[pipeline] quality: {codec} takes a number from 0 to {top}, got {level!r}")
-
 
 
 def _fill_secrets(cfg: Config) -> Config:
