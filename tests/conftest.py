@@ -4,9 +4,12 @@ Store fixtures (the SeaweedFS process) live in store_fixtures.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,25 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def fresh_database_url(backend: str, tmp_path: Path, tag: str = "test"):
+    """The URL of an empty database for a test: a SQLite file in tmp_path, or a new PostgreSQL
+    database (named sf_<tag>_..., dropped afterwards; skipped where PostgreSQL is missing)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / (tag + '.db')}"
+        return
+    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"sf_{tag}_{uuid.uuid4().hex[:10]}"
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
+    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        if not dbmod.db.is_closed():
+            dbmod.db.close()
+        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 import requests
-from conftest import LiveServer, free_port, port_open, require
+from conftest import LiveServer, free_port, fresh_database_url
 
 from streamforge import cli, worker_registry
 from streamforge.store import db as dbmod
@@ -21,21 +20,6 @@ from streamforge.store import users, videos
 from streamforge.store.db import SchemaVersion, User, Video, init_db
 
 BODY = {"title": "t", "filename": "a.mp4", "content_type": "video/mp4"}
-
-
-@contextlib.contextmanager
-def pg_database():
-    """A fresh PostgreSQL database for the test (its name carries the issue number, 12)."""
-    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
-    name = "sf_i12_" + uuid.uuid4().hex[:10]
-    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-    subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        if not dbmod.db.is_closed():
-            dbmod.db.close()
-        subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
 
 
 @contextlib.contextmanager
@@ -82,7 +66,7 @@ def test_parallel_creates_never_overshoot_the_quota(seaweed, make_app, tmp_path,
     """Twelve creates at once against a quota of 5 uploads' bytes (and, for another user, 3 videos):
     exactly as many as fit are created, the rest are 403 quota_exceeded and leave no row."""
     with contextlib.ExitStack() as stack:
-        url_db = stack.enter_context(pg_database()) if backend == "postgresql" else None
+        url_db = stack.enter_context(fresh_database_url(backend, tmp_path, "i12")) if backend == "postgresql" else None
         url, _ = stack.enter_context(live_app(seaweed, make_app, tmp_path, url_db))
         bytes_user, bytes_token = _token("bytes-i12@example.com", max_bytes=550)
         count_user, count_token = _token("count-i12@example.com", max_videos=3)
@@ -282,7 +266,7 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'old.db'}"
         return
-    with pg_database() as url:
+    with fresh_database_url("postgresql", tmp_path, "i12") as url:
         yield url
 
 

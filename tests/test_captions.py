@@ -255,24 +255,12 @@ def test_captions_play_in_chromium_and_the_choice_is_remembered(live, tmp_path):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migration_4_adds_captions_downloads_and_kind_to_an_older_database(backend, tmp_path):
     """A database from before migration 4 gains the captions and download_files tables and videos.kind."""
-    import os
-    import subprocess
-
-    from conftest import port_open, require
+    from conftest import fresh_database_url
 
     from streamforge.store import captions, videos
     from streamforge.store import db as dbmod
     from streamforge.store.db import SchemaVersion, Video
-    name = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'v3.db'}"
-    else:
-        require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
-        name = f"sf_i13_{os.getpid()}"
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:
+    with fresh_database_url(backend, tmp_path, "i13") as url:
         database = dbmod.init_db(url)
         with database.connection_context():
             user = videos.get_or_create_user("old-i13@example.com")
@@ -291,6 +279,3 @@ def test_migration_4_adds_captions_downloads_and_kind_to_an_older_database(backe
             assert [("en", "Hi" in t.content) for t in captions.tracks_of("cold4")] == [("en", True)]
         dbmod.migrate(database)  # again: nothing to do
         database.close()
-    finally:
-        if name:
-            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])

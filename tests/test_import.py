@@ -293,19 +293,10 @@ def test_real_serve_then_import_without_flags(tmp_path):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_migration_6_adds_the_hash_to_a_version_5_database(backend, tmp_path):
     """A database from before migration 6 gains videos.original_sha256 and its index, data kept."""
-    from conftest import port_open, require
+    from conftest import fresh_database_url
 
     from streamforge.store.db import SchemaVersion, Video
-    name = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'v5.db'}"
-    else:
-        require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
-        name = f"sf_i11b_{os.getpid()}"
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:
+    with fresh_database_url(backend, tmp_path, "i11b") as url:
         database = dbmod.init_db(url)
         with database.connection_context():
             for index in database.get_indexes("videos"):
@@ -326,9 +317,6 @@ def test_migration_6_adds_the_hash_to_a_version_5_database(backend, tmp_path):
             assert [v.id for v in rows] == [old]
         dbmod.migrate(database)  # again: nothing to do
         database.close()
-    finally:
-        if name:
-            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
 
 
 def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path):
