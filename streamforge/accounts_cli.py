@@ -51,7 +51,7 @@ def _limit(text: str):
 
 
 def _limit_text(n: int, size: bool) -> str:
-    from streamforge.web.pages import human_size
+    from streamforge.units import human_size
     return "unlimited" if not n else (human_size(n) if size else str(n))
 
 

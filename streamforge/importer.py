@@ -438,7 +438,7 @@ def run_import(paths: list[str], options: Options, out: TextIO = sys.stdout, err
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     count = {s: sum(1 for o in outcomes if o.state == s) for s in ("imported", "skipped", "failed")}
-    from streamforge.web.pages import human_size  # the library page's sizes (as `streamforge user list`)
+    from streamforge.units import human_size
     sent = human_size(sum(o.size for o in outcomes if o.state == "imported"))
     print(f"{count['imported']} imported ({sent}), {count['skipped']} skipped (already imported), "
           f"{other} not media, {count['failed']} failed, in {time.monotonic() - started:.1f} s"

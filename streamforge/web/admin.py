@@ -9,7 +9,8 @@ from flask_login import current_user
 from streamforge.errors import Conflict, NotFound, ValidationError
 from streamforge.store import stats, users, workers
 from streamforge.store.db import User
-from streamforge.web.common import app_url, cfg, handle_errors, role_required
+from streamforge.units import human_size
+from streamforge.web.common import account_json, app_url, cfg, handle_errors, role_required
 
 bp = Blueprint("admin", __name__)
 ALIVE_SECONDS = 60  # a worker that has not beaten for this long is shown as gone
@@ -17,13 +18,6 @@ ALIVE_SECONDS = 60  # a worker that has not beaten for this long is shown as gon
 
 def _iso(dt: datetime.datetime | None) -> str | None:
     return dt.isoformat(timespec="seconds") + "Z" if dt else None
-
-
-def account_json(user: User, usage: dict | None = None) -> dict:
-    """A user as /api/me has it: id, email, name, role, usage and quota (0 = unlimited)."""
-    return {"id": user.id, "email": user.email, "name": user.name or user.email,
-            "role": users.effective_role(user, cfg().auth.admins),
-            "usage": usage if usage is not None else users.usage(user), "quota": users.quota(user, cfg().quota)}
 
 
 def admin_user_json(user: User, usage: dict | None = None) -> dict:
@@ -119,7 +113,6 @@ def get_stats():
 @role_required(users.ADMIN)
 def page():
     """The admin's page: users, invites and stats."""
-    from streamforge.web.pages import human_size
     return render_template("admin.html", users=all_users_json(), stats=collect_stats(), roles=users.ROLES,
                            invites=users.list_invites(), default_role=cfg().auth.default_role, human_size=human_size)
 

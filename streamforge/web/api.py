@@ -13,7 +13,7 @@ from streamforge import intake
 from streamforge.errors import Conflict, StorageError, ValidationError
 from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, Visibility, utcnow
-from streamforge.web.common import cfg, handle_errors, role_required, store, video_json
+from streamforge.web.common import account_json, cfg, handle_errors, role_required, store, video_json
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PARTS = 10000
@@ -301,7 +301,6 @@ def logs(video_id: str):
 @login_required
 def me():
     """The signed-in user: role, usage and quota."""
-    from streamforge.web.admin import account_json
     return account_json(current_user.row)
 
 

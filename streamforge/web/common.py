@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from streamforge.config import Config
 from streamforge.errors import Conflict, Forbidden, NotFound, StorageError, StreamForgeError, ValidationError
-from streamforge.store import videos
+from streamforge.store import captions, users, videos
 from streamforge.store.objects import ObjectStore
 
 STATUS_FOR = {NotFound: 404, ValidationError: 400, Conflict: 409, StorageError: 503, Forbidden: 403}
@@ -148,6 +148,24 @@ def video_json(video, full: bool = True) -> dict:
             "height": t.height} for t in videos.thumbnails_of(video)]
         cover = next((t["url"] for t in out["thumbnails"] if t["type"] == "COVER"), None)
         out["cover_url"] = cover
-        from streamforge.web.media_api import captions_json
         out["captions"] = captions_json(video)
     return out
+
+
+def account_json(user, usage: dict | None = None) -> dict:
+    """A user as /api/me has it: id, email, name, role, usage and quota (0 = unlimited)."""
+    return {"id": user.id, "email": user.email, "name": user.name or user.email,
+            "role": users.effective_role(user, cfg().auth.admins),
+            "usage": usage if usage is not None else users.usage(user), "quota": users.quota(user, cfg().quota)}
+
+
+def caption_json(video, track) -> dict:
+    """A caption track as the API lists it; `url` is its WebVTT file."""
+    key = f"{video.s3_processed_path}/{captions.relpaths(track)[0]}"
+    return {"language": track.language, "label": captions.label_of(track), "source": track.source,
+            "url": media_url(video, key)}
+
+
+def captions_json(video) -> list[dict]:
+    """VIDEO.captions: every track of the video."""
+    return [caption_json(video, t) for t in captions.tracks_of(video.id)]

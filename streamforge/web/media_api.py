@@ -13,7 +13,7 @@ from streamforge.errors import NotFound, ValidationError
 from streamforge.pipeline import captions as vtt
 from streamforge.store import captions, downloads, videos
 from streamforge.store.db import ProcessingStatus
-from streamforge.web.common import cfg, error, handle_errors, media_url, store
+from streamforge.web.common import caption_json, captions_json, cfg, error, handle_errors, store
 from streamforge.web.viewing import watchable
 
 bp = Blueprint("media_api", __name__, url_prefix="/api")
@@ -25,18 +25,6 @@ DOWNLOAD_URL_TTL = 300
 
 def _is_owner(video) -> bool:
     return current_user.is_authenticated and current_user.id == video.user_id
-
-
-def caption_json(video, track) -> dict:
-    """A caption track as the API lists it; `url` is its WebVTT file."""
-    key = f"{video.s3_processed_path}/{captions.relpaths(track)[0]}"
-    return {"language": track.language, "label": captions.label_of(track), "source": track.source,
-            "url": media_url(video, key)}
-
-
-def captions_json(video) -> list[dict]:
-    """VIDEO.captions: every track of the video."""
-    return [caption_json(video, t) for t in captions.tracks_of(video.id)]
 
 
 def _language(value: str) -> str:

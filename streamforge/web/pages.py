@@ -14,7 +14,8 @@ from flask_login import current_user, login_required
 
 from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, Visibility
-from streamforge.web.common import cfg, role_required, video_json
+from streamforge.units import human_size
+from streamforge.web.common import account_json, cfg, role_required, video_json
 
 bp = Blueprint("pages", __name__)
 LIBRARY_PAGE_SIZE = 24
@@ -23,15 +24,6 @@ LIBRARY_PAGE_SIZE = 24
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
                     ".mpeg", ".flv", ".wmv", ".ogv", ".3gp",
                     ".mp3", ".m4a", ".aac", ".flac", ".wav", ".ogg", ".oga", ".opus")  # audio-only uploads too
-
-
-def human_size(n: int) -> str:
-    """Bytes as a short text: 20 GiB, 512 MiB."""
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value >= 10 or value.is_integer() else f"{value:.1f} {unit}"
-    return f"{n} bytes"
 
 
 def vendor_versions() -> dict[str, str]:
@@ -53,7 +45,6 @@ def library():
         page = 1
     sort = request.args.get("sort") if request.args.get("sort") in videos.LIBRARY_SORTS else "newest"
     rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE, sort=sort)
-    from streamforge.web.admin import account_json
     return render_template("library.html", videos=[video_json(v) for v in rows], page=page, more=more,
                            per_page=LIBRARY_PAGE_SIZE, sort=sort, visibilities=Visibility.ALL,
                            account=account_json(current_user.row), human_size=human_size)
