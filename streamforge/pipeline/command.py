@@ -9,7 +9,8 @@ import av
 
 from streamforge.errors import MediaError
 from streamforge.pipeline.ladder import CODECS, PRESETS, PipelineOptions
-from streamforge.pipeline.transcode import PipelineResult, run_pipeline
+from streamforge.pipeline.run import run_pipeline
+from streamforge.pipeline.transcode import PipelineResult
 
 PROG = "streamforge transcode"
 

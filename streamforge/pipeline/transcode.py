@@ -30,7 +30,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls, passthrough
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, plan_ladder
-from streamforge.pipeline.probe import ProbeResult, open_input, probe
+from streamforge.pipeline.probe import ProbeResult, open_input
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
 
 ProgressCallback = Callable[[float, str], None]
@@ -629,25 +629,9 @@ class _Progress:
 # The run
 
 
-def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: PipelineOptions,
-                 progress: ProgressCallback | None = None, on_file: FileCallback | None = None) -> PipelineResult:
-    """Turn `src` into an HLS ladder with thumbnails under `outdir`; raise MediaError on bad input.
-
-    With opts.live the files are written straight into outdir and announced through on_file as
-    they are finished (EVENT playlists, the master once every track has a segment); otherwise
-    everything is built in a temporary sibling directory and moved into place at the end. A failed
-    run removes what it wrote and never leaves a master.m3u8.
-    """
-    src, outdir = Path(src), Path(outdir)
-    if opts.preset not in PRESETS:
-        raise ValueError(f"unknown preset {opts.preset!r}; choose from {', '.join(PRESETS)}")
-    report = _Progress(progress)
-    emit = on_file or (lambda kind, relpath: None)
-    report(0.0, "probe", force=True)
-    info = probe(src, opts)
-    if info.kind == "audio":  # an audio-only file: one AAC rendition and a cover (see pipeline/audio.py)
-        from streamforge.pipeline.audio import run_audio_pipeline
-        return run_audio_pipeline(src, outdir, info, opts, report, emit)
+def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: PipelineOptions,
+                       report: _Progress, emit: FileCallback) -> PipelineResult:
+    """The ladder of a probed video under `outdir` (see pipeline/run.py's run_pipeline for the contract)."""
     rungs = plan_ladder(info, opts)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     if opts.live:
