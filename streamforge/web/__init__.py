@@ -49,6 +49,17 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
         if not dbmod.db.is_closed():
             dbmod.db.close()
 
+    _add_security_headers(app, config)
+    _register_blueprints(app)
+
+    if not app.debug:
+        logging.getLogger("streamforge").setLevel(logging.INFO)
+    _ = request  # the factory registers everything; no work happens at import time
+    return app
+
+
+def _add_security_headers(app: Flask, config: Config) -> None:
+    """Every answer's security headers; pages get a CSP naming the store (and CDN) as media origins."""
     @app.after_request
     def _security_headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -69,20 +80,9 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
                 resp.headers.setdefault("X-Frame-Options", "DENY")
         return resp
 
-    from streamforge.web import admin, api, auth, hooks, pages, play
-    auth.init_app(app)
-    admin.init_app(app)
-    api.init_app(app)
-    hooks.init_app(app)
-    pages.init_app(app)
-    play.init_app(app)
-    from streamforge.web import share, viewing
-    share.init_app(app)
-    viewing.init_app(app)
-    from streamforge.web import media_api
-    media_api.init_app(app)
 
-    if not app.debug:
-        logging.getLogger("streamforge").setLevel(logging.INFO)
-    _ = request  # the factory registers everything; no work happens at import time
-    return app
+def _register_blueprints(app: Flask) -> None:
+    """One blueprint per area."""
+    from streamforge.web import admin, api, auth, hooks, media_api, pages, play, share, viewing
+    for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api):
+        area.init_app(app)
