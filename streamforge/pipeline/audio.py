@@ -31,8 +31,7 @@ from streamforge.pipeline.transcode import (
     _AudioAligner,
     _AudioEncoder,
     _bits,
-    _kind_of,
-    _move_into_place,
+    _publish_built,
     _Timeline,
 )
 
@@ -76,12 +75,10 @@ def run_audio_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
     work = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".tmp", dir=outdir.parent))
     try:
         result = _package(src, work, info, opts, report)
-        _move_into_place(work, outdir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    for relpath in result.files:
-        emit(_kind_of(relpath), relpath)
+    _publish_built(work, outdir, result, emit)
     report(1.0, "done", force=True)
     return result
 

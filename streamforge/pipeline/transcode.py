@@ -653,16 +653,21 @@ def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
             else:
                 shutil.rmtree(work, ignore_errors=True)
     if not opts.live:
-        try:
-            _move_into_place(work, outdir)
-        except OSError:
-            (outdir / "master.m3u8").unlink(missing_ok=True)
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        for relpath in result.files:
-            emit(_kind_of(relpath), relpath)
+        _publish_built(work, outdir, result, emit)
     report(1.0, "done", force=True)
     return result
+
+
+def _publish_built(work: Path, outdir: Path, result: PipelineResult, emit: FileCallback) -> None:
+    """Move a run built aside into place (no master left behind if that fails), then announce its files."""
+    try:
+        _move_into_place(work, outdir)
+    except OSError:
+        (outdir / "master.m3u8").unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    for relpath in result.files:
+        emit(_kind_of(relpath), relpath)
 
 
 def _kind_of(relpath: str) -> str:
