@@ -168,6 +168,20 @@ def watch_page(page) -> dict:
     return seen
 
 
+@contextlib.contextmanager
+def signed_in_page(playwright, base_url: str, token: str):
+    """A Chromium page signed in through the token link; yields (page, errors), the page errors seen."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{base_url}/login?token={token}")
+        yield page, errors
+    finally:
+        browser.close()
+
+
 def poll(page, script: str, until, timeout: float = 30, step_ms: int = 250):
     """Evaluate `script` in the page until `until(value)`; return the last value (check it)."""
     deadline = time.time() + timeout

@@ -116,26 +116,19 @@ def _clip(tmp_path):
 def test_an_audio_upload_plays_on_its_watch_page_in_chromium(live, tmp_path):
     import os
 
-    from browser_helpers import CHROMIUM, CHROMIUM_ARGS, poll
+    from browser_helpers import CHROMIUM, poll, signed_in_page
     from conftest import require
     require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     vid = upload(live, _tone(tmp_path, "tone.m4a", seconds=6), "audio/mp4")
     v = get(live, vid)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{live.url}/login?token={live.h['Authorization'].split()[1]}")
-            page.goto(v["watch_url"])
-            played = poll(page, """() => { const m = document.querySelector('video');
-                if (m.paused) { m.muted = true; m.play().catch(() => {}) } return m.currentTime }""",
-                          lambda t: t > 2, timeout=45)
-            assert played > 2 and errors == []
-            assert page.get_attribute("video", "poster") == v["cover_url"]
-            page.goto(f"{live.url}/")
-            assert page.locator(f'li[data-video-id="{vid}"][data-kind="audio"] [data-role=kind]').inner_text() == "Audio"
-        finally:
-            browser.close()
+    token = live.h["Authorization"].split()[1]
+    with playwright.sync_playwright() as p, signed_in_page(p, live.url, token) as (page, errors):
+        page.goto(v["watch_url"])
+        played = poll(page, """() => { const m = document.querySelector('video');
+            if (m.paused) { m.muted = true; m.play().catch(() => {}) } return m.currentTime }""",
+                      lambda t: t > 2, timeout=45)
+        assert played > 2 and errors == []
+        assert page.get_attribute("video", "poster") == v["cover_url"]
+        page.goto(f"{live.url}/")
+        assert page.locator(f'li[data-video-id="{vid}"][data-kind="audio"] [data-role=kind]').inner_text() == "Audio"

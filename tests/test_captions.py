@@ -198,7 +198,7 @@ TRACKS = """() => { const v = document.querySelector('video');
 def test_captions_play_in_chromium_and_the_choice_is_remembered(live, tmp_path):
     import os
 
-    from browser_helpers import CHROMIUM, CHROMIUM_ARGS, poll
+    from browser_helpers import CHROMIUM, poll, signed_in_page
     from conftest import require
     require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
@@ -210,46 +210,39 @@ def test_captions_play_in_chromium_and_the_choice_is_remembered(live, tmp_path):
                       json={"language": "en", "label": "English", "content": BROWSER_VTT})
     assert r.status_code == 201
     watch = get(live, vid)["watch_url"]
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{live.url}/login?token={live.h['Authorization'].split()[1]}")
-            page.goto(watch)
-            state = poll(page, TRACKS, lambda s: s["t"] > 1 and s["tracks"], timeout=45)
-            assert [(x["lang"], x["label"]) for x in state["tracks"]] == [("en", "English")], state
-            assert page.locator("media-captions-menu-button").count() == 1
-            # the viewer turns English on: hls.js loads the WebVTT and the cue arrives as text, never as markup
-            page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
-                          "if (t.kind === 'subtitles') t.mode = 'showing' }")
-            state = poll(page, TRACKS, lambda s: s["tracks"][0]["cues"], timeout=30)
-            cue = state["tracks"][0]["cues"][0]
-            assert cue.startswith("Caption seen by hls.js") and not state["pwned"], state
-            assert page.evaluate("() => localStorage.getItem('streamforge-captions')") == "en"
-            # the next visit shows English by itself; turning it off is remembered too
-            page.reload()
-            state = poll(page, TRACKS, lambda s: s["tracks"] and s["tracks"][0]["mode"] == "showing", timeout=45)
-            assert state["tracks"][0]["mode"] == "showing", state
-            page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
-                          "if (t.kind === 'subtitles') t.mode = 'disabled' }")
-            assert poll(page, "() => localStorage.getItem('streamforge-captions')", lambda s: s == "off") == "off"
-            # the owner adds a French SRT through the page's form; after the reload both tracks are offered
-            srt = tmp_path / "fr.srt"
-            srt.write_text(SRT_FR)
-            page.click("#captions-editor summary")
-            page.fill("#caption-language", "fr")
-            page.fill("#caption-label", "Français")
-            page.set_input_files("#caption-file", str(srt))
-            page.click("#caption-form button[type=submit]")
-            page.wait_for_selector('#caption-list li[data-language="fr"]', timeout=30000)
-            state = poll(page, TRACKS, lambda s: len(s["tracks"]) == 2, timeout=45)
-            assert sorted(x["lang"] for x in state["tracks"]) == ["en", "fr"], state
-            assert page.locator('#downloads a[data-rendition="original"]').count() == 1
-            assert errors == [] and not page.evaluate("() => !!window.__pwned")
-        finally:
-            browser.close()
+    token = live.h["Authorization"].split()[1]
+    with playwright.sync_playwright() as p, signed_in_page(p, live.url, token) as (page, errors):
+        page.goto(watch)
+        state = poll(page, TRACKS, lambda s: s["t"] > 1 and s["tracks"], timeout=45)
+        assert [(x["lang"], x["label"]) for x in state["tracks"]] == [("en", "English")], state
+        assert page.locator("media-captions-menu-button").count() == 1
+        # the viewer turns English on: hls.js loads the WebVTT and the cue arrives as text, never as markup
+        page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
+                      "if (t.kind === 'subtitles') t.mode = 'showing' }")
+        state = poll(page, TRACKS, lambda s: s["tracks"][0]["cues"], timeout=30)
+        cue = state["tracks"][0]["cues"][0]
+        assert cue.startswith("Caption seen by hls.js") and not state["pwned"], state
+        assert page.evaluate("() => localStorage.getItem('streamforge-captions')") == "en"
+        # the next visit shows English by itself; turning it off is remembered too
+        page.reload()
+        state = poll(page, TRACKS, lambda s: s["tracks"] and s["tracks"][0]["mode"] == "showing", timeout=45)
+        assert state["tracks"][0]["mode"] == "showing", state
+        page.evaluate("() => { for (const t of document.querySelector('video').textTracks) "
+                      "if (t.kind === 'subtitles') t.mode = 'disabled' }")
+        assert poll(page, "() => localStorage.getItem('streamforge-captions')", lambda s: s == "off") == "off"
+        # the owner adds a French SRT through the page's form; after the reload both tracks are offered
+        srt = tmp_path / "fr.srt"
+        srt.write_text(SRT_FR)
+        page.click("#captions-editor summary")
+        page.fill("#caption-language", "fr")
+        page.fill("#caption-label", "Français")
+        page.set_input_files("#caption-file", str(srt))
+        page.click("#caption-form button[type=submit]")
+        page.wait_for_selector('#caption-list li[data-language="fr"]', timeout=30000)
+        state = poll(page, TRACKS, lambda s: len(s["tracks"]) == 2, timeout=45)
+        assert sorted(x["lang"] for x in state["tracks"]) == ["en", "fr"], state
+        assert page.locator('#downloads a[data-rendition="original"]').count() == 1
+        assert errors == [] and not page.evaluate("() => !!window.__pwned")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
