@@ -7,7 +7,7 @@ Bunny clip, then on the 30 s input runs, one after the other on the same machine
 
   * StreamForge: run_pipeline, 1080/720/480/360, veryfast, 4 s segments (audio and thumbnails included),
     `rate_control = "abr"` (the same target bitrates as ffmpeg's), and beside it the default `"crf"` mode
-    (capped constant quality), whose time is reported without a goal;
+    (capped constant quality at its default preset, x264 fast), whose time is reported without a goal;
   * ffmpeg one process: one decode, `split` into four `scale`s, four libx264 outputs, AAC, HLS fMP4;
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 
@@ -162,7 +162,9 @@ def psnr(encoded: Path, src: Path, width: int, height: int) -> float:
 def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr") -> float:
     """Run the pipeline in a fresh process (the interpreter's start included); wall seconds."""
     shutil.rmtree(out, ignore_errors=True)
-    code = SF_CHILD.format(root=str(ROOT), heights=HEIGHTS, preset=PRESET, segment=SEGMENT, src=str(src),
+    # crf runs at its own default preset (pipeline/ladder.py's DEFAULT_PRESETS), as `serve` would
+    preset = PRESET if rate_control == "abr" else ""
+    code = SF_CHILD.format(root=str(ROOT), heights=HEIGHTS, preset=preset, segment=SEGMENT, src=str(src),
                            out=str(out), rate_control=rate_control)
     wall, _, _ = run([sys.executable, "-c", code], cpus)
     return wall

@@ -24,7 +24,8 @@ RESULT: PASS when every crf rung's VMAF >= abr's - 1.5, the corpus takes <= 0.75
 <= 0.40x, the grain <= 1.05x, and passthrough copied the 720p rung and spent less CPU than encoding it.
 
 --sweep runs only the crf mode at each flat CRF given (plus abr) and prints VMAF and bytes per rung and
-CRF against abr: the curve the defaults in pipeline/ladder.py were chosen from (bench/README.md).
+CRF against abr: the curve the defaults in pipeline/ladder.py were chosen from (bench/README.md); with
+--codec hevc|av1|vp9 the same for that encoder (each against its own abr).
 """
 from __future__ import annotations
 
@@ -101,18 +102,24 @@ def make_upload(workdir: Path, seconds: float) -> Path:
     return path
 
 
-def options(mode: str, heights: tuple[int, ...], flat_crf: float | None = None, passthrough: bool = False):
-    """PipelineOptions of one contender."""
+def options(mode: str, heights: tuple[int, ...], flat_crf: float | None = None, passthrough: bool = False,
+            codec: str = "h264"):
+    """PipelineOptions of one contender (`codec` for the --codec sweeps; PeerTube's profile is x264's)."""
     from streamforge.pipeline import PipelineOptions
 
-    extra = {}
+    extra: dict = {}
     if mode == "peertube":
         flat_crf = 23.0
     if flat_crf is not None:
-        extra = {"h264": {"crf": f"{flat_crf:g}"}}
-    if X264_PARAMS and mode != "abr":
+        # x265 reads its CRF from x265-params, appended after ours; the others take the crf option
+        level = f"{flat_crf:g}"
+        extra = {codec: {"x265-params": f"crf={level}"} if codec == "hevc" else {"crf": level}}
+    if X264_PARAMS and mode != "abr" and codec == "h264":
         extra.setdefault("h264", {})["x264-params"] = X264_PARAMS
-    return PipelineOptions(codecs=("h264",), heights=heights, preset="veryfast", segment_seconds=4,
+    # abr and crf at the defaults (pipeline/ladder.py: veryfast for abr, the crf default for crf); PeerTube's
+    # profile encodes at veryfast
+    preset = "veryfast" if mode == "peertube" else ""
+    return PipelineOptions(codecs=(codec,), heights=heights, preset=preset, segment_seconds=4,
                            rate_control="abr" if mode == "abr" else "crf", encoder_options=extra,
                            passthrough=passthrough, preview_count=1)
 
@@ -156,7 +163,7 @@ def score(kind: str, src: Path, mode: str, workdir: Path, args, flat_crf: float 
     """One contender on one clip: a row per rung with its bytes and VMAF."""
     label = mode if flat_crf is None else f"crf{flat_crf:g}"
     out = workdir / f"out-{kind}-{label}"
-    result, wall, _cpu_s = encode(src, out, options(mode, args.heights, flat_crf))
+    result, wall, _cpu_s = encode(src, out, options(mode, args.heights, flat_crf, codec=args.codec))
     size = (result.probe.width, result.probe.height)
     rows = []
     for rung in result.renditions:
@@ -244,6 +251,8 @@ def main() -> int:
     parser.add_argument("--heights", default="720,480,360")
     parser.add_argument("--subsample", type=int, default=2, help="score every n-th frame")
     parser.add_argument("--sweep", help="comma-separated flat CRFs: print the curve instead of the verdict")
+    parser.add_argument("--codec", default="h264", choices=("h264", "hevc", "av1", "vp9"),
+                        help="the codec of a --sweep (the verdict is H.264's)")
     parser.add_argument("--keep", action="store_true", help="keep every output")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
@@ -254,6 +263,8 @@ def main() -> int:
     corpus = make_corpus(workdir, args.seconds)
     if args.sweep:
         return sweep(corpus, workdir, args)
+    if args.codec != "h264":
+        parser.error("--codec is for --sweep: the verdict compares H.264 with PeerTube's x264 profile")
     modes = ["abr", "crf", "peertube"]
     rows = []
     for kind, src in corpus.items():

@@ -74,7 +74,8 @@ class UploadConfig:
 class PipelineConfig:
     codecs: list = field(default_factory=lambda: ["h264"])
     heights: list = field(default_factory=lambda: [1080, 720, 480, 360])
-    preset: str = "veryfast"
+    # encoder speed; empty: the measured default of each codec and rate control (pipeline/ladder.py)
+    preset: str = ""
     segment_seconds: int = 4
     max_duration: float = 6 * 3600.0
     max_width: int = 8192

@@ -64,7 +64,8 @@ def test_encoder_options_from_config_add_to_ours():
     from streamforge.pipeline.transcode import encoder_settings
 
     spec = RenditionSpec("720p", "h264", 1280, 720, 2_500_000, 3_750_000, 5_000_000, Fraction(25))
-    opts = PipelineOptions(encoder_options={"h264": {"x264-params": "partitions=all", "tune": "film"}})
+    opts = PipelineOptions(rate_control="abr",
+                           encoder_options={"h264": {"x264-params": "partitions=all", "tune": "film"}})
     name, options = encoder_settings(spec, opts, gop=100, threads=1)
     assert name == "libx264" and options["tune"] == "film" and options["preset"] == "veryfast"
     # ours first, theirs after (x264 applies them in order): keyframe alignment stays, partitions change

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamforge.pipeline import PipelineOptions, plan_ladder
-from streamforge.pipeline.ladder import output_frame_rate
+from streamforge.pipeline.ladder import encoder_preset, output_frame_rate
 
 
 def source(width: int, height: int, rate: Fraction = Fraction(25)):
@@ -76,10 +76,21 @@ def test_crf_rungs_are_capped_and_smaller_rungs_get_a_lower_crf():
     assert all(r.crf is not None and r.maxrate == r.bitrate and r.bufsize == 2 * r.bitrate for r in rungs)
     assert [r.crf for r in h264] == sorted((r.crf for r in h264), reverse=True)
     assert h264[0].crf > h264[-1].crf
-    custom = plan_ladder(source(1280, 720), PipelineOptions(heights=(720,), quality={"h264": 26}))[0]
-    assert custom.crf == 26
+    assert [(r.name, r.crf) for r in h264] == [("1080p", 23), ("720p", 23), ("480p", 21), ("360p", 20.5)]
+    small = plan_ladder(source(426, 240), PipelineOptions(heights=(240,)))[0]
+    assert small.crf == 19.5
+    custom = plan_ladder(source(1280, 720), PipelineOptions(heights=(720, 480), quality={"h264": 26}))
+    assert [r.crf for r in custom] == [26, 24]
     with pytest.raises(ValueError, match="rate_control"):
         plan_ladder(source(1280, 720), PipelineOptions(rate_control="vbr"))
+
+
+def test_the_preset_is_the_configured_one_or_the_measured_default_of_the_rate_control():
+    assert encoder_preset("h264", PipelineOptions()) == "fast"  # crf: the measured default
+    assert encoder_preset("h264", PipelineOptions(rate_control="abr")) == "veryfast"  # as it always was
+    assert encoder_preset("hevc", PipelineOptions()) == "veryfast"
+    assert encoder_preset("h264", PipelineOptions(preset="ultrafast")) == "ultrafast"
+    assert encoder_preset("av1", PipelineOptions(preset="slow", rate_control="abr")) == "slow"
 
 
 @pytest.mark.parametrize("rate,expected", [

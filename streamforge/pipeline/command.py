@@ -49,7 +49,7 @@ def transcode_command(src: str, outdir: str, pipeline_config, codecs: list | Non
             changes["heights"] = values
         if preset:
             changes["preset"] = preset
-        if changes.get("preset", opts.preset) not in PRESETS:
+        if changes.get("preset", opts.preset) not in ("", *PRESETS):
             return _fail(f"unknown preset {changes.get('preset', opts.preset)!r}; choose from {', '.join(PRESETS)}")
         opts = dataclasses.replace(opts, **changes)
     except (TypeError, ValueError) as e:

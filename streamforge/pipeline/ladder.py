@@ -13,13 +13,17 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 REFERENCE_KBPS = {"h264": 5000, "hevc": 3300, "av1": 2800, "vp9": 3400}
 REFERENCE_PIXELS = 1920 * 1080
 RATE_CONTROLS = ("crf", "abr")
-# Constant-quality level of the 480p and larger rungs, in each encoder's own scale (x264/x265 CRF 0-51,
-# SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes. H.264's were measured with
-# bench/quality.py (the curve is in bench/README.md): the highest CRF per rung whose VMAF stayed within
-# 1.5 of the target bitrate's on every clip; a small rung is watched scaled up, so its pixels count more.
-# The other codecs' are the usual equivalents of that x264 level, not measured here.
-DEFAULT_QUALITY = {"h264": 17.0, "hevc": 22.0, "av1": 29.0, "vp9": 27.0}
-QUALITY_OFFSETS = ((480, 0.0), (360, 1.0), (0, 2.0))  # (rungs at least this tall, minus); < 360 extrapolated
+# Constant-quality level of the 720p and larger rungs, in each encoder's own scale (x264/x265 CRF 0-51,
+# SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
+# so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
+# the highest level whose VMAF stayed within about 1.3 of the target bitrate's on every clip of the corpus.
+DEFAULT_QUALITY = {"h264": 23.0, "hevc": 22.0, "av1": 29.0, "vp9": 27.0}
+QUALITY_OFFSETS = ((720, 0.0), (480, 2.0), (360, 2.5), (0, 3.5))  # (rungs at least this tall, minus); < 360 extrapolated
+# The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
+# "fast" (subme 6, trellis, 2 refs) gave about +1.5 VMAF at equal bytes over "veryfast" on every clip,
+# which is what lets the crf defaults above sit 6 CRF higher; abr keeps "veryfast" as it always had.
+DEFAULT_PRESETS = {"crf": {"h264": "fast"}, "abr": {}}
+FALLBACK_PRESET = "veryfast"
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class PipelineOptions:
 
     codecs: tuple[str, ...] = ("h264",)
     heights: tuple[int, ...] = (1080, 720, 480, 360)
-    preset: str = "veryfast"
+    preset: str = ""  # "": the measured default of each codec and rate control (encoder_preset)
     segment_seconds: float = 4
     max_duration: float = 6 * 3600.0
     max_width: int = 8192
@@ -45,7 +49,7 @@ class PipelineOptions:
     encoder_options: dict = field(default_factory=dict, compare=False)
     # "crf": constant quality capped at each rung's peak; "abr": the target bitrates (see plan_ladder)
     rate_control: str = "crf"
-    # constant-quality level per codec in the encoder's own scale, for the 480p and larger rungs (the
+    # constant-quality level per codec in the encoder's own scale, for the 720p and larger rungs (the
     # smaller rungs get QUALITY_OFFSETS below it); codecs left out get DEFAULT_QUALITY
     quality: dict = field(default_factory=dict, compare=False)
     # keep an H.264 upload's own pictures for the rung of its size (see pipeline/passthrough.py)
@@ -150,6 +154,13 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                                            maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
                                            crf=rung_quality(codec, min(w, h), opts)))
     return rungs
+
+
+def encoder_preset(codec: str, opts: PipelineOptions) -> str:
+    """The preset a rung of this codec is encoded with: [pipeline] preset, or the measured default."""
+    if opts.preset:
+        return opts.preset
+    return DEFAULT_PRESETS.get(opts.rate_control, {}).get(codec, FALLBACK_PRESET)
 
 
 def rung_quality(codec: str, height: int, opts: PipelineOptions) -> float:

@@ -26,7 +26,7 @@ def run_pipeline(src: str | os.PathLike, outdir: str | os.PathLike, opts: Pipeli
     run removes what it wrote and never leaves a master.m3u8.
     """
     src, outdir = Path(src), Path(outdir)
-    if opts.preset not in PRESETS:
+    if opts.preset and opts.preset not in PRESETS:
         raise ValueError(f"unknown preset {opts.preset!r}; choose from {', '.join(PRESETS)}")
     report = _Progress(progress)
     emit = on_file or (lambda kind, relpath: None)

@@ -29,7 +29,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls, passthrough
-from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, plan_ladder
+from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
 from streamforge.pipeline.probe import ProbeResult, open_input
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
 
@@ -285,7 +285,7 @@ def encoder_settings(spec: RenditionSpec, opts: PipelineOptions, gop: int, threa
     """
     if spec.codec not in ENCODERS:
         raise ValueError(f"unknown codec {spec.codec!r}")
-    options = _RATE_OPTIONS[spec.codec](spec, str(opts.preset), gop, threads)
+    options = _RATE_OPTIONS[spec.codec](spec, encoder_preset(spec.codec, opts), gop, threads)
     for key, value in (opts.encoder_options or {}).get(spec.codec, {}).items():
         if key in ("x264-params", "x265-params", "svtav1-params") and key in options:
             # appended: the encoder applies them in order, so these override ours one by one while
