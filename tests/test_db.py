@@ -1,10 +1,8 @@
 """The data model on SQLite and on PostgreSQL: every seed field, constraints, cascades, migrations."""
 import datetime
-import subprocess
-import uuid
 
 import pytest
-from conftest import port_open, require
+from conftest import fresh_database_url
 from peewee import IntegrityError
 
 from streamforge.store import db as dbmod
@@ -36,19 +34,8 @@ SEED_FIELDS = {
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
-    if request.param == "sqlite":
-        database = init_db(f"sqlite:///{tmp_path / 'db.sqlite'}")
-        yield database
-        return
-    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
-    name = "sf_test_" + uuid.uuid4().hex[:10]
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
-    try:
-        database = init_db(f"postgresql://postgres@127.0.0.1:5432/{name}")
-        yield database
-        database.close()
-    finally:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"])
+    with fresh_database_url(request.param, tmp_path) as url:
+        yield init_db(url)
 
 
 def make_video(user, **kw):

@@ -6,6 +6,7 @@ The helpers above the tests take no pytest fixtures: bench/faults.py reuses them
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -310,7 +311,15 @@ def runs_of(video_id: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Fixtures
 
-from conftest import LiveServer, drain_queue, free_port, port_open, queued_video_ids, require  # noqa: E402
+from conftest import (  # noqa: E402
+    LiveServer,
+    drain_queue,
+    free_port,
+    fresh_database_url,
+    port_open,
+    queued_video_ids,
+    require,
+)
 
 from streamforge import processing, tasks  # noqa: E402
 from streamforge.store import db as dbmod  # noqa: E402
@@ -548,18 +557,14 @@ def stack(seaweed, tmp_path):
     backend="postgres"; this process is pointed at their database and queue."""
     port = free_port()
     made: list[Services] = []
-    databases: list[str] = []
+    databases = contextlib.ExitStack()
 
     def make(backend: str = "sqlite", **extra: str) -> Services:
         if backend == "postgres":
-            require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
             require(port_open(6379), "Redis is not running on 127.0.0.1:6379")
-            name = "sf_faults_" + secrets.token_hex(4)
-            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"],
-                           check=True, capture_output=True)
-            databases.append(name)
+            url = databases.enter_context(fresh_database_url("postgresql", tmp_path, "faults"))
             subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], check=True, capture_output=True)
-            extra = {"STREAMFORGE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{name}",
+            extra = {"STREAMFORGE_DATABASE_URL": url,
                      "STREAMFORGE_QUEUE_URL": f"redis://127.0.0.1:6379/{REDIS_DB}", **extra}
         s = Services(tmp_path, stack_env(seaweed, port, **extra), port)
         s.data.mkdir(parents=True, exist_ok=True)
@@ -576,11 +581,7 @@ def stack(seaweed, tmp_path):
     finally:
         for s in made:
             s.stop()
-        if databases:
-            dbmod.db.close()
-            for name in databases:
-                subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc",
-                                f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+        with databases:  # dropped after the processes that use them have stopped
             subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], capture_output=True)
 
 

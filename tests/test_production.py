@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import MEDIA, free_port, port_open, require
+from conftest import MEDIA, free_port, fresh_database_url, port_open, require
 
 CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"
 REDIS_DB = "11"
@@ -61,17 +61,20 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path, seaweed_factory):
-    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
     require(port_open(6379), "Redis is not running on 127.0.0.1:6379")
-    dbname = "sf_prod_" + uuid.uuid4().hex[:8]
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {dbname}"], check=True)
+    with fresh_database_url("postgresql", tmp_path, "prod") as url:
+        yield from _stack_on(url, tmp_path, seaweed_factory)
+
+
+def _stack_on(url: str, tmp_path, seaweed_factory):
+    """The web app and workers on `url` and Redis, with their own SeaweedFS calling the web app."""
     subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], check=True, capture_output=True)
     port = free_port()
     token = "prod-hook-" + uuid.uuid4().hex
     store = seaweed_factory(f"http://127.0.0.1:{port}/hooks/storage", token, bucket="prod")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
     env.update({
-        "STREAMFORGE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{dbname}",
+        "STREAMFORGE_DATABASE_URL": url,
         "STREAMFORGE_QUEUE_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "STREAMFORGE_STORAGE_ENDPOINT": store.endpoint, "STREAMFORGE_STORAGE_ACCESS_KEY": store.access_key,
         "STREAMFORGE_STORAGE_SECRET_KEY": store.secret_key, "STREAMFORGE_STORAGE_BUCKET": "prod",
@@ -85,7 +88,6 @@ def stack(tmp_path, seaweed_factory):
         yield s
     finally:
         s.stop()
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {dbname}"])
         subprocess.run(["redis-cli", "-n", REDIS_DB, "FLUSHDB"], capture_output=True)
 
 

@@ -4,38 +4,19 @@ index filled for videos that existed before migration 5."""
 from __future__ import annotations
 
 import datetime
-import subprocess
-import uuid
 
 import pytest
-from conftest import port_open, require
+from conftest import fresh_database_url
 
 from streamforge.store import db as dbmod
 from streamforge.store import search, videos
 from streamforge.store.db import SchemaVersion, Video, init_db
 
 
-def _psql(sql: str, database: str = "postgres") -> None:
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", database, "-qc", sql], check=True,
-                   capture_output=True)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'search.db'}"
+    with fresh_database_url(request.param, tmp_path, "search") as url:
         yield init_db(url), url
-        return
-    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
-    name = "sf_i14_search_" + uuid.uuid4().hex[:8]
-    _psql(f"CREATE DATABASE {name}")
-    try:
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        database = init_db(url)
-        yield database, url
-        database.close()
-    finally:
-        _psql(f"DROP DATABASE IF EXISTS {name}")
 
 
 def make(user, title, description="", tags=(), visibility="public", status="COMPLETED", age=0):

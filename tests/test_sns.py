@@ -13,7 +13,16 @@ from urllib.parse import quote_plus
 
 import pytest
 import requests
-from conftest import MEDIA, LiveServer, drain_queue, free_port, port_open, queued_video_ids, require
+from conftest import (
+    MEDIA,
+    LiveServer,
+    drain_queue,
+    free_port,
+    fresh_database_url,
+    port_open,
+    queued_video_ids,
+    require,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -454,27 +463,22 @@ def test_sns_notification_processes_a_real_upload(sns_app, servers, keys, upload
 
 @pytest.fixture
 def postgres_redis(seaweed, make_app, tmp_path, servers):
-    """The app on PostgreSQL (database i16_...) and Redis db 7, as a production deployment runs."""
+    """The app on PostgreSQL (a fresh database) and Redis db 7, as a production deployment runs."""
     import subprocess
-    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
     require(port_open(6379), "Redis is not running on 127.0.0.1:6379")
-    dbname = "sf_i16_sns_" + uuid.uuid4().hex[:8]
-    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {dbname}"], check=True)
-    subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], check=True, capture_output=True)
     trusted, _ = servers
-    cfg = seaweed.make_config(tmp_path, env={
-        "STREAMFORGE_WEBHOOK_SNS_HOSTS": trusted.hostport, "STREAMFORGE_WEBHOOK_SNS_TOPICS": TOPIC,
-        "STREAMFORGE_PIPELINE_HEIGHTS": "240", "STREAMFORGE_QUEUE_URL": "redis://127.0.0.1:6379/7",
-        "STREAMFORGE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{dbname}"})
-    app = make_app(cfg)
-    app.cfg = cfg
-    try:
-        yield app
-    finally:
-        dbmod.db.close()
-        subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], capture_output=True)
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {dbname}"],
-                       capture_output=True)
+    with fresh_database_url("postgresql", tmp_path, "sns") as url:
+        subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], check=True, capture_output=True)
+        cfg = seaweed.make_config(tmp_path, env={
+            "STREAMFORGE_WEBHOOK_SNS_HOSTS": trusted.hostport, "STREAMFORGE_WEBHOOK_SNS_TOPICS": TOPIC,
+            "STREAMFORGE_PIPELINE_HEIGHTS": "240", "STREAMFORGE_QUEUE_URL": "redis://127.0.0.1:6379/7",
+            "STREAMFORGE_DATABASE_URL": url})
+        app = make_app(cfg)
+        app.cfg = cfg
+        try:
+            yield app
+        finally:
+            subprocess.run(["redis-cli", "-n", "7", "FLUSHDB"], capture_output=True)
 
 
 def test_sns_notification_on_postgres_and_redis(postgres_redis, servers, keys, uploaded_object):

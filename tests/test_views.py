@@ -3,12 +3,10 @@ reports race), watch time summed and held to the wall clock, the per-address and
 from __future__ import annotations
 
 import datetime
-import subprocess
 import threading
-import uuid
 
 import pytest
-from conftest import port_open, require
+from conftest import fresh_database_url
 
 from streamforge.store import db as dbmod
 from streamforge.store import videos
@@ -18,19 +16,8 @@ from streamforge.store.db import Video, ViewSession, init_db
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, tmp_path):
-    if request.param == "sqlite":
-        yield init_db(f"sqlite:///{tmp_path / 'views.db'}")
-        return
-    require(port_open(5432), "PostgreSQL is not running on 127.0.0.1:5432")
-    name = "sf_i14_views_" + uuid.uuid4().hex[:8]
-    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
-    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True, capture_output=True)
-    try:
-        database = init_db(f"postgresql://postgres@127.0.0.1:5432/{name}")
-        yield database
-        database.close()
-    finally:
-        subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name}"], capture_output=True)
+    with fresh_database_url(request.param, tmp_path, "views") as url:
+        yield init_db(url)
 
 
 @pytest.fixture
