@@ -5,7 +5,7 @@ from fractions import Fraction
 
 from streamforge.pipeline import hls
 from streamforge.pipeline.ladder import PipelineOptions
-from streamforge.pipeline.transcode import _timeline
+from streamforge.pipeline.segments import plan_timeline
 
 
 def test_hevc_codec_string_follows_iso_14496_15_annex_e():
@@ -48,14 +48,14 @@ def test_playlists_text():
 
 def test_timeline_boundaries_and_tail_merge():
     opts = PipelineOptions(segment_seconds=4)
-    timeline = _timeline(Fraction(25), opts, duration=10.0)
+    timeline = plan_timeline(Fraction(25), opts, duration=10.0)
     assert [n for n in range(251) if timeline.is_boundary(n)] == [0, 100, 200]
     assert timeline.boundary_time(1) == 4 and timeline.boundary_time(2) == 8
     # 8.2 s: a 0.2 s last segment would be merged into the one before
-    timeline = _timeline(Fraction(25), opts, duration=8.2)
+    timeline = plan_timeline(Fraction(25), opts, duration=8.2)
     assert [n for n in range(300) if timeline.is_boundary(n)] == [0, 100]
     assert timeline.boundary_time(2) == 12
-    live = _timeline(Fraction(30000, 1001), PipelineOptions(segment_seconds=4, live=True), duration=60)
+    live = plan_timeline(Fraction(30000, 1001), PipelineOptions(segment_seconds=4, live=True), duration=60)
     assert [n for n in range(300) if live.is_boundary(n)] == [0, 30, 150, 270]
 
 

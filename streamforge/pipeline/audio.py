@@ -19,21 +19,14 @@ import av
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls
+from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits
 from streamforge.pipeline.ladder import PipelineOptions, fit_box
+from streamforge.pipeline.placement import publish_built
 from streamforge.pipeline.probe import ProbeResult, open_input
+from streamforge.pipeline.segments import Timeline
 from streamforge.pipeline.thumbnails import COVER, ThumbnailOutput, encode_jpeg
-from streamforge.pipeline.transcode import (
-    AUDIO_RATE,
-    AudioOutput,
-    PipelineResult,
-    RenditionOutput,
-    _Aborted,
-    _AudioAligner,
-    _AudioEncoder,
-    _bits,
-    _publish_built,
-    _Timeline,
-)
+from streamforge.pipeline.transcode import AudioOutput, PipelineResult, RenditionOutput
+from streamforge.pipeline.workers import Aborted
 
 COVER_PATH = "thumbnails/cover.jpg"
 WAVE_SIZE = (640, 360)
@@ -78,19 +71,19 @@ def run_audio_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _publish_built(work, outdir, result, emit)
+    publish_built(work, outdir, result.files, emit)
     report(1.0, "done", force=True)
     return result
 
 
 def _package(src: Path, work: Path, info: ProbeResult, opts: PipelineOptions, report) -> PipelineResult:
     seconds = max(1, round(float(opts.segment_seconds)))
-    timeline = _Timeline(rate=Fraction(1), gop=seconds, first=seconds)
+    timeline = Timeline(rate=Fraction(1), gop=seconds, first=seconds)
     track = hls.TrackOutput(name="audio", kind="audio", target_duration=seconds)
     publisher = AudioPublisher(work, live=False, emit=lambda kind, relpath: None)
-    publisher.set_audio(track, planned_peak=int(_bits(opts.audio_bitrate) * 1.2))
+    publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
     abort = threading.Event()
-    encoder = _AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher, 0.5, abort)
+    encoder = AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher, 0.5, abort)
     peaks = _Peaks()
     encoder.start()
     try:
@@ -99,7 +92,7 @@ def _package(src: Path, work: Path, info: ProbeResult, opts: PipelineOptions, re
         abort.set()
         encoder.stop()
         encoder.join()
-        if isinstance(e, _Aborted) and encoder.error is not None:
+        if isinstance(e, Aborted) and encoder.error is not None:
             raise MediaError(f"encoding the audio failed: {encoder.error}") from encoder.error
         if isinstance(e, av.FFmpegError):
             raise MediaError(f"{src.name}: the audio could not be decoded ({e})") from e
@@ -124,7 +117,7 @@ def _package(src: Path, work: Path, info: ProbeResult, opts: PipelineOptions, re
                           thumbnails=[cover], files=files)
 
 
-def _decode(src: Path, info: ProbeResult, encoder: _AudioEncoder, peaks: _Peaks, report) -> None:
+def _decode(src: Path, info: ProbeResult, encoder: AudioEncoder, peaks: _Peaks, report) -> None:
     """Decode the audio stream into the encoder, collecting peaks; progress by the stream's clock."""
     def out(frame: av.AudioFrame) -> None:
         peaks.add(frame)
@@ -144,7 +137,7 @@ def _decode(src: Path, info: ProbeResult, encoder: _AudioEncoder, peaks: _Peaks,
                 continue
             for frame in frames:
                 if aligner is None:
-                    aligner = _AudioAligner(frame.time if frame.time is not None else 0.0, out)
+                    aligner = AudioAligner(frame.time if frame.time is not None else 0.0, out)
                 aligner.push(frame)
                 if frame.time is not None:
                     report(0.05 + 0.9 * min(1.0, (frame.time - info.start_time) / max(info.duration, 0.001)),
@@ -202,4 +195,4 @@ def waveform(peaks, width: int, height: int) -> av.VideoFrame:
     return frame.reformat(format="yuvj420p")
 
 
-__all__ = ["AUDIO_RATE", "AudioPublisher", "audio_master", "run_audio_pipeline", "waveform", "write_cover"]
+__all__ = ["AudioPublisher", "audio_master", "run_audio_pipeline", "waveform", "write_cover"]

@@ -10,10 +10,8 @@ segments start at exactly the same times.
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
-import queue
 import shutil
 import tempfile
 import threading
@@ -29,18 +27,18 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls, passthrough
+from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
+from streamforge.pipeline.placement import FileCallback, publish_built, remove_written
 from streamforge.pipeline.probe import ProbeResult, open_input
+from streamforge.pipeline.segments import Timeline, plan_timeline
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
+from streamforge.pipeline.workers import Aborted, Worker, cpu_cores, lower_priority
 
 ProgressCallback = Callable[[float, str], None]
-FileCallback = Callable[[str, str], None]
 
-AUDIO_RATE = 48000
-QUEUE_FRAMES = 6  # per rung: enough to ride out jitter between threads, small enough to keep RSS flat
 MAX_DECODE_ERRORS = 500
 VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe+negative_cts_offsets"
-AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
 # x264 preset names mapped onto the other encoders' speed scales
 SVTAV1_PRESETS = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
 VP9_SPEEDS = dict(zip(PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
@@ -93,161 +91,6 @@ class PipelineResult:
     thumbnails: list[ThumbnailOutput]
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # for the processing log, e.g. which rung was copied
-
-
-class _Aborted(Exception):
-    """Another thread of the run failed; its error is the one to report."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Timing
-
-
-@dataclass(frozen=True)
-class _Timeline:
-    """Output frame rate and the frame numbers where segments start (identical in every rung)."""
-
-    rate: Fraction
-    gop: int  # frames per segment
-    first: int  # frames in the first segment
-    # boundaries in (skip_after, skip_until] are dropped: a sliver of a last segment would be merged
-    skip_after: int = -1
-    skip_until: int = -1
-    # explicit segment starts (frames of segments 2, 3, ...): a copied rung's keyframes, maybe none
-    starts: tuple[int, ...] = ()
-    explicit: bool = False  # False: a segment every gop frames
-    keyint: int = 0  # the longest segment in frames, where it is longer than gop
-
-    def _planned(self, n: int) -> bool:
-        if self.explicit:
-            return n == 0 or n in self._start_set
-        return n == 0 or (n >= self.first and (n - self.first) % self.gop == 0)
-
-    @property
-    def _start_set(self) -> frozenset:
-        return _frozen(self.starts)
-
-    def is_boundary(self, n: int) -> bool:
-        """True when output frame n starts a segment (and so must be a keyframe)."""
-        return self._planned(n) and not (self.skip_after < n <= self.skip_until)
-
-    def boundary_time(self, k: int) -> float:
-        """Start time in seconds of segment k (k >= 1), skipped boundaries left out."""
-        if self.explicit:
-            return self.starts[k - 1] / self.rate if k <= len(self.starts) else math.inf
-        n = self.first + (k - 1) * self.gop
-        if self.skip_after < n <= self.skip_until:
-            n += self.gop
-        return n / self.rate
-
-    @property
-    def frame_duration(self) -> float:
-        """Seconds per output frame."""
-        return float(1 / self.rate)
-
-
-@functools.lru_cache(maxsize=8)
-def _frozen(starts: tuple[int, ...]) -> frozenset:
-    return frozenset(starts)
-
-
-def _timeline(rate: Fraction, opts: PipelineOptions, duration: float,
-              starts: tuple[int, ...] | None = None) -> _Timeline:
-    if starts is not None:  # segments start on the copied rung's keyframes (none: one segment)
-        lengths = [max(1, b - a) for a, b in zip((0, *starts), (*starts, round(duration * rate)))]
-        gop = min(lengths[:-1] or lengths)
-        return _Timeline(rate=rate, gop=gop, first=starts[0] if starts else gop, starts=starts, explicit=True,
-                         keyint=max(lengths))
-    gop = max(1, round(float(opts.segment_seconds) * rate))
-    first = gop
-    if opts.live:
-        first = max(1, min(gop, round(float(opts.first_segment_seconds) * rate)))
-    # a last segment shorter than half a second only inflates the peak bitrate and costs a request:
-    # leave out the boundary before it (the merged segment still rounds to the target duration)
-    expected = round(duration * rate)
-    tail = max(1, math.ceil(rate / 2))
-    return _Timeline(rate=rate, gop=gop, first=first, skip_after=expected - tail, skip_until=expected)
-
-
-# ---------------------------------------------------------------------------------------------
-# Worker threads
-
-
-class _Worker(threading.Thread):
-    """A thread fed through a bounded queue; a failure is kept for the decode thread to raise."""
-
-    def __init__(self, name: str, abort: threading.Event, maxsize: int = QUEUE_FRAMES):
-        super().__init__(name=name, daemon=True)
-        self.abort = abort
-        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.error: BaseException | None = None
-
-    def put(self, item) -> None:
-        """Decode thread: queue an item, waiting while the queue is full; raise if the run failed."""
-        while True:
-            if self.abort.is_set():
-                raise _Aborted()
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def finish_input(self) -> None:
-        """Decode thread: tell the worker there is no more input, after everything queued."""
-        self.put(None)
-
-    def stop(self) -> None:
-        """Decode thread, on failure: tell the worker to stop now, dropping what is queued (never blocks)."""
-        while True:
-            try:
-                self.queue.put_nowait(None)
-                return
-            except queue.Full:
-                try:
-                    self.queue.get_nowait()
-                except queue.Empty:
-                    pass
-
-    def items(self):
-        """Worker thread: yield queued items until the end marker or an abort."""
-        while not self.abort.is_set():
-            try:
-                item = self.queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if item is None:
-                return
-            yield item
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except Exception as e:  # noqa: BLE001 - re-raised in the decode thread, never swallowed
-            self.error = e
-            self.abort.set()
-
-    def work(self) -> None:
-        raise NotImplementedError
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (its affinity mask, as taskset or a container sets it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 2
-
-
-def _lower_priority(steps: int) -> None:
-    """Raise this thread's nice value by `steps` (Linux: a thread is a task with its own nice value)."""
-    if steps <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
-    except OSError:
-        pass
 
 
 def _nice_steps(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
@@ -353,10 +196,10 @@ def _level(crf: float) -> str:
 _RATE_OPTIONS = {"h264": _x264_options, "hevc": _x265_options, "av1": _svtav1_options, "vp9": _vp9_options}
 
 
-class _RungEncoder(_Worker):
+class _RungEncoder(Worker):
     """Scales and encodes one rung, and muxes it into HLS segments."""
 
-    def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: _Timeline, threads: int,
+    def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: Timeline, threads: int,
                  track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event,
                  nice: int = 0):
         super().__init__(f"rung-{spec.name}", abort)
@@ -369,7 +212,7 @@ class _RungEncoder(_Worker):
                                      on_segment=publisher.on_segment, on_init=publisher.on_init)
 
     def work(self) -> None:
-        _lower_priority(self.nice)
+        lower_priority(self.nice)
         spec, rate = self.spec, self.timeline.rate
         keyint = max(self.timeline.gop, self.timeline.keyint)
         codec_name, options = encoder_settings(spec, self.opts, keyint, self.threads)
@@ -412,10 +255,10 @@ class _RungEncoder(_Worker):
             self.sink.close()
 
 
-class _CopiedRung(_Worker):
+class _CopiedRung(Worker):
     """Remuxes the source's own H.264 packets into one rung's HLS segments (passthrough: no decode)."""
 
-    def __init__(self, src: Path, info: ProbeResult, timeline: _Timeline, track: hls.TrackOutput, root: Path,
+    def __init__(self, src: Path, info: ProbeResult, timeline: Timeline, track: hls.TrackOutput, root: Path,
                  publisher: hls.Publisher, abort: threading.Event):
         super().__init__(f"copy-{track.name}", abort)
         self.src, self.info = src, info
@@ -445,48 +288,6 @@ def _tag_colors(ctx, frame: av.VideoFrame) -> None:
         if value and value != unspecified:
             setattr(ctx, name, value)
     ctx.color_range = 1  # rungs are always converted to limited ("TV") range
-
-
-class _AudioEncoder(_Worker):
-    """Encodes the stereo 48 kHz frames into AAC and muxes them into HLS segments."""
-
-    def __init__(self, bitrate: str, timeline: _Timeline, track: hls.TrackOutput, root: Path,
-                 publisher: hls.Publisher, fragment_seconds: float, abort: threading.Event):
-        super().__init__("audio", abort, maxsize=64)
-        self.bitrate = bitrate
-        self.track = track
-        self.fragment_seconds = fragment_seconds
-        (root / track.name).mkdir(parents=True, exist_ok=True)
-        # an audio fragment opens the next segment when it starts within half a fragment of a video boundary
-        self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
-                                     tolerance=fragment_seconds / 2 + 1024 / AUDIO_RATE,
-                                     on_segment=publisher.on_segment, on_init=publisher.on_init)
-
-    def work(self) -> None:
-        _lower_priority(5)  # a trickle of work that must never hold up a video rung
-        options = {"movflags": AUDIO_MOVFLAGS, "frag_duration": str(int(self.fragment_seconds * 1_000_000))}
-        with av.open(self.sink, "w", format="mp4", options=options) as container:
-            stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-            stream.codec_context.bit_rate = _bits(self.bitrate)
-            stream.time_base = Fraction(1, AUDIO_RATE)
-            try:
-                for frame in self.items():
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                    self.sink.check()
-                if not self.abort.is_set():
-                    for packet in stream.encode(None):
-                        container.mux(packet)
-            finally:
-                if self.abort.is_set():
-                    self.sink.discard = True
-        if not self.abort.is_set():
-            self.sink.close()
-
-
-def _bits(text: str) -> int:
-    text = str(text).strip().lower()
-    return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,65 +351,6 @@ class _Prefilter:
         return out
 
 
-class _AudioAligner:
-    """Resamples to stereo 48 kHz and keeps audio on the video's clock: silence for gaps, trims overlap."""
-
-    def __init__(self, t0: float, out: Callable[[av.AudioFrame], None]):
-        self.t0 = t0
-        self.out = out
-        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
-        self.fifo = av.AudioFifo()
-        self.written = 0  # samples written into the fifo (the audio clock)
-        self.sent = 0  # samples sent to the encoder
-        self.drop = 0
-
-    def push(self, frame: av.AudioFrame | None) -> None:
-        """Take one decoded frame (None at the end)."""
-        if frame is not None:
-            if not frame.layout.channels or frame.layout.name.startswith("unknown"):
-                return
-            if frame.time is not None:
-                expected = self.t0 + self.written / AUDIO_RATE
-                gap = frame.time - expected
-                if self.written == 0 and self.drop == 0 and gap < 0:
-                    self.drop = round(-gap * AUDIO_RATE)  # audio that starts before the first picture
-                elif gap > 0.05:
-                    self._silence(round(gap * AUDIO_RATE))
-        for resampled in self.resampler.resample(frame):
-            resampled.pts = None
-            if self.drop:
-                skip = min(self.drop, resampled.samples)
-                self.drop -= skip
-                if skip == resampled.samples:
-                    continue
-                self.fifo.write(resampled)
-                self.fifo.read(skip)
-                self.written += resampled.samples - skip
-            else:
-                self.fifo.write(resampled)
-                self.written += resampled.samples
-        self._drain(final=frame is None)
-
-    def _silence(self, samples: int) -> None:
-        while samples > 0:
-            n = min(samples, 4800)
-            silent = av.AudioFrame(format="fltp", layout="stereo", samples=n)
-            for plane in silent.planes:
-                memoryview(plane)[:] = bytes(plane.buffer_size)
-            silent.sample_rate = AUDIO_RATE
-            self.fifo.write(silent)
-            self.written += n
-            samples -= n
-
-    def _drain(self, final: bool) -> None:
-        while self.fifo.samples >= 1024 or (final and self.fifo.samples):
-            frame = self.fifo.read(min(1024, self.fifo.samples))
-            frame.pts = self.sent
-            frame.time_base = Fraction(1, AUDIO_RATE)
-            self.sent += frame.samples
-            self.out(frame)
-
-
 class _Progress:
     """Calls the progress callback at most ten times a second (and always for the last call)."""
 
@@ -649,63 +391,13 @@ def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
         if result is None:  # failed (or interrupted): leave nothing behind, above all no master
             if opts.live:
                 folders = [spec.name for spec in rungs] + ["audio", "thumbnails"]
-                _remove_written(work, publisher.files, folders)
+                remove_written(work, publisher.files, folders)
             else:
                 shutil.rmtree(work, ignore_errors=True)
     if not opts.live:
-        _publish_built(work, outdir, result, emit)
+        publish_built(work, outdir, result.files, emit)
     report(1.0, "done", force=True)
     return result
-
-
-def _publish_built(work: Path, outdir: Path, result: PipelineResult, emit: FileCallback) -> None:
-    """Move a run built aside into place (no master left behind if that fails), then announce its files."""
-    try:
-        _move_into_place(work, outdir)
-    except OSError:
-        (outdir / "master.m3u8").unlink(missing_ok=True)
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    for relpath in result.files:
-        emit(_kind_of(relpath), relpath)
-
-
-def _kind_of(relpath: str) -> str:
-    if relpath == "master.m3u8":
-        return "master"
-    if relpath.startswith("thumbnails/"):
-        return "thumbnail"
-    return "playlist" if relpath.endswith(".m3u8") else "segment"
-
-
-def _remove_written(root: Path, files: list[str], folders: list[str]) -> None:
-    """Live run failed: remove the master first, then everything else it wrote, then its emptied folders."""
-    (root / "master.m3u8").unlink(missing_ok=True)
-    for relpath in files:
-        (root / relpath).unlink(missing_ok=True)
-    for folder in (root / name for name in folders):
-        if folder.is_dir():
-            for stray in folder.glob(".*.tmp"):  # a file being written when the run failed
-                stray.unlink(missing_ok=True)
-            try:
-                folder.rmdir()  # only if empty: never a folder holding files we did not write
-            except OSError:
-                pass
-
-
-def _move_into_place(work: Path, outdir: Path) -> None:
-    """Replace outdir's entries by the finished ones; the master goes last."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "master.m3u8").unlink(missing_ok=True)
-    entries = sorted(work.iterdir(), key=lambda p: p.name == "master.m3u8")
-    for entry in entries:
-        target = outdir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(entry, target)
-    work.rmdir()
 
 
 @dataclass
@@ -713,8 +405,8 @@ class _Run:
     """The threads of one run: a worker per video rung (encoder or copier), audio, thumbnails."""
 
     rungs: list[RenditionSpec]
-    video: list[_Worker]  # one per rung, in the ladder's order
-    audio: _AudioEncoder | None
+    video: list[Worker]  # one per rung, in the ladder's order
+    audio: AudioEncoder | None
     thumbnailer: Thumbnailer
     abort: threading.Event
 
@@ -724,7 +416,7 @@ class _Run:
         return [w for w in self.video if isinstance(w, _RungEncoder)]
 
     @property
-    def workers(self) -> list[_Worker]:
+    def workers(self) -> list[Worker]:
         """Every thread to start, stop and join."""
         return self.video + ([self.audio] if self.audio else [])
 
@@ -733,7 +425,7 @@ def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSp
                publisher: hls.Publisher, report: _Progress) -> PipelineResult:
     plan, why_not = passthrough.plan_passthrough(src, info, rungs, opts)
     notes = [_passthrough_note(plan, why_not)] if plan or why_not else []
-    timeline = _timeline(rungs[0].frame_rate, opts, info.duration, plan.starts if plan else None)
+    timeline = plan_timeline(rungs[0].frame_rate, opts, info.duration, plan.starts if plan else None)
     run = _prepare(src, work, info, rungs, opts, publisher, timeline, plan)
     frames = _feed(src, info, timeline, opts, run, report)
     report(0.98, "package", force=True)
@@ -750,12 +442,12 @@ def _passthrough_note(plan: passthrough.PassthroughPlan | None, why_not: str) ->
 
 
 def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
-             publisher: hls.Publisher, timeline: _Timeline, plan: passthrough.PassthroughPlan | None) -> _Run:
+             publisher: hls.Publisher, timeline: Timeline, plan: passthrough.PassthroughPlan | None) -> _Run:
     """Register every track with the publisher and build (not start) its thread."""
     rate = timeline.rate
     target = max(1, round(max(timeline.gop, timeline.keyint) / rate))
     abort = threading.Event()
-    video: list[_Worker] = []
+    video: list[Worker] = []
     encoded = [spec for spec in rungs if plan is None or spec is not plan.rung]
     for spec in rungs:
         track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
@@ -771,17 +463,17 @@ def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec
     audio_encoder = None
     if info.has_audio:
         track = hls.TrackOutput(name="audio", kind="audio", target_duration=target)
-        publisher.set_audio(track, planned_peak=int(_bits(opts.audio_bitrate) * 1.2))
+        publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
         first = timeline.first / rate
         fragment = float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate))
-        audio_encoder = _AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher,
+        audio_encoder = AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher,
                                       max(fragment, 0.1), abort)
     thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count,
-                              publisher.announce, on_start=lambda: _lower_priority(5))
+                              publisher.announce, on_start=lambda: lower_priority(5))
     return _Run(rungs=rungs, video=video, audio=audio_encoder, thumbnailer=thumbnailer, abort=abort)
 
 
-def _feed(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions, run: _Run,
+def _feed(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
           report: _Progress) -> int:
     """Start the threads, decode into them, wait for them; raise the first failure. Returns output frames."""
     for worker in run.workers:
@@ -791,7 +483,7 @@ def _feed(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptio
     try:
         frames = _decode(src, info, timeline, opts, run, report)
         decoded = True
-    except _Aborted:
+    except Aborted:
         pass  # a worker failed: its error is raised below
     except av.FFmpegError as e:
         raise _as_media_error(e) from e
@@ -828,7 +520,7 @@ def _publish(src: Path, work: Path, run: _Run, frames: int, publisher: hls.Publi
 
 
 def _result(info: ProbeResult, run: _Run, opts: PipelineOptions, publisher: hls.Publisher,
-            timeline: _Timeline, notes: list[str]) -> PipelineResult:
+            timeline: Timeline, notes: list[str]) -> PipelineResult:
     """What the run wrote: rungs with their measured peak and mean bandwidth, audio, thumbnails, files."""
     audio_track = publisher.audio
     audio_peak = audio_track.peak_bandwidth() if audio_track else 0
@@ -865,7 +557,7 @@ def _as_media_error(error: BaseException) -> BaseException:
 class _FrameClock:
     """Turns decoded frames (any timestamps) into the constant-rate output frames every rung receives."""
 
-    def __init__(self, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions, run: _Run,
+    def __init__(self, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
                  report: _Progress):
         self.info, self.opts, self.run, self.report = info, opts, run, report
         self.frame_duration = timeline.frame_duration
@@ -926,12 +618,12 @@ class _FrameClock:
                              f"{info.duration:.1f} s could be decoded")
 
 
-def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOptions, run: _Run,
+def _decode(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
             report: _Progress) -> int:
     """Demux and decode the source once, feeding every worker; returns the number of output frames."""
     clock = _FrameClock(info, timeline, opts, run, report)
     prefilter = _Prefilter(info)
-    aligner = _AudioAligner(info.start_time, run.audio.put) if run.audio is not None else None
+    aligner = AudioAligner(info.start_time, run.audio.put) if run.audio is not None else None
 
     def take(frame: av.VideoFrame) -> None:
         for filtered in prefilter.push(frame) if prefilter.active else (frame,):
@@ -953,7 +645,7 @@ def _decode(src: Path, info: ProbeResult, timeline: _Timeline, opts: PipelineOpt
 
 
 def _demux(src: Path, info: ProbeResult, opts: PipelineOptions, take: Callable[[av.VideoFrame], None],
-           aligner: _AudioAligner | None) -> None:
+           aligner: AudioAligner | None) -> None:
     """Read the source's video (and audio) packets, decode them, pass the frames on; skip concealable damage."""
     started = time.monotonic()
     errors = 0

@@ -1,0 +1,117 @@
+"""The one stereo 48 kHz AAC track: kept on the video's clock, encoded and muxed into HLS segments."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from streamforge.pipeline import hls
+from streamforge.pipeline.segments import Timeline
+from streamforge.pipeline.workers import Worker, lower_priority
+
+AUDIO_RATE = 48000
+AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
+
+
+class AudioEncoder(Worker):
+    """Encodes the stereo 48 kHz frames into AAC and muxes them into HLS segments."""
+
+    def __init__(self, bitrate: str, timeline: Timeline, track: hls.TrackOutput, root: Path,
+                 publisher: hls.Publisher, fragment_seconds: float, abort: threading.Event):
+        super().__init__("audio", abort, maxsize=64)
+        self.bitrate = bitrate
+        self.track = track
+        self.fragment_seconds = fragment_seconds
+        (root / track.name).mkdir(parents=True, exist_ok=True)
+        # an audio fragment opens the next segment when it starts within half a fragment of a video boundary
+        self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
+                                     tolerance=fragment_seconds / 2 + 1024 / AUDIO_RATE,
+                                     on_segment=publisher.on_segment, on_init=publisher.on_init)
+
+    def work(self) -> None:
+        lower_priority(5)  # a trickle of work that must never hold up a video rung
+        options = {"movflags": AUDIO_MOVFLAGS, "frag_duration": str(int(self.fragment_seconds * 1_000_000))}
+        with av.open(self.sink, "w", format="mp4", options=options) as container:
+            stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+            stream.codec_context.bit_rate = audio_bits(self.bitrate)
+            stream.time_base = Fraction(1, AUDIO_RATE)
+            try:
+                for frame in self.items():
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+                    self.sink.check()
+                if not self.abort.is_set():
+                    for packet in stream.encode(None):
+                        container.mux(packet)
+            finally:
+                if self.abort.is_set():
+                    self.sink.discard = True
+        if not self.abort.is_set():
+            self.sink.close()
+
+
+def audio_bits(text: str) -> int:
+    text = str(text).strip().lower()
+    return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
+
+
+class AudioAligner:
+    """Resamples to stereo 48 kHz and keeps audio on the video's clock: silence for gaps, trims overlap."""
+
+    def __init__(self, t0: float, out: Callable[[av.AudioFrame], None]):
+        self.t0 = t0
+        self.out = out
+        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+        self.fifo = av.AudioFifo()
+        self.written = 0  # samples written into the fifo (the audio clock)
+        self.sent = 0  # samples sent to the encoder
+        self.drop = 0
+
+    def push(self, frame: av.AudioFrame | None) -> None:
+        """Take one decoded frame (None at the end)."""
+        if frame is not None:
+            if not frame.layout.channels or frame.layout.name.startswith("unknown"):
+                return
+            if frame.time is not None:
+                expected = self.t0 + self.written / AUDIO_RATE
+                gap = frame.time - expected
+                if self.written == 0 and self.drop == 0 and gap < 0:
+                    self.drop = round(-gap * AUDIO_RATE)  # audio that starts before the first picture
+                elif gap > 0.05:
+                    self._silence(round(gap * AUDIO_RATE))
+        for resampled in self.resampler.resample(frame):
+            resampled.pts = None
+            if self.drop:
+                skip = min(self.drop, resampled.samples)
+                self.drop -= skip
+                if skip == resampled.samples:
+                    continue
+                self.fifo.write(resampled)
+                self.fifo.read(skip)
+                self.written += resampled.samples - skip
+            else:
+                self.fifo.write(resampled)
+                self.written += resampled.samples
+        self._drain(final=frame is None)
+
+    def _silence(self, samples: int) -> None:
+        while samples > 0:
+            n = min(samples, 4800)
+            silent = av.AudioFrame(format="fltp", layout="stereo", samples=n)
+            for plane in silent.planes:
+                memoryview(plane)[:] = bytes(plane.buffer_size)
+            silent.sample_rate = AUDIO_RATE
+            self.fifo.write(silent)
+            self.written += n
+            samples -= n
+
+    def _drain(self, final: bool) -> None:
+        while self.fifo.samples >= 1024 or (final and self.fifo.samples):
+            frame = self.fifo.read(min(1024, self.fifo.samples))
+            frame.pts = self.sent
+            frame.time_base = Fraction(1, AUDIO_RATE)
+            self.sent += frame.samples
+            self.out(frame)
