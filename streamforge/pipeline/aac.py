@@ -10,7 +10,7 @@ import av
 
 from streamforge.pipeline import hls
 from streamforge.pipeline.segments import Timeline
-from streamforge.pipeline.workers import Worker, lower_priority
+from streamforge.pipeline.workers import Worker, encode_frames, lower_priority
 
 AUDIO_RATE = 48000
 AUDIO_MOVFLAGS = "empty_moov+default_base_moof"
@@ -38,17 +38,7 @@ class AudioEncoder(Worker):
             stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
             stream.codec_context.bit_rate = audio_bits(self.bitrate)
             stream.time_base = Fraction(1, AUDIO_RATE)
-            try:
-                for frame in self.items():
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                    self.sink.check()
-                if not self.abort.is_set():
-                    for packet in stream.encode(None):
-                        container.mux(packet)
-            finally:
-                if self.abort.is_set():
-                    self.sink.discard = True
+            encode_frames(stream, container, self.items(), self.sink, self.abort)
         if not self.abort.is_set():
             self.sink.close()
 

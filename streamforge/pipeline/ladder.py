@@ -17,7 +17,7 @@ RATE_CONTROLS = ("crf", "abr")
 # SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
 # the highest level whose VMAF stayed within about 1.3 of the target bitrate's on every clip of the corpus.
-DEFAULT_QUALITY = {"h264": 23.0, "hevc": 22.0, "av1": 29.0, "vp9": 27.0}
+DEFAULT_QUALITY = {"h264": 23.0, "hevc": 20.0, "av1": 33.0, "vp9": 24.0}
 QUALITY_OFFSETS = ((720, 0.0), (480, 2.0), (360, 2.5), (0, 3.5))  # (rungs at least this tall, minus); < 360 extrapolated
 # The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
 # "fast" (subme 6, trellis, 2 refs) gave about +1.5 VMAF at equal bytes over "veryfast" on every clip,

@@ -33,7 +33,7 @@ from streamforge.pipeline.placement import FileCallback, publish_built, remove_w
 from streamforge.pipeline.probe import ProbeResult, open_input
 from streamforge.pipeline.segments import Timeline, plan_timeline
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
-from streamforge.pipeline.workers import Aborted, Worker, cpu_cores, lower_priority
+from streamforge.pipeline.workers import Aborted, Worker, cpu_cores, encode_frames, lower_priority
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -219,7 +219,6 @@ class _RungEncoder(Worker):
         if spec.codec == "av1":
             # SVT-AV1 prints its banner and warnings straight to stderr unless told otherwise
             os.environ.setdefault("SVT_LOG", "1")
-        reformatter = VideoReformatter()
         time_base = Fraction(1, 1) / rate
         with av.open(self.sink, "w", format="mp4", options={"movflags": VIDEO_MOVFLAGS}) as container:
             stream = container.add_stream(codec_name, rate=rate)
@@ -230,29 +229,24 @@ class _RungEncoder(Worker):
             stream.codec_context.options = options
             if spec.codec == "hevc":
                 stream.codec_tag = "hvc1"  # Apple players refuse hev1
-            tagged = False
-            try:
-                for frame, n, src_range in self.items():
-                    if not tagged:
-                        _tag_colors(stream.codec_context, frame)
-                        tagged = True
-                    out = reformatter.reformat(frame, spec.width, spec.height, "yuv420p",
-                                               interpolation=Interpolation.BICUBIC, threads=1,
-                                               src_color_range=src_range, dst_color_range=1)
-                    out.pts = n
-                    out.time_base = time_base
-                    out.pict_type = PictureType.I if self.timeline.is_boundary(n) else PictureType.NONE
-                    for packet in stream.encode(out):
-                        container.mux(packet)
-                    self.sink.check()
-                if not self.abort.is_set():
-                    for packet in stream.encode(None):
-                        container.mux(packet)
-            finally:
-                if self.abort.is_set():
-                    self.sink.discard = True
+            encode_frames(stream, container, self._pictures(stream, time_base), self.sink, self.abort)
         if not self.abort.is_set():
             self.sink.close()
+
+    def _pictures(self, stream, time_base: Fraction):
+        """The queued frames scaled to the rung, numbered, keyframes forced on the segment boundaries."""
+        spec, reformatter, tagged = self.spec, VideoReformatter(), False
+        for frame, n, src_range in self.items():
+            if not tagged:
+                _tag_colors(stream.codec_context, frame)
+                tagged = True
+            out = reformatter.reformat(frame, spec.width, spec.height, "yuv420p",
+                                       interpolation=Interpolation.BICUBIC, threads=1,
+                                       src_color_range=src_range, dst_color_range=1)
+            out.pts = n
+            out.time_base = time_base
+            out.pict_type = PictureType.I if self.timeline.is_boundary(n) else PictureType.NONE
+            yield out
 
 
 class _CopiedRung(Worker):

@@ -71,6 +71,22 @@ class Worker(threading.Thread):
         raise NotImplementedError
 
 
+def encode_frames(stream, container, frames, sink, abort: threading.Event) -> None:
+    """An encoding worker's loop: encode and mux every frame, flush the encoder at the end; after an
+    abort the sink (an hls.FragmentSink) discards what it holds."""
+    try:
+        for frame in frames:
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            sink.check()
+        if not abort.is_set():
+            for packet in stream.encode(None):
+                container.mux(packet)
+    finally:
+        if abort.is_set():
+            sink.discard = True
+
+
 def cpu_cores() -> int:
     """Cores this process may run on (its affinity mask, as taskset or a container sets it)."""
     try:
