@@ -1,6 +1,7 @@
 """Benchmark: bytes and VMAF per rung of `rate_control = "crf"` against `"abr"` and PeerTube's VOD settings.
 
-    python bench/quality.py [--workdir DIR] [--seconds 6] [--heights 720,480,360] [--sweep 18,20,22,24]
+    python bench/quality.py [--workdir DIR] [--seconds 6] [--heights 720,480,360] [--sweep 19,21,23,25]
+                            [--codec h264|hevc|av1|vp9] [--preset NAME]
 
 Needs the bench extra (`pip install -e .[bench]`): imageio-ffmpeg's FFmpeg build carries libvmaf (Debian's
 ffmpeg does not); StreamForge itself never needs it.
@@ -13,9 +14,10 @@ x264 CRF 10 masters (the VMAF references):
   * camera: the bikes clip (real camera footage, pans and motion) scaled to 1280x544;
   * grain: Big Buck Bunny under heavy temporal film grain (FFmpeg's noise filter).
 
-Each goes through StreamForge's pipeline (x264 veryfast, the configured ladder, 4 s segments) three ways:
-`abr` (the target bitrates), `crf` (the defaults of pipeline/ladder.py) and `peertube` (PeerTube's VOD
-profile: x264 CRF 23 capped at the target bitrate with a 2x buffer, i.e. our crf mode at a flat 23).
+Each goes through StreamForge's pipeline (the configured ladder, 4 s segments) three ways: `abr` (the
+target bitrates, x264 veryfast, as before), `crf` (the defaults of pipeline/ladder.py: per-rung CRF, x264
+fast) and `peertube` (PeerTube's VOD profile: x264 veryfast at CRF 23 capped at the target bitrate with a
+2x buffer, i.e. our crf mode at a flat 23 and abr's preset).
 Every rung is scored with VMAF (the default model, scaled up bicubically to the source's size, every
 --subsample-th frame) against its master. Then passthrough: a 720p H.264 upload (2 s keyframes, under
 the 720p rung's peak) through the pipeline with passthrough on and off: wall and CPU seconds, bytes.
@@ -25,7 +27,8 @@ RESULT: PASS when every crf rung's VMAF >= abr's - 1.5, the corpus takes <= 0.75
 
 --sweep runs only the crf mode at each flat CRF given (plus abr) and prints VMAF and bytes per rung and
 CRF against abr: the curve the defaults in pipeline/ladder.py were chosen from (bench/README.md); with
---codec hevc|av1|vp9 the same for that encoder (each against its own abr).
+--codec hevc|av1|vp9 the same for that encoder (each against its own abr), with --preset NAME at another
+preset than the crf default (abr stays at veryfast).
 """
 from __future__ import annotations
 
@@ -103,7 +106,7 @@ def make_upload(workdir: Path, seconds: float) -> Path:
 
 
 def options(mode: str, heights: tuple[int, ...], flat_crf: float | None = None, passthrough: bool = False,
-            codec: str = "h264"):
+            codec: str = "h264", preset: str = ""):
     """PipelineOptions of one contender (`codec` for the --codec sweeps; PeerTube's profile is x264's)."""
     from streamforge.pipeline import PipelineOptions
 
@@ -116,9 +119,9 @@ def options(mode: str, heights: tuple[int, ...], flat_crf: float | None = None, 
         extra = {codec: {"x265-params": f"crf={level}"} if codec == "hevc" else {"crf": level}}
     if X264_PARAMS and mode != "abr" and codec == "h264":
         extra.setdefault("h264", {})["x264-params"] = X264_PARAMS
-    # abr and crf at the defaults (pipeline/ladder.py: veryfast for abr, the crf default for crf); PeerTube's
-    # profile encodes at veryfast
-    preset = "veryfast" if mode == "peertube" else ""
+    # abr at its default (veryfast), crf at `preset` or its default (pipeline/ladder.py); PeerTube's profile
+    # encodes at veryfast
+    preset = {"abr": "", "peertube": "veryfast"}.get(mode, preset)
     return PipelineOptions(codecs=(codec,), heights=heights, preset=preset, segment_seconds=4,
                            rate_control="abr" if mode == "abr" else "crf", encoder_options=extra,
                            passthrough=passthrough, preview_count=1)
@@ -163,7 +166,8 @@ def score(kind: str, src: Path, mode: str, workdir: Path, args, flat_crf: float 
     """One contender on one clip: a row per rung with its bytes and VMAF."""
     label = mode if flat_crf is None else f"crf{flat_crf:g}"
     out = workdir / f"out-{kind}-{label}"
-    result, wall, _cpu_s = encode(src, out, options(mode, args.heights, flat_crf, codec=args.codec))
+    result, wall, _cpu_s = encode(src, out, options(mode, args.heights, flat_crf, codec=args.codec,
+                                                       preset=args.preset))
     size = (result.probe.width, result.probe.height)
     rows = []
     for rung in result.renditions:
@@ -251,6 +255,7 @@ def main() -> int:
     parser.add_argument("--heights", default="720,480,360")
     parser.add_argument("--subsample", type=int, default=2, help="score every n-th frame")
     parser.add_argument("--sweep", help="comma-separated flat CRFs: print the curve instead of the verdict")
+    parser.add_argument("--preset", default="", help="the crf contenders' encoder preset (default: the crf default)")
     parser.add_argument("--codec", default="h264", choices=("h264", "hevc", "av1", "vp9"),
                         help="the codec of a --sweep (the verdict is H.264's)")
     parser.add_argument("--keep", action="store_true", help="keep every output")

@@ -79,6 +79,11 @@ def test_crf_rungs_are_capped_and_smaller_rungs_get_a_lower_crf():
     assert [(r.name, r.crf) for r in h264] == [("1080p", 23), ("720p", 23), ("480p", 21), ("360p", 20.5)]
     small = plan_ladder(source(426, 240), PipelineOptions(heights=(240,)))[0]
     assert small.crf == 19.5
+    # a film's or a phone's rungs take the level of the box they fill, as a 16:9 rung of that name does
+    film = plan_ladder(source(1280, 544), PipelineOptions(heights=(720, 480, 360)))
+    assert [(r.width, r.height, r.crf) for r in film] == [(1280, 544, 23), (854, 362, 21), (640, 272, 20.5)]
+    phone = plan_ladder(source(720, 1280), PipelineOptions(heights=(720, 480)))
+    assert [(r.width, r.height, r.crf) for r in phone] == [(720, 1280, 23), (480, 854, 21)]
     custom = plan_ladder(source(1280, 720), PipelineOptions(heights=(720, 480), quality={"h264": 26}))
     assert [r.crf for r in custom] == [26, 24]
     with pytest.raises(ValueError, match="rate_control"):

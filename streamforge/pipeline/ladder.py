@@ -18,7 +18,8 @@ RATE_CONTROLS = ("crf", "abr")
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
 # the highest level whose VMAF stayed within about 1.3 of the target bitrate's on every clip of the corpus.
 DEFAULT_QUALITY = {"h264": 23.0, "hevc": 20.0, "av1": 33.0, "vp9": 24.0}
-QUALITY_OFFSETS = ((720, 0.0), (480, 2.0), (360, 2.5), (0, 3.5))  # (rungs at least this tall, minus); < 360 extrapolated
+# (rungs at least this tall, minus), tall as in box_height; < 360 extrapolated
+QUALITY_OFFSETS = ((720, 0.0), (480, 2.0), (360, 2.5), (0, 3.5))
 # The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
 # "fast" (subme 6, trellis, 2 refs) gave about +1.5 VMAF at equal bytes over "veryfast" on every clip,
 # which is what lets the crf defaults above sit 6 CRF higher; abr keeps "veryfast" as it always had.
@@ -152,7 +153,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                 # about the target's bytes; a 1.5x cap would let them average up to 1.5x it
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
                                            maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
-                                           crf=rung_quality(codec, min(w, h), opts)))
+                                           crf=rung_quality(codec, box_height(w, h), opts)))
     return rungs
 
 
@@ -163,8 +164,15 @@ def encoder_preset(codec: str, opts: PipelineOptions) -> str:
     return DEFAULT_PRESETS.get(opts.rate_control, {}).get(codec, FALLBACK_PRESET)
 
 
+def box_height(width: int, height: int) -> int:
+    """The height of the 16:9 box a picture of this size fills, whatever its shape or orientation: 720
+    for 1280x720, for a 1280x544 film and for a 720x1280 phone video alike (they are watched at the same
+    scale, so they take the same level)."""
+    return max(min(width, height), round(max(width, height) * 9 / 16))
+
+
 def rung_quality(codec: str, height: int, opts: PipelineOptions) -> float:
-    """The constant-quality level of a rung of this codec whose short side is `height`."""
+    """The constant-quality level of a rung of this codec filling a 16:9 box `height` tall (box_height)."""
     base = float((opts.quality or {}).get(codec, DEFAULT_QUALITY[codec]))
     offset = next(minus for tall, minus in QUALITY_OFFSETS if height >= tall)
     return max(0.0, base - offset)
