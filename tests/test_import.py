@@ -9,8 +9,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -319,13 +321,40 @@ def test_migration_6_adds_the_hash_to_a_version_5_database(backend, tmp_path):
         database.close()
 
 
-def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path):
-    live = server()
+@pytest.fixture
+def slow_store():
+    """A TCP port that takes whatever is sent to it at about 6 MB/s and never answers: an upload there is
+    still on its way when the test interrupts it, however fast the machine (a real store took 300 MiB in
+    under 3 s and finished before the Ctrl-C)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drain(conn: socket.socket) -> None:
+        with conn:
+            while not stop.is_set() and conn.recv(65536):
+                time.sleep(0.01)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
+def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path, slow_store):
+    live = server(STREAMFORGE_STORAGE_PUBLIC_URL=slow_store)  # the upload URLs point at the slow port
     tok = token("impatient@example.com")
     big = tmp_path / "lib" / "long.mp4"
     big.parent.mkdir()
     with open(big, "wb") as f:
-        f.truncate(300 * MiB)  # sparse: no disk written here, the upload takes a while
+        f.truncate(300 * MiB)  # sparse: no disk written here
     proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "import", str(big.parent), "--url", live.url,
                              "--token", tok], env={k: v for k, v in os.environ.items()
                                                    if not k.startswith("STREAMFORGE_")},
