@@ -9,11 +9,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -321,31 +321,39 @@ def test_migration_6_adds_the_hash_to_a_version_5_database(backend, tmp_path):
         database.close()
 
 
+class _SlowStore(BaseHTTPRequestHandler):
+    """Takes a PUT's body at about 1 MB/s, then answers 200 with an ETag, as a store does for a part."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's name
+        left = int(self.headers.get("Content-Length", 0))
+        while left > 0:
+            chunk = self.rfile.read(min(left, 16384))
+            if not chunk:
+                return
+            left -= len(chunk)
+            time.sleep(0.015)
+        self.send_response(200)
+        self.send_header("ETag", '"slow"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture
 def slow_store():
-    """A TCP port that takes whatever is sent to it at about 6 MB/s and never answers: an upload there is
-    still on its way when the test interrupts it, however fast the machine (a real store took 300 MiB in
-    under 3 s and finished before the Ctrl-C)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def drain(conn: socket.socket) -> None:
-        with conn:
-            while not stop.is_set() and conn.recv(65536):
-                time.sleep(0.01)
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=drain, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    listener.close()
+    """A store endpoint that takes uploads slowly: an upload there is still on its way when the test
+    interrupts it, however fast the machine (the real store took 300 MiB in under 3 s, before the Ctrl-C),
+    and every part is answered, so the importer is never left waiting on a reply that does not come."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowStore)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
 
 
 def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path, slow_store):

@@ -22,7 +22,8 @@ DEFAULT_QUALITY = {"h264": 23.0, "hevc": 20.0, "av1": 33.0, "vp9": 24.0}
 QUALITY_OFFSETS = ((720, 0.0), (480, 2.0), (360, 2.5), (0, 3.5))
 # The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
 # "fast" (subme 6, trellis, 2 refs) gave about +1.5 VMAF at equal bytes over "veryfast" on every clip,
-# which is what lets the crf defaults above sit 6 CRF higher; abr keeps "veryfast" as it always had.
+# which is what lets the crf defaults above sit 6 CRF higher, for about 1.7x veryfast's encoding time (the
+# trade is measured in bench/README.md); abr keeps "veryfast" as it always had.
 DEFAULT_PRESETS = {"crf": {"h264": "fast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
 
