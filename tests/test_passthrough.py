@@ -66,15 +66,30 @@ def test_an_h264_upload_is_copied_and_the_other_rungs_align_to_its_keyframes(tmp
     assert any("240p copied from the upload" in note for note in result.notes)
     # the very packets of the upload, not a re-encode
     assert video_packets(joined(tmp_path / "out", "240p")) == video_packets(src)
-    # every rung (and the audio) cut at the same times: two 2 s segments on the upload's keyframes 0 and 50
+    # every rung (and the audio) cut at the same times, on the upload's keyframes: two 2 s segments, or in a
+    # live run a first segment of first_segment_seconds (1 s) so that the video is playable early
+    cuts = [0.0, 1.0, 3.0] if live_mode else [0.0, 2.0]
     for rung in ("240p", "120p", "audio"):
         text = (tmp_path / "out" / rung / "index.m3u8").read_text()
         durations = [float(line[8:-1]) for line in text.splitlines() if line.startswith("#EXTINF:")]
         # audio is cut at its own frames (1024 samples, 21 ms) nearest the boundary
-        assert durations == pytest.approx([2.0, 2.0], abs=0.03 if rung != "audio" else 0.07), rung
+        expected = [b - a for a, b in zip(cuts, [*cuts[1:], 4.0])]
+        assert durations == pytest.approx(expected, abs=0.03 if rung != "audio" else 0.07), rung
     with av.open(str(joined(tmp_path / "out", "120p"))) as container:
         keys = [float(p.pts * p.time_base) for p in container.demux(container.streams.video[0]) if p.is_keyframe]
-    assert keys == pytest.approx([0.0, 2.0], abs=0.01)
+    assert keys == pytest.approx(cuts, abs=0.01)
+
+
+def test_a_live_run_does_not_copy_an_upload_whose_first_keyframe_would_hold_playback_back(tmp_path):
+    """Keyframes every 3 s suit 2 s segments, but in a run that is playable early the copied rung's first
+    segment would be 3 s, three first_segment_seconds: that run encodes the rung, with its 1 s first segment."""
+    src = make_upload(tmp_path / "up.mp4", keyframes=[0, 75, 150], frames=200, audio=False)
+    live_run = run_pipeline(src, tmp_path / "live", dataclasses.replace(OPTS, live=True))
+    assert not any(r.copied for r in live_run.renditions)
+    assert any("first playable moment" in note for note in live_run.notes), live_run.notes
+    text = (tmp_path / "live" / "240p" / "index.m3u8").read_text()
+    assert float(next(line for line in text.splitlines() if line.startswith("#EXTINF:"))[8:-1]) == pytest.approx(1.0)
+    assert run_pipeline(src, tmp_path / "built", OPTS).renditions[0].copied  # built aside: no hurry, copied
 
 
 def test_an_upload_with_one_keyframe_is_one_segment_in_every_rung(tmp_path):
@@ -134,9 +149,10 @@ def test_the_processing_log_says_which_rung_was_copied(live, tmp_path):  # noqa:
     from conftest import drain_queue
     from test_processing import logs, upload
 
-    src = make_upload(tmp_path / "phone.mp4", keyframes=[0, 25, 50, 75])  # fits the 240p rung; 4 s: one segment
+    # fits the 240p rung; 4 s: the worker's live run cuts a 1 s first segment (on the keyframe at 1 s), then the rest
+    src = make_upload(tmp_path / "phone.mp4", keyframes=[0, 25, 50, 75])
     vid = upload(live, src.read_bytes())
     assert drain_queue() == ["completed"]
     done = [i for i in logs(live, vid) if i["stage"] == "transcode" and i["status"] == "completed"]
-    assert len(done) == 1 and "240p h264 320x240 1 segments (copied)" in done[0]["message"]
+    assert len(done) == 1 and "240p h264 320x240 2 segments (copied)" in done[0]["message"]
     assert "passthrough: 240p copied from the upload" in done[0]["message"]

@@ -24,6 +24,9 @@ from streamforge.pipeline.probe import ProbeResult, open_input
 MAX_GAP_SEGMENTS = 2  # keyframes further apart than this many segment_seconds: encode instead
 SPREAD = 0.5  # keyframe intervals further than this fraction from their median: irregular
 TAIL_SECONDS = 0.5  # a last segment shorter than this is merged into the one before
+# a run that is playable early (live) copies a rung only when its first segment, cut on the upload's
+# keyframes, is at most this many first_segment_seconds long: a longer one holds the master back
+LIVE_FIRST_SEGMENTS = 2
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,11 @@ def plan_passthrough(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
         return None, why
     interval = statistics.median(b - a for a, b in zip(scan.keyframes, scan.keyframes[1:])) \
         if len(scan.keyframes) > 1 else info.duration
-    starts = _segment_starts(scan.keyframes, interval, info.duration, rate, opts.segment_seconds)
+    first = float(opts.first_segment_seconds) if opts.live else None
+    starts = _segment_starts(scan.keyframes, interval, info.duration, rate, opts.segment_seconds, first)
+    why = _late_first_segment(starts, rate, info.duration, opts)
+    if why:
+        return None, why
     peak = _peak(scan, [0.0] + [n / rate for n in starts] + [info.duration])
     if peak > rung.maxrate:
         return None, (f"its peak of {peak // 1000} kbit/s is above the {rung.name} rung's "
@@ -112,6 +119,18 @@ def _scan(src: Path, info: ProbeResult) -> _Scan:
     return scan
 
 
+def _late_first_segment(starts: list[int], rate: Fraction, duration: float, opts: PipelineOptions) -> str:
+    """Why, in a run that is to be playable early, the copied rung's first segment would hold that back."""
+    if not opts.live:
+        return ""
+    first = starts[0] / float(rate) if starts else duration
+    limit = LIVE_FIRST_SEGMENTS * float(opts.first_segment_seconds)
+    if first > limit + 0.5 / float(rate):
+        return (f"its first keyframe after the start is {first:.1f} s in: a copied rung's first segment would "
+                f"hold the video's first playable moment back past {limit:g} s")
+    return ""
+
+
 def _irregular(scan: _Scan, rate: Fraction, duration: float, segment_seconds: float) -> str:
     """Why the packets cannot be cut into aligned segments ("" if they can)."""
     if not scan.extradata:
@@ -139,10 +158,15 @@ def _irregular(scan: _Scan, rate: Fraction, duration: float, segment_seconds: fl
 
 
 def _segment_starts(keys: list[float], interval: float, duration: float, rate: Fraction,
-                    segment_seconds: float) -> list[int]:
-    """Every m-th source keyframe (m keyframe intervals closest to segment_seconds) as an output frame number."""
+                    segment_seconds: float, first: float | None = None) -> list[int]:
+    """Every m-th source keyframe (m keyframe intervals closest to segment_seconds) as an output frame number;
+    with `first` (a live run), the first segment ends on the first keyframe at least `first` seconds in."""
     step = max(1, round(segment_seconds / interval)) if interval > 0 else 1
-    starts = [round(t * rate) for t in keys[step::step]]
+    begin = step
+    if first is not None:
+        half = 0.5 / float(rate)
+        begin = next((i for i, t in enumerate(keys) if i and t >= first - half), len(keys))
+    starts = [round(t * rate) for t in keys[begin::step]]
     if starts and duration - starts[-1] / float(rate) < TAIL_SECONDS:
         starts.pop()
     return starts
