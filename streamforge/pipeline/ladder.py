@@ -17,14 +17,15 @@ RATE_CONTROLS = ("crf", "abr")
 # SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
 # the highest level whose VMAF stayed within about 1.3 of the target bitrate's on every clip of the corpus.
-DEFAULT_QUALITY = {"h264": 23.0, "hevc": 20.0, "av1": 33.0, "vp9": 24.0}
+DEFAULT_QUALITY = {"h264": 22.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
 # (rungs at least this tall, minus), tall as in box_height; < 360 extrapolated
-QUALITY_OFFSETS = ((720, 0.0), (480, 2.0), (360, 2.5), (0, 3.5))
+QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
 # The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
-# "fast" (subme 6, trellis, 2 refs) gave about +1.5 VMAF at equal bytes over "veryfast" on every clip,
-# which is what lets the crf defaults above sit 6 CRF higher, for about 1.7x veryfast's encoding time (the
-# trade is measured in bench/README.md); abr keeps "veryfast" as it always had.
-DEFAULT_PRESETS = {"crf": {"h264": "fast"}, "abr": {}}
+# "faster" (subme 4, trellis, 2 refs) gave 1.5 to 3 VMAF more than "veryfast" at equal bytes on every
+# clip, which is what lets the crf defaults above sit 5 CRF higher, for about 1.7x veryfast's encoding
+# time; "fast" scored alike but its longer lookahead held a live run's first segment back by a second
+# (bench/README.md). abr keeps "veryfast" as it always had.
+DEFAULT_PRESETS = {"crf": {"h264": "faster"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
 
 
