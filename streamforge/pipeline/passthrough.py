@@ -58,8 +58,11 @@ def plan_passthrough(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     why = _unsuitable(info, rung)
     if why:
         return None, why
-    scan = _scan(src, info)
     rate = rung.frame_rate
+    why = _late_first_keyframe(src, info, rate, opts)  # a live run refuses early, before the whole scan
+    if why:
+        return None, why
+    scan = _scan(src, info)
     why = _irregular(scan, rate, info.duration, opts.segment_seconds)
     if why:
         return None, why
@@ -117,6 +120,25 @@ def _scan(src: Path, info: ProbeResult) -> _Scan:
             scan.pts.append(math.nan)  # a damaged file: the decode decides; no copy of it
     scan.keyframes.sort()
     return scan
+
+
+def _late_first_keyframe(src: Path, info: ProbeResult, rate: Fraction, opts: PipelineOptions) -> str:
+    """In a live run, why the upload's first keyframe past first_segment_seconds comes too late for a copy,
+    read from the packets up to it (a long upload is not scanned to the end only to be refused)."""
+    if not opts.live:
+        return ""
+    first = float(opts.first_segment_seconds) - 0.5 / float(rate)
+    with open_input(src) as container:
+        stream = container.streams[info.video_stream_index]
+        try:
+            for packet in container.demux(stream):
+                if packet.is_keyframe and packet.pts is not None and stream.time_base is not None:
+                    t = float(packet.pts * stream.time_base) - info.start_time
+                    if t >= first:
+                        return _late_first_segment([round(t * rate)], rate, info.duration, opts)
+        except av.FFmpegError:
+            return ""  # the whole scan decides
+    return _late_first_segment([], rate, info.duration, opts)
 
 
 def _late_first_segment(starts: list[int], rate: Fraction, duration: float, opts: PipelineOptions) -> str:
