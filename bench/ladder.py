@@ -7,7 +7,7 @@ Bunny clip, then on the 30 s input runs, one after the other on the same machine
 
   * StreamForge: run_pipeline, 1080/720/480/360, veryfast, 4 s segments (audio and thumbnails included),
     `rate_control = "abr"` (the same target bitrates as ffmpeg's), and beside it the default `"crf"` mode
-    (capped constant quality at its default preset, x264 fast), whose time is reported without a goal;
+    (capped constant quality at its default preset, x264 faster), whose time is reported without a goal;
   * ffmpeg one process: one decode, `split` into four `scale`s, four libx264 outputs, AAC, HLS fMP4;
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 

@@ -16,7 +16,7 @@ x264 CRF 10 masters (the VMAF references):
 
 Each goes through StreamForge's pipeline (the configured ladder, 4 s segments) three ways: `abr` (the
 target bitrates, x264 veryfast, as before), `crf` (the defaults of pipeline/ladder.py: per-rung CRF, x264
-fast) and `peertube` (PeerTube's VOD profile: x264 veryfast at CRF 23 capped at the target bitrate with a
+faster) and `peertube` (PeerTube's VOD profile: x264 veryfast at CRF 23 capped at the target bitrate with a
 2x buffer, i.e. our crf mode at a flat 23 and abr's preset).
 Every rung is scored with VMAF (the default model, scaled up bicubically to the source's size, every
 --subsample-th frame) against its master. Then passthrough: a 720p H.264 upload (2 s keyframes, under

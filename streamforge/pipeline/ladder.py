@@ -16,13 +16,13 @@ RATE_CONTROLS = ("crf", "abr")
 # Constant-quality level of the 720p and larger rungs, in each encoder's own scale (x264/x265 CRF 0-51,
 # SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
-# the highest level whose VMAF stayed within about 1.3 of the target bitrate's on every clip of the corpus.
+# the levels with the fewest corpus bytes whose VMAF stayed within 1.5 of the target bitrate's on every clip.
 DEFAULT_QUALITY = {"h264": 22.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
 # (rungs at least this tall, minus), tall as in box_height; < 360 extrapolated
 QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
 # The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
 # "faster" (subme 4, trellis, 2 refs) gave 1.5 to 3 VMAF more than "veryfast" at equal bytes on every
-# clip, which is what lets the crf defaults above sit 5 CRF higher, for about 1.7x veryfast's encoding
+# clip, which is what lets the crf defaults above sit 5 CRF higher, for about 1.5x veryfast's encoding
 # time; "fast" scored alike but its longer lookahead held a live run's first segment back by a second
 # (bench/README.md). abr keeps "veryfast" as it always had.
 DEFAULT_PRESETS = {"crf": {"h264": "faster"}, "abr": {}}
