@@ -71,7 +71,7 @@ class Serve:
 
     def __enter__(self):
         self.log = open(self.tmp / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "serve", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", "serve", "--port", str(self.port),
                                       "--data-dir", str(self.tmp / "data")], env=self.env, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
         deadline = time.time() + 120
@@ -83,7 +83,7 @@ class Serve:
                 time.sleep(0.5)
         else:
             raise SystemExit("serve did not become healthy; see " + str(self.tmp / "serve.log"))
-        out = subprocess.run([sys.executable, "-m", "streamforge.cli", "token", "create", "--email",
+        out = subprocess.run([sys.executable, "-m", "streamforge.commands.main", "token", "create", "--email",
                               "bench@example.com", "--data-dir", str(self.tmp / "data")], env=self.env,
                              capture_output=True, text=True, check=True, cwd=ROOT)
         self.headers = {"Authorization": f"Bearer {out.stdout.strip()}"}

@@ -135,7 +135,7 @@ class Round:
         executed = requeued = 0
         for name in self.workers:
             text = (self.stack.tmp / f"{name}.log").read_text(errors="replace")
-            executed += text.count("Executing streamforge.tasks.process_video")
+            executed += text.count("Executing streamforge.jobs.tasks.process_video")
             requeued += sum(int(n) for n in re.findall(r"'requeued': (\d+)", text))
         return executed, requeued
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{requeued} requeued by the sweepers, {left} left in the queue after the round")
         notes.append(note)
         print(f"    NOTE  {note}", flush=True)
-        from streamforge import tasks
+        from streamforge.jobs import tasks
         tasks.huey.storage.flush_queue()  # the next round starts from an empty queue
         return a
 

@@ -170,7 +170,7 @@ class Stack:
         """Start `streamforge ARGS --data-dir D` in its own process group, logging to NAME.log."""
         log = open(self.tmp / f"{name}.log", "w")
         self.logs[name] = log
-        proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.data_dir)],
+        proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", *args, "--data-dir", str(self.data_dir)],
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         self.procs[name] = proc
@@ -197,7 +197,7 @@ class Stack:
 
     def cli(self, *args: str) -> str:
         """Run a streamforge command to completion; its last line of stdout."""
-        out = subprocess.run([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.data_dir)],
+        out = subprocess.run([sys.executable, "-m", "streamforge.commands.main", *args, "--data-dir", str(self.data_dir)],
                              env=self.env, capture_output=True, text=True, timeout=120)
         if out.returncode:
             raise SystemExit(f"streamforge {' '.join(args)} failed: {out.stderr[-500:]}")
@@ -255,7 +255,7 @@ class Stack:
 
     def pending_tasks(self) -> list[tuple[str, tuple]]:
         """(task name, args) of every task waiting in the queue (read directly from its storage)."""
-        from streamforge import tasks
+        from streamforge.jobs import tasks
         tasks.huey.storage = tasks.make_storage(self.queue_url)
         return [(t.name, tuple(t.args or ())) for t in tasks.huey.pending()]
 

@@ -28,7 +28,7 @@ def self_command(*args: str) -> list[str]:
     """The argv that runs `streamforge ARGS...` with this same program."""
     if is_frozen():
         return [sys.executable, *args]
-    return [sys.executable, "-m", "streamforge.cli", *args]
+    return [sys.executable, "-m", "streamforge.commands.main", *args]
 
 
 def child_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from streamforge import tasks
+from streamforge.jobs import tasks
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 

@@ -14,7 +14,8 @@ import pytest
 import requests
 from conftest import LiveServer, free_port, fresh_database_url
 
-from streamforge import cli, worker_registry
+from streamforge.commands import main as cli
+from streamforge.jobs import heartbeats
 from streamforge.store import db as dbmod
 from streamforge.store import users, videos
 from streamforge.store.db import SchemaVersion, User, Video, init_db
@@ -208,8 +209,8 @@ def test_workers_heartbeat_into_the_stats(seaweed, make_app, tmp_path):
         _, admin = _token("ops-i12@example.com", users.ADMIN)
         h = {"Authorization": f"Bearer {admin}"}
         stop = threading.Event()
-        with worker_registry.running():
-            beat = worker_registry.start(stop, interval=0.2)
+        with heartbeats.running():
+            beat = heartbeats.start(stop, interval=0.2)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 workers = requests.get(f"{url}/api/admin/stats", headers=h, timeout=10).json()["workers"]
@@ -218,7 +219,7 @@ def test_workers_heartbeat_into_the_stats(seaweed, make_app, tmp_path):
                 time.sleep(0.1)
             assert len(workers) == 1, workers
             w = workers[0]
-            assert w["name"] == worker_registry.worker_name() and w["running"] == 1 and w["alive"] is True
+            assert w["name"] == heartbeats.worker_name() and w["running"] == 1 and w["alive"] is True
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", w["last_seen_at"])
         stop.set()
         beat.join(10)
@@ -236,7 +237,7 @@ def test_serve_says_once_that_only_existing_users_sign_in_and_its_link_is_an_adm
                 "STREAMFORGE_AUTH_OIDC_CLIENT_ID": "streamforge"})
     log = tmp_path / "serve.log"
     with open(log, "w+") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "serve", "--port", str(port), "--data-dir",
+        proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", "serve", "--port", str(port), "--data-dir",
                                  str(tmp_path / "data")], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-from streamforge.cli import build_parser
+from streamforge.commands.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

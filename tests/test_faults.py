@@ -142,7 +142,7 @@ class Services:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.data)],
+        proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", *args, "--data-dir", str(self.data)],
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.procs[name] = proc
         return proc
@@ -204,8 +204,8 @@ def stack_env(store, port: int, **extra: str) -> dict:
 
 def attach(env: dict, data_dir: Path):
     """Point this process's database and queue at a deployment's (to read its state and queue)."""
-    from streamforge import tasks
     from streamforge.config import load_config
+    from streamforge.jobs import tasks
     from streamforge.store import db as dbmod
     cfg = load_config(env={k: v for k, v in env.items() if k.startswith("STREAMFORGE_")}, data_dir=data_dir)
     dbmod.init_db(cfg.database_url)
@@ -321,7 +321,7 @@ from conftest import (  # noqa: E402
     require,
 )
 
-from streamforge import processing, tasks  # noqa: E402
+from streamforge.jobs import processing, tasks  # noqa: E402
 from streamforge.store import db as dbmod  # noqa: E402
 from streamforge.store import videos  # noqa: E402
 
@@ -485,7 +485,7 @@ def test_a_retry_waiting_for_its_backoff_is_left_to_its_task(private, monkeypatc
     """The store fails a run; the retry is scheduled 10 s later. A sweep after the lease (5 s) but before
     the retry is due finds nothing lost: the video keeps its one scheduled task (a second, immediate one
     would skip the backoff and burn the retry budget in seconds)."""
-    from streamforge import intake
+    from streamforge.jobs import intake
     from streamforge.web import create_app
     cfg = private.store.make_config(tmp_path / "lease", env={"STREAMFORGE_PIPELINE_HEIGHTS": "240",
                                                             "STREAMFORGE_SWEEPER_LEASE_SECONDS": "5"})
@@ -512,7 +512,7 @@ def test_web_down_while_uploads_finish_every_upload_processed_once(private, tmp_
     """Nothing listens where the store's filer webhook points while three uploads land; the app comes
     back while the store is still retrying; the sweeper and the late notifications race, and each
     video runs once."""
-    from streamforge import intake
+    from streamforge.jobs import intake
     clip = tiny_clip(tmp_path / "c.mp4")
     assert not port_open(private.store.app_port)
     ids = [create_and_put(private.client, private.h, clip, complete=False) for _ in range(3)]

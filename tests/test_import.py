@@ -20,7 +20,7 @@ import requests
 from conftest import LiveServer, free_port, queued_video_ids
 from media_factory import make_audio_only, make_image, make_video, write_text
 
-from streamforge import importer, local_serve
+from streamforge.commands import importer, local_serve
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 from streamforge.store.db import ApiToken
@@ -55,7 +55,7 @@ def token(email: str) -> str:
 def cli(*args: str, **kw) -> subprocess.CompletedProcess:
     """`streamforge ...` as a user runs it, with no STREAMFORGE_ variables around."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
-    return subprocess.run([sys.executable, "-m", "streamforge.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "streamforge.commands.main", *args], env=env, capture_output=True,
                           text=True, timeout=120, **kw)
 
 
@@ -260,7 +260,7 @@ def test_real_serve_then_import_without_flags(tmp_path):
     env["STREAMFORGE_PIPELINE_HEIGHTS"] = "48"
     data = tmp_path / "data"
     log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "serve", "--port", str(port), "--data-dir",
+    proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", "serve", "--port", str(port), "--data-dir",
                              str(data)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 90
@@ -272,7 +272,7 @@ def test_real_serve_then_import_without_flags(tmp_path):
         r = cli("import", str(tmp_path / "lib"), "--data-dir", str(data))
         assert r.returncode == 0, r.stdout + r.stderr + (tmp_path / "serve.log").read_text()[-3000:]
         watch = re.search(r"(http://\S+/watch/\S+)", r.stdout).group(1)
-        tok = subprocess.run([sys.executable, "-m", "streamforge.cli", "token", "create", "--email",
+        tok = subprocess.run([sys.executable, "-m", "streamforge.commands.main", "token", "create", "--email",
                               local_serve.SIGN_IN_EMAIL, "--data-dir", str(data)], env=env, capture_output=True,
                              text=True, timeout=60).stdout.strip()
         h = {"Authorization": f"Bearer {tok}"}
@@ -363,7 +363,7 @@ def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path, slow_stor
     big.parent.mkdir()
     with open(big, "wb") as f:
         f.truncate(300 * MiB)  # sparse: no disk written here
-    proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", "import", str(big.parent), "--url", live.url,
+    proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", "import", str(big.parent), "--url", live.url,
                              "--token", tok], env={k: v for k, v in os.environ.items()
                                                    if not k.startswith("STREAMFORGE_")},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ import pytest
 import requests
 from conftest import MEDIA, drain_queue
 
-from streamforge import notify, tasks
+from streamforge.jobs import notify, tasks
 
 SECRET = "whsec-test-secret"
 

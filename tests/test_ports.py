@@ -84,7 +84,7 @@ def _wait_status(url: str, headers: dict, want: str, timeout: float = 120) -> di
 def _token(proc) -> str:
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "streamforge.cli", "token", "create", "--email", "lan@example.com",
+    out = subprocess.run([sys.executable, "-m", "streamforge.commands.main", "token", "create", "--email", "lan@example.com",
                           "--data-dir", str(proc.data)], env=proc.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()

@@ -7,7 +7,7 @@ import pytest
 import requests
 from conftest import MEDIA, LiveServer, drain_queue, free_port
 
-from streamforge import processing
+from streamforge.jobs import processing
 from streamforge.store import db as dbmod
 from streamforge.store.db import Video
 
@@ -190,7 +190,7 @@ def test_store_failure_is_retried_then_fails_with_the_reason(live, monkeypatch):
 
     monkeypatch.setattr(processing.ObjectStore, "download", broken)
     scheduled = []
-    monkeypatch.setattr("streamforge.tasks.enqueue_processing", lambda v, delay=None: scheduled.append((v, delay)))
+    monkeypatch.setattr("streamforge.jobs.tasks.enqueue_processing", lambda v, delay=None: scheduled.append((v, delay)))
     assert drain_queue() == ["retry"]
     v = get(live, vid)
     assert v["status"] == "PENDING" and "connection refused" in v["error_message"]

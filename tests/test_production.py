@@ -26,13 +26,13 @@ class Stack:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.tmp / "d")],
+        proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", *args, "--data-dir", str(self.tmp / "d")],
                                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
 
     def cli(self, *args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "streamforge.cli", *args, "--data-dir", str(self.tmp / "d")],
+        out = subprocess.run([sys.executable, "-m", "streamforge.commands.main", *args, "--data-dir", str(self.tmp / "d")],
                              env=self.env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip().splitlines()[-1]

@@ -137,7 +137,7 @@ def test_frozen_glue_commands_certificates_and_weed(monkeypatch, tmp_path):
     import certifi
 
     from streamforge import frozen
-    assert frozen.self_command("web", "--data-dir", "d") == [sys.executable, "-m", "streamforge.cli", "web",
+    assert frozen.self_command("web", "--data-dir", "d") == [sys.executable, "-m", "streamforge.commands.main", "web",
                                                              "--data-dir", "d"]
     assert frozen.bundled_binary("weed") is None  # not frozen: the venv's weed
     weed = tmp_path / "weed"

@@ -22,7 +22,8 @@ import requests
 from conftest import LiveServer, drain_queue, free_port, queued_video_ids
 from media_factory import make_video
 
-from streamforge import playback, tasks
+from streamforge import playback
+from streamforge.jobs import tasks
 from streamforge.store import db as dbmod
 from streamforge.store import users, videos
 from streamforge.store.db import ApiToken

@@ -48,7 +48,7 @@ def start_serve(tmp_path, *extra: str, command=None, env: dict | None = None, ti
     base["STREAMFORGE_PIPELINE_HEIGHTS"] = "360,240"
     env = {**base, **(env or {})}
     log = open(tmp_path / "serve.log", "w+")
-    cmd = command or [sys.executable, "-m", "streamforge.cli"]
+    cmd = command or [sys.executable, "-m", "streamforge.commands.main"]
     proc = subprocess.Popen([*cmd, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), *extra],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     proc.url, proc.port, proc.data, proc.env = f"http://127.0.0.1:{port}", port, tmp_path / "data", env
@@ -114,7 +114,7 @@ def test_serve_runs_everything_and_stops_cleanly(serve):
     assert s.get(link).status_code == 200 and s.get(serve.url + "/api/videos").status_code == 200
     secrets = serve.data / "secrets.json"
     assert oct(secrets.stat().st_mode & 0o777) == "0o600"
-    tok = subprocess.run([sys.executable, "-m", "streamforge.cli", "token", "create", "--email", "u@example.com",
+    tok = subprocess.run([sys.executable, "-m", "streamforge.commands.main", "token", "create", "--email", "u@example.com",
                           "--data-dir", str(serve.data)], env=serve.env, capture_output=True, text=True,
                          timeout=60).stdout.strip()
     h = {"Authorization": f"Bearer {tok}"}
@@ -156,7 +156,7 @@ def test_serve_runs_everything_and_stops_cleanly(serve):
 
 
 def test_doctor_and_token_output(serve):
-    out = subprocess.run([sys.executable, "-m", "streamforge.cli", "doctor", "--data-dir", str(serve.data)],
+    out = subprocess.run([sys.executable, "-m", "streamforge.commands.main", "doctor", "--data-dir", str(serve.data)],
                          env=serve.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()

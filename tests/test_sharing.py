@@ -247,7 +247,7 @@ def test_thumbnail_at_a_time_is_made_once_and_kept(site, tmp_path, monkeypatch):
         assert got[0] == width and abs(got[1] - height) <= max(1, height // 100), got
     assert thumb(site, "priv", "?time=6&width=64").status_code == 302  # the very end
     # a video keeps a bounded number of made pictures; those made are still served
-    from streamforge import moments
+    from streamforge.jobs import moments
     monkeypatch.setattr(moments, "MAX_FRAMES_PER_OUTPUT", 3)
     refused = thumb(site, "priv", "?time=2&width=99")
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"

@@ -4,7 +4,7 @@ import datetime
 import requests
 from conftest import queued_video_ids
 
-from streamforge import intake
+from streamforge.jobs import intake
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 from streamforge.store.db import Video, utcnow
@@ -78,7 +78,7 @@ def test_live_heartbeat_is_left_alone(client, auth, config, seaweed):
 
 
 def test_lost_task_is_enqueued_again(client, auth, config, seaweed):
-    from streamforge import tasks
+    from streamforge.jobs import tasks
     h = auth()
     vid = new_video(client, h)
     sweep(config, seaweed)
@@ -103,7 +103,7 @@ def test_a_video_waiting_its_turn_is_not_enqueued_again(client, auth, config, se
 
 
 def test_racing_sweepers_enqueue_a_lost_task_once(client, auth, config, seaweed):
-    from streamforge import tasks
+    from streamforge.jobs import tasks
     h = auth()
     vid = new_video(client, h)
     sweep(config, seaweed)

@@ -36,7 +36,7 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
     app.extensions["streamforge.store"] = store or object_store(config)
     dbmod.init_db(config.database_url, pooled=True)
 
-    from streamforge import tasks
+    from streamforge.jobs import tasks
     tasks.configure(config)
 
     @app.before_request

@@ -32,7 +32,7 @@ def admin_user_json(user: User, usage: dict | None = None) -> dict:
 
 def collect_stats() -> dict:
     """GET /api/admin/stats: videos by status, storage bytes, queue depth, workers with their heartbeat."""
-    from streamforge import tasks
+    from streamforge.jobs import tasks
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     return {"videos": stats.video_counts(), "storage_bytes": stats.storage_bytes(),
             "queue_depth": int(tasks.huey.storage.queue_size()),

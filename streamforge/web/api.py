@@ -9,8 +9,8 @@ import re
 from flask import Blueprint, request
 from flask_login import current_user, login_required
 
-from streamforge import intake
 from streamforge.errors import Conflict, StorageError, ValidationError
+from streamforge.jobs import intake
 from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, Visibility, utcnow
 from streamforge.web.common import account_json, cfg, handle_errors, role_required, store, video_json
@@ -277,7 +277,7 @@ def delete_video(video_id: str):
 @role_required(*users.CAN_UPLOAD)
 def reprocess(video_id: str):
     """Run the pipeline again; the current output stays until the new one is complete."""
-    from streamforge.tasks import enqueue_processing
+    from streamforge.jobs.tasks import enqueue_processing
     video = videos.get_video(current_user.row, video_id)
     if not videos.request_reprocess(video):
         raise Conflict(f"only a COMPLETED or FAILED upload can be reprocessed; this one is "

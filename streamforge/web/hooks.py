@@ -17,9 +17,9 @@ from urllib.parse import unquote_plus
 from flask import Blueprint
 from peewee import InterfaceError, OperationalError
 
-from streamforge import intake
 from streamforge.config import Config
 from streamforge.errors import StorageError
+from streamforge.jobs import intake
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 from streamforge.store.objects import ObjectStore
@@ -243,8 +243,8 @@ def healthz():
 
     Anyone may ask (load balancers, compose healthchecks), so a failure says which part failed and
     nothing more; the reason (hosts, ports, driver messages) goes to the log."""
+    from streamforge.jobs.tasks import huey
     from streamforge.store.db import db
-    from streamforge.tasks import huey
     checks = {}
     for part, check in (("database", lambda: db.execute_sql("SELECT 1")), ("store", lambda: store().ping()),
                         ("queue", lambda: huey.storage.queue_size())):

@@ -10,8 +10,8 @@ import math
 from flask import Blueprint, redirect, request
 from flask_login import current_user
 
-from streamforge import moments
 from streamforge.errors import NotFound, ValidationError
+from streamforge.jobs import moments
 from streamforge.store import videos
 from streamforge.store import views as viewstore
 from streamforge.store.db import ProcessingStatus, Visibility

@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="encoder preset, e.g. veryfast")
     p = sub.add_parser("doctor", help="check config, database, store, queue and codecs")
     _common(p)
-    from streamforge import accounts_cli
-    accounts_cli.add_parser(sub, _common)
-    from streamforge import importer
+    from streamforge.commands import users
+    users.add_parser(sub, _common)
+    from streamforge.commands import importer
     p = sub.add_parser("import", help="upload video and audio files and folders through the API",
                        description=importer.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
@@ -192,7 +192,7 @@ def cmd_serve(args) -> int:
     cfg = _load(args, host=args.host, port=args.port)
     from streamforge import logs
     logs.setup(logging.INFO if args.verbose else logging.WARNING, logs.log_dir(cfg.data_dir) / "serve.log")
-    from streamforge import local_serve
+    from streamforge.commands import local_serve
     from streamforge.store import db as dbmod
     from streamforge.store import users, videos
     dbmod.init_db(cfg.database_url)
@@ -301,7 +301,7 @@ def cmd_worker(args) -> int:
     cfg = _load(args)
     from huey.consumer import Consumer
 
-    from streamforge import intake, processing, tasks, worker_registry
+    from streamforge.jobs import heartbeats, intake, processing, tasks
     from streamforge.store import db as dbmod
     from streamforge.store.connect import object_store
     dbmod.init_db(cfg.database_url)
@@ -327,7 +327,7 @@ def cmd_worker(args) -> int:
             self._restart, self._graceful = False, True
 
     threading.Thread(target=sweeper, name="sf-sweeper", daemon=True).start()
-    beat = worker_registry.start(stop)  # the admin's stats list this worker and its last heartbeat
+    beat = heartbeats.start(stop)  # the admin's stats list this worker and its last heartbeat
     workers = args.concurrency or cfg.queue.workers
     consumer = HandBackConsumer(tasks.huey, workers=workers, worker_type="thread", periodic=False,
                                 initial_delay=0.05, backoff=1.15, max_delay=0.25, check_worker_health=True)
@@ -416,7 +416,7 @@ def cmd_doctor(args) -> int:
         hint = " (is `streamforge serve` or `streamforge storage` running?)" if cfg.embedded_storage else ""
         results.append((False, "store", f"{e}{hint}"))
     try:
-        from streamforge import tasks
+        from streamforge.jobs import tasks
         tasks.configure(cfg)
         n = tasks.huey.storage.queue_size()
         results.append((True, "queue", f"{cfg.queue_url.split('@')[-1]} ({n} waiting)"))
@@ -440,8 +440,8 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_import(args) -> int:
-    """Upload files and folders through the HTTP API, as a browser does (streamforge/importer.py)."""
-    from streamforge.importer import import_command
+    """Upload files and folders through the HTTP API, as a browser does (streamforge/commands/importer.py)."""
+    from streamforge.commands.importer import import_command
     return import_command(args, _load(args, fill_secrets=False))
 
 
@@ -450,8 +450,8 @@ def _oidc_on(cfg: Config) -> bool:
 
 
 def cmd_user(args) -> int:
-    """`streamforge user add|list|set|invite|stats` (streamforge/accounts_cli.py)."""
-    from streamforge.accounts_cli import cmd_user as run
+    """`streamforge user add|list|set|invite|stats` (streamforge/commands/users.py)."""
+    from streamforge.commands.users import cmd_user as run
     return run(args, _load(args))
 
 

@@ -91,7 +91,7 @@ def cmd_user(args, cfg: Config) -> int:
             _, plain = users.create_invite(args.email, args.role or cfg.auth.default_role)
             print(f"{cfg.base_url}/login?invite={plain}")
         else:
-            from streamforge import tasks
+            from streamforge.jobs import tasks
             tasks.configure(cfg)
             _print_stats()
     return 0

@@ -2,7 +2,7 @@
 
 `huey` exists at import time so tasks can be declared; `configure(config)` points its storage
 at `[queue] url` (a SQLite file by default, Redis for scale-out) before anything is enqueued or
-consumed. Tasks take ids; the work itself lives in `streamforge.processing` and `streamforge.notify`,
+consumed. Tasks take ids; the work itself lives in `streamforge.jobs.processing` and `streamforge.jobs.notify`,
 which never call back into the queue: a run returns what happened and the queue acts on it (a retry
 after its backoff, a video handed back at shutdown), and the run's events reach `emit_event`.
 """
@@ -16,12 +16,12 @@ from huey import Huey
 from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 from peewee import InterfaceError, OperationalError
 
-from streamforge import notify, worker_registry
 from streamforge.config import Config
-from streamforge.processing import run_video
+from streamforge.jobs import heartbeats, notify
+from streamforge.jobs.processing import run_video
 from streamforge.store import videos
 
-log = logging.getLogger("streamforge.tasks")
+log = logging.getLogger("streamforge.jobs.tasks")
 
 huey = Huey("streamforge", results=False, storage_class=MemoryStorage)
 _config: Config | None = None
@@ -59,7 +59,7 @@ def configure(config: Config) -> None:
 def config() -> Config:
     """The configuration the queue was bound with."""
     if _config is None:
-        raise RuntimeError("streamforge.tasks.configure(config) was not called")
+        raise RuntimeError("streamforge.jobs.tasks.configure(config) was not called")
     return _config
 
 
@@ -68,7 +68,7 @@ def process_video(video_id: str, task=None) -> str:
     """Run the processing pipeline for one video (a no-op unless the video is waiting for a run), and
     enqueue it again when the run asks for that (a retry after its backoff, a hand-back at shutdown)."""
     cfg = config()
-    with worker_registry.running():
+    with heartbeats.running():
         outcome = run_video(cfg, video_id, task_id=getattr(task, "id", None),
                             emit=lambda event, vid: emit_event(cfg, event, vid))
     if outcome.requeue_after is not None:

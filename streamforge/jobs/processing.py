@@ -29,7 +29,7 @@ from streamforge.store.connect import object_store
 from streamforge.store.db import db
 from streamforge.store.objects import ObjectStore
 
-log = logging.getLogger("streamforge.processing")
+log = logging.getLogger("streamforge.jobs.processing")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 SHORT = "public, max-age=2"

@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime
 import logging
 
-from streamforge import tasks
 from streamforge.config import Config
 from streamforge.errors import StorageError
+from streamforge.jobs import tasks
 from streamforge.store import videos
 from streamforge.store.db import UploadStatus, utcnow
 from streamforge.store.objects import ObjectStore
 
-log = logging.getLogger("streamforge.intake")
+log = logging.getLogger("streamforge.jobs.intake")
 
 
 def accept_upload(config: Config, store: ObjectStore, video) -> str:

@@ -2,7 +2,7 @@
 
 Each delivery is signed like the hosted services do it: header `StreamForge-Signature:
 t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" under [notify] secret>`. Deliveries go through the
-queue (`streamforge.tasks` enqueues what `deliveries` builds and calls `deliver`), are retried with
+queue (`streamforge.jobs.tasks` enqueues what `deliveries` builds and calls `deliver`), are retried with
 exponential backoff and are at least once: the event's `id` (also sent as `Idempotency-Key`) is the
 same on every attempt, so receivers can drop duplicates.
 """
@@ -19,7 +19,7 @@ import requests
 from streamforge.config import Config
 from streamforge.store.db import Video, utcnow
 
-log = logging.getLogger("streamforge.notify")
+log = logging.getLogger("streamforge.jobs.notify")
 EVENTS = ("video.playable", "video.ready", "video.failed")
 
 

@@ -496,7 +496,7 @@ def import_command(args, cfg) -> int:
         print("streamforge import: error: --url needs --token (make one with `streamforge token create "
               "--email YOU` on the server, or on its /tokens page)", file=sys.stderr)
         return 2
-    from streamforge import local_serve
+    from streamforge.commands import local_serve
     url, revoke = args.url, None
     if not url:
         url = local_serve.find_local_serve(cfg)
