@@ -116,3 +116,73 @@ def test_captions_show_above_the_controls_in_white_on_black(site, browser):
         shot(page, "player-captions-above-controls")
     finally:
         page.context.close()
+
+
+def state(page) -> dict:
+    return page.evaluate("""() => { const v = document.getElementById('video'); return {paused: v.paused,
+      t: v.currentTime, d: v.duration, muted: v.muted, volume: v.volume, full: !!document.fullscreenElement,
+      cc: [...v.textTracks].some(t => t.kind === 'subtitles' && t.mode === 'showing')} }""")
+
+
+def test_keys_work_page_wide_wherever_focus_is(site, browser):
+    page = new_page(browser)
+    try:
+        page.goto(f"{site.url}/watch/{site.v['cc']['slug']}")
+        ready(page)
+        page.wait_for_function("() => [...document.getElementById('video').textTracks]"
+                               ".some(t => t.kind === 'subtitles')")
+        page.evaluate("() => { document.getElementById('video').muted = true }")
+        page.locator("#video-title").click()  # focus far from the player
+        page.keyboard.press("k")
+        assert poll(page, "() => !document.getElementById('video').paused", bool)
+        page.keyboard.press(" ")
+        assert poll(page, "() => document.getElementById('video').paused", bool)
+        page.keyboard.press("5")
+        s = state(page)
+        assert abs(s["t"] - s["d"] / 2) < 0.6, s
+        page.keyboard.press("ArrowRight")
+        assert abs(state(page)["t"] - (s["t"] + 5)) < 0.6
+        page.keyboard.press("ArrowLeft")
+        assert abs(state(page)["t"] - s["t"]) < 0.6
+        page.keyboard.press("1")
+        page.keyboard.press("l")
+        assert abs(state(page)["t"] - (s["d"] / 10 + 10)) < 0.6
+        page.keyboard.press("j")
+        assert abs(state(page)["t"] - s["d"] / 10) < 0.6
+        page.keyboard.press("0")
+        assert state(page)["t"] < 0.3
+        page.keyboard.press("m")
+        assert state(page)["muted"] is False
+        page.keyboard.press("m")
+        assert state(page)["muted"] is True
+        page.evaluate("() => { const v = document.getElementById('video'); v.muted = false; v.volume = 0.5 }")
+        page.keyboard.press("ArrowDown")
+        assert abs(state(page)["volume"] - 0.4) < 0.01  # steps of 10 %, not 2.5 %
+        page.keyboard.press("c")
+        assert state(page)["cc"] is True
+        page.keyboard.press("c")
+        assert state(page)["cc"] is False
+        # in the search box the keys are letters
+        page.locator("#site-q").focus()
+        page.keyboard.type("kf")
+        assert page.locator("#site-q").input_value() == "kf" and state(page)["paused"] and not state(page)["full"]
+        page.locator("#video-title").click()
+        page.keyboard.press("f")
+        assert poll(page, "() => !!document.fullscreenElement", bool)
+        page.keyboard.press("f")
+        assert poll(page, "() => !document.fullscreenElement", bool)
+        page.keyboard.press("?")
+        dialog = page.locator("#shortcuts-dialog")
+        assert dialog.is_visible() and "Play or pause" in dialog.inner_text()
+        shot(page, "player-shortcuts")
+        page.keyboard.press("Escape")
+        assert not dialog.is_visible()
+        # a double-click on the picture: fullscreen, another: back
+        box = page.locator("#video").bounding_box()
+        page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+        assert poll(page, "() => !!document.fullscreenElement", bool)
+        page.mouse.dblclick(640, 300)
+        assert poll(page, "() => !document.fullscreenElement", bool)
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
