@@ -337,6 +337,52 @@ class DownloadFile(BaseModel):
         table_name = "download_files"
 
 
+class WatchHistory(BaseModel):
+    """Where a signed-in viewer stopped in a video (GET /api/me/history); `watched` once near its end."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    user = ForeignKeyField(User, backref="history", on_delete="CASCADE")
+    video = ForeignKeyField(Video, backref="history", on_delete="CASCADE")
+    position = FloatField(default=0.0)
+    duration = FloatField(null=True)
+    watched = BooleanField(default=False)
+    watched_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "watch_history"
+        indexes = ((("user", "video"), True), (("user", "watched_at"), False))
+
+
+class Playlist(BaseModel):
+    """A user's ordered list of videos (/api/playlists, /playlists/{slug})."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    user = ForeignKeyField(User, backref="playlists", on_delete="CASCADE", index=True)
+    slug = CharField(unique=True, max_length=64)
+    title = CharField(max_length=300)
+    description = TextField(null=True)
+    visibility = CharField(max_length=16, default=Visibility.PRIVATE)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "playlists"
+
+
+class PlaylistItem(BaseModel):
+    """One video at one place of a playlist (0 first)."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    playlist = ForeignKeyField(Playlist, backref="items", on_delete="CASCADE")
+    video = ForeignKeyField(Video, backref="playlist_items", on_delete="CASCADE", index=True)
+    position = IntegerField(default=0)
+    added_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "playlist_items"
+        indexes = ((("playlist", "video"), True), (("playlist", "position"), False))
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -347,6 +393,7 @@ class SchemaVersion(BaseModel):
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
           Caption, DownloadFile)
+MODELS += (WatchHistory, Playlist, PlaylistItem)  # migration 13
 
 
 def _migration_1(database) -> None:
@@ -422,11 +469,21 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
+def _reserved(database) -> None:
+    """Migrations 8 to 12: the other third-round changes' (a no-op on this branch; renumbered at merge)."""
+
+
+def _migration_13(database) -> None:
+    """Watching: the watch_history, playlists and playlist_items tables."""
+    database.create_tables([WatchHistory, Playlist, PlaylistItem], safe=True)
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
+MIGRATIONS += [_reserved] * (12 - len(MIGRATIONS)) + [_migration_13]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
