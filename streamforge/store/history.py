@@ -9,8 +9,8 @@ from peewee import IntegrityError
 
 from streamforge.store.db import ProcessingStatus, User, Video, Visibility, WatchHistory, db, utcnow
 
-# near the end: the last 5 % of the video, or its last 10 seconds, whichever is longer
-END_FRACTION = 0.95
+# near the end: within the last 5 % of the video, or its last 10 seconds (at most a tenth of a short one)
+END_FRACTION = 0.05
 END_SECONDS = 10.0
 
 
@@ -26,7 +26,8 @@ def near_end(position: float, duration: float | None) -> bool:
     """True when `position` is close enough to the end of a video of `duration` to count as watched."""
     if not duration or duration <= 0:
         return False
-    return position >= min(duration * END_FRACTION, duration - END_SECONDS) or position >= duration - 0.5
+    left = max(duration * END_FRACTION, min(END_SECONDS, duration / 10))
+    return position >= duration - left
 
 
 def save_position(user: User, video: Video, position: float, duration: float | None) -> WatchHistory:

@@ -86,6 +86,6 @@ def _register_blueprints(app: Flask) -> None:
     from streamforge.web import admin, api, auth, hooks, media_api, pages, play, share, viewing
     for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api):
         area.init_app(app)
-    from streamforge.web import playlists, watching  # issue 22: resume, history, playlists
-    for area in (watching, playlists):
+    from streamforge.web import playlist_pages, playlists, watching  # issue 22: resume, history, playlists
+    for area in (watching, playlists, playlist_pages):
         area.init_app(app)

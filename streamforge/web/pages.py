@@ -47,7 +47,15 @@ def library():
     rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE, sort=sort)
     return render_template("library.html", videos=[video_json(v) for v in rows], page=page, more=more,
                            per_page=LIBRARY_PAGE_SIZE, sort=sort, visibilities=Visibility.ALL,
-                           account=account_json(current_user.row), human_size=human_size)
+                           account=account_json(current_user.row), human_size=human_size,
+                           continue_watching=continue_watching() if page == 1 else [])
+
+
+def continue_watching(limit: int = 8) -> list[dict]:
+    """The library's "Continue watching" row: videos the user started and did not finish, newest first."""
+    from streamforge.store import history
+    from streamforge.web.watching import history_json
+    return [history_json(r) for r in history.list_history(current_user.row, limit, unfinished=True)]
 
 
 @bp.route("/upload")
@@ -80,7 +88,16 @@ def watch(slug: str):
                      if t["type"] == "TIMELINE" and t["url"].split("?")[0].endswith(".vtt")), None)
     from streamforge.web.share import share_meta
     return render_template("watch.html", video=data, owner=owner, timeline_vtt=timeline,
-                           visibilities=Visibility.ALL, share=share_meta(video, data))
+                           visibilities=Visibility.ALL, share=share_meta(video, data), **watching_context(video))
+
+
+def watching_context(video) -> dict:
+    """The watch page's viewer part: where to resume (unless ?t= is given), the `?list=` playlist."""
+    from streamforge.store import history
+    from streamforge.web.playlist_pages import watch_context
+    viewer = current_user.id if current_user.is_authenticated else None
+    resume = 0.0 if request.args.get("t") else history.resume_position(viewer, video.id)
+    return {"viewer": bool(viewer), "resume": resume, "playlist": watch_context(request.args.get("list"), video)}
 
 
 @bp.route("/tokens")

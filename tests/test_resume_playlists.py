@@ -1,0 +1,158 @@
+"""Resume, history, the end screen and playlists in Chromium, on the app of player_site."""
+from __future__ import annotations
+
+import time
+
+import player_site
+import pytest
+import requests
+from browser_helpers import poll, shot
+from player_site import h, new_page
+
+site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
+pytestmark = pytest.mark.browser
+VIDEO_T = "() => document.getElementById('video').currentTime"
+
+
+def history(site, who="ana") -> list[dict]:
+    r = requests.get(f"{site.url}/api/me/history", headers=h(site, who), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def saved(site, vid, until, timeout=15.0):
+    """Poll the history until the entry of `vid` satisfies `until`; returns it (or None)."""
+    deadline = time.time() + timeout
+    entry = None
+    while time.time() < deadline:
+        entry = next((i for i in history(site) if i["video"]["id"] == vid), None)
+        if entry and until(entry):
+            return entry
+        time.sleep(0.25)
+    return entry
+
+
+def play(page, to: float) -> float:
+    page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+    page.evaluate("() => { const v = document.getElementById('video'); v.muted = true; v.play() }")
+    return poll(page, VIDEO_T, lambda t: t >= to, timeout=20)
+
+
+def test_the_player_saves_the_position_and_the_page_resumes_from_it(site, browser):
+    requests.delete(f"{site.url}/api/me/history", headers=h(site, "ana"), timeout=10)
+    vid, slug = site.v["plain"]["id"], site.v["plain"]["slug"]
+    page = new_page(browser, site, "ana")
+    try:
+        page.goto(f"{site.url}/watch/{slug}")
+        assert play(page, 3) >= 3
+        page.evaluate("() => document.getElementById('video').pause()")
+        at = page.evaluate(VIDEO_T)
+        entry = saved(site, vid, lambda e: abs(e["position"] - at) < 0.2)  # saved on pause
+        assert entry and abs(entry["position"] - at) < 0.2 and entry["watched"] is False, (entry, at)
+        page.reload()
+        page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+        assert abs(poll(page, VIDEO_T, lambda t: abs(t - at) < 0.3) - at) < 0.3
+        # ?t= wins over the saved position
+        page.goto(f"{site.url}/watch/{slug}?t=1")
+        page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+        assert abs(poll(page, VIDEO_T, lambda t: abs(t - 1) < 0.3) - 1) < 0.3
+        # leaving the page while playing saves where it was (sendBeacon)
+        page.goto(f"{site.url}/watch/{slug}?t=6")
+        assert play(page, 7) >= 7
+        page.goto(f"{site.url}/")
+        entry = saved(site, vid, lambda e: e["position"] >= 7)
+        assert entry and entry["position"] >= 7, entry
+        # the library offers it under "Continue watching"
+        row = page.locator("#continue-watching")
+        assert row.is_visible() and site.v["plain"]["title"] in row.inner_text()
+        shot(page, "library-continue-watching")
+        # played to the end: watched, an end screen with replay, and no more "Continue watching"
+        page.goto(f"{site.url}/watch/{slug}?t=10")
+        play(page, 10)
+        page.wait_for_function("() => document.getElementById('video').ended")
+        end = page.locator("#end-screen")
+        end.wait_for(state="visible")
+        assert saved(site, vid, lambda e: e["watched"])["watched"] is True
+        shot(page, "watch-end-screen")
+        page.locator("#end-screen [data-action=replay]").click()
+        assert poll(page, "() => !document.getElementById('video').paused", bool) and not end.is_visible()
+        page.goto(f"{site.url}/")
+        assert page.locator("#continue-watching").count() == 0
+        # a video watched to the end starts from the beginning again
+        page.goto(f"{site.url}/watch/{slug}")
+        page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+        assert page.evaluate(VIDEO_T) < 0.5
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
+
+
+def test_a_playlist_plays_through_and_its_page_reorders_and_removes(site, browser):
+    ana = h(site, "ana")
+    r = requests.post(f"{site.url}/api/playlists", json={"title": "Lakes", "visibility": "public"}, headers=ana)
+    pl = r.json()
+    for key in ("cc", "plain", "priv"):
+        requests.post(f"{site.url}/api/playlists/{pl['id']}/items", json={"video_id": site.v[key]["id"]},
+                      headers=ana).raise_for_status()
+    page = new_page(browser, site, "ana")
+    try:
+        page.goto(f"{site.url}/playlists/{pl['slug']}")
+        titles = page.locator(".playlist-item-title").all_inner_texts()
+        assert titles == ["Lake with captions", "Lake without captions", "Private lake"]
+        shot(page, "playlist-page")
+        page.locator("#play-all").click()
+        page.wait_for_url(f"**/watch/{site.v['cc']['slug']}?list={pl['slug']}")
+        assert "Lakes" in page.locator("#playlist-panel").inner_text()
+        page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+        page.evaluate("() => { const v = document.getElementById('video'); v.muted = true;"
+                      " v.currentTime = Math.max(0, v.duration - 1); v.play() }")
+        page.locator("#end-screen").wait_for(state="visible")
+        assert "Lake without captions" in page.locator("#end-screen").inner_text()
+        page.wait_for_url(f"**/watch/{site.v['plain']['slug']}?list={pl['slug']}*", timeout=20000)
+        assert poll(page, VIDEO_T, lambda t: t > 0.5) > 0.5  # the next one plays by itself
+        # reorder and remove on the playlist page
+        page.goto(f"{site.url}/playlists/{pl['slug']}")
+        page.locator(".playlist-item").nth(0).locator("[data-action=down]").click()
+        page.wait_for_load_state()
+        page.wait_for_function("() => document.querySelector('.playlist-item-title').textContent === "
+                               "'Lake without captions'")
+        page.locator(".playlist-item").nth(2).locator("[data-action=remove]").click()
+        page.wait_for_function("() => document.querySelectorAll('.playlist-item').length === 2")
+        got = requests.get(f"{site.url}/api/playlists/{pl['id']}", headers=ana).json()
+        assert [v["id"] for v in got["items"]] == [site.v["plain"]["id"], site.v["cc"]["id"]]
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
+    # ben sees the public playlist without ana's private video
+    requests.post(f"{site.url}/api/playlists/{pl['id']}/items", json={"video_id": site.v["priv"]["id"]}, headers=ana)
+    page = new_page(browser, site, "ben", width=390, height=844)
+    try:
+        page.goto(f"{site.url}/playlists/{pl['slug']}")
+        assert page.locator(".playlist-item-title").all_inner_texts() == ["Lake without captions", "Lake with captions"]
+        assert page.locator("[data-action=remove]").count() == 0
+        shot(page, "playlist-page-phone")
+    finally:
+        page.context.close()
+
+
+def test_add_to_playlist_from_the_watch_page(site, browser):
+    page = new_page(browser, site, "ben")
+    try:
+        page.goto(f"{site.url}/watch/{site.v['cc']['slug']}")
+        page.locator("#add-to-playlist summary").click()
+        page.locator("#new-playlist-title").fill("Ben's favourites")
+        page.locator("#add-to-playlist button[type=submit]").click()
+        box = page.locator("#add-to-playlist input[type=checkbox]")
+        box.wait_for()
+        assert box.is_checked()
+        mine = requests.get(f"{site.url}/api/playlists", headers=h(site, "ben")).json()["items"]
+        fav = next(p for p in mine if p["title"] == "Ben's favourites")
+        assert [v["id"] for v in fav["items"]] == [site.v["cc"]["id"]]
+        shot(page, "watch-add-to-playlist")
+        box.uncheck()
+        page.wait_for_function("() => document.querySelector('#add-to-playlist [role=status]').textContent"
+                               ".startsWith('Removed')")
+        assert requests.get(f"{site.url}/api/playlists/{fav['id']}", headers=h(site, "ben")).json()["items"] == []
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
