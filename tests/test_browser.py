@@ -223,10 +223,11 @@ def test_multipart_upload_resumes_after_a_reload(page, service, tmp_path):
     row.locator("[data-role=badge]", has_text="Interrupted").wait_for()
     assert "Choose the same file again" in row.inner_text()
     shot(page, "upload-restored")
-    # as a person does: the Dashboard lists the interrupted file; "Add more" opens its picker again
-    page.locator("#uppy-dashboard .uppy-DashboardContent-addMore").click()
-    page.locator(UPPY_PICKER).first.set_input_files(str(big))
-    page.locator("#upload-submit").click()
+    # one step: the card's Resume asks for the file again (too big for the browser to keep), and the
+    # upload goes on from there with no other press
+    with page.expect_file_chooser() as chooser:
+        row.locator("[data-action=resumeRestored]").click()
+    chooser.value.set_files(str(big))
     v = service.api.wait(vid, lambda x: x["upload_status"] == "UPLOADED", 30, "UPLOADED", page=page)
     assert v["original"]["size"] == 12 * MiB
     assert [re.search(r"partNumber=(\d+)", u).group(1) for u in sent] == ["3"], sent

@@ -59,8 +59,9 @@ function formMeta () {
 // ---------- the "Uploads" list: one row per file, from the first byte to the end of processing ----------
 
 class UploadRow {
-  constructor (fileId, title) {
+  constructor (fileId, title, handlers) {
     this.fileId = fileId
+    this.handlers = handlers
     this.samples = []
     this.stopPolling = null
     this.el = document.createElement('li')
@@ -103,20 +104,29 @@ class UploadRow {
     }
   }
 
-  uploading (sent, total) {
+  uploading (sent, total, isPaused = false) {
     const now = performance.now()
     this.samples.push([now, sent])
     while (this.samples.length > 2 && now - this.samples[0][0] > 5000) this.samples.shift()
     const [t0, b0] = this.samples[0]
     const speed = now > t0 ? (sent - b0) / ((now - t0) / 1000) : 0
     const left = speed > 0 ? (total - sent) / speed : null
-    this.setBadge('Uploading', 'badge-pending')
     this.setProgress(total ? (100 * sent) / total : 0)
+    this.error.hidden = true
+    if (isPaused) return this.paused(true) // a part in flight may report after the pause: still paused
+    this.setBadge('Uploading', 'badge-pending')
     let text = `${formatBytes(sent)} of ${formatBytes(total)}`
     if (speed > 0 && sent < total) text += ` · ${formatBytes(speed)}/s`
     if (left != null && sent < total) text += ` · ${formatTimeLeft(left)} left`
     this.status.textContent = text
-    this.error.hidden = true
+    this.controls({ pause: this.pausable, cancel: true })
+  }
+
+  queued () {
+    this.setBadge('Ready to upload', 'badge-pending')
+    this.setProgress(0)
+    this.status.textContent = 'Press Upload to send it (with the others chosen).'
+    this.controls({ cancel: true })
   }
 
   paused (isPaused) {
@@ -124,8 +134,11 @@ class UploadRow {
       this.setBadge('Paused', 'badge-pending')
       this.status.textContent = `Paused at ${Math.round(this.bar.value)}%`
       this.samples = []
+      this.controls({ resume: true, cancel: true })
     } else {
       this.setBadge('Uploading', 'badge-pending')
+      this.status.textContent = `Resuming at ${Math.round(this.bar.value)}%…`
+      this.controls({ pause: this.pausable, cancel: true })
     }
   }
 
@@ -134,13 +147,32 @@ class UploadRow {
     this.error.textContent = message
     this.error.hidden = false
     this.status.textContent = 'Press Upload to try again; parts already sent are kept.'
+    this.controls({ cancel: true })
   }
 
   interrupted (ghost) {
     this.setBadge('Interrupted', 'badge-pending')
     this.status.textContent = ghost
       ? 'The page was reloaded. Choose the same file again to continue where the upload stopped.'
-      : 'The page was reloaded. Press Upload to continue.'
+      : 'The page was reloaded. Press Resume to continue where the upload stopped.'
+    this.controls({ resumeRestored: true, cancel: true })
+  }
+
+  /** The row's buttons while the bytes are on their way; `handlers` come from main(). */
+  controls (which) {
+    this.actions.replaceChildren()
+    const labels = { pause: 'Pause', resume: 'Resume', resumeRestored: 'Resume', cancel: 'Cancel' }
+    for (const [name, on] of Object.entries(which)) {
+      if (!on || !this.handlers?.[name]) continue
+      const b = document.createElement('button')
+      b.type = 'button'
+      b.className = `button button-small${name === 'cancel' ? ' button-ghost button-danger' : ''}`
+      b.dataset.action = name
+      b.textContent = labels[name]
+      b.setAttribute('aria-label', `${labels[name]} ${this.titleEl.textContent}`)
+      b.addEventListener('click', () => this.handlers[name](this.fileId))
+      this.actions.append(b)
+    }
   }
 
   /** The bytes are in the store: follow the processing until it ends. */
@@ -235,10 +267,23 @@ async function main () {
   const { Uppy, Dashboard, AwsS3, GoldenRetriever } = lib
   const rows = new Map() // Uppy file id -> UploadRow
   const putUploads = new Map() // Uppy file id -> {video, upload} of a single-PUT upload
+  const restored = new Set() // ids of the files GoldenRetriever brought back after a reload
+  const handlers = {
+    pause: (id) => uppy.pauseResume(id),
+    resume: (id) => uppy.pauseResume(id),
+    cancel: (id) => {
+      const file = uppy.getFile(id)
+      if (!file) return
+      uppy.removeFile(id) // file-removed deletes its video
+      toast(`The upload of ${file.name} was cancelled.`)
+    },
+    resumeRestored: () => resumeRestored()
+  }
   const rowFor = (file) => {
     let row = rows.get(file.id)
     if (!row) {
-      row = new UploadRow(file.id, file.meta.title || titleFromName(file.name))
+      row = new UploadRow(file.id, file.meta.title || titleFromName(file.name), handlers)
+      row.pausable = file.size > settings.multipartThreshold // a single PUT cannot pause
       rows.set(file.id, row)
     }
     return row
@@ -273,15 +318,15 @@ async function main () {
     hideProgressDetails: false,
     showProgressDetails: true,
     proudlyDisplayPoweredByUppy: false,
-    fileManagerSelectionType: 'files',
+    fileManagerSelectionType: 'files', // several at once: each becomes its own video
     disableThumbnailGenerator: true,
     theme: 'dark',
     doneButtonHandler: null,
     locale: {
       strings: {
-        dropPasteFiles: 'Drop a video here or %{browseFiles}',
-        browseFiles: 'choose a file',
-        dropHint: 'Drop your video here'
+        dropPasteFiles: 'Drop videos here or %{browseFiles}',
+        browseFiles: 'choose files',
+        dropHint: 'Drop your videos here'
       }
     }
   }
@@ -381,26 +426,82 @@ async function main () {
   let autoTitle = ''
   form.elements.title.addEventListener('input', () => { autoTitle = '' })
 
-  uppy.on('file-added', (file) => {
-    showError('')
-    // one file at a time: a new choice replaces one that has not started (or has finished)
-    for (const other of uppy.getFiles()) {
-      if (other.id === file.id) continue
-      const busy = other.progress.uploadStarted && !other.progress.uploadComplete && !other.error
-      if (!busy) uppy.removeFile(other.id)
-    }
+  /** One file waiting: the form's title is its title. Several: each takes its file's name. */
+  function syncTitleField () {
     const t = form.elements.title
-    if (!t.value.trim() || t.value === autoTitle) {
-      autoTitle = titleFromName(file.name)
+    const fresh = uppy.getFiles().filter((f) => !f.progress.uploadStarted && !restored.has(f.id))
+    const several = fresh.length > 1
+    t.disabled = several
+    document.getElementById('upload-title-hint').hidden = !several
+    if (several) {
+      t.value = ''
+      autoTitle = ''
+    } else if (fresh.length === 1 && (!t.value.trim() || t.value === autoTitle)) {
+      autoTitle = titleFromName(fresh[0].name)
       t.value = autoTitle
     }
+  }
+
+  /** A file input of our own for choosing the interrupted files again (the Dashboard's may not be
+   *  rendered while it shows the restored files); what is chosen goes to Uppy as the Dashboard's would. */
+  function choose () {
+    let input = document.getElementById('resume-picker')
+    if (input) return input
+    input = document.createElement('input')
+    input.type = 'file'
+    input.multiple = true
+    input.hidden = true
+    input.id = 'resume-picker'
+    input.setAttribute('aria-label', 'Choose the interrupted files again')
+    input.addEventListener('change', () => {
+      const files = [...input.files].map((f) => ({ source: 'Dashboard', name: f.name, type: f.type, data: f }))
+      input.value = ''
+      try {
+        uppy.addFiles(files)
+      } catch (err) {
+        showError(err.message)
+      }
+    })
+    form.append(input)
+    return input
+  }
+
+  /** After a reload: one press continues every interrupted upload (a file too big to be kept by the
+   *  browser must be chosen again first; choosing it is then the one step). */
+  function resumeRestored () {
+    if (uppy.getFiles().some((f) => f.isGhost)) {
+      choose().click()
+      return
+    }
+    if (!uppy.getState().recoveredState) return
+    for (const id of restored) rows.get(id)?.paused(false)
+    uppy.emit('restore-confirmed')
+  }
+
+  uppy.on('file-added', (file) => {
+    showError('')
+    if (restored.has(file.id)) { // a ghost chosen again: go on as soon as none is missing
+      if (!uppy.getFiles().some((f) => f.isGhost)) resumeRestored()
+      return
+    }
+    uppy.setFileMeta(file.id, { title: titleFromName(file.name) })
+    rowFor(file).queued()
+    syncTitleField()
   })
 
   uppy.on('restriction-failed', (file, err) => showError(err.message))
 
   uppy.on('upload-progress', (file, progress) => {
     if (!file) return
-    rowFor(file).uploading(progress.bytesUploaded || 0, progress.bytesTotal || file.size)
+    rowFor(file).uploading(progress.bytesUploaded || 0, progress.bytesTotal || file.size,
+      Boolean(uppy.getFile(file.id)?.isPaused))
+  })
+
+  // pressed Upload: every file of the batch is on its way (its first bytes may take a moment)
+  uppy.on('upload', (uploadID, files) => {
+    for (const file of files || []) {
+      if (!file.progress?.uploadComplete) rowFor(file).uploading(file.progress?.bytesUploaded || 0, file.size)
+    }
   })
 
   uppy.on('upload-pause', (file, isPaused) => {
@@ -439,6 +540,8 @@ async function main () {
       if (id) deleteVideo(id)
       row?.remove()
     }
+    restored.delete(file.id)
+    syncTitleField()
   })
 
   uppy.on('complete', () => {
@@ -454,19 +557,22 @@ async function main () {
   uppy.on('cancel-all', () => { submitButton.disabled = false })
 
   uppy.on('restored', () => {
-    const files = uppy.getFiles()
-    const pending = files.filter((f) => !f.progress.uploadComplete)
+    const pending = uppy.getFiles().filter((f) => !f.progress.uploadComplete)
     if (!pending.length) return
-    const f = pending[0]
-    const meta = pickMeta(f.meta)
-    form.elements.title.value = meta.title || titleFromName(f.name)
-    form.elements.description.value = meta.description || ''
-    form.elements.tags.value = (meta.tags || []).join(', ')
-    if (meta.visibility) form.elements.visibility.value = meta.visibility
-    const row = rowFor(f)
-    row.interrupted(Boolean(f.isGhost))
-    const { bytesUploaded, bytesTotal } = f.progress || {}
-    if (bytesTotal) row.setProgress((100 * (bytesUploaded || 0)) / bytesTotal)
+    if (pending.length === 1) {
+      const meta = pickMeta(pending[0].meta)
+      form.elements.title.value = meta.title || titleFromName(pending[0].name)
+      form.elements.description.value = meta.description || ''
+      form.elements.tags.value = (meta.tags || []).join(', ')
+      if (meta.visibility) form.elements.visibility.value = meta.visibility
+    }
+    for (const f of pending) {
+      restored.add(f.id)
+      const row = rowFor(f)
+      const { bytesUploaded, bytesTotal } = f.progress || {}
+      if (bytesTotal) row.setProgress((100 * (bytesUploaded || 0)) / bytesTotal)
+      row.interrupted(Boolean(f.isGhost))
+    }
     showError('')
   })
 
@@ -478,21 +584,27 @@ async function main () {
       focusPicker()
       return
     }
-    // the title defaults to the file's name (as when it is picked); an emptied one is filled again
-    const title = form.elements.title
-    if (!title.value.trim()) title.value = autoTitle = titleFromName(files[0].name)
-    if (!form.reportValidity()) {
-      showError('Check the highlighted field.')
-      return
-    }
     if (files.some((f) => f.isGhost)) {
       showError('Choose the same file again to continue its upload.')
       focusPicker()
       return
     }
+    const fresh = files.filter((f) => !f.progress.uploadStarted || f.error)
+    if (!fresh.length && !uppy.getState().recoveredState) {
+      showError('Every chosen file is on its way already: add more files to upload more.')
+      return
+    }
+    // the title defaults to the file's name (as when it is picked); an emptied one is filled again
+    const title = form.elements.title
+    if (fresh.length === 1 && !title.value.trim()) title.value = autoTitle = titleFromName(fresh[0].name)
+    if (!form.reportValidity()) {
+      showError('Check the highlighted field.')
+      return
+    }
     const meta = formMeta()
-    for (const f of files) {
-      if (!f.progress.uploadStarted || f.error) uppy.setFileMeta(f.id, meta)
+    for (const f of fresh) {
+      // several files: each video is titled from its file's name; the rest of the form goes to all
+      uppy.setFileMeta(f.id, fresh.length === 1 ? meta : { ...meta, title: f.meta.title || titleFromName(f.name) })
       rowFor(f)
     }
     submitButton.disabled = true
