@@ -1,9 +1,11 @@
 """The sweeper: lost notifications, expired uploads, dead runs, lost tasks."""
 import datetime
 
+import pytest
 import requests
 from conftest import queued_video_ids
 
+from streamforge.errors import StorageError
 from streamforge.jobs import intake
 from streamforge.store import db as dbmod
 from streamforge.store import videos
@@ -39,9 +41,40 @@ def test_expired_upload_without_object_fails_with_reason(client, auth, config, s
     vid = new_video(client, h, send=False)
     with dbmod.db.connection_context():
         Video.update(upload_expires_at=utcnow() - datetime.timedelta(seconds=1)).where(Video.id == vid).execute()
+    assert sweep(config, seaweed)["expired_uploads"] == 0  # a minute's grace after the URLs' end
+    with dbmod.db.connection_context():
+        Video.update(upload_expires_at=utcnow() - datetime.timedelta(seconds=61)).where(Video.id == vid).execute()
     assert sweep(config, seaweed)["expired_uploads"] == 1
     v = client.get(f"/api/videos/{vid}", headers=h).get_json()
-    assert v["status"] == "FAILED" and "expired" in v["error_message"]
+    assert v["status"] == "FAILED" and "the upload was not finished" in v["error_message"]
+
+
+def test_an_abandoned_multipart_upload_is_aborted_and_leaves_the_quota(client, auth, config, seaweed):
+    from streamforge.store import users
+    h = auth()
+    size = config.upload.multipart_threshold + 1
+    r = client.post("/api/videos", json={"title": "big", "filename": "big.mp4", "size": size,
+                                         "content_type": "video/mp4"}, headers=h).get_json()
+    vid, upload = r["video"]["id"], r["upload"]
+    assert upload["method"] == "MULTIPART"
+    url = client.post(f"/api/videos/{vid}/upload/parts", json={"part_numbers": [1]}, headers=h).get_json()["urls"]["1"]
+    requests.put(url, data=b"x" * config.upload.part_size, timeout=30).raise_for_status()
+    assert client.get("/api/me", headers=h).get_json()["usage"]["bytes"] >= size  # counted while uploading
+    with dbmod.db.connection_context():
+        Video.update(upload_expires_at=utcnow() - datetime.timedelta(seconds=61)).where(Video.id == vid).execute()
+        key = Video.get_by_id(vid).original_key
+    assert len(seaweed.store.list_parts(key, upload["upload_id"])) == 1
+    assert sweep(config, seaweed)["expired_uploads"] == 1
+    v = client.get(f"/api/videos/{vid}", headers=h).get_json()
+    assert v["status"] == "FAILED"
+    assert "not finished" in v["error_message"] and "multipart upload was aborted" in v["error_message"]
+    with pytest.raises(StorageError):  # the store no longer knows the multipart upload
+        seaweed.store.list_parts(key, upload["upload_id"])
+    with dbmod.db.connection_context():
+        user = Video.get_by_id(vid).user
+        assert users.usage(user) == {"bytes": 0, "videos": 0}
+    assert client.get("/api/me", headers=h).get_json()["usage"]["bytes"] == 0
+    assert sweep(config, seaweed)["expired_uploads"] == 0  # once
 
 
 def test_dead_run_is_requeued_then_failed_after_max_attempts(client, auth, config, seaweed):

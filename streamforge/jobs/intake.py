@@ -49,6 +49,30 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
     return "queued"
 
 
+# an upload URL signed just before its deadline may still be sending bytes a little after it
+UPLOAD_GRACE = datetime.timedelta(minutes=1)
+
+
+def expire_abandoned_upload(config: Config, store: ObjectStore, video, now: datetime.datetime) -> bool:
+    """FAIL an upload not finished while its URLs lived (plus a minute): abort its multipart upload, say
+    why; it no longer counts against the quota (users._counted). True when this call failed it."""
+    if not video.upload_expires_at or video.upload_expires_at + UPLOAD_GRACE > now:
+        return False
+    aborted = ""
+    if video.upload_id:
+        try:
+            store.abort_multipart(video.original_key, video.upload_id)
+            aborted = "; its multipart upload was aborted"
+        except StorageError as e:
+            log.warning("sweeper: could not abort the multipart upload of %s: %s", video.id, e)
+    reason = (f"the upload was not finished before its upload URLs expired at "
+              f"{video.upload_expires_at.isoformat(timespec='seconds')}Z{aborted}; upload the file again")
+    if not videos.fail_upload(video.id, reason):
+        return False
+    tasks.emit_event(config, "video.failed", video.id)
+    return True
+
+
 def sweep(config: Config, store: ObjectStore) -> dict:
     """Finish what notifications and workers left undone; returns counts of what was done."""
     counts = {"recovered_uploads": 0, "expired_uploads": 0, "requeued": 0, "reclaimed": 0, "failed_runs": 0}
@@ -62,16 +86,8 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             break
         if outcome == "queued":
             counts["recovered_uploads"] += 1
-        elif outcome == "missing" and video.upload_expires_at and video.upload_expires_at < now:
-            if video.upload_id:
-                try:
-                    store.abort_multipart(video.original_key, video.upload_id)
-                except StorageError:
-                    pass
-            if videos.fail_upload(video.id, "the upload was never completed before its upload URLs expired; "
-                                            "upload the file again"):
-                tasks.emit_event(config, "video.failed", video.id)
-                counts["expired_uploads"] += 1
+        elif outcome == "missing" and expire_abandoned_upload(config, store, video, now):
+            counts["expired_uploads"] += 1
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
     # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
     for video in videos.dead_runs(now - lease):

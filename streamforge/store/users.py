@@ -123,7 +123,9 @@ def active_user(user: User | None) -> User | None:
 # ---------- quotas and usage ----------
 
 def _counted():
-    return Video.status != ProcessingStatus.ARCHIVED
+    # deleted videos, and uploads that failed before their bytes were in (abandoned, refused), hold nothing
+    never_uploaded = (Video.status == ProcessingStatus.FAILED) & (Video.upload_status == "UPLOADING")
+    return (Video.status != ProcessingStatus.ARCHIVED) & ~never_uploaded
 
 
 def usage(user: User) -> dict:

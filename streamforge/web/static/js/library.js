@@ -41,6 +41,8 @@ function updateCard (card, v) {
     text.textContent = ''
   }
 
+  const uploadHint = part(card, 'upload-hint')
+  if (uploadHint) uploadHint.hidden = !(v.upload_status === 'UPLOADING' && v.status === 'PENDING')
   const error = part(card, 'error')
   error.hidden = !(v.status === 'FAILED' && v.error_message)
   error.textContent = v.error_message || ''
