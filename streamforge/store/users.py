@@ -16,7 +16,16 @@ from collections.abc import Iterator
 from peewee import IntegrityError, SqliteDatabase, fn
 
 from streamforge.errors import NotFound, QuotaExceeded, SignInRefused, ValidationError
-from streamforge.store.db import Invite, ProcessingStatus, User, Video, db, utcnow, write_transaction
+from streamforge.store.db import (
+    Invite,
+    ProcessingStatus,
+    UploadStatus,
+    User,
+    Video,
+    db,
+    utcnow,
+    write_transaction,
+)
 from streamforge.store.videos import get_or_create_user, hash_token
 
 log = logging.getLogger("streamforge.accounts")
@@ -124,7 +133,7 @@ def active_user(user: User | None) -> User | None:
 
 def _counted():
     # deleted videos, and uploads that failed before their bytes were in (abandoned, refused), hold nothing
-    never_uploaded = (Video.status == ProcessingStatus.FAILED) & (Video.upload_status == "UPLOADING")
+    never_uploaded = (Video.status == ProcessingStatus.FAILED) & (Video.upload_status == UploadStatus.UPLOADING)
     return (Video.status != ProcessingStatus.ARCHIVED) & ~never_uploaded
 
 
