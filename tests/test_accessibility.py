@@ -1,0 +1,71 @@
+"""axe-core on every page in Chromium: no critical and no serious violation, at desktop and phone sizes."""
+from __future__ import annotations
+
+import player_site
+import pytest
+import requests
+from conftest import MEDIA
+from player_site import axe, h, new_page
+
+from streamforge.store import db as dbmod
+from streamforge.store import users, videos
+
+site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
+pytestmark = pytest.mark.browser
+CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"
+
+
+@pytest.fixture(scope="module")
+def admin_token(site):
+    with dbmod.db.connection_context():
+        user = users.add_user("root@example.com", role="admin")
+        return videos.create_token(user)[1]
+
+
+@pytest.fixture(scope="module")
+def playlist(site):
+    r = requests.post(f"{site.url}/api/playlists", json={"title": "For axe", "visibility": "public"},
+                      headers=h(site, "ana"))
+    pl = r.json()
+    requests.post(f"{site.url}/api/playlists/{pl['id']}/items", json={"video_id": site.v["cc"]["id"]},
+                  headers=h(site, "ana")).raise_for_status()
+    return pl
+
+
+def pages(site, playlist) -> list[tuple[str, str]]:
+    """(who, path) of every page: signed out, as ana (an uploader), and as an admin."""
+    cc = site.v["cc"]["slug"]
+    return [("", "/login"), ("", "/explore"), ("", f"/embed/{cc}"), ("", "/no-such-page"),
+            ("ana", "/"), ("ana", "/upload"), ("ana", f"/watch/{cc}"), ("ana", f"/watch/{cc}?list={playlist['slug']}"),
+            ("ana", "/tokens"), ("ana", "/playlists"), ("ana", f"/playlists/{playlist['slug']}"), ("ana", "/logout"),
+            ("admin", "/admin")]
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_no_critical_or_serious_axe_violations_on_any_page(site, browser, playlist, admin_token, size):
+    site.tokens["admin"] = admin_token
+    found = {}
+    for who in ("", "ana", "admin"):
+        page = new_page(browser, site, who, width=size[0], height=size[1])
+        try:
+            for _, path in [p for p in pages(site, playlist) if p[0] == who]:
+                page.goto(site.url + path)
+                page.wait_for_load_state("load")
+                if "/watch/" in path or "/embed/" in path:
+                    page.wait_for_function("() => customElements.get('media-controller') &&"
+                                           " document.getElementById('video').readyState >= 1")
+                if path == "/upload":
+                    page.wait_for_function("() => window.streamforgeUppy")
+                    page.wait_for_selector("#uppy-dashboard .uppy-Dashboard")
+                bad = axe(page)
+                if bad:
+                    found[path] = bad
+                if path == "/upload":  # and with files in Uppy's list
+                    page.locator("#uppy-dashboard input.uppy-Dashboard-input[type=file]").first.set_input_files(
+                        [str(CLIP), str(MEDIA / "bikes-640x272-10s-noaudio.mp4")])
+                    page.wait_for_selector(".upload-item")
+                    if bad := axe(page):
+                        found["/upload with files"] = bad
+        finally:
+            page.context.close()
+    assert found == {}, found
