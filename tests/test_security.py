@@ -261,6 +261,23 @@ def _follow_to_image(w: World, r) -> None:
     assert store.status_code == 200 and store.content[:3] == b"\xff\xd8\xff"
 
 
+def _playlist(w: World, name: str = "kept") -> dict:
+    """Alice's private playlist `name` (made on first use) holding her private video A."""
+    made = w.__dict__.setdefault("playlists", {})
+    if name not in made:
+        h = w.h(w.alice)
+        pl = requests.post(f"{w.url}/api/playlists", json={"title": f"{w.marker} {name}"}, headers=h, timeout=10).json()
+        requests.post(f"{w.url}/api/playlists/{pl['id']}/items", json={"video_id": w.a["id"]}, headers=h,
+                      timeout=10).raise_for_status()
+        made[name] = pl
+    return made[name]
+
+
+def _playlist_kept(w: World, name: str = "kept") -> None:
+    r = requests.get(f"{w.url}/api/playlists/{_playlist(w, name)['id']}", headers=w.h(w.alice), timeout=10)
+    assert r.status_code == 200 and r.json()["title"] == f"{w.marker} {name}" and r.json()["items"], r.text
+
+
 MATRIX = [
     Row("GET", "/static/<path:filename>", lambda w: "/static/app.css", who(200, 200, 200)),
     Row("GET", "/login", lambda w: "/login", who(200, 200, 200)),
@@ -352,6 +369,25 @@ MATRIX = [
     Row("POST", "/api/admin/invites", lambda w: "/api/admin/invites", admin_only(ok=201),
         body=lambda w: {"email": "invited-sec@example.com"}, leak_check=False),
     Row("GET", "/api/admin/stats", lambda w: "/api/admin/stats", admin_only(), leak_check=False),
+    # watching (issue 22): each signed-in viewer's own history; alice's private playlist is hers alone
+    Row("GET", "/api/me/history", lambda w: "/api/me/history", who(401, 200, 200)),
+    Row("POST", "/api/me/history", lambda w: "/api/me/history", who(401, 404, 204),
+        body=lambda w: {"video_id": w.a["id"], "position": 1}),
+    Row("DELETE", "/api/me/history", lambda w: "/api/me/history", who(401, 204, 204)),
+    Row("GET", "/api/playlists", lambda w: "/api/playlists", who(401, 200, 200)),
+    Row("POST", "/api/playlists", lambda w: "/api/playlists", who(401, 201, 201), body=lambda w: {"title": "mine"}),
+    Row("GET", "/api/playlists/<playlist_id>", lambda w: f"/api/playlists/{_playlist(w)['id']}", who(404, 404, 200)),
+    Row("PATCH", "/api/playlists/<playlist_id>", lambda w: f"/api/playlists/{_playlist(w)['id']}",
+        who(401, 404, 200), body=lambda w: {"description": "edited"}, unchanged=_playlist_kept),
+    Row("POST", "/api/playlists/<playlist_id>/items", lambda w: f"/api/playlists/{_playlist(w)['id']}/items",
+        who(401, 404, (200, 201)), body=lambda w: {"video_id": w.a["id"], "position": 0}, unchanged=_playlist_kept),
+    Row("DELETE", "/api/playlists/<playlist_id>/items/<video_id>",
+        lambda w: f"/api/playlists/{_playlist(w, 'emptied')['id']}/items/{w.a['id']}", who(401, 404, (204, 404)),
+        unchanged=lambda w: None),
+    Row("DELETE", "/api/playlists/<playlist_id>", lambda w: f"/api/playlists/{_playlist(w, 'doomed')['id']}",
+        who(401, 404, 204)),
+    Row("GET", "/playlists", lambda w: "/playlists", who(302, 200, 200)),
+    Row("GET", "/playlists/<slug>", lambda w: f"/playlists/{_playlist(w)['slug']}", who(404, 404, 200)),
 ]
 
 
@@ -538,6 +574,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
     multipart = make(size=6 * MiB)
     doomed = make()
     video_state = lambda vid: app.test_client().get(f"/api/videos/{vid}", headers=h).get_json()  # noqa: E731
+    kept, doomed_list = (app.test_client().post("/api/playlists", json={"title": t}, headers=h).get_json()["id"]
+                         for t in ("kept", "doomed"))
     cases = {
         ("POST", "/api/videos"): ("/api/videos", {"title": "t", "filename": "a.mp4", "size": 10,
                                                   "content_type": "video/mp4"}, 201),
@@ -557,6 +595,14 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
         ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),
         ("POST", "/api/admin/invites"): ("/api/admin/invites", {"email": "csrf-invite@example.com"}, 201),
+        ("POST", "/api/me/history"): ("/api/me/history", {"video_id": put_video, "position": 1}, 204),
+        ("DELETE", "/api/me/history"): ("/api/me/history", None, 204),
+        ("POST", "/api/playlists"): ("/api/playlists", {"title": "new"}, 201),
+        ("PATCH", "/api/playlists/<playlist_id>"): (f"/api/playlists/{kept}", {"title": "changed"}, 200),
+        ("POST", "/api/playlists/<playlist_id>/items"): (f"/api/playlists/{kept}/items", {"video_id": put_video}, 201),
+        ("DELETE", "/api/playlists/<playlist_id>/items/<video_id>"): (f"/api/playlists/{kept}/items/{put_video}",
+                                                                      None, 204),
+        ("DELETE", "/api/playlists/<playlist_id>"): (f"/api/playlists/{doomed_list}", None, 204),
         ("POST", "/logout"): ("/logout", None, 302),
     }
     changing = {(rule.rule, m) for rule in app.url_map.iter_rules()

@@ -46,11 +46,13 @@ document.getElementById('users')?.addEventListener('submit', async (event) => {
   const form = event.target.closest('form[data-action=quota]')
   if (!form) return
   event.preventDefault()
-  const value = (name) => {
+  const value = (name, unit = 1) => {
     const text = form.elements[name].value.trim()
-    return text === '' ? null : Number(text)
+    return text === '' ? null : Math.round(Number(text) * unit)
   }
-  const user = await patchUser(form.closest('tr'), { quota: { max_bytes: value('max_bytes'), max_videos: value('max_videos') } })
+  // the storage quota is typed in MB or GB (binary: 1 GB = 1024 MB); the API takes bytes
+  const quota = { max_bytes: value('max_bytes', Number(form.elements.unit.value)), max_videos: value('max_videos') }
+  const user = await patchUser(form.closest('tr'), { quota })
   if (user) window.location.reload()
 })
 
