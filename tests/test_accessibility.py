@@ -4,6 +4,7 @@ from __future__ import annotations
 import player_site
 import pytest
 import requests
+from browser_helpers import shot
 from conftest import MEDIA
 from player_site import axe, h, new_page
 
@@ -69,3 +70,38 @@ def test_no_critical_or_serious_axe_violations_on_any_page(site, browser, playli
         finally:
             page.context.close()
     assert found == {}, found
+
+
+def test_the_theme_follows_the_system_and_the_switch_and_light_passes_axe(site, browser, playlist):
+    body_bg = "() => getComputedStyle(document.body).backgroundColor"
+    page = new_page(browser, site, "ana", color_scheme="dark")
+    try:
+        page.goto(f"{site.url}/")
+        assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+        assert page.evaluate(body_bg) == "rgb(15, 17, 21)"
+    finally:
+        page.context.close()
+    page = new_page(browser, site, "ana", color_scheme="light")
+    try:
+        page.goto(f"{site.url}/")
+        assert page.evaluate("() => document.documentElement.dataset.theme") == "light"
+        assert page.evaluate(body_bg) == "rgb(246, 247, 249)"
+        found = {}
+        for path in ("/", "/upload", f"/watch/{site.v['cc']['slug']}", "/playlists", f"/playlists/{playlist['slug']}",
+                     "/tokens", "/explore", "/no-such-page"):
+            page.goto(site.url + path)
+            page.wait_for_load_state("load")
+            if path in ("/", "/upload") or path.startswith("/watch/"):
+                shot(page, "light" + (path.replace("/", "-").rstrip("-") if path != "/" else "-library"))
+            if bad := axe(page):
+                found[path] = bad
+        assert found == {}, found
+        # the switch wins over the system's choice, and is remembered
+        page.locator("#theme-switch").click()
+        assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+        page.reload()
+        assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+        assert page.evaluate(body_bg) == "rgb(15, 17, 21)"
+        assert page.locator("#theme-switch").get_attribute("aria-label") == "Switch to the light theme"
+    finally:
+        page.context.close()

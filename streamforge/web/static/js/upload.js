@@ -320,7 +320,7 @@ async function main () {
     proudlyDisplayPoweredByUppy: false,
     fileManagerSelectionType: 'files', // several at once: each becomes its own video
     disableThumbnailGenerator: true,
-    theme: 'dark',
+    theme: document.documentElement.dataset.theme === 'light' ? 'light' : 'dark', // the page's theme (theme.js)
     doneButtonHandler: null,
     locale: {
       strings: {
