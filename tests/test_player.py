@@ -186,3 +186,19 @@ def test_keys_work_page_wide_wherever_focus_is(site, browser):
         assert page.troubles["errors"] == [], page.troubles["errors"]
     finally:
         page.context.close()
+
+
+def test_cast_and_airplay_buttons_show_only_where_the_browser_offers_them(site, browser):
+    page = new_page(browser)
+    try:
+        page.goto(f"{site.url}/watch/{site.v['plain']['slug']}")
+        ready(page)
+        for name, flag in (("media-airplay-button", "mediaairplayunavailable"),
+                           ("media-cast-button", "mediacastunavailable")):
+            button = page.locator(f"media-control-bar {name}")
+            assert button.count() == 1
+            # headless Chromium has no AirPlay and no Cast receiver: media-chrome says why and hides it
+            page.wait_for_function(f"() => document.querySelector('{name}').hasAttribute('{flag}')")
+            assert not button.is_visible()
+    finally:
+        page.context.close()
