@@ -156,3 +156,63 @@ def test_add_to_playlist_from_the_watch_page(site, browser):
         assert page.troubles["errors"] == [], page.troubles["errors"]
     finally:
         page.context.close()
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    """A small PNG picture made with PyAV."""
+    import av
+    frame = av.VideoFrame(width, height, "rgb24")
+    frame.planes[0].update(bytes([200, 40, 40]) * (frame.planes[0].buffer_size // 3))
+    ctx = av.CodecContext.create("png", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "rgb24"
+    return b"".join(bytes(p) for p in ctx.encode(frame) + ctx.encode(None))
+
+
+def cover_of(site, key="plain") -> dict:
+    v = requests.get(f"{site.url}/api/videos/{site.v[key]['id']}", headers=h(site, "ana")).json()
+    return next(t for t in v["thumbnails"] if t["type"] == "COVER")
+
+
+def test_the_owner_edits_and_chooses_the_cover_on_the_watch_page(site, browser, tmp_path):
+    page = new_page(browser, site, "ana")
+    try:
+        page.goto(f"{site.url}/watch/{site.v['plain']['slug']}")
+        page.locator("#owner-edit summary").click()
+        page.locator("#watch-edit-title").fill("Lake at noon")
+        page.locator("#watch-edit-description").fill("Calm. More at https://example.org/noon")
+        page.locator("#owner-edit button[type=submit]").click()
+        page.wait_for_function("() => document.getElementById('video-title').textContent === 'Lake at noon'")
+        assert page.locator("#video-description a[rel~=nofollow]").get_attribute("href") == "https://example.org/noon"
+        # a moment of the timeline becomes the cover
+        page.locator("#cover-chooser summary").click()
+        tiles = page.locator("#cover-chooser .cover-frame")
+        tiles.nth(2).wait_for()
+        t = float(tiles.nth(2).get_attribute("data-time"))
+        shot(page, "watch-cover-chooser")
+        tiles.nth(2).click()
+        page.wait_for_function("() => document.querySelector('#cover-chooser [role=status]').textContent"
+                               ".includes('changed')")
+        cover = cover_of(site)
+        assert cover["timestamp"] == t and t > 0
+        assert requests.get(cover["url"], timeout=10).content[:3] == b"\xff\xd8\xff"
+        # an uploaded picture becomes the cover, re-encoded as a JPEG
+        picture = tmp_path / "cover.png"
+        picture.write_bytes(png())
+        page.locator("#cover-file").set_input_files(str(picture))
+        page.wait_for_function("() => document.querySelector('#cover-chooser [role=status]').textContent"
+                               ".includes('changed') && document.getElementById('video').poster.includes('cover-')")
+        cover = cover_of(site)
+        assert (cover["width"], cover["height"]) == (64, 48) and "cover-" in cover["url"]
+        assert requests.get(cover["url"], timeout=10).content[:3] == b"\xff\xd8\xff"
+        assert page.troubles["errors"] == [], page.troubles["errors"]
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("body", [{}, {"time": -1}, {"time": "x"}, {"image": "not base64!"},
+                                  {"image": "aGVsbG8="}, {"time": 1, "image": "aGVsbG8="}])
+def test_bad_covers_are_refused(site, body):
+    r = requests.put(f"{site.url}/api/videos/{site.v['cc']['id']}/cover", json=body, headers=h(site, "ana"))
+    assert r.status_code == 400 and r.json()["error"]["message"], r.text
+    r = requests.put(f"{site.url}/api/videos/{site.v['cc']['id']}/cover", json={"time": 1}, headers=h(site, "ben"))
+    assert r.status_code == 404

@@ -357,6 +357,9 @@ MATRIX = [
         who(401, 404, 204)),
     Row("GET", "/api/videos/<video_id>/download", lambda w: f"/api/videos/{w.a['id']}/download?rendition=original",
         who(404, 404, 302)),
+    # the cover (issue 22): a frame of alice's video, chosen by her alone
+    Row("PUT", "/api/videos/<video_id>/cover", lambda w: f"/api/videos/{w.a['id']}/cover", who(401, 404, 200, viewer=403),
+        body=lambda w: {"time": 0}),
     # the reprocess row goes last among alice's video rows: it sends video A back to PENDING
     Row("POST", "/api/videos/<video_id>/reprocess", lambda w: f"/api/videos/{w.a['id']}/reprocess",
         who(401, 404, 202, viewer=403), unchanged=_a_not_requeued),
@@ -603,6 +606,7 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("DELETE", "/api/playlists/<playlist_id>/items/<video_id>"): (f"/api/playlists/{kept}/items/{put_video}",
                                                                       None, 204),
         ("DELETE", "/api/playlists/<playlist_id>"): (f"/api/playlists/{doomed_list}", None, 204),
+        ("PUT", "/api/videos/<video_id>/cover"): (f"/api/videos/{put_video}/cover", {"time": 0}, 409),
         ("POST", "/logout"): ("/logout", None, 302),
     }
     changing = {(rule.rule, m) for rule in app.url_map.iter_rules()

@@ -86,6 +86,6 @@ def _register_blueprints(app: Flask) -> None:
     from streamforge.web import admin, api, auth, hooks, media_api, pages, play, share, viewing
     for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api):
         area.init_app(app)
-    from streamforge.web import error_pages, playlist_pages, playlists, text, watching  # issue 22
-    for area in (watching, playlists, playlist_pages, error_pages, text):
+    from streamforge.web import covers, error_pages, playlist_pages, playlists, text, watching  # issue 22
+    for area in (watching, playlists, playlist_pages, covers, error_pages, text):
         area.init_app(app)
