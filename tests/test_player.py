@@ -158,6 +158,9 @@ def test_keys_work_page_wide_wherever_focus_is(site, browser):
         page.evaluate("() => { const v = document.getElementById('video'); v.muted = false; v.volume = 0.5 }")
         page.keyboard.press("ArrowDown")
         assert abs(state(page)["volume"] - 0.4) < 0.01  # steps of 10 %, not 2.5 %
+        page.locator("media-volume-range").focus()
+        page.keyboard.press("ArrowUp")  # on the volume slider too, a step one can hear
+        assert 0.45 - 0.01 <= state(page)["volume"] <= 0.5 + 0.01, state(page)
         page.keyboard.press("c")
         assert state(page)["cc"] is True
         page.keyboard.press("c")

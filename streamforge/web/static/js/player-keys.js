@@ -114,7 +114,7 @@ function onKey (event) {
   }
   if (!action) return
   // a focused slider or menu keeps its own arrows
-  if (key.startsWith('Arrow') && el && (el.matches?.('[role=slider], [role=menu] *, [role=menuitemradio]') ||
+  if (key.startsWith('Arrow') && el && (el.matches?.('[role=slider], [role=menu] *, [role=menuitemradio], input[type=range]') ||
       el.tagName === 'MEDIA-TIME-RANGE' || el.tagName === 'MEDIA-VOLUME-RANGE')) return
   event.preventDefault()
   action()
