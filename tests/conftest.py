@@ -19,7 +19,7 @@ from streamforge.jobs import tasks
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 
-pytest_plugins = ["store_fixtures"]
+pytest_plugins = ["store_fixtures", "player_site"]
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 if not MEDIA.exists():

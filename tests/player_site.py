@@ -1,5 +1,6 @@
-"""Shared by the player, playlist and page tests: one app on a real port against the session's SeaweedFS
-with a few processed clips (one with a caption track), a signed-in Chromium, and axe-core."""
+"""A pytest plugin (conftest's pytest_plugins) for the player, playlist, upload-queue and page tests: one app on
+a real port against the session's SeaweedFS with a few processed clips (one with a caption track), made once
+a session; Chromium pages signed in by token link; axe-core."""
 from __future__ import annotations
 
 import dataclasses
@@ -38,9 +39,10 @@ def upload(site, who: str, data: bytes, **fields) -> dict:
     return body["video"]
 
 
-@pytest.fixture(scope="module")
-def site(seaweed, tmp_path_factory):
-    """Ana's public clip with an English caption track, her public and private clips without, Ben's public one."""
+@pytest.fixture(scope="session")
+def player_site_once(seaweed, tmp_path_factory):
+    """Ana's public clip with an English caption track, her public and private clips without, Ben's public one:
+    made once for the session (processing is the slow part); `site` points the database at it per module."""
     tmp = tmp_path_factory.mktemp("player")
     port = free_port()
     cfg = seaweed.make_config(tmp, env={"STREAMFORGE_SERVER_BASE_URL": f"http://127.0.0.1:{port}",
@@ -66,6 +68,17 @@ def site(seaweed, tmp_path_factory):
                           json={"language": "en", "label": "English", "content": VTT}, headers=h(server, "ana"))
         assert r.status_code == 201, r.text
         yield server
+
+
+@pytest.fixture(scope="module")
+def site(player_site_once, seaweed):
+    """The session's player site, with the process-wide database and queue pointed at it again and the
+    store's CORS rule naming it again (tests of other modules change them), as test_security's World.activate."""
+    from streamforge.jobs import tasks
+    seaweed.store.prepare([player_site_once.cfg.base_url], public_output=False)
+    dbmod.init_db(player_site_once.cfg.database_url)
+    tasks.configure(player_site_once.cfg)
+    return player_site_once
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """axe-core on every page in Chromium: no critical and no serious violation, at desktop and phone sizes."""
 from __future__ import annotations
 
-import player_site
 import pytest
 import requests
 from browser_helpers import shot
@@ -11,7 +10,6 @@ from player_site import axe, h, new_page
 from streamforge.store import db as dbmod
 from streamforge.store import users, videos
 
-site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
 pytestmark = pytest.mark.browser
 CLIP = MEDIA / "bigbuckbunny-720p-5s.mp4"
 
@@ -58,6 +56,8 @@ def test_no_critical_or_serious_axe_violations_on_any_page(site, browser, playli
                 if path == "/upload":
                     page.wait_for_function("() => window.streamforgeUppy")
                     page.wait_for_selector("#uppy-dashboard .uppy-Dashboard")
+                name = path.strip("/").split("?")[0].replace("/", "-")[:30] or "library"
+                shot(page, f"page-{size[0]}-{name}{'-list' if '?list=' in path else ''}")
                 bad = axe(page)
                 if bad:
                     found[path] = bad

@@ -2,7 +2,6 @@
 picture mostly free; /admin shows every user's role and quota with no sideways scroll, quotas in MB/GB."""
 from __future__ import annotations
 
-import player_site
 import pytest
 import requests
 from browser_helpers import shot
@@ -11,7 +10,6 @@ from player_site import h, new_page
 from streamforge.store import db as dbmod
 from streamforge.store import users, videos
 
-site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
 pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844, "is_mobile": True, "has_touch": True, "device_scale_factor": 2}
 

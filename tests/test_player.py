@@ -2,12 +2,9 @@
 tracks, clicks on the picture, captions above the controls, the CC button, and page-wide keys."""
 from __future__ import annotations
 
-import player_site
 import pytest
 from browser_helpers import SCREENSHOTS, poll, shot
 from player_site import new_page
-
-site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
 
 pytestmark = pytest.mark.browser
 

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import time
 
-import player_site
 import pytest
 import requests
 from browser_helpers import poll, shot
 from player_site import h, new_page
 
-site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
 pytestmark = pytest.mark.browser
 VIDEO_T = "() => document.getElementById('video').currentTime"
 

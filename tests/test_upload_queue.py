@@ -2,14 +2,12 @@
 one card each that says what Uppy is doing, and a cancel that leaves nothing behind."""
 from __future__ import annotations
 
-import player_site
 import pytest
 import requests
 from browser_helpers import poll, shot
 from media_factory import make_video
 from player_site import h, new_page
 
-site, browser = player_site.site, player_site.browser  # the fixtures, for pytest to find
 pytestmark = pytest.mark.browser
 PICKER = "#uppy-dashboard input.uppy-Dashboard-input[type=file]"
 
