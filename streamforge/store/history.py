@@ -5,6 +5,8 @@ near the end marks the video watched (and the watch page then starts it from the
 """
 from __future__ import annotations
 
+import datetime
+
 from peewee import IntegrityError
 
 from streamforge.store.db import ProcessingStatus, User, Video, Visibility, WatchHistory, db, utcnow
@@ -49,12 +51,15 @@ def save_position(user: User, video: Video, position: float, duration: float | N
     return WatchHistory.get((WatchHistory.user == user.id) & (WatchHistory.video == video.id))
 
 
-def resume_position(user_id: str | None, video_id: str) -> float:
-    """Where the watch page should start this video for this viewer: 0 when new or watched to the end."""
+def resume_position(user_id: str | None, video_id: str) -> tuple[float, datetime.datetime | None]:
+    """Where the watch page should start this video for this viewer (0 when new or watched to the end), and
+    when that was saved (None: never)."""
     if not user_id:
-        return 0.0
+        return 0.0, None
     row = WatchHistory.get_or_none((WatchHistory.user == user_id) & (WatchHistory.video == video_id))
-    return 0.0 if row is None or row.watched else float(row.position or 0.0)
+    if row is None:
+        return 0.0, None
+    return (0.0 if row.watched else float(row.position or 0.0)), row.watched_at
 
 
 def list_history(user: User, limit: int = 100, unfinished: bool = False) -> list[WatchHistory]:

@@ -96,8 +96,10 @@ def watching_context(video) -> dict:
     from streamforge.store import history
     from streamforge.web.playlist_pages import watch_context
     viewer = current_user.id if current_user.is_authenticated else None
-    resume = 0.0 if request.args.get("t") else history.resume_position(viewer, video.id)
-    return {"viewer": bool(viewer), "resume": resume, "playlist": watch_context(request.args.get("list"), video)}
+    resume, saved_at = history.resume_position(viewer, video.id)
+    return {"viewer": bool(viewer), "resume": 0.0 if request.args.get("t") else resume,
+            "resume_at": saved_at.isoformat(timespec="milliseconds") + "Z" if saved_at else None,
+            "playlist": watch_context(request.args.get("list"), video)}
 
 
 @bp.route("/tokens")

@@ -22,9 +22,30 @@ function duration () {
 
 let lastSaved = null
 
+const LOCAL_KEY = `streamforge-position:${data.video.id}`
+
+/** This browser's own last position of the video: a reload is sent before the old page's last report
+ *  (sendBeacon on leaving) reaches the server, so the page also keeps it here. */
+function remember (at, watched) {
+  try {
+    localStorage.setItem(LOCAL_KEY, JSON.stringify({ position: watched ? 0 : at, at: Date.now() }))
+  } catch {
+    // private mode: the server's position is all there is
+  }
+}
+
+function remembered () {
+  try {
+    return JSON.parse(localStorage.getItem(LOCAL_KEY) || 'null')
+  } catch {
+    return null
+  }
+}
+
 /** Tell the server where the viewer is; `beacon` when the page is going away. */
 function save (beacon = false) {
   const at = video.ended ? duration() || position() : position()
+  remember(at, video.ended)
   if (at === lastSaved || (!at && lastSaved === null)) return
   lastSaved = at
   const form = new URLSearchParams({ csrf_token: csrf(), video_id: data.video.id, position: String(at), duration: String(duration()) })
@@ -44,7 +65,10 @@ function trackPosition () {
 }
 
 function resume () {
-  const at = Number(data.resume || 0)
+  // the newer of the server's position (any device) and this browser's own
+  const local = remembered()
+  const serverAt = data.resume_at ? Date.parse(data.resume_at) : 0
+  const at = local && local.at > serverAt ? Number(local.position || 0) : Number(data.resume || 0)
   if (!(at > 0) || new URLSearchParams(location.search).has('t')) return
   video.dataset.resumedFrom = String(at)
   const seek = () => {
