@@ -180,6 +180,8 @@ class Video(BaseModel):
     watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
+    # audio tracks (migration 16): [{"name", "language", "label", "default"}] as JSON, in the file's order
+    audio_tracks = ListField(default=list)
 
     class Meta:
         table_name = "videos"
@@ -422,11 +424,21 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
+def _migration_16(database) -> None:
+    """Several audio tracks: the list a run published."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "audio_tracks" not in {c.name for c in database.get_columns("videos")}:
+        run(migrator.add_column("videos", "audio_tracks", Video.audio_tracks))
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
+              _migration_16]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

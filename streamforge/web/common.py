@@ -136,6 +136,8 @@ def video_json(video, full: bool = True) -> dict:
         "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
         "attempts": video.attempts, "kind": video.kind or "video",
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
+        "audio_tracks": [{"language": a.get("language", "und"), "label": a.get("label", ""),
+                          "default": bool(a.get("default"))} for a in (video.audio_tracks or [])],
     }
     if full:
         out["renditions"] = [{
