@@ -123,11 +123,11 @@ def _webhook_url(cfg: Config) -> str:
 
 
 def _prepare_bucket(cfg: Config, store) -> None:
-    """Create the bucket with CORS for the app's origin.
+    """Create the bucket with CORS for the app's origin; nothing in it is readable without a signature.
 
-    The output stays private (players get signed links) unless a CDN is configured: a CDN in
-    front of the store must be able to read `processed/` without signing."""
-    store.prepare([cfg.base_url], public_output=bool(cfg.cdn.base_url))
+    Behind a CDN, public videos' outputs come from the app's `/processed/...` route (which checks
+    visibility on every request), never from an open prefix on the store."""
+    store.prepare([cfg.base_url])
 
 
 # ---------- serve ----------

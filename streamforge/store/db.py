@@ -337,6 +337,16 @@ class DownloadFile(BaseModel):
         table_name = "download_files"
 
 
+class Counter(BaseModel):
+    """A named event counter (store/counters.py): how many, and when the last one happened."""
+    name = CharField(primary_key=True, max_length=100)
+    value = BigIntegerField(default=0)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "counters"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -346,7 +356,7 @@ class SchemaVersion(BaseModel):
 
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
-          Caption, DownloadFile)
+          Caption, DownloadFile, Counter)
 
 
 def _migration_1(database) -> None:
@@ -422,11 +432,21 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
+def _reserved_8_9(database) -> None:
+    """Numbers 8 and 9 belong to other changes of the third round (the lead renumbers at merge)."""
+
+
+def _migration_10(database) -> None:
+    """The counters table: notifications the webhook could not act on, uploads the sweeper recovered."""
+    database.create_tables([Counter], safe=True)
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
+              _reserved_8_9, _reserved_8_9, _migration_10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
