@@ -81,6 +81,8 @@ def parse_notification(body: bytes) -> list[StoreEvent]:
         raise NotANotification("the body is not a JSON object")
     if _depth(data, 16) > 16:
         raise NotANotification("the body is nested too deeply")
+    if data.get("Event") == "s3:TestEvent":  # what S3 sends when a notification configuration is set
+        return []
     if "Records" in data:
         records = data["Records"]
         if not isinstance(records, list):
