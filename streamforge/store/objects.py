@@ -221,6 +221,10 @@ class ObjectStore:
             except S3Error as e:
                 # MinIO's community server has no per-bucket CORS: its CORS is server-wide
                 # (MINIO_API_CORS_ALLOW_ORIGIN, "*" by default), so browsers are already allowed.
+                if e.code == "AccessDenied":  # a least-privilege key (docs/stores.md): the operator sets CORS
+                    log.warning("not allowed to set the bucket's CORS (s3:PutBucketCORS); browsers need it "
+                                "for uploads: set it as docs/stores.md says")
+                    return
                 if e.code not in ("NotImplemented", "NotImplementedError"):
                     raise
                 log.warning("the store has no per-bucket CORS (%s); relying on its server-wide CORS", e.code)
@@ -242,6 +246,10 @@ class ObjectStore:
             try:
                 self._client.delete_bucket_policy(bucket_name=self.bucket)
             except S3Error as e:
+                if e.code == "AccessDenied":  # a least-privilege key may not touch policies: the operator's job
+                    log.warning("not allowed to remove the bucket policy (s3:DeleteBucketPolicy): make sure it "
+                                "grants no anonymous read (`mc anonymous set none`, S3 Block Public Access)")
+                    return
                 if e.code not in ("NoSuchBucketPolicy", "NoSuchPolicy"):
                     raise
 
