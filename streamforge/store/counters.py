@@ -6,6 +6,8 @@ and the Prometheus metrics read the same numbers. Each is (value, time of the la
 from __future__ import annotations
 
 import datetime
+import threading
+import time
 from dataclasses import dataclass
 
 from streamforge.store.db import Counter, utcnow
@@ -48,10 +50,25 @@ def note_unprocessable(reason: str) -> None:
     bump(UNPROCESSABLE + (reason if reason in UNPROCESSABLE_REASONS else "failed"))
 
 
+# A notification storm repeats events by the thousand: the count of notifications is written at most
+# once a second per process (added up meanwhile), and the sweeper's streak only when it is not 0.
+_NOTIFIED_EVERY = 1.0
+_notified = {"pending": 0, "written": float("-inf")}
+_notified_lock = threading.Lock()
+
+
 def note_upload_notification() -> None:
     """An authenticated notification about a known upload arrived: notifications work."""
-    bump(NOTIFIED)
-    reset(RECOVERED_SINCE_NOTIFICATION)
+    now = time.monotonic()
+    with _notified_lock:
+        _notified["pending"] += 1
+        pending = _notified["pending"] if now - _notified["written"] >= _NOTIFIED_EVERY else 0
+        if pending:
+            _notified["pending"], _notified["written"] = 0, now
+    if pending:
+        bump(NOTIFIED, pending)
+    if read(RECOVERED_SINCE_NOTIFICATION)[0]:
+        reset(RECOVERED_SINCE_NOTIFICATION)
 
 
 def note_recovered_upload() -> None:
