@@ -578,7 +578,7 @@ def stack(seaweed, tmp_path):
         s = Services(tmp_path, stack_env(seaweed, port, **extra), port)
         s.data.mkdir(parents=True, exist_ok=True)
         s.cfg = attach(s.env, s.data)
-        seaweed.store.prepare([s.cfg.base_url], public_output=False)
+        seaweed.store.prepare([s.cfg.base_url])
         with dbmod.db.connection_context():
             _, s.token = videos.create_token(videos.get_or_create_user("stack@example.com"))
         s.h = {"Authorization": f"Bearer {s.token}"}
