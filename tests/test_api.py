@@ -218,3 +218,51 @@ def test_healthz_names_a_failing_part_without_its_details(app, monkeypatch, capl
     assert r.status_code == 503
     assert r.get_json() == {"ok": False, "checks": {"database": "ok", "store": "error", "queue": "ok"}}
     assert "10.0.0.7" not in r.get_data(as_text=True) and "10.0.0.7" in caplog.text
+
+
+def test_page_past_the_end_is_an_empty_list_or_the_last_page(client, auth, token_for):
+    """Issue 20, hole 9: `?page=10^23` was a 500 (an OFFSET past a 64-bit integer)."""
+    h = auth()
+    ids = [create(client, h, title=f"clip {i}").get_json()["video"]["id"] for i in range(2)]
+    for huge in (str(10**23), "9" * 400):
+        r = client.get(f"/api/videos?page={huge}", headers=h)
+        assert r.status_code == 200 and r.get_json() == {"items": [], "next": None}, huge
+    assert client.get("/api/videos?page=abc", headers=h).status_code == 400
+    assert client.get("/api/videos?page=0", headers=h).status_code == 400
+    # the library page shows its last page instead
+    client.get(f"/login?token={token_for('alice@example.com')}")
+    page = client.get(f"/?page={10**23}")
+    assert page.status_code == 200
+    assert all(f'data-video-id="{vid}"' in page.get_data(as_text=True) for vid in ids)
+
+
+def test_content_type_must_be_a_real_video_or_audio_media_type(client, auth):
+    """Issue 20, hole 9: fnmatch took `video/../../text/html` and a type with CRLF in it."""
+    h = auth()
+    for bad in ("video/../../text/html", "video/mp4\r\nX-Evil: 1", "video/mp4\r\n", "video/mp4\n", "video/x..y",
+                "video/", "video/*", "text/html", "application/octet-stream", "video/mp4 x", "video/mp4;",
+                "video/mp4; a=b\r\nc: d", "vidéo/mp4", 42, None):
+        r = create(client, h, content_type=bad)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", repr(bad)
+    assert client.get("/api/videos", headers=h).get_json()["items"] == []
+    for good, stored in (("video/mp4", "video/mp4"), ("Video/MP4; codecs=\"avc1.64001f\"", "video/mp4"),
+                         ("audio/mpeg", "audio/mpeg"), ("video/x-matroska", "video/x-matroska")):
+        r = create(client, h, content_type=good)
+        assert r.status_code == 201, good
+        assert r.get_json()["video"]["original"]["content_type"] == stored
+
+
+def test_a_refused_multipart_create_leaves_nothing(seaweed, make_app, tmp_path):
+    """Issue 20, hole 9: a multipart create the store refused left an UPLOADING row counted in the quota."""
+    cfg = seaweed.make_config(tmp_path / "nb", env={"STREAMFORGE_UPLOAD_MULTIPART_THRESHOLD": str(5 << 20),
+                                                    "STREAMFORGE_STORAGE_SECRET_KEY": "not-the-secret"})
+    client = make_app(cfg).test_client()
+    from streamforge.store import db as dbmod
+    from streamforge.store import videos
+    with dbmod.db.connection_context():
+        _, tok = videos.create_token(videos.get_or_create_user("nb@example.com"))
+    h = {"Authorization": f"Bearer {tok}"}
+    r = create(client, h, size=12 << 20)
+    assert r.status_code >= 500 and r.get_json()["error"]["code"]
+    assert client.get("/api/videos?status=PENDING", headers=h).get_json()["items"] == []
+    assert client.get("/api/me", headers=h).get_json()["usage"] == {"bytes": 0, "videos": 0}

@@ -13,7 +13,15 @@ from streamforge.errors import Conflict, StorageError, ValidationError
 from streamforge.jobs import intake
 from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, Visibility, utcnow
-from streamforge.web.common import account_json, cfg, handle_errors, role_required, store, video_json
+from streamforge.web.common import (
+    account_json,
+    cfg,
+    handle_errors,
+    page_arg,
+    role_required,
+    store,
+    video_json,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PARTS = 10000
@@ -66,11 +74,23 @@ def _visibility(body: dict) -> str | None:
     return value
 
 
+# RFC 6838 restricted-name: the type and subtype of a media type; parameters (dropped) are token=token
+# or token="quoted"; nothing else (no spaces inside, no control characters, no second slash)
+_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+_PARAM = r';[ \t]*[a-z0-9!#$&^_.+-]+=(?:[a-z0-9!#$&^_.+-]+|"[^"\\\x00-\x1f\x7f]*")[ \t]*'
+MEDIA_TYPE = re.compile(rf"(?P<type>(?:video|audio)/{_NAME})[ \t]*(?:{_PARAM})*")
+
+
 def _content_type(value) -> str:
-    if not isinstance(value, str) or "/" not in value or len(value) > 100:
-        raise ValidationError("content_type must be a MIME type such as video/mp4")
-    value = value.split(";")[0].strip().lower()
-    if not any(fnmatch.fnmatch(value, pat) for pat in cfg().upload.content_types):
+    """A `video/*` or `audio/*` media type (parameters dropped), also matching [upload] content_types."""
+    if not isinstance(value, str) or len(value) > 255:
+        raise ValidationError("content_type must be a video or audio media type such as video/mp4")
+    m = MEDIA_TYPE.fullmatch(value.strip(" \t").lower())
+    if m is None or ".." in m["type"]:
+        raise ValidationError(f"content_type {value[:100]!r} is not a video or audio media type "
+                              "(such as video/mp4 or audio/mpeg)")
+    value = m["type"]
+    if not any(fnmatch.fnmatchcase(value, pat.lower()) for pat in cfg().upload.content_types):
         raise ValidationError(f"content_type {value} is not accepted; allowed: "
                               f"{', '.join(cfg().upload.content_types)}")
     return value
@@ -140,7 +160,11 @@ def create_video():
                                     content_type=content_type, bucket=c.storage.bucket, description=description,
                                     tags=tags, visibility=visibility, expires_at=expires, sha256=sha256)
     if size > c.upload.multipart_threshold:
-        upload_id = store().create_multipart(video.original_key, content_type)
+        try:
+            upload_id = store().create_multipart(video.original_key, content_type)
+        except StorageError:
+            videos.discard_upload(video.id)  # refused: no UPLOADING row left, nothing against the quota
+            raise
         videos.set_upload_id(video.id, upload_id)
         video.upload_id = upload_id
     return {"video": video_json(video), "upload": _upload_descriptor(video)}, 201
@@ -217,11 +241,11 @@ def list_videos():
     status = request.args.get("status") or None
     if status and status not in ProcessingStatus.ALL:
         raise ValidationError(f"status must be one of {', '.join(ProcessingStatus.ALL)}")
+    page = page_arg()
     try:
-        page = max(1, int(request.args.get("page", 1)))
         per_page = min(100, max(1, int(request.args.get("per_page", PER_PAGE))))
     except ValueError:
-        raise ValidationError("page and per_page must be integers") from None
+        raise ValidationError("per_page must be an integer") from None
     sort = request.args.get("sort") or "newest"
     if sort not in videos.LIBRARY_SORTS:
         raise ValidationError(f"sort must be one of {', '.join(videos.LIBRARY_SORTS)}")

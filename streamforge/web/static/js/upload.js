@@ -20,7 +20,9 @@ const MAX_PARTS = 10000
 const MIME_BY_EXTENSION = {
   mp4: 'video/mp4', m4v: 'video/x-m4v', mov: 'video/quicktime', mkv: 'video/x-matroska', webm: 'video/webm',
   avi: 'video/x-msvideo', ts: 'video/mp2t', mts: 'video/mp2t', m2ts: 'video/mp2t', mpg: 'video/mpeg',
-  mpeg: 'video/mpeg', flv: 'video/x-flv', wmv: 'video/x-ms-wmv', ogv: 'video/ogg', '3gp': 'video/3gpp'
+  mpeg: 'video/mpeg', flv: 'video/x-flv', wmv: 'video/x-ms-wmv', ogv: 'video/ogg', '3gp': 'video/3gpp',
+  mp3: 'audio/mpeg', m4a: 'audio/mp4', aac: 'audio/aac', flac: 'audio/flac', wav: 'audio/wav', ogg: 'audio/ogg',
+  oga: 'audio/ogg', opus: 'audio/ogg'
 }
 
 function extensionOf (name) {
