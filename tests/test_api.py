@@ -73,12 +73,22 @@ def test_multipart_round_trip(client, auth, make_app, seaweed, tmp_path):
     urls = client.post(f"/api/videos/{vid}/upload/parts", json={"part_numbers": [1, 2, 3]}, headers=h).get_json()
     parts = []
     for n in (1, 2):
-        resp = requests.put(urls["urls"][str(n)], data=data[(n - 1) * up["part_size"]:n * up["part_size"]], timeout=30)
+        part = data[(n - 1) * up["part_size"]:n * up["part_size"]]
+        # each part URL takes exactly its part's size
+        assert requests.put(urls["urls"][str(n)], data=part + b"x", timeout=30).status_code == 403
+        assert requests.put(urls["urls"][str(n)], data=part[:-1], timeout=30).status_code == 403
+        resp = requests.put(urls["urls"][str(n)], data=part, timeout=30)
         assert resp.status_code == 200
         parts.append({"part_number": n, "etag": resp.headers["ETag"].strip('"')})
     # a reloaded browser asks what the store already has
     listed = client.get(f"/api/videos/{vid}/upload/parts", headers=h).get_json()
     assert [p["part_number"] for p in listed["parts"]] == [1, 2]
+    # the complete step checks that every part is there: 400, and the upload stays open
+    r = client.post(f"/api/videos/{vid}/upload/complete", json={"parts": parts}, headers=h)
+    assert r.status_code == 400 and "3 parts" in r.get_json()["error"]["message"]
+    r = client.post(f"/api/videos/{vid}/upload/complete", json={"parts": parts + [{"part_number": 3, "etag": "x"}]},
+                    headers=h)
+    assert r.status_code == 400 and "part 3" in r.get_json()["error"]["message"]
     resp = requests.put(urls["urls"]["3"], data=data[2 * up["part_size"]:], timeout=30)
     parts.append({"part_number": 3, "etag": resp.headers["ETag"]})
     done = client.post(f"/api/videos/{vid}/upload/complete", json={"parts": parts}, headers=h)
@@ -95,7 +105,14 @@ def test_wrong_size_upload_fails_and_is_deleted(client, auth, seaweed):
     h = auth()
     r = create(client, h, size=10)
     video, up = r.get_json()["video"], r.get_json()["upload"]
-    requests.put(up["url"], data=b"x" * 11, timeout=30)
+    # the URL takes exactly the declared size and type (its signature covers Content-Length and Content-Type)
+    assert up["headers"] == {"Content-Type": "video/mp4", "Content-Length": "10", "If-None-Match": "*"}
+    for data, headers in ((b"x" * 11, up["headers"]), (b"x" * 9, up["headers"]),
+                          (b"x" * 10, {**up["headers"], "Content-Type": "text/html"}), (b"x" * 10, {})):
+        assert requests.put(up["url"], data=data, headers=headers, timeout=30).status_code == 403
+    assert seaweed.store.stat(video["original"]["key"]) is None
+    # a store that ignored the signature's length: the size is checked again when the upload is accepted
+    seaweed.store.put_bytes(video["original"]["key"], b"x" * 11)
     out = client.post(f"/api/videos/{video['id']}/upload/complete", json={}, headers=h).get_json()
     assert out["status"] == "FAILED" and "11 bytes but 10 were declared" in out["error_message"]
     assert seaweed.store.stat(video["original"]["key"]) is None
@@ -135,7 +152,7 @@ def test_delete_archives_and_removes_objects(client, auth, seaweed):
     h = auth()
     r = create(client, h, size=5)
     video, up = r.get_json()["video"], r.get_json()["upload"]
-    requests.put(up["url"], data=b"12345", timeout=30)
+    requests.put(up["url"], data=b"12345", headers=up["headers"], timeout=30).raise_for_status()
     seaweed.store.put_bytes(f"processed/{video['id']}/master.m3u8", b"#EXTM3U\n")
     assert client.delete(f"/api/videos/{video['id']}", headers=h).status_code == 204
     assert client.get(f"/api/videos/{video['id']}", headers=h).get_json()["status"] == "ARCHIVED"

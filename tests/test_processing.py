@@ -36,7 +36,7 @@ def live(seaweed, make_app, tmp_path):
 def upload(live, data: bytes, filename="clip.mp4"):
     r = requests.post(f"{live.url}/api/videos", json={"title": "t", "filename": filename, "size": len(data),
                                                       "content_type": "video/mp4"}, headers=live.h).json()
-    requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{live.url}/api/videos/{r['video']['id']}/upload/complete", json={}, headers=live.h)
     assert done.status_code == 200
     return r["video"]["id"]

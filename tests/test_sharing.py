@@ -59,7 +59,7 @@ def upload(site, who, data, **fields):
                                                       "content_type": "video/mp4", **fields}, headers=h(site, who))
     assert r.status_code == 201, r.text
     body = r.json()
-    requests.put(body["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(body["upload"]["url"], headers=body["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{site.url}/api/videos/{body['video']['id']}/upload/complete", json={}, headers=h(site, who))
     assert done.status_code == 200
     return body["video"]

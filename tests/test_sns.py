@@ -421,7 +421,7 @@ def uploaded_object(seaweed):
         r = client.post("/api/videos", json={"title": "sns", "filename": filename, "size": len(data),
                                              "content_type": "video/mp4"},
                         headers={"Authorization": f"Bearer {tok}"}).get_json()
-        requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+        requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
         app.token = tok
         return r["video"]["id"], r["video"]["original"]["key"], len(data)
     return make

@@ -443,6 +443,14 @@ def uploading_videos(limit: int = 500) -> list[Video]:
                                      & (Video.status == ProcessingStatus.PENDING)).limit(limit))
 
 
+def closed_with_live_upload_urls(since: datetime.datetime, limit: int = 500) -> list[str]:
+    """Ids of videos deleted (or whose upload was refused or expired) while their upload URLs, which
+    expire at upload_expires_at, were alive after `since`."""
+    closed = ((Video.status == ProcessingStatus.ARCHIVED)
+              | ((Video.upload_status == UploadStatus.UPLOADING) & (Video.status == ProcessingStatus.FAILED)))
+    return [v.id for v in Video.select(Video.id).where(closed & (Video.upload_expires_at > since)).limit(limit)]
+
+
 def stale_queued(older_than: datetime.datetime, limit: int = 500) -> list[Video]:
     """UPLOADED videos waiting in the queue since before `older_than` (their task may be lost)."""
     return list(Video.select().where((Video.upload_status == UploadStatus.UPLOADED)

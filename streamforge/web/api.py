@@ -128,9 +128,9 @@ def _upload_descriptor(video) -> dict:
     up = cfg().upload
     expires = video.upload_expires_at
     if video.declared_size <= up.multipart_threshold:
-        signed = store().presign_put(video.original_key, video.content_type, up.url_ttl)
-        return {"method": "PUT", "url": signed["url"], "headers": {"Content-Type": video.content_type},
-                "expires_at": _iso(expires)}
+        # the signature covers these headers: exactly the declared size and type, and only a first write
+        signed = store().presign_put(video.original_key, video.content_type, up.url_ttl, size=video.declared_size)
+        return {"method": "PUT", "url": signed["url"], "headers": signed["headers"], "expires_at": _iso(expires)}
     part_size = _part_size(video.declared_size)
     return {"method": "MULTIPART", "upload_id": video.upload_id, "part_size": part_size,
             "part_count": math.ceil(video.declared_size / part_size), "expires_at": _iso(expires)}
@@ -189,7 +189,11 @@ def upload_parts(video_id: str):
             or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= count for n in numbers)):
         raise ValidationError(f"part_numbers must be a list of integers from 1 to {count}")
     ttl = max(60, int((video.upload_expires_at - utcnow()).total_seconds()))
-    urls = {str(n): store().presign_part(video.original_key, video.upload_id, n, ttl) for n in dict.fromkeys(numbers)}
+    part = _part_size(video.declared_size)
+    # each URL takes exactly its part's bytes (the last part: what is left)
+    urls = {str(n): store().presign_part(video.original_key, video.upload_id, n, ttl,
+                                         size=min(part, video.declared_size - (n - 1) * part))
+            for n in dict.fromkeys(numbers)}
     return {"urls": urls}
 
 
@@ -222,6 +226,7 @@ def upload_complete(video_id: str):
             pairs = sorted((int(p["part_number"]), str(p["etag"]).strip('"')) for p in parts)
         except (KeyError, TypeError, ValueError):
             raise ValidationError("each part needs an integer part_number and an etag") from None
+        _check_parts(video, pairs)
         try:
             store().complete_multipart(video.original_key, video.upload_id, pairs)
         except StorageError as e:
@@ -232,6 +237,25 @@ def upload_complete(video_id: str):
     if outcome == "missing":
         raise Conflict("the store has no object for this upload yet; send the bytes first")
     return video_json(videos.get_video(current_user.row, video_id))
+
+
+def _check_parts(video, pairs: list[tuple[int, str]]) -> None:
+    """400 unless the parts named are every part of the plan, in the store, adding up to the declared size."""
+    count = math.ceil(video.declared_size / _part_size(video.declared_size))
+    if [n for n, _ in pairs] != list(range(1, count + 1)):
+        raise ValidationError(f"parts must name each of the {count} parts once (1 to {count})")
+    try:
+        stored = {p["part_number"]: p["size"] for p in store().list_parts(video.original_key, video.upload_id)}
+    except StorageError:
+        if store().stat(video.original_key) is not None:
+            return  # a racing complete (or the notification) finished it: nothing left to check
+        raise
+    missing = [n for n, _ in pairs if n not in stored]
+    if missing:
+        raise ValidationError(f"the store does not hold part {missing[0]} yet; send it first")
+    total = sum(stored[n] for n, _ in pairs)
+    if total != video.declared_size:
+        raise ValidationError(f"the parts hold {total} bytes but {video.declared_size} were declared")
 
 
 @bp.route("/videos", methods=["GET"])

@@ -211,7 +211,8 @@ class StorageHook:
         if not m:
             return "ignored"
         video = videos.get_upload_state(m.group(1))
-        if video is None or video.original_key != ev.key:
+        # under a deleted video's prefix any object is a late write (accept_upload removes it)
+        if video is None or (video.original_key != ev.key and not intake.is_closed(video)):
             return "ignored"
         try:
             return intake.accept_upload(self.config, self.store, video)

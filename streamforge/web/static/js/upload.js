@@ -34,6 +34,13 @@ function contentTypeOf (file) {
   return file.type || MIME_BY_EXTENSION[extensionOf(file.name)] || 'application/octet-stream'
 }
 
+/** The UPLOAD headers a page may set: the browser sends Content-Length itself (the file's size). */
+function sendable (headers) {
+  const out = { ...(headers || {}) }
+  for (const name of Object.keys(out)) if (name.toLowerCase() === 'content-length') delete out[name]
+  return out
+}
+
 function titleFromName (name) {
   return (name || '').replace(/\.[^.]+$/, '').replace(/[_]+/g, ' ').trim() || name
 }
@@ -325,7 +332,7 @@ async function main () {
     async getUploadParameters (file, { signal } = {}) {
       const cached = putUploads.get(file.id)
       if (cached && Date.parse(cached.upload.expires_at) - Date.now() > 60_000) {
-        return { method: 'PUT', url: cached.upload.url, headers: cached.upload.headers || {} }
+        return { method: 'PUT', url: cached.upload.url, headers: sendable(cached.upload.headers) }
       }
       // a PUT URL from before a reload (or an expired one) is gone: start over with a fresh video
       const stale = cached?.video.id || videoIdOf(file)
@@ -336,7 +343,7 @@ async function main () {
         throw new Error('The server planned a multipart upload for this file; reload the page and try again.')
       }
       putUploads.set(file.id, { video, upload })
-      return { method: 'PUT', url: upload.url, headers: upload.headers || {} }
+      return { method: 'PUT', url: upload.url, headers: sendable(upload.headers) }
     },
 
     async createMultipartUpload (file) {
