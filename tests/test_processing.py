@@ -134,6 +134,20 @@ def test_broken_upload_fails_readably_and_the_worker_goes_on(live, seaweed):
     assert drain_queue() == ["failed"]
 
 
+def test_a_picture_over_the_limits_fails_with_its_size(live, seaweed, tmp_path):
+    """Issue 20, hole 7: the worker refuses a 16000x16000 upload from its header (it decoded frames first)."""
+    import media_factory as mf
+    huge = mf.make_header_only(tmp_path / "huge.mov", 16000, 16000).read_bytes()
+    vid = upload(live, huge, filename="huge.mov")
+    assert drain_queue() == ["failed"]
+    v = get(live, vid)
+    assert v["status"] == "FAILED" and v["master_playlist_url"] is None
+    assert "too large: 16000x16000" in v["error_message"] and "8192x8192" in v["error_message"]
+    failed = [i for i in logs(live, vid) if i["status"] == "failed"]
+    assert [i["stage"] for i in failed] == ["probe"]
+    assert seaweed.store.list(f"processed/{vid}/") == []
+
+
 def test_reprocess_writes_a_fresh_prefix_and_switches_at_the_end(live, seaweed):
     vid = upload(live, CLIP.read_bytes())
     drain_queue()
