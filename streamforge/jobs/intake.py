@@ -72,7 +72,7 @@ def remove_late_write(store: ObjectStore, video_id: str) -> bool:
     return True
 
 
-def remove_late_writes(config: Config, store: ObjectStore) -> int:
+def remove_late_writes(store: ObjectStore) -> int:
     """Sweeper: clear `originals/{id}/` of closed videos whose upload URLs may still be alive (a write
     through one is removed even when its notification never comes); returns how many were cleared."""
     since = utcnow() - datetime.timedelta(seconds=LATE_WRITE_MARGIN)
@@ -109,7 +109,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
                                             "upload the file again"):
                 tasks.emit_event(config, "video.failed", video.id)
                 counts["expired_uploads"] += 1
-    counts["removed_late_writes"] = remove_late_writes(config, store)
+    counts["removed_late_writes"] = remove_late_writes(store)
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
     # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
     for video in videos.dead_runs(now - lease):
