@@ -181,7 +181,7 @@ class Video(BaseModel):
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
     # audio tracks (migration 16): [{"name", "language", "label", "default"}] as JSON, in the file's order
-    audio_tracks = ListField(default=list)
+    audio_tracks = ListField(default=list, constraints=[SQL("DEFAULT '[]'")])
 
     class Meta:
         table_name = "videos"
