@@ -29,10 +29,11 @@ def _wait(condition, now: datetime.datetime) -> int:
     return max(1, math.ceil((recent[-1].created_at + WINDOW - now).total_seconds()))
 
 
-def retry_after(email: str, address: str) -> int:
-    """Seconds until this email and this address may try again; 0 when they may now."""
+def retry_after(email: str, address: str | None) -> int:
+    """Seconds until this email (and this address, when given) may try again; 0 when they may now."""
     now = utcnow()
-    return max(_wait(SignInFailure.email == _norm(email), now), _wait(SignInFailure.address == address[:64], now))
+    by_address = _wait(SignInFailure.address == address[:64], now) if address is not None else 0
+    return max(_wait(SignInFailure.email == _norm(email), now), by_address)
 
 
 def record_failure(email: str, address: str) -> None:

@@ -87,9 +87,11 @@ def account():
         abort(404)
     if not csrf_ok():
         abort(400)
+    if current_user.via_token:  # an API token is not a person at a browser: it sets no password
+        return _page("Change your password from a signed-in browser, not with an API token.", None, 403)
     row = users.find_user(current_user.id)
     address = request.remote_addr or ""
-    wait = throttle.retry_after(row.email, address)
+    wait = throttle.retry_after(row.email, None)  # guesses at this account's old password, from anywhere
     if wait:
         return _too_many(wait, lambda m: _page(m, None, 429))
     if row.password_hash and not passwords.verify_password(row.password_hash, request.form.get("old") or ""):

@@ -43,9 +43,10 @@ def _machine_names(listen: str) -> frozenset[str]:
 
 
 def allowed_hosts(config: Config) -> frozenset[str]:
-    """The host names a request may name when base_url is empty: `[server] allowed_hosts`, else the defaults."""
+    """The host names a request may name when base_url is empty: `[server] allowed_hosts`, else the defaults;
+    loopback names always (commands on this machine, such as `streamforge import`, use them)."""
     if config.server.allowed_hosts:
-        return frozenset(host_name(h) or h.lower() for h in config.server.allowed_hosts)
+        return frozenset({host_name(h) or h.lower() for h in config.server.allowed_hosts} | set(LOOPBACK))
     listen = config.server.host.strip("[]").lower()
     own = {listen} if listen not in WILDCARD else set()
     return frozenset(own | set(LOOPBACK) | _machine_names(listen))
