@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import fresh_database_url
 from werkzeug.http import parse_cookie
 
 from streamforge import passwords
@@ -437,6 +438,20 @@ def test_absolute_urls_follow_only_trusted_hosts(seaweed, make_app, tmp_path, au
     assert r.status_code == 200 and r.get_json()["watch_url"].startswith("https://tube.example/watch/")
 
 
+def test_the_default_hosts_are_this_machines(seaweed, tmp_path):
+    import socket
+
+    from streamforge.web.hosts import allowed_hosts, host_allowed
+    wildcard = seaweed.make_config(tmp_path / "any", env={"STREAMFORGE_SERVER_HOST": "0.0.0.0"})
+    names = allowed_hosts(wildcard)
+    assert {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()} <= names and "0.0.0.0" not in names
+    assert host_allowed("[::1]:8000", wildcard) and host_allowed(f"{socket.gethostname()}:8000", wildcard)
+    assert not host_allowed("evil.example", wildcard) and not host_allowed("", wildcard)
+    assert not host_allowed("127.0.0.1@evil.example", wildcard)
+    one = seaweed.make_config(tmp_path / "one", env={"STREAMFORGE_SERVER_HOST": "192.0.2.7"})
+    assert host_allowed("192.0.2.7:8000", one) and "192.0.2.7" not in allowed_hosts(wildcard)
+
+
 def test_https_base_url_brings_hsts_and_secure_cookies_and_every_answer_a_permissions_policy(
         seaweed, make_app, tmp_path, app):
     plain = app.test_client().get("/login")
@@ -471,8 +486,14 @@ def test_the_database_queue_and_secrets_are_private_files(tmp_path):
         assert oct(path.stat().st_mode & 0o777) == "0o600", path
 
 
-def test_migration_8_on_a_database_from_before(tmp_path):
-    url = f"sqlite:///{tmp_path / 'seven.db'}"
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    with fresh_database_url(request.param, tmp_path, "i20") as url:
+        yield url
+
+
+def test_migration_8_on_a_database_from_before(database_url):
+    url = database_url
     database = init_db(url)
     with database.connection_context():
         database.execute_sql('ALTER TABLE "users" DROP COLUMN "password_hash"')
@@ -480,11 +501,14 @@ def test_migration_8_on_a_database_from_before(tmp_path):
             database.execute_sql(f'DROP TABLE "{table}"')
         SchemaVersion.delete().where(SchemaVersion.version >= 8).execute()
         database.execute_sql("INSERT INTO users (id, email, role, disabled, created_at, updated_at) VALUES "
-                             "('u7', 'seven@example.com', 'uploader', 0, '2026-01-01', '2026-01-01')")
+                             "('u7', 'seven@example.com', 'uploader', FALSE, '2026-01-01', '2026-01-01')")
+        _, link = videos.create_token(User(id="u7"), "serve sign-in link")  # what serve minted before
+        _, script = videos.create_token(User(id="u7"), "backup script")
     database.close()
     database = init_db(url)
     with database.connection_context():
         assert max(r.version for r in SchemaVersion.select()) == dbmod.SCHEMA_VERSION >= 8
+        assert videos.user_for_token(link) is None and videos.user_for_token(script).id == "u7"
         user = users.set_password(User.get_by_id("u7"), GOOD)
         assert users.authenticate("seven@example.com", GOOD).id == "u7"
         sessions.open_session(user, persistent=False, days=30)

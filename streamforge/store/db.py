@@ -467,13 +467,18 @@ def _migration_7(database) -> None:
 
 
 def _migration_8(database) -> None:
-    """Sign-in: users.password_hash, and the sessions, sign_in_tickets and sign_in_failures tables."""
+    """Sign-in: users.password_hash, and the sessions, sign_in_tickets and sign_in_failures tables.
+
+    The API tokens earlier `serve` starts minted as their sign-in links (permanent admin tokens, one per
+    start) are revoked: the link is a one-use ticket now."""
     from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
     from playhouse.migrate import migrate as run
     migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
     if "password_hash" not in {c.name for c in database.get_columns("users")}:
         run(migrator.add_column("users", "password_hash", User.password_hash))
     database.create_tables([UserSession, SignInTicket, SignInFailure], safe=True)
+    (ApiToken.update(revoked_at=utcnow())
+     .where((ApiToken.name == "serve sign-in link") & ApiToken.revoked_at.is_null()).execute())
 
 
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.

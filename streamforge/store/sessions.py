@@ -24,6 +24,7 @@ _SEEN_EVERY = 60  # seconds between updates of a session's last_seen_at
 
 def open_session(user: User, *, persistent: bool, days: int, api_token: str | None = None) -> str:
     """A new session for `user`; returns the id the cookie carries (stored only as its hash)."""
+    forget_expired()
     plain = SESSION_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     lifetime = datetime.timedelta(days=days) if persistent else datetime.timedelta(hours=BROWSER_SESSION_HOURS)
