@@ -278,6 +278,17 @@ MATRIX = [
     Row("GET", "/account", lambda w: "/account", who(302, 200, 200)),
     # nobody here has a password yet: an empty new one is refused; an API token sets none
     Row("POST", "/account", lambda w: "/account", {**who(302, 400, 400), OTHER_BEARER: 403}),
+    # passkeys: registered from a signed-in browser (a token registers none); a sign-in ceremony needs the
+    # login page's CSRF token, and its challenge first
+    Row("GET", "/api/me/passkeys", lambda w: "/api/me/passkeys", who(401, 200, 200)),
+    Row("POST", "/api/me/passkeys/options", lambda w: "/api/me/passkeys/options",
+        {**who(401, 200, 200), OTHER_BEARER: 403}, leak_check=False),
+    Row("POST", "/api/me/passkeys", lambda w: "/api/me/passkeys", {**who(401, 400, 400), OTHER_BEARER: 403},
+        body=lambda w: {}),
+    Row("DELETE", "/api/me/passkeys/<passkey_id>", lambda w: "/api/me/passkeys/nope", who(401, 404, 404)),
+    Row("POST", "/login/passkey/options", lambda w: "/login/passkey/options", who(400, 200, 200, disabled=200),
+        leak_check=False),
+    Row("POST", "/login/passkey", lambda w: "/login/passkey", who(400, 400, 400, disabled=400), body=lambda w: {}),
     Row("GET", "/healthz", lambda w: "/healthz", who(200, 200, 200)),
     # a user's API token or session is not the webhook's token
     Row("POST", "/hooks/storage", lambda w: "/hooks/storage", who(401, 401, 401), body=lambda w: {"Records": []}),
@@ -567,6 +578,11 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
         ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),
         ("POST", "/api/admin/invites"): ("/api/admin/invites", {"email": "csrf-invite@example.com"}, 201),
+        ("POST", "/api/me/passkeys/options"): ("/api/me/passkeys/options", None, 200),
+        ("POST", "/api/me/passkeys"): ("/api/me/passkeys", {}, 400),  # no credential
+        ("DELETE", "/api/me/passkeys/<passkey_id>"): ("/api/me/passkeys/nope", None, 404),
+        ("POST", "/login/passkey/options"): ("/login/passkey/options", None, 200),
+        ("POST", "/login/passkey"): ("/login/passkey", {}, 400),  # no assertion
         ("POST", "/login"): ("/login", None, 401),  # no email: refused, still signed in
         ("POST", "/login/invite"): ("/login/invite", None, 403),  # no invite
         ("POST", "/account"): ("/account", None, 400),  # no new password

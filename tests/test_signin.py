@@ -178,7 +178,7 @@ def test_answers_never_tell_whether_an_email_exists(app):
         return time.perf_counter() - start
     known = statistics.median(seconds("known@example.com", f"10.1.0.{i}") for i in range(3))
     missing = statistics.median(seconds(f"ghost{i}@example.com", f"10.2.0.{i}") for i in range(3))
-    assert missing > 0.4 * known and known > 0.4 * missing, (known, missing)
+    assert missing > 0.3 * known and known > 0.3 * missing, (known, missing)  # no hash at all: ~0.05
 
 
 def _age_failures(minutes: int) -> None:
@@ -497,7 +497,7 @@ def test_migration_8_on_a_database_from_before(database_url):
     database = init_db(url)
     with database.connection_context():
         database.execute_sql('ALTER TABLE "users" DROP COLUMN "password_hash"')
-        for table in ("sessions", "sign_in_tickets", "sign_in_failures"):
+        for table in ("sessions", "sign_in_tickets", "sign_in_failures", "passkeys"):
             database.execute_sql(f'DROP TABLE "{table}"')
         SchemaVersion.delete().where(SchemaVersion.version >= 8).execute()
         database.execute_sql("INSERT INTO users (id, email, role, disabled, created_at, updated_at) VALUES "

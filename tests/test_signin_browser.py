@@ -115,3 +115,58 @@ def test_password_sign_in_stay_signed_in_and_the_invite_page_in_chromium(site):
     r = s.post(f"{site.url}/login", data={"csrf_token": csrf, "email": "gran@example.com",
                                           "password": "marigold tandem seventy rooks"}, allow_redirects=False)
     assert r.status_code == 302 and s.get(f"{site.url}/api/me", timeout=10).json()["email"] == "gran@example.com"
+
+
+def test_a_passkey_added_on_account_signs_in_in_chromium(seaweed, make_app, tmp_path):
+    """With Chromium's virtual authenticator: add a passkey on /account, sign out, sign in with it (no
+    email or password typed), remove it; a removed passkey signs nobody in."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "the playwright package is not installed")
+    port = free_port()
+    url = f"http://localhost:{port}"  # WebAuthn needs a domain (not an IP address) as the relying party
+    cfg = seaweed.make_config(tmp_path / "data", env={"STREAMFORGE_SERVER_BASE_URL": url})
+    cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
+    errors: list[str] = []
+    with LiveServer(make_app(cfg), port=port), sync_playwright() as p:
+        with dbmod.db.connection_context():
+            users.set_password(users.add_user("keys@example.com"), PASSWORD)
+        browser = _chromium(p)
+        context = browser.new_context()
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(15000)
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+            "isUserVerified": True, "automaticPresenceSimulation": True}})
+        page.goto(f"{url}/login")
+        page.fill("#login-email", "keys@example.com")
+        page.fill("#login-password", PASSWORD)
+        page.click("#password-form button[type=submit]")
+        page.wait_for_url(f"{url}/")
+        page.goto(f"{url}/account")
+        page.wait_for_selector("#passkey-list[data-loaded=true]", state="attached")
+        page.fill("#passkey-name", "laptop")
+        page.click("#passkey-form button[type=submit]")
+        page.wait_for_selector("#passkey-list li")
+        assert "laptop" in page.locator("#passkey-list li").inner_text()
+        page.click(".nav-user form button[type=submit]")  # sign out
+        page.wait_for_url(f"{url}/login")
+        page.click("#passkey-button")
+        page.wait_for_url(f"{url}/")
+        assert page.locator(".nav-user a.user-name").inner_text() == "keys@example.com"
+        page.goto(f"{url}/account")
+        page.wait_for_selector("#passkey-list li")
+        page.click("#passkey-list button[data-action=remove]")
+        page.wait_for_selector("#passkey-list li", state="detached")
+        page.click(".nav-user form button[type=submit]")
+        page.wait_for_url(f"{url}/login")
+        page.click("#passkey-button")  # the authenticator still holds the key; the server forgot it
+        page.wait_for_selector("#passkey-error:not([hidden])")
+        assert "not registered" in page.locator("#passkey-error").inner_text()
+        assert page.evaluate("fetch('/api/me').then(r => r.status)") == 401
+        browser.close()
+    assert not errors, errors

@@ -381,6 +381,22 @@ class SignInFailure(BaseModel):
         table_name = "sign_in_failures"
 
 
+class Passkey(BaseModel):
+    """A WebAuthn credential (passkey) a user registered on /account: a second way to sign in."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    user = ForeignKeyField(User, backref="passkeys", on_delete="CASCADE", index=True)
+    credential_id = CharField(unique=True, max_length=1400)  # base64url of the authenticator's credential id
+    public_key = TextField()  # base64url of its COSE public key
+    sign_count = BigIntegerField(default=0)
+    name = CharField(max_length=100, default="")
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "passkeys"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -390,7 +406,7 @@ class SchemaVersion(BaseModel):
 
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
-          Caption, DownloadFile, UserSession, SignInTicket, SignInFailure)
+          Caption, DownloadFile, UserSession, SignInTicket, SignInFailure, Passkey)
 
 
 def _migration_1(database) -> None:
@@ -467,7 +483,7 @@ def _migration_7(database) -> None:
 
 
 def _migration_8(database) -> None:
-    """Sign-in: users.password_hash, and the sessions, sign_in_tickets and sign_in_failures tables.
+    """Sign-in: users.password_hash, and the sessions, sign_in_tickets, sign_in_failures and passkeys tables.
 
     The API tokens earlier `serve` starts minted as their sign-in links (permanent admin tokens, one per
     start) are revoked: the link is a one-use ticket now."""
@@ -476,7 +492,7 @@ def _migration_8(database) -> None:
     migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
     if "password_hash" not in {c.name for c in database.get_columns("users")}:
         run(migrator.add_column("users", "password_hash", User.password_hash))
-    database.create_tables([UserSession, SignInTicket, SignInFailure], safe=True)
+    database.create_tables([UserSession, SignInTicket, SignInFailure, Passkey], safe=True)
     (ApiToken.update(revoked_at=utcnow())
      .where((ApiToken.name == "serve sign-in link") & ApiToken.revoked_at.is_null()).execute())
 

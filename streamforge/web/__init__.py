@@ -91,6 +91,6 @@ def _add_security_headers(app: Flask, config: Config) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     """One blueprint per area."""
-    from streamforge.web import account, admin, api, auth, hooks, media_api, pages, play, share, viewing
-    for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api, account):
+    from streamforge.web import admin, api, auth, hooks, media_api, pages, play, share, viewing
+    for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api):
         area.init_app(app)

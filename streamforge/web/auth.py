@@ -282,6 +282,10 @@ def init_app(app) -> None:
     # "stay signed in" makes the cookie permanent for this long; other sessions end with the browser
     app.config["PERMANENT_SESSION_LIFETIME"] = datetime.timedelta(days=app.extensions["streamforge"].auth.session_days)
     app.register_blueprint(bp)
+    # the sign-in area's other rooms: passwords and /account, passkeys (they build on this module)
+    from streamforge.web import account, passkeys
+    account.init_app(app)
+    passkeys.init_app(app)
     with app.app_context():
         oauth = _oauth(app)
     if oauth is not None:
