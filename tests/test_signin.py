@@ -123,6 +123,9 @@ def test_stay_signed_in_lasts_session_days_else_the_browser_session(seaweed, mak
     r = _login(brief, "stay@example.com", GOOD)
     cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("streamforge_session="))
     assert "Expires=" not in cookie and "Max-Age" not in cookie, cookie  # ends with the browser
+    for spelling in ("remember_me", "stay_signed_in"):  # what other clients call the checkbox
+        r = _login(app.test_client(), "stay@example.com", GOOD, **{spelling: "on"})
+        assert "Expires=" in next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("streamforge_session="))
     assert _me(brief) == 200 and _me(client) == 200
     with dbmod.db.connection_context():  # the server forgets an expired session whatever the cookie says
         UserSession.update(expires_at=dbmod.utcnow() - datetime.timedelta(seconds=1)).execute()
@@ -164,9 +167,11 @@ def test_answers_never_tell_whether_an_email_exists(app):
     """The same status and words for a wrong password and an unknown email, and about the same time
     (the unknown email's check runs against a dummy hash)."""
     _user("known@example.com")
-    wrong = _login(app.test_client(), "known@example.com", "not the password at all", address="10.0.0.1")
-    unknown = _login(app.test_client(), "nobody@example.com", "not the password at all", address="10.0.0.2")
+    browser = app.test_client()
+    wrong = _login(browser, "known@example.com", "not the password at all", address="10.0.0.1")
+    unknown = _login(browser, "nobody@example.com", "not the password at all", address="10.0.0.2")
     assert wrong.status_code == unknown.status_code == 401
+    assert wrong.get_data() == unknown.get_data()  # the very same page
     words = [re.search(r'id="login-error">([^<]+)<', r.get_data(as_text=True)).group(1) for r in (wrong, unknown)]
     assert words[0] == words[1] == "Wrong email or password."
 

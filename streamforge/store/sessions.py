@@ -71,10 +71,11 @@ def end_sessions_of_token(token_id: str) -> int:
 
 
 def forget_expired() -> int:
-    """Delete sessions and tickets whose time is over."""
+    """Delete sessions whose time is over, and tickets a day after theirs (until then a late click is
+    told the link expired, not that it is unknown)."""
     now = utcnow()
     n = UserSession.delete().where(UserSession.expires_at <= now).execute()
-    return n + SignInTicket.delete().where(SignInTicket.expires_at <= now).execute()
+    return n + SignInTicket.delete().where(SignInTicket.expires_at <= now - datetime.timedelta(days=1)).execute()
 
 
 # ---------- one-use sign-in tickets ----------

@@ -17,6 +17,12 @@ from streamforge.web.common import cfg, csrf_ok
 bp = Blueprint("account", __name__)
 
 WRONG = "Wrong email or password."
+# the "stay signed in" checkbox; other spellings clients use for it are honoured too
+STAY_FIELDS = ("remember", "remember_me", "stay_signed_in")
+
+
+def _stay() -> bool:
+    return any(request.form.get(name) not in (None, "", "0", "false", "off") for name in STAY_FIELDS)
 
 
 def _too_many(seconds: int, render):
@@ -36,18 +42,18 @@ def password_login():
     password = request.form.get("password") or ""
     address = request.remote_addr or ""
     wait = throttle.retry_after(email, address)
-    if wait:
-        return _too_many(wait, lambda m: login_page(m, 429, email=email))
+    if wait:  # the same answer (and page) whichever email was typed, existing or not
+        return _too_many(wait, lambda m: login_page(m, 429))
     user = users.authenticate(email, password) if email and password else None
     if user is None:
         if not (email and password):
             passwords.verify_password(None, password)  # the same time for every refusal
         throttle.record_failure(email, address)
-        return login_page(WRONG, 401, email=email)
+        return login_page(WRONG, 401)
     if user.disabled:
         return login_page(f"The account {user.email} is disabled on this server; ask its admin.", 403, email=email)
     throttle.forget_email(email)
-    return signed_in(user, request.form.get("next"), persistent=bool(request.form.get("remember")))
+    return signed_in(user, request.form.get("next"), persistent=_stay())
 
 
 @bp.route("/login/invite", methods=["POST"])
@@ -74,7 +80,7 @@ def accept_invite():
             return login_page(str(refused), 403)
     except SignInRefused as e:
         return login_page(str(e), 403)
-    return signed_in(user, None, persistent=bool(request.form.get("remember")))
+    return signed_in(user, None, persistent=_stay())
 
 
 @bp.route("/account", methods=["GET", "POST"])
