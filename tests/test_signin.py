@@ -273,6 +273,9 @@ def test_user_set_password_from_stdin_and_twice_on_a_terminal(tmp_path):
     r = subprocess.run([*cmd, "set", "cli@example.com", "--password", "--data-dir", data], env=env, timeout=60,
                        input=GOOD + "\n", capture_output=True, text=True)
     assert r.returncode == 0 and "password set" in r.stdout, r.stderr
+    r = subprocess.run([*cmd, "invite", "cli@example.com", "--data-dir", data], env=env, timeout=60,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "already has an account" in r.stderr and "invite=" not in r.stdout
     database = init_db(f"sqlite:///{tmp_path / 'data' / 'streamforge.db'}")
     with database.connection_context():
         assert users.authenticate("cli@example.com", GOOD) is not None

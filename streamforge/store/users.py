@@ -86,6 +86,11 @@ def find_user(email_or_id: str) -> User:
     return user
 
 
+def has_account(email: str) -> bool:
+    """True when a user with this email exists."""
+    return User.select().where(User.email == _norm(email)).exists()
+
+
 def list_users() -> list[User]:
     """Every user, oldest first."""
     return list(User.select().order_by(User.created_at, User.id))
@@ -267,7 +272,7 @@ def create_invite(email: str, role: str = UPLOADER, created_by: User | None = No
     if "@" not in email or len(email) > 320:
         raise ValidationError("email must be an email address")
     check_role(role)
-    if User.select().where(User.email == email).exists():
+    if has_account(email):
         # an invite signs its holder in as its email's user: for an existing user that would hand
         # their account to whoever holds the link (the admin who made it included)
         raise Conflict(f"{email} already has an account here; they sign in as themselves")
@@ -311,7 +316,7 @@ def accept_invite_directly(plain: str, password: str | None = None) -> User:
     passwords are on) and the invite is used; never an account that exists already."""
     with write_transaction():
         invite = check_invite(plain)
-        if User.select().where(User.email == invite.email).exists():
+        if has_account(invite.email):
             raise SignInRefused(f"The account {invite.email} exists already; sign in to it instead.")
         hashed = None
         if password is not None:

@@ -147,7 +147,7 @@ def _start_invite(invite: str):
     try:
         row = users.check_invite(invite)
         if _oidc() is None:
-            if User.select().where(User.email == row.email).exists():
+            if users.has_account(row.email):
                 return _refused(f"The account {row.email} exists already; sign in to it instead.", 409)
             if cfg().auth.passwords:  # the person chooses their password first (web/account.py)
                 return render_template("invite.html", invite=invite, email=row.email, error=None)
