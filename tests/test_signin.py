@@ -238,6 +238,19 @@ def test_a_disabled_account_and_passwords_off(seaweed, make_app, tmp_path, app):
     assert client.post("/login", data={"email": "off@example.com", "password": GOOD}).status_code == 404
 
 
+def test_the_login_page_offers_passwords_beside_oidc(seaweed, make_app, tmp_path):
+    oidc = {"STREAMFORGE_AUTH_OIDC_ISSUER": "http://127.0.0.1:9", "STREAMFORGE_AUTH_OIDC_CLIENT_ID": "sf",
+            "STREAMFORGE_AUTH_OIDC_NAME": "Family IdP", "STREAMFORGE_SERVER_BASE_URL": "http://127.0.0.1:5000"}
+    client = make_app(seaweed.make_config(tmp_path / "both", env=oidc)).test_client()
+    r = client.get("/login", query_string={"next": "/upload"})  # not sent to the provider at once
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'id="password-form"' in page and 'id="oidc-button"' in page
+    assert "Sign in with Family IdP" in page and "next=/upload" in page.replace("%2F", "/")
+    only = make_app(seaweed.make_config(tmp_path / "only", env={**oidc, "STREAMFORGE_AUTH_PASSWORDS": "false"}))
+    page = only.test_client().get("/login").get_data(as_text=True)
+    assert 'id="password-form"' not in page and 'id="oidc-button"' in page
+
+
 def test_account_page_changes_the_password_and_ends_the_other_sessions(app):
     _user("changer@example.com")
     here, elsewhere = app.test_client(), app.test_client()

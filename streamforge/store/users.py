@@ -322,7 +322,11 @@ def accept_invite_directly(plain: str, password: str | None = None) -> User:
         if password is not None:
             passwords.check_strength(password, [invite.email])
             hashed = passwords.hash_password(password)
-        user = User.create(email=invite.email, role=invite.role, password_hash=hashed)
+        try:
+            with db.atomic():
+                user = User.create(email=invite.email, role=invite.role, password_hash=hashed)
+        except IntegrityError:  # the same invite sent twice at once (PostgreSQL: both saw no account)
+            raise SignInRefused("That invite link was already used; sign in, or ask the admin for a new one.") from None
         _consume(invite, user)
     return user
 
