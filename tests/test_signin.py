@@ -443,6 +443,13 @@ def test_absolute_urls_follow_only_trusted_hosts(seaweed, make_app, tmp_path, au
     slug = ok.get_json()["slug"]
     r = client.get("/oembed", query_string={"url": f"http://evil.example/watch/{slug}"}, base_url="http://evil.example")
     assert r.status_code == 400
+    assert client.get(f"/watch/{slug}", headers=h, base_url="http://evil.example").status_code == 400
+    # refused before anything happens: no video made whose answer could not be given
+    r = client.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": 100, "content_type": "video/mp4"},
+                    headers=h, base_url="http://evil.example")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "bad_host"
+    assert len(client.get("/api/videos", headers=h).get_json()["items"]) == 1
+    assert client.get("/healthz", base_url="http://evil.example").status_code == 200
     cfg = seaweed.make_config(tmp_path / "named", env={"STREAMFORGE_SERVER_ALLOWED_HOSTS": '["videos.home.arpa"]'})
     client = make_app(cfg).test_client()
     h = auth("hosts@example.com")

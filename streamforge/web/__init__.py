@@ -55,6 +55,8 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
             dbmod.db.close()
 
     _add_security_headers(app, config)
+    from streamforge.web import hosts
+    hosts.init_app(app, config)  # with base_url empty, only trusted Host headers (issue 20)
     _register_blueprints(app)
 
     if not app.debug:

@@ -56,3 +56,22 @@ def host_allowed(host: str, config: Config) -> bool:
     """True when a request's Host header may be the base of absolute URLs."""
     name = host_name(host)
     return bool(name) and name in allowed_hosts(config)
+
+
+def init_app(app, config: Config) -> None:
+    """With `base_url` empty, answer 400 to a request naming a host outside allowed_hosts before it does
+    anything (so no answer is half made: a video created, then no URL to show it at). The store's
+    webhook and /healthz are exempt: they build no URLs, and a store or probe may name the app as it likes."""
+    if config.server.base_url:
+        return
+    from flask import request
+
+    from streamforge.web.common import error
+
+    @app.before_request
+    def _trusted_host():
+        if request.path.startswith("/hooks/") or request.path == "/healthz" or host_allowed(request.host, config):
+            return None
+        return error(400, "bad_host", f"the Host {request.host[:100]!r} is not one this server answers for; use "
+                                      f"its address, or name the host in [server] allowed_hosts (or set "
+                                      f"[server] base_url)")
