@@ -45,7 +45,7 @@ def _session_cookie(context) -> dict:
 
 def test_password_sign_in_stay_signed_in_and_the_invite_page_in_chromium(site):
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         require(False, "the playwright package is not installed")
     errors: list[str] = []
@@ -62,6 +62,8 @@ def test_password_sign_in_stay_signed_in_and_the_invite_page_in_chromium(site):
             page.fill("#login-password", "not my password at all")
             page.click("#password-form button[type=submit]")
             assert page.locator("#login-error").inner_text() == "Wrong email or password."
+            # the answer does not echo the email (it is the same for every email); the page puts it back
+            expect(page.locator("#login-email")).to_have_value("mum@example.com")
             page.fill("#login-password", PASSWORD)
             if stay:
                 page.check("#login-remember")
