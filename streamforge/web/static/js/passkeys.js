@@ -52,7 +52,10 @@ function say (box, message) {
   box.hidden = !message
 }
 
-const supported = typeof window.PublicKeyCredential === 'function'
+// WebAuthn needs a secure context and a domain: an app reached at an IP address cannot use passkeys
+const byAddress = /^[0-9.]+$/.test(location.hostname) || location.hostname.includes(':') ||
+  location.hostname.startsWith('[')
+const supported = typeof window.PublicKeyCredential === 'function' && !byAddress
 
 // ---------- the login page ----------
 // (not api(): a refused passkey answers 401 with its reason, which api() words as an ended session)
@@ -135,7 +138,8 @@ if (list) {
   })
   const form = document.getElementById('passkey-form')
   if (!supported) {
-    say(box, 'This browser cannot use passkeys.')
+    say(box, byAddress ? 'Passkeys need this server opened by its name (such as localhost), not an IP address.'
+      : 'This browser cannot use passkeys here (they need HTTPS, or localhost).')
     form.hidden = true
   }
   form?.addEventListener('submit', async (event) => {
