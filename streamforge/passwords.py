@@ -54,6 +54,13 @@ def check_strength(password: str, user_inputs: list[str] | tuple[str, ...] = ())
     if rating["score"] >= MIN_SCORE:
         return
     feedback = rating.get("feedback") or {}
-    reason = (feedback.get("warning") or "It is too easy to guess.").rstrip(".")
+    matches = rating.get("sequence") or []
+    if any(m.get("dictionary_name") == "passwords" for m in matches):
+        why = "it is on the lists of breached and common passwords"
+    elif any(m.get("dictionary_name") == "user_inputs" for m in matches):
+        why = "it is made from your email address or name"
+    else:
+        why = "it follows a pattern that is quick to guess"
+    warning = (feedback.get("warning") or "").rstrip(".")
     hint = " ".join(feedback.get("suggestions") or []) or "Use a few uncommon words together."
-    raise ValidationError(f"that password is too easy to guess: {reason}. {hint}")
+    raise ValidationError(f"that password is too easy to guess: {why}{f' ({warning})' if warning else ''}. {hint}")
