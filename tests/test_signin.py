@@ -6,10 +6,10 @@ absolute URLs only on trusted hosts; HSTS, Secure cookies, Permissions-Policy; p
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 
@@ -276,26 +276,28 @@ def test_account_page_changes_the_password_and_ends_the_other_sessions(app):
     assert _login(app.test_client(), "changer@example.com", OTHER_GOOD).status_code == 302
 
 
-def test_user_set_password_from_stdin_and_twice_on_a_terminal(tmp_path):
+def test_user_set_password_from_stdin_and_twice_on_a_terminal(tmp_path, capsys, monkeypatch):
+    from streamforge.commands import main as cli
     data = str(tmp_path / "data")
-    cmd = [sys.executable, "-m", "streamforge.commands.main", "user"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
-    assert subprocess.run([*cmd, "add", "cli@example.com", "--data-dir", data], env=env, timeout=60).returncode == 0
-    r = subprocess.run([*cmd, "set", "cli@example.com", "--password", "--data-dir", data], env=env, timeout=60,
-                       input="password123\n", capture_output=True, text=True)
-    assert r.returncode == 1 and "common" in r.stderr, r.stderr
-    r = subprocess.run([*cmd, "set", "cli@example.com", "--password", "--data-dir", data], env=env, timeout=60,
-                       input=GOOD + "\n", capture_output=True, text=True)
-    assert r.returncode == 0 and "password set" in r.stdout, r.stderr
-    r = subprocess.run([*cmd, "invite", "cli@example.com", "--data-dir", data], env=env, timeout=60,
-                       capture_output=True, text=True)
-    assert r.returncode == 1 and "already has an account" in r.stderr and "invite=" not in r.stdout
-    database = init_db(f"sqlite:///{tmp_path / 'data' / 'streamforge.db'}")
-    with database.connection_context():
+
+    def run(*args: str, stdin: str = "") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))  # not a terminal: one line from stdin
+        code = cli.main(["user", *args, "--data-dir", data])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    assert run("add", "cli@example.com")[0] == 0
+    code, _, err = run("set", "cli@example.com", "--password", stdin="password123\n")
+    assert code == 1 and "breached and common" in err, err
+    code, out, err = run("set", "cli@example.com", "--password", stdin=GOOD + "\n")
+    assert code == 0 and "password set" in out, err
+    code, out, err = run("invite", "cli@example.com")
+    assert code == 1 and "already has an account" in err and "invite=" not in out
+    with dbmod.db.connection_context():
         assert users.authenticate("cli@example.com", GOOD) is not None
-    database.close()
     # on a terminal: asked twice, not echoed; two different answers change nothing
     import pty
+    cmd = [sys.executable, "-m", "streamforge.commands.main", "user"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
     for answers, code in (((OTHER_GOOD, OTHER_GOOD + "!"), 1), ((OTHER_GOOD, OTHER_GOOD), 0)):
         pid, fd = pty.fork()
         if pid == 0:
@@ -312,7 +314,7 @@ def test_user_set_password_from_stdin_and_twice_on_a_terminal(tmp_path):
             while chunk := os.read(fd, 1024):
                 rest += chunk
         assert os.waitpid(pid, 0)[1] >> 8 == code, out + rest
-        assert OTHER_GOOD.encode() not in rest  # never echoed
+        assert OTHER_GOOD.encode() not in out + rest  # never echoed
     database = init_db(f"sqlite:///{tmp_path / 'data' / 'streamforge.db'}")
     with database.connection_context():
         assert users.authenticate("cli@example.com", OTHER_GOOD) is not None
