@@ -177,3 +177,22 @@ def caption_json(video, track) -> dict:
 def captions_json(video) -> list[dict]:
     """VIDEO.captions: every track of the video."""
     return [caption_json(video, t) for t in captions.tracks_of(video.id)]
+
+
+# `?page=` past this is past the end of any list (and keeps OFFSET within a 64-bit integer)
+PAGE_CEILING = 10**7
+
+
+def page_arg(lenient: bool = False) -> int:
+    """`?page=` (default 1): a positive integer, held to PAGE_CEILING; not one is a 400, or page 1 when lenient."""
+    value = (request.args.get("page") or "1").strip()
+    if not (value.isascii() and value.isdigit() and value.strip("0")) or len(value) > 1000:
+        if lenient:
+            return 1
+        raise ValidationError("page must be a positive integer")
+    return min(PAGE_CEILING, int(value))
+
+
+def last_page(page: int, count: int, per_page: int) -> int:
+    """`page` when the list reaches it, else its last page (1 when it is empty): pages past the end show the last."""
+    return max(1, min(page, -(-count // per_page)))
