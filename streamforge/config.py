@@ -33,6 +33,9 @@ class ServerConfig:
     threads: int = 8
     # gunicorn processes of the web app; 0 = one per CPU core (at most 4)
     workers: int = 0
+    # with base_url empty, the Host names absolute URLs may be built on; [] = the listening address,
+    # this machine's names and addresses, localhost
+    allowed_hosts: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ class AuthConfig:
     require_verified_email: bool = True
     # the role of a user created at first sign-in: uploader or viewer
     default_role: str = "uploader"
+    # local accounts: email and password sign-in (argon2id hashes)
+    passwords: bool = True
+    # how long a "stay signed in" session lasts (without it: until the browser closes)
+    session_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -370,6 +377,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError('[webhook] sns_hosts: a list of "host:port" strings, e.g. ["sns.internal.example:443"]')
     if not all(isinstance(t, str) and t.startswith("arn:") for t in cfg.webhook.sns_topics):
         raise ConfigError('[webhook] sns_topics: a list of topic ARNs, e.g. ["arn:aws:sns:eu-west-1:123456789012:uploads"]')
+    if not 1 <= cfg.auth.session_days <= 3650:
+        raise ConfigError("[auth] session_days: between 1 and 3650")
+    if not all(isinstance(h, str) and h and not any(ch in h for ch in " /\t\r\n") for h in cfg.server.allowed_hosts):
+        raise ConfigError('[server] allowed_hosts: a list of host names or addresses, e.g. ["videos.home.arpa"]')
     if cfg.sweeper.interval_seconds < 1 or cfg.sweeper.lease_seconds < 5:
         raise ConfigError("[sweeper] interval_seconds >= 1 and lease_seconds >= 5")
     for key, url, schemes in (("[database] url", cfg.database.url, ("sqlite", "postgresql", "postgres")),

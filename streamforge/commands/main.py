@@ -179,10 +179,14 @@ def _supervise(procs: dict[str, subprocess.Popen], spawn: dict[str, list[str]], 
                 children.append(procs[name])
 
 
-def _banner(cfg: Config, token: str) -> None:
+def _banner(cfg: Config, ticket: str) -> None:
     """The first screen: where to go, how to sign in, where the data is, how to stop."""
+    from streamforge.commands.local_serve import SIGN_IN_EMAIL
+    from streamforge.store.sessions import TICKET_MINUTES
     print(f"\nStreamForge is running at {cfg.base_url}/\n"
-          f"Sign in: {cfg.base_url}/login?token={token}\n"
+          f"Sign in: {cfg.base_url}/login?token={ticket}\n"
+          f"  (works once, for {TICKET_MINUTES} minutes; a password for later: "
+          f"streamforge user set {SIGN_IN_EMAIL} --password)\n"
           f"Data: {cfg.data_dir.resolve()} (logs in {(cfg.data_dir / 'logs').resolve()})\n"
           "Stop: press Ctrl-C\n", flush=True)
 
@@ -194,7 +198,7 @@ def cmd_serve(args) -> int:
     logs.setup(logging.INFO if args.verbose else logging.WARNING, logs.log_dir(cfg.data_dir) / "serve.log")
     from streamforge.commands import local_serve
     from streamforge.store import db as dbmod
-    from streamforge.store import users, videos
+    from streamforge.store import sessions, users
     dbmod.init_db(cfg.database_url)
     stop = threading.Event()
     children: list[subprocess.Popen] = []
@@ -221,12 +225,12 @@ def cmd_serve(args) -> int:
         children.extend(procs.values())
         with dbmod.db.connection_context():
             user = users.add_user(local_serve.SIGN_IN_EMAIL, users.ADMIN, "Admin")  # the sign-in link's user is an admin
-            _, token = videos.create_token(user, "serve sign-in link")
+            ticket = sessions.create_ticket(user)  # one use, 15 minutes: not an API token
         _wait_until_answering(cfg, procs, stop)
         if _oidc_on(cfg) and not cfg.auth.allow:
             print("OIDC sign-in is on and [auth] allow is empty: only existing users (streamforge user add, "
                   "invites) can sign in", flush=True)
-        _banner(cfg, token)
+        _banner(cfg, ticket)
         local_serve.write_run_file(cfg)  # for `streamforge import` on this data dir
         _supervise(procs, spawn, env, stop, children)
         return 0
