@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description=importer.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     importer.add_arguments(p)
+    from streamforge.commands import backup, migrate
+    migrate.add_parser(sub, _common)
+    backup.add_parsers(sub, _common)
     return parser
 
 
@@ -455,8 +458,27 @@ def cmd_user(args) -> int:
     return run(args, _load(args))
 
 
+def cmd_migrate(args) -> int:
+    """`streamforge migrate --to CONFIG` (streamforge/commands/migrate.py)."""
+    from streamforge.commands.migrate import cmd_migrate as run
+    return run(args, _load(args))
+
+
+def cmd_backup(args) -> int:
+    """`streamforge backup DIR` (streamforge/commands/backup.py)."""
+    from streamforge.commands.backup import cmd_backup as run
+    return run(args, _load(args))
+
+
+def cmd_restore(args) -> int:
+    """`streamforge restore DIR` (streamforge/commands/backup.py)."""
+    from streamforge.commands.backup import cmd_restore as run
+    return run(args, _load(args))
+
+
 COMMANDS = {"import": cmd_import, "serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
-            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user}
+            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user,
+            "migrate": cmd_migrate, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def main(argv: list[str] | None = None) -> int:

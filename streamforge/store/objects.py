@@ -505,3 +505,36 @@ class ObjectStore:
                     raise StorageError(f"delete_prefix {self.bucket}/{prefix}: {len(bad)} objects "
                                        f"not deleted, first {bad[0].name}: {bad[0].code} {bad[0].message}")
         return len(keys)
+
+    # -- whole-bucket copies (migrate, backup, restore: store/transfer.py) ----------------------
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator:
+        """A streaming GET of `key`: a file-like object with `read(n)`, released at the end."""
+        with self._errors("get", key):
+            response = self._client.get_object(bucket_name=self.bucket, object_name=key)
+        try:
+            yield response
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put_stream(self, key: str, stream, length: int, content_type: str, *, part_size: int,
+                   metadata: dict | None = None) -> str:
+        """Upload `length` bytes read from `stream` (one PUT up to `part_size`, else parts of that size)."""
+        with self._errors("put_stream", key):
+            result = self._client.put_object(bucket_name=self.bucket, object_name=key, data=stream, length=length,
+                                             content_type=content_type, metadata=metadata, part_size=part_size)
+        return (result.etag or "").strip('"')
+
+    def user_metadata(self, key: str) -> dict[str, str] | None:
+        """The `x-amz-meta-*` headers of `key` (names lower-case, prefix removed), or None when it is missing."""
+        with self._errors("stat", key):
+            try:
+                obj = self._client.stat_object(bucket_name=self.bucket, object_name=key)
+            except S3Error as e:
+                if e.code in _MISSING_CODES:
+                    return None
+                raise
+        prefix = "x-amz-meta-"
+        return {k.lower()[len(prefix):]: v for k, v in (obj.metadata or {}).items() if k.lower().startswith(prefix)}
