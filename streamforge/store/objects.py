@@ -115,6 +115,8 @@ class ObjectStore:
                  region: str = "us-east-1", secure: bool = False, public_url: str = "",
                  cdn_base_url: str = "", connect_timeout: float = 2.0, read_timeout: float = 60.0,
                  retries: int = 2) -> None:
+        self._settings = dict(endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket,
+                              region=region, secure=secure, public_url=public_url, cdn_base_url=cdn_base_url)
         self.endpoint = endpoint
         self.bucket = bucket
         self.region = region
@@ -507,6 +509,11 @@ class ObjectStore:
         return len(keys)
 
     # -- whole-bucket copies (migrate, backup, restore: store/transfer.py) ----------------------
+
+    def patient(self) -> ObjectStore:
+        """The same store with timeouts for bulk copies: urllib3 sends a request body under the connect
+        timeout, and a 16 MiB part to a store busy with eight of them takes longer than 2 s."""
+        return ObjectStore(**self._settings, connect_timeout=30.0, read_timeout=300.0)
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator:

@@ -120,7 +120,7 @@ class BucketSide:
     """One bucket of an S3 store as a source or a target of a copy."""
 
     def __init__(self, store: ObjectStore) -> None:
-        self.store = store
+        self.store = store.patient()
 
     def __str__(self) -> str:
         return f"s3://{self.store.endpoint}/{self.store.bucket}"
