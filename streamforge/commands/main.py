@@ -142,6 +142,8 @@ def _parts(args, cfg: Config) -> tuple[dict[str, list[str]], dict[str, str]]:
     env["STREAMFORGE_SERVER_HOST"] = cfg.server.host
     env["STREAMFORGE_SERVER_PORT"] = str(cfg.server.port)
     terminal = "info" if args.verbose else "warning"
+    # the web app's /metrics adds up what the web and worker processes counted
+    env[METRICS_ENV] = str(_fresh_metrics_dir(cfg.data_dir / "metrics"))
     spawn = {name: self_command(name, *_child_args(args), "--log-file", str(logs.log_dir(cfg.data_dir) / f"{name}.log"),
                                 "--terminal-level", terminal)
              for name in ("web", "worker")}
@@ -254,10 +256,26 @@ def cmd_serve(args) -> int:
 
 # ---------- web ----------
 
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir(path):
+    """An emptied directory for prometheus_client's multiprocess mode (a stale one would add dead
+    processes' counts to a new run's)."""
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cmd_web(args) -> int:
     """The web app under gunicorn: [server] workers processes of [server] threads threads each."""
     _setup_part_logging(args)
     cfg = _load(args, host=args.host, port=args.port)
+    if not os.environ.get(METRICS_ENV):
+        # before prometheus_client is imported: each gunicorn process writes its counts there and
+        # /metrics in any of them adds them all up (serve sets it for its web and worker alike)
+        os.environ[METRICS_ENV] = str(_fresh_metrics_dir(cfg.data_dir / "metrics" / f"web-{cfg.server.port}"))
     from streamforge.config import web_processes
     from streamforge.store import db as dbmod
     from streamforge.store.connect import object_store
@@ -319,6 +337,10 @@ def cmd_worker(args) -> int:
                     counts = intake.sweep(cfg, store)
                 if any(counts.values()):
                     log.info("sweeper: %s", counts)
+                    from streamforge.instruments import SWEEPER_TAKEOVERS
+                    for kind, n in counts.items():
+                        if n:
+                            SWEEPER_TAKEOVERS.labels(kind).inc(n)
             except Exception:  # the sweeper must outlive any one failure
                 log.exception("sweeper pass failed")
 

@@ -36,6 +36,7 @@ from minio.error import MinioException, S3Error
 from urllib3.util import Retry, Timeout
 
 from streamforge.errors import ConfigError, StorageError
+from streamforge.instruments import STORE_ERRORS
 
 if TYPE_CHECKING:
     from streamforge.config import Config
@@ -159,6 +160,16 @@ class ObjectStore:
     def _errors(self, op: str, key: str = "") -> Iterator[None]:
         """Turn whatever the SDK or the network raises into a StorageError naming op and key."""
         where = f"{op} {self.bucket}/{key}" if key else f"{op} {self.bucket}"
+        try:
+            with self._translated(where):
+                yield
+        except StorageError:
+            STORE_ERRORS.labels(op).inc()  # GET /metrics: streamforge_store_errors_total{op}
+            raise
+
+    @contextlib.contextmanager
+    def _translated(self, where: str) -> Iterator[None]:
+        """The SDK's and the network's exceptions as StorageError."""
         try:
             yield
         except S3Error as e:

@@ -88,4 +88,4 @@ def _register_blueprints(app: Flask) -> None:
         area.init_app(app)
     from streamforge.web import metrics, openapi
     metrics.init_app(app)
-    # openapi.init_app(app)
+    openapi.init_app(app)

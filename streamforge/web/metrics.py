@@ -56,7 +56,7 @@ class DatabaseCollector:
             runs.add_metric([outcome], n)
         yield runs
         durations = m.run_durations()
-        buckets = [(str(b), sum(1 for d in durations if d <= b)) for b in RUN_BUCKETS] + [("+Inf", len(durations))]
+        buckets = [(str(float(b)), sum(1 for d in durations if d <= b)) for b in RUN_BUCKETS] + [("+Inf", len(durations))]
         yield HistogramMetricFamily("streamforge_run_seconds", "Seconds a completed processing run took",
                                     buckets=buckets, sum_value=sum(durations))
         speed = GaugeMetricFamily("streamforge_encode_speed", "Seconds of video encoded per second (x realtime) "
