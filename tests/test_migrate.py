@@ -61,7 +61,7 @@ def upload_and_process(url: str, h: dict) -> str:
     return vid
 
 
-def plays(make_app, cfg, h: dict, vid: str) -> dict:
+def plays(make_app, cfg, h: dict, vid: str, languages: tuple = ("en",)) -> dict:
     """The video as `cfg`'s app serves it, after fetching its master, a rendition, a segment and its caption."""
     with LiveServer(make_app(cfg), port=cfg.server.port) as server:
         v = requests.get(f"{server.url}/api/videos/{vid}", headers=h, timeout=30).json()
@@ -74,8 +74,9 @@ def plays(make_app, cfg, h: dict, vid: str) -> dict:
         segment = requests.get([x for x in playlist.text.splitlines() if x and not x.startswith("#")][-1], timeout=30)
         assert segment.status_code == 200 and len(segment.content) > 1000
         captions = requests.get(f"{server.url}/api/videos/{vid}/captions", headers=h, timeout=30).json()["items"]
-        assert [c["language"] for c in captions] == ["en"]
-        assert "Moved along" in requests.get(captions[0]["url"], timeout=30).text
+        assert tuple(c["language"] for c in captions) == languages
+        for c in captions:
+            assert "Moved along" in requests.get(c["url"], timeout=30).text
     return v
 
 
