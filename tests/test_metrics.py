@@ -37,6 +37,8 @@ def test_loopback_or_the_token_may_read_it(seaweed, make_app, tmp_path):
     assert r.status_code == 200 and r.mimetype == "text/plain"
     assert client.get("/metrics").status_code == 200  # the test client asks from 127.0.0.1
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+    # forwarded by a proxy on this machine: not local
+    assert client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401
     names = {f.name for f in text_string_to_metric_families(r.get_data(as_text=True))}
     assert set(NAMES) <= names, set(NAMES) - names
     text = r.get_data(as_text=True)

@@ -36,7 +36,9 @@ def _refusal():
         if token and hmac.compare_digest(given.encode(), token.encode()):
             return None
         return error(403, "forbidden", "wrong metrics token")
-    if _loopback(request.remote_addr):
+    # a request a reverse proxy on this machine forwarded comes from loopback too: not local
+    forwarded = any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP"))
+    if _loopback(request.remote_addr) and not forwarded:
         return None
     return error(401, "unauthorized", "send Authorization: Bearer <[metrics] token> (or ask from this machine)")
 
