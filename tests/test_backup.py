@@ -15,6 +15,7 @@ from test_migrate import CLIP, cli, plays, upload_and_process, write_toml
 from streamforge.config import load_config
 from streamforge.store import db as dbmod
 from streamforge.store import videos
+from streamforge.store.embedded import EmbeddedStore
 from streamforge.store.objects import ObjectStore
 
 
@@ -143,3 +144,11 @@ def test_a_snapshot_whose_output_moved_meanwhile_is_taken_again(tmp_path, seawee
     assert len(taken) == 2 and "lost objects meanwhile" in capsys.readouterr().out
     held = {line.split('"key": "')[1].split('"')[0] for line in (tmp_path / "bk" / "objects.jsonl").open()}
     assert f"processed/{vid}" in "".join(held) and any(k.endswith("-again/master.m3u8") for k in held)
+    # restored into an empty data dir (the embedded default), it plays from its new output
+    fresh = write_toml(tmp_path / "fresh.toml", {"server": {"data_dir": str(tmp_path / "fresh"), "port": port,
+                                                            "base_url": f"http://127.0.0.1:{port}"}})
+    fresh_cfg = load_config(fresh, env={})
+    with EmbeddedStore(fresh_cfg):
+        out = cli("restore", "--config", str(fresh), str(tmp_path / "bk")).stdout
+        assert "FAIL" not in out and "ok   objects" in out, out
+        plays(make_app, fresh_cfg, {"Authorization": f"Bearer {token}"}, vid)

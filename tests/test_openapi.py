@@ -75,7 +75,7 @@ def test_schemathesis_finds_no_server_error(app, admin_headers):
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, database=None, derandomize=True,
+        @settings(max_examples=8, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
         def run(case):
             if "video_id" in (case.path_parameters or {}) and next(turn) % 2:
@@ -87,5 +87,5 @@ def test_schemathesis_finds_no_server_error(app, admin_headers):
             run()
         except Exception as e:  # collect every operation's first failure, then report them together
             failures.append(f"{operation.method.upper()} {operation.path}: {str(e)[:1500]}")
-    assert len(calls) > 200 and sum(real_id in p for _, p in calls) > 50
+    assert len(calls) > 150 and sum(real_id in p for _, p in calls) > 40
     assert not failures, "\n\n".join(failures)
