@@ -105,7 +105,7 @@ def cmd_backup(args, cfg: Config) -> int:
     from streamforge.store import transfer
     from streamforge.store.connect import running_object_store
     root = Path(args.dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds every user's data and token hashes
     started = time.monotonic()
     target = transfer.DirSide(root)
     with running_object_store(cfg) as store:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from streamforge.config import Config, load_config
-from streamforge.errors import StreamForgeError
+from streamforge.errors import ConfigError, StreamForgeError
 
 HELP = """Copy this install (its database and every object of its store) into the database and
 store the TOML file CONFIG names: ids, slugs, tokens and captions are kept, so
@@ -35,8 +35,15 @@ def add_parser(sub, common: Callable[[argparse.ArgumentParser], None]) -> None:
 
 
 def target_config(path: str, data_dir: str | None) -> Config:
-    """The target's Config: the file alone, no STREAMFORGE_* variables."""
-    return load_config(path, data_dir, env={})
+    """The target's Config: the file alone, no STREAMFORGE_* variables. Only what the copy needs must be
+    there (the database, the store and its keys); an embedded target's keys are made in its data dir."""
+    cfg = load_config(path, data_dir, env={}, fill_secrets=False)
+    if cfg.embedded_storage:
+        return load_config(path, data_dir, env={})
+    if not (cfg.storage.access_key and cfg.storage.secret_key):
+        raise ConfigError(f"{path}: [storage] access_key and secret_key are needed to copy the objects to "
+                          f"{cfg.storage.endpoint}")
+    return cfg
 
 
 def refuse_while_serving(cfg: Config) -> None:

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib3
+
 from streamforge.errors import StorageError
 from streamforge.store.objects import ObjectInfo, ObjectStore, content_type_for
 
@@ -264,12 +266,15 @@ def copy_objects(source, target, workers: int = 8, on_bytes: Callable[[int], Non
         todo, done = plan(source, target)
     stats = CopyStats(skipped=len(done), skipped_bytes=sum(o.size for o in done))
     lock = threading.Lock()
+    stop = threading.Event()
 
     def one(info: ObjectInfo) -> None:
+        if stop.is_set():
+            return
         try:
             with source.open(info) as opened:
                 target.write(info, HashingReader(opened.stream, PART_SIZE, on_bytes), opened)
-        except (StorageError, OSError) as e:
+        except (StorageError, OSError, urllib3.exceptions.HTTPError) as e:  # a read cut mid-stream is urllib3's
             with lock:
                 if _missing(e) or _missing(e.__cause__ or e):
                     stats.vanished += 1
@@ -281,8 +286,13 @@ def copy_objects(source, target, workers: int = 8, on_bytes: Callable[[int], Non
             stats.copied += 1
             stats.copied_bytes += info.size
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="copy") as pool:
-        list(pool.map(one, todo))
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="copy")
+    try:
+        for future in [pool.submit(one, info) for info in todo]:
+            future.result()
+    finally:
+        stop.set()  # Ctrl-C: the copies under way finish (or are cleaned up), no new one starts
+        pool.shutdown(wait=True, cancel_futures=True)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -52,7 +52,12 @@ class DatabaseCollector:
 
         from streamforge.jobs.tasks import huey
         from streamforge.store import metrics as m
-        yield GaugeMetricFamily("streamforge_queue_depth", "Tasks waiting in the queue", value=huey.storage.queue_size())
+        try:
+            depth = huey.storage.queue_size()
+        except Exception as e:  # Redis or SQLite errors vary by backend: the other metrics still answer
+            log.warning("metrics: the queue does not answer: %s", e)
+        else:
+            yield GaugeMetricFamily("streamforge_queue_depth", "Tasks waiting in the queue", value=depth)
         runs = CounterMetricFamily("streamforge_runs", "Processing runs finished, by outcome", labels=["outcome"])
         for outcome, n in m.runs_by_outcome().items():
             runs.add_metric([outcome], n)
