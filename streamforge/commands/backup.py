@@ -75,16 +75,11 @@ def unplayable(snapshot: Path, held: set[str]) -> list[str]:
     from streamforge.store import db as dbmod
     from streamforge.store import tables
     database = dbmod.make_database(f"sqlite:///{snapshot}")
-    with tables.bound(database):
-        keys: dict[str, set[str]] = {}
-        for vid, prefix in (dbmod.Video.select(dbmod.Video.id, dbmod.Video.s3_processed_path)
-                            .where(dbmod.Video.status == dbmod.ProcessingStatus.COMPLETED).tuples()):
-            keys.setdefault(vid, set()).add(f"{prefix}/master.m3u8")
-        for vid, key in (dbmod.Rendition.select(dbmod.Rendition.video, dbmod.Rendition.s3_key)
-                         .where(dbmod.Rendition.video.in_(list(keys))).tuples()):
-            keys[vid].add(key)
-    database.close()
-    return sorted(vid for vid, needed in keys.items() if not needed <= held)
+    try:
+        needed = tables.completed_output_keys(database)
+    finally:
+        database.close()
+    return sorted(vid for vid, keys in needed.items() if not keys <= held)
 
 
 def write_manifest(root: Path, cfg: Config, method: str, rows: dict[str, int], objects: int, size: int) -> None:

@@ -195,3 +195,16 @@ def snapshot_reads(database: Database) -> Iterator[None]:
             yield
         finally:
             database.execute_sql("ROLLBACK")
+
+
+def completed_output_keys(database: Database) -> dict[str, set[str]]:
+    """{video id: the keys of its master and rendition playlists} of every COMPLETED video."""
+    Video, Rendition = dbmod.Video, dbmod.Rendition
+    with bound(database):
+        keys = {vid: {f"{prefix}/master.m3u8"} for vid, prefix in
+                Video.select(Video.id, Video.s3_processed_path)
+                .where(Video.status == dbmod.ProcessingStatus.COMPLETED).tuples()}
+        for vid, key in (Rendition.select(Rendition.video, Rendition.s3_key).join(Video)
+                         .where(Video.status == dbmod.ProcessingStatus.COMPLETED).tuples()):
+            keys[vid].add(key)
+    return keys
