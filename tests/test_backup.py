@@ -106,9 +106,13 @@ def test_backup_while_busy_then_restore_elsewhere(tmp_path, seaweed, make_app):
         assert manifest["database"]["rows"]["videos"] == 3
 
 
-def test_restore_refuses_what_is_not_a_backup(tmp_path):
+def test_restore_refuses_what_is_not_a_backup_and_backup_another_install_s_folder(tmp_path):
     out = cli("restore", "--data-dir", str(tmp_path / "d"), str(tmp_path), ok=False)
     assert out.returncode == 1 and "is not a backup" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "bk").mkdir()
+    (tmp_path / "bk" / "backup.json").write_text(json.dumps({"install": "sqlite:///elsewhere.db + s3/other"}))
+    out = cli("backup", "--data-dir", str(tmp_path / "d"), str(tmp_path / "bk"), ok=False)
+    assert out.returncode == 1 and "another install" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_a_snapshot_whose_output_moved_meanwhile_is_taken_again(tmp_path, seaweed, make_app, monkeypatch, capsys):

@@ -82,10 +82,26 @@ def unplayable(snapshot: Path, held: set[str]) -> list[str]:
     return sorted(vid for vid, keys in needed.items() if not keys <= held)
 
 
+def install_of(cfg: Config) -> str:
+    """Which install a backup is of: its database and its store (no password)."""
+    store = f"embedded store in {cfg.data_dir}" if cfg.embedded_storage else f"{cfg.storage.endpoint}/{cfg.storage.bucket}"
+    return f"{cfg.database_url.split('@')[-1].split('?')[0]} + {store}"
+
+
+def refuse_other_install(root: Path, cfg: Config) -> None:
+    """StreamForgeError when DIR holds a backup of another install (their objects would mix)."""
+    try:
+        taken_of = json.loads((root / MANIFEST).read_text()).get("install")
+    except (OSError, ValueError):
+        return
+    if taken_of and taken_of != install_of(cfg):
+        raise StreamForgeError(f"{root} holds a backup of another install ({taken_of}); give an empty folder")
+
+
 def write_manifest(root: Path, cfg: Config, method: str, rows: dict[str, int], objects: int, size: int) -> None:
     """backup.json: what this backup holds and how it was taken."""
     from streamforge.store import db as dbmod
-    body = {"format": 1, "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    body = {"format": 1, "install": install_of(cfg), "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "database": {"from": "sqlite" if cfg.database_url.startswith("sqlite") else "postgresql",
                          "method": method, "schema_version": dbmod.SCHEMA_VERSION, "rows": rows},
             "objects": {"count": objects, "bytes": size, "bucket": cfg.storage.bucket}}
@@ -101,6 +117,7 @@ def cmd_backup(args, cfg: Config) -> int:
     from streamforge.store.connect import running_object_store
     root = Path(args.dir).expanduser().resolve()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)  # it holds every user's data and token hashes
+    refuse_other_install(root, cfg)
     started = time.monotonic()
     target = transfer.DirSide(root)
     with running_object_store(cfg) as store:
@@ -164,7 +181,7 @@ def cmd_restore(args, cfg: Config) -> int:
         target_db = tables.make_and_migrate(cfg.database_url)
         print(f"database: {root / SNAPSHOT} -> {cfg.database_url.split('@')[-1]}", flush=True)
         copy_rows(source_db, target_db)
-        with running_object_store(cfg) as store:
+        with running_object_store(cfg, create_bucket=True) as store:
             source, target = transfer.DirSide(root), transfer.BucketSide(store)
             stats = copy_store(source, target, args.workers, "restore")
             print(f"restored in {time.monotonic() - started:.1f} s; verifying", flush=True)

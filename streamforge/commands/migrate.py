@@ -133,7 +133,7 @@ def cmd_migrate(args, cfg: Config) -> int:
     target_db = tables.make_and_migrate(target_cfg.database_url)
     print(f"database: {_where(cfg.database_url)} -> {_where(target_cfg.database_url)}", flush=True)
     row_seconds = copy_rows(source_db, target_db)
-    with running_object_store(cfg) as src, running_object_store(target_cfg) as dst:
+    with running_object_store(cfg) as src, running_object_store(target_cfg, create_bucket=True) as dst:
         source, target = transfer.BucketSide(src), transfer.BucketSide(dst)
         print(f"store: {source} -> {target}", flush=True)
         stats = copy_store(source, target, args.workers, "migrate")

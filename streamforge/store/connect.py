@@ -21,12 +21,16 @@ def object_store(config: Config) -> ObjectStore:
 
 
 @contextlib.contextmanager
-def running_object_store(config: Config) -> Iterator[ObjectStore]:
+def running_object_store(config: Config, create_bucket: bool = False) -> Iterator[ObjectStore]:
     """The ObjectStore of `config`, answering: the embedded store is started (notifications off) for the
-    block when nothing serves it yet, e.g. for `migrate` or `backup` while `serve` is stopped."""
+    block when nothing serves it yet, e.g. for `migrate` or `backup` while `serve` is stopped. An external
+    store's bucket is created when missing with `create_bucket` (a target), else must exist (a source)."""
     if not config.embedded_storage:
         store = ObjectStore.from_config(config)
-        store.ensure_bucket()
+        if create_bucket:
+            store.ensure_bucket()
+        else:
+            store.ping()
         yield store
         return
     store = embedded_object_store(config)
