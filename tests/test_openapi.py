@@ -3,6 +3,7 @@ else), and the API driven from it by schemathesis without a single 500."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
 
 import pytest
@@ -12,6 +13,8 @@ from openapi_spec_validator import validate
 from streamforge.store import db as dbmod
 from streamforge.store import users, videos
 
+# cases per operation: bounded for the suite; SF_FUZZ_EXAMPLES=200 for a deeper hunt by hand
+EXAMPLES = int(os.environ.get("SF_FUZZ_EXAMPLES", "10"))
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 # answered in front of Flask (web/hooks.py StorageHook), so absent from the url_map
 MIDDLEWARE_ROUTES = {("POST", "/hooks/storage")}
@@ -59,13 +62,21 @@ def admin_headers(app):
     return {"Authorization": f"Bearer {token}"}
 
 
+def no_server_error(ctx, response, case) -> None:
+    """No 500, ever; a 5xx the description documents for the operation (503: the store or the database is
+    unavailable; oEmbed's 501 for a format other than json) is an answer, not a failure."""
+    documented = case.operation.definition.raw.get("responses", {})
+    if response.status_code >= 500 and str(response.status_code) not in documented:
+        raise AssertionError(f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
+
+
 def test_schemathesis_finds_no_server_error(app, admin_headers):
     import schemathesis
-    from schemathesis.checks import not_a_server_error
+    from schemathesis.generation.modes import GenerationMode
     from schemathesis.specs.openapi.checks import response_schema_conformance
     schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
     # the API (not pages, playback redirects or the store's webhook, whose own tests cover them)
-    schema = schema.include(path_regex=r"^/(api|oembed|healthz|metrics)")
+    schema = schema.include(path_regex=os.environ.get("SF_FUZZ_PATHS", r"^/(api|oembed|healthz|metrics)"))
     failures, calls, turn = [], [], itertools.count()
     r = app.test_client().post("/api/videos", headers=admin_headers, json={
         "title": "fuzzed", "filename": "a.mp4", "size": 1000, "content_type": "video/mp4"})
@@ -74,18 +85,18 @@ def test_schemathesis_finds_no_server_error(app, admin_headers):
     for result in schema.get_all_operations():
         operation = result.ok()
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=8, deadline=None, database=None, derandomize=True,
+        @given(case=operation.as_strategy(GenerationMode.POSITIVE) | operation.as_strategy(GenerationMode.NEGATIVE))
+        @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
         def run(case):
             if "video_id" in (case.path_parameters or {}) and next(turn) % 2:
                 case.path_parameters["video_id"] = real_id  # every other case on a real video
             calls.append((case.method, case.formatted_path))
-            case.call_and_validate(headers=admin_headers, checks=[not_a_server_error, response_schema_conformance])
+            case.call_and_validate(headers=admin_headers, checks=[no_server_error, response_schema_conformance])
 
         try:
             run()
-        except Exception as e:  # collect every operation's first failure, then report them together
+        except (Exception, BaseExceptionGroup) as e:  # every operation's first failure, reported together
             failures.append(f"{operation.method.upper()} {operation.path}: {str(e)[:1500]}")
     assert len(calls) > 150 and sum(real_id in p for _, p in calls) > 40
     assert not failures, "\n\n".join(failures)
