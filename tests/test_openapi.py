@@ -100,3 +100,10 @@ def test_schemathesis_finds_no_server_error(app, admin_headers):
             failures.append(f"{operation.method.upper()} {operation.path}: {str(e)[:1500]}")
     assert len(calls) > 150 and sum(real_id in p for _, p in calls) > 40
     assert not failures, "\n\n".join(failures)
+
+
+def test_a_token_request_whose_body_is_not_an_object_is_a_400(client, admin_headers):
+    """Found by schemathesis: a JSON number as the body of POST /api/tokens was a 500."""
+    for body in (5, [1], "x"):
+        r = client.post("/api/tokens", json=body, headers=admin_headers)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
