@@ -17,6 +17,7 @@ from streamforge.commands import local_serve
 from streamforge.config import load_config
 from streamforge.store import db as dbmod
 from streamforge.store import videos
+from streamforge.store.db import Video
 from streamforge.store.embedded import EmbeddedStore
 from streamforge.store.objects import ObjectStore
 
@@ -118,8 +119,15 @@ def test_embedded_to_postgres_and_s3_and_back(tmp_path, make_app, seaweed):
             lost = next(o.key for o in ObjectStore.from_config(app_config(big)).list("processed/")
                         if o.key.endswith(".m4s"))
             ObjectStore.from_config(app_config(big)).delete(lost)
+            # and brings rows changed since up to date (here a title edited before the new install started)
+            dbmod.init_db(cfg.database_url)
+            with dbmod.db.connection_context():
+                Video.update(title="Family day, edited").where(Video.id == vid).execute()
             again = cli("migrate", "--config", str(home), "--to", str(big)).stdout
             assert "objects: 1 to copy" in again and "videos: 1 rows, 0 new" in again, again
+            dbmod.init_db(pg_url)
+            with dbmod.db.connection_context():
+                assert Video.get_by_id(vid).title == "Family day, edited"
             assert "objects: 0 to copy" in cli("migrate", "--config", str(home), "--to", str(big)).stdout
 
             # and back, to a fresh embedded data dir

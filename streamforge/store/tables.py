@@ -1,9 +1,10 @@
 """Whole-database copies between two databases of StreamForge's schema (`migrate`, `backup`, `restore`).
 
 Every table of `db.MODELS` is copied in foreign-key order, ids kept, in primary-key pages so a
-table of millions of rows never sits in memory. A rerun inserts only the rows the target lacks
-(`INSERT ... ON CONFLICT DO NOTHING`), so an interrupted copy resumes. A target that already holds
-rows the source does not (another install's data) is refused before anything is written: silently
+table of millions of rows never sits in memory. Rows are upserted by primary key (`INSERT ... ON
+CONFLICT (pk) DO UPDATE`): a rerun adds the rows the target lacks and brings the others up to date
+(a video that completed since the first run), so an interrupted copy resumes. A target that holds
+users or videos the source has not (another install's data) is refused before anything is written:
 mixing two installs would be worse than stopping. On PostgreSQL, the sequences of integer primary
 keys are moved past the copied ids.
 """
@@ -79,8 +80,9 @@ def _pk_values(model, database: Database) -> set:
 
 
 def refuse_foreign_rows(source: Database, target: Database) -> None:
-    """TransferError when the target holds rows (by primary key) the source has not."""
-    for model in models():
+    """TransferError when the target holds users or videos (by primary key) the source has not (the
+    other tables hold passing state, e.g. worker heartbeats, that the source may have dropped since)."""
+    for model in (dbmod.User, dbmod.Video):
         theirs = _pk_values(model, target)
         if not theirs:
             continue
@@ -111,14 +113,21 @@ def _pages(model, database: Database, page: int) -> Iterator[list[tuple]]:
 
 
 def copy_table(model, source: Database, target: Database, page: int = PAGE) -> tuple[int, int]:
-    """Copy the rows of one table the target lacks; returns (rows read, rows inserted)."""
+    """Upsert every row of one table into the target; returns (rows read, rows the target did not have)."""
     fields = model._meta.sorted_fields
-    read = inserted = 0
+    pk = model._meta.primary_key
+    others = [f for f in fields if f is not pk]
+    with bound(target):
+        before = model.select().count()
+    read = 0
     for rows in _pages(model, source, page):
         with bound(target) as database, database.atomic():
-            inserted += model.insert_many(rows, fields=fields).on_conflict_ignore().as_rowcount().execute()
+            query = model.insert_many(rows, fields=fields)
+            query = query.on_conflict(conflict_target=[pk], preserve=others) if others else query.on_conflict_ignore()
+            query.execute()
         read += len(rows)
-    return read, inserted
+    with bound(target):
+        return read, model.select().count() - before
 
 
 def fix_sequences(target: Database) -> list[str]:
