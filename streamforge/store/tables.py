@@ -20,6 +20,7 @@ from peewee import (
     BigAutoField,
     Database,
     DatabaseProxy,
+    IntegrityError,
     PostgresqlDatabase,
     SqliteDatabase,
     sort_models,
@@ -112,11 +113,27 @@ def _pages(model, database: Database, page: int) -> Iterator[list[tuple]]:
         last = rows[-1][index]
 
 
+def drop_stale(model, source: Database, target: Database) -> int:
+    """Delete the target's rows of `model` that an earlier copy brought and the source has dropped since
+    (a reprocess's replaced renditions): they would collide with their successors. Users and videos are
+    never stale: extra ones mean another install (refuse_foreign_rows)."""
+    if model in (dbmod.User, dbmod.Video):
+        return 0
+    theirs = _pk_values(model, target)
+    stale = sorted(theirs - _pk_values(model, source)) if theirs else []
+    pk = model._meta.primary_key
+    with bound(target) as database, database.atomic():
+        for start in range(0, len(stale), 500):
+            model.delete().where(pk.in_(stale[start:start + 500])).execute()
+    return len(stale)
+
+
 def copy_table(model, source: Database, target: Database, page: int = PAGE) -> tuple[int, int]:
-    """Upsert every row of one table into the target; returns (rows read, rows the target did not have)."""
+    """Make the target's table the source's: stale rows out, every row upserted; (rows read, rows new)."""
     fields = model._meta.sorted_fields
     pk = model._meta.primary_key
     others = [f for f in fields if f is not pk]
+    drop_stale(model, source, target)
     with bound(target):
         before = model.select().count()
     read = 0
@@ -124,7 +141,10 @@ def copy_table(model, source: Database, target: Database, page: int = PAGE) -> t
         with bound(target) as database, database.atomic():
             query = model.insert_many(rows, fields=fields)
             query = query.on_conflict(conflict_target=[pk], preserve=others) if others else query.on_conflict_ignore()
-            query.execute()
+            try:
+                query.execute()
+            except IntegrityError as e:
+                raise TransferError(f"{model._meta.table_name}: the target refused a row: {e}") from e
         read += len(rows)
     with bound(target):
         return read, model.select().count() - before
