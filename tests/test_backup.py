@@ -10,12 +10,11 @@ import uuid
 
 import requests
 from conftest import LiveServer, drain_queue, free_port, fresh_database_url
-from test_migrate import CLIP, cli, plays, upload_and_process, write_toml
+from test_migrate import CLIP, cli, embedded, plays, upload_and_process, write_toml
 
 from streamforge.config import load_config
 from streamforge.store import db as dbmod
 from streamforge.store import videos
-from streamforge.store.embedded import EmbeddedStore
 from streamforge.store.objects import ObjectStore
 
 
@@ -151,7 +150,7 @@ def test_a_snapshot_whose_output_moved_meanwhile_is_taken_again(tmp_path, seawee
     fresh = write_toml(tmp_path / "fresh.toml", {"server": {"data_dir": str(tmp_path / "fresh"), "port": port,
                                                             "base_url": f"http://127.0.0.1:{port}"}})
     fresh_cfg = load_config(fresh, env={})
-    with EmbeddedStore(fresh_cfg):
+    with embedded(fresh_cfg):
         out = cli("restore", "--config", str(fresh), str(tmp_path / "bk")).stdout
         assert "FAIL" not in out and "ok   objects" in out, out
         plays(make_app, fresh_cfg, {"Authorization": f"Bearer {token}"}, vid)
