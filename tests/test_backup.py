@@ -37,7 +37,7 @@ def start_upload(url: str, h: dict) -> str:
     data = CLIP.read_bytes()
     r = requests.post(f"{url}/api/videos", json={"title": "later", "filename": "b.mp4", "size": len(data),
                                                  "content_type": "video/mp4"}, headers=h, timeout=30).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     assert requests.post(f"{url}/api/videos/{r['video']['id']}/upload/complete", json={}, headers=h,
                          timeout=30).status_code == 200
     return r["video"]["id"]

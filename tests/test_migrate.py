@@ -68,7 +68,7 @@ def upload_and_process(url: str, h: dict) -> str:
     data = CLIP.read_bytes()
     r = requests.post(f"{url}/api/videos", json={"title": "Family day", "filename": "day one.mp4", "size": len(data),
                                                  "content_type": "video/mp4"}, headers=h, timeout=30).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     vid = r["video"]["id"]
     assert requests.post(f"{url}/api/videos/{vid}/upload/complete", json={}, headers=h, timeout=30).status_code == 200
     assert [str(x) for x in drain_queue()] == ["completed"]
@@ -103,7 +103,7 @@ def test_embedded_to_postgres_and_s3_and_back(tmp_path, make_app, seaweed):
         "pipeline": {"heights": [240], "segment_seconds": 2}})
     cfg = app_config(home)
     with embedded(cfg) as store:  # the embedded default, as `serve` runs it
-        store.object_store().prepare([cfg.base_url], public_output=False)
+        store.object_store().prepare([cfg.base_url])
         with LiveServer(make_app(cfg), port=port) as server:
             with dbmod.db.connection_context():
                 _, token = videos.create_token(videos.get_or_create_user("family@example.com"))
