@@ -125,9 +125,9 @@ def cmd_migrate(args, cfg: Config) -> int:
     """Copy this install into CONFIG's database and store, then verify both sides."""
     from streamforge.store import tables, transfer
     from streamforge.store.connect import running_object_store
+    refuse_while_serving(cfg)
     target_cfg = target_config(args.to, args.to_data_dir)
     refuse_same_place(cfg, target_cfg)
-    refuse_while_serving(cfg)
     started = time.monotonic()
     source_db = tables.make_and_migrate(cfg.database_url)
     target_db = tables.make_and_migrate(target_cfg.database_url)
