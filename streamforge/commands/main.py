@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from streamforge.config import Config, load_config
 from streamforge.errors import StreamForgeError
@@ -259,7 +260,7 @@ def cmd_serve(args) -> int:
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def _fresh_metrics_dir(path):
+def _fresh_metrics_dir(path: Path) -> Path:
     """An emptied directory for prometheus_client's multiprocess mode (a stale one would add dead
     processes' counts to a new run's)."""
     import shutil
