@@ -36,6 +36,7 @@ def test_loopback_or_the_token_may_read_it(seaweed, make_app, tmp_path):
     r = client.get("/metrics", environ_base=away, headers={"Authorization": "Bearer scrape-me"})
     assert r.status_code == 200 and r.mimetype == "text/plain"
     assert client.get("/metrics").status_code == 200  # the test client asks from 127.0.0.1
+    assert client.get("/metrics", headers={"Authorization": "Bearer some-api-token"}).status_code == 200
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
     # forwarded by a proxy on this machine: not local
     assert client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401

@@ -28,19 +28,19 @@ def _loopback(addr: str | None) -> bool:
 
 
 def _refusal():
-    """None when the request may read the metrics, else the 401/403 answer."""
-    token = current_app.extensions["streamforge"].metrics.token
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if given:
-        if token and hmac.compare_digest(given.encode(), token.encode()):
-            return None
-        return error(403, "forbidden", "wrong metrics token")
+    """None when the request may read the metrics (from this machine, or with the token), else 401/403."""
     # a request a reverse proxy on this machine forwarded comes from loopback too: not local
     forwarded = any(h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP"))
     if _loopback(request.remote_addr) and not forwarded:
         return None
-    return error(401, "unauthorized", "send Authorization: Bearer <[metrics] token> (or ask from this machine)")
+    token = current_app.extensions["streamforge"].metrics.token
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not given:
+        return error(401, "unauthorized", "send Authorization: Bearer <[metrics] token> (or ask from this machine)")
+    if token and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    return error(403, "forbidden", "wrong metrics token")
 
 
 class DatabaseCollector:
