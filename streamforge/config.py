@@ -174,6 +174,12 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # the bearer token Prometheus sends to GET /metrics; empty: only requests from this machine
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -188,6 +194,7 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def data_dir(self) -> Path:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from streamforge.config import Config, load_config
 from streamforge.errors import StreamForgeError
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description=importer.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     importer.add_arguments(p)
+    from streamforge.commands import backup, migrate
+    migrate.add_parser(sub, _common)
+    backup.add_parsers(sub, _common)
     return parser
 
 
@@ -139,6 +143,8 @@ def _parts(args, cfg: Config) -> tuple[dict[str, list[str]], dict[str, str]]:
     env["STREAMFORGE_SERVER_HOST"] = cfg.server.host
     env["STREAMFORGE_SERVER_PORT"] = str(cfg.server.port)
     terminal = "info" if args.verbose else "warning"
+    # the web app's /metrics adds up what the web and worker processes counted
+    env[METRICS_ENV] = str(_fresh_metrics_dir(cfg.data_dir / "metrics"))
     spawn = {name: self_command(name, *_child_args(args), "--log-file", str(logs.log_dir(cfg.data_dir) / f"{name}.log"),
                                 "--terminal-level", terminal)
              for name in ("web", "worker")}
@@ -255,10 +261,26 @@ def cmd_serve(args) -> int:
 
 # ---------- web ----------
 
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir(path: Path) -> Path:
+    """An emptied directory for prometheus_client's multiprocess mode (a stale one would add dead
+    processes' counts to a new run's)."""
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cmd_web(args) -> int:
     """The web app under gunicorn: [server] workers processes of [server] threads threads each."""
     _setup_part_logging(args)
     cfg = _load(args, host=args.host, port=args.port)
+    if not os.environ.get(METRICS_ENV):
+        # before prometheus_client is imported: each gunicorn process writes its counts there and
+        # /metrics in any of them adds them all up (serve sets it for its web and worker alike)
+        os.environ[METRICS_ENV] = str(_fresh_metrics_dir(cfg.data_dir / "metrics" / f"web-{cfg.server.port}"))
     from streamforge.config import web_processes
     from streamforge.store import db as dbmod
     from streamforge.store.connect import object_store
@@ -320,6 +342,10 @@ def cmd_worker(args) -> int:
                     counts = intake.sweep(cfg, store)
                 if any(counts.values()):
                     log.info("sweeper: %s", counts)
+                    from streamforge.instruments import SWEEPER_TAKEOVERS
+                    for kind, n in counts.items():
+                        if n:
+                            SWEEPER_TAKEOVERS.labels(kind).inc(n)
             except Exception:  # the sweeper must outlive any one failure
                 log.exception("sweeper pass failed")
 
@@ -481,8 +507,27 @@ def cmd_user(args) -> int:
     return run(args, _load(args))
 
 
+def cmd_migrate(args) -> int:
+    """`streamforge migrate --to CONFIG` (streamforge/commands/migrate.py)."""
+    from streamforge.commands.migrate import cmd_migrate as run
+    return run(args, _load(args))
+
+
+def cmd_backup(args) -> int:
+    """`streamforge backup DIR` (streamforge/commands/backup.py)."""
+    from streamforge.commands.backup import cmd_backup as run
+    return run(args, _load(args))
+
+
+def cmd_restore(args) -> int:
+    """`streamforge restore DIR` (streamforge/commands/backup.py)."""
+    from streamforge.commands.backup import cmd_restore as run
+    return run(args, _load(args))
+
+
 COMMANDS = {"import": cmd_import, "serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
-            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user}
+            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user,
+            "migrate": cmd_migrate, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def main(argv: list[str] | None = None) -> int:

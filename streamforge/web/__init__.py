@@ -96,3 +96,6 @@ def _register_blueprints(app: Flask) -> None:
     from streamforge.web import admin, api, auth, hooks, media_api, pages, play, share, viewing
     for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api):
         area.init_app(app)
+    from streamforge.web import metrics, openapi
+    metrics.init_app(app)
+    openapi.init_app(app)

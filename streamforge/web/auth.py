@@ -263,6 +263,8 @@ def list_tokens():
 def create_token():
     """A new API token, shown once."""
     body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):  # a JSON number or list was a 500 (found by schemathesis)
+        return error(400, "invalid", "the body must be a JSON object")
     name = str(body.get("name") or "")[:100]
     row, plain = videos.create_token(current_user.row, name)
     return {"id": row.id, "name": row.name, "token": plain, "prefix": row.prefix}, 201
