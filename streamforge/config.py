@@ -33,6 +33,9 @@ class ServerConfig:
     threads: int = 8
     # gunicorn processes of the web app; 0 = one per CPU core (at most 4)
     workers: int = 0
+    # with base_url empty, the Host names absolute URLs may be built on; [] = the listening address,
+    # this machine's names and addresses, localhost
+    allowed_hosts: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class UploadConfig:
     part_size: int = 16 * MiB
     max_size: int = 20 * 1024 * MiB
     url_ttl: int = 3600
-    content_types: list = field(default_factory=lambda: ["video/*", "audio/*", "application/octet-stream"])
+    content_types: list = field(default_factory=lambda: ["video/*", "audio/*"])
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ class AuthConfig:
     require_verified_email: bool = True
     # the role of a user created at first sign-in: uploader or viewer
     default_role: str = "uploader"
+    # local accounts: email and password sign-in (argon2id hashes)
+    passwords: bool = True
+    # how long a "stay signed in" session lasts (without it: until the browser closes)
+    session_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,12 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # the bearer token Prometheus sends to GET /metrics; empty: only requests from this machine
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -181,6 +194,7 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -285,20 +299,44 @@ def _build(raw: dict, env: dict) -> Config:
     for name in SECTIONS:
         cls = _section_class(name)
         hints = typing.get_type_hints(cls)
-        given = dict(raw.get(name, {}))
+        section = dict(raw.get(name, {}))
+        given = _with_files(name, section, hints, f"[{name}] {{key}}")
         for key in given:
             if key not in hints:
                 raise ConfigError(f"unknown config key [{name}] {key}")
-        values = {k: _coerce(name, k, v, hints[k], False) for k, v in given.items()}
+        # a value read from a file (`<key>_file`) is text, taken as the environment's is
+        values = {k: _coerce(name, k, v, hints[k], k not in section) for k, v in given.items()}
         prefix = f"STREAMFORGE_{name.upper()}_"
-        for var, text in env.items():
-            if var.startswith(prefix):
-                key = var[len(prefix):].lower()
-                if key not in hints:
-                    raise ConfigError(f"unknown config key [{name}] {key} (from {var})")
-                values[key] = _coerce(name, key, text, hints[key], True)
+        from_env = _with_files(name, {var[len(prefix):].lower(): text for var, text in env.items()
+                                      if var.startswith(prefix)}, hints, prefix + "{KEY}")
+        for key, text in from_env.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config key [{name}] {key} (from {prefix}{key.upper()})")
+            values[key] = _coerce(name, key, text, hints[key], True)
         sections[name] = cls(**values)
     return Config(**sections)
+
+
+def _with_files(section: str, values: dict, hints: dict, where: str) -> dict:
+    """`values` with every `<key>_file` (a path) replaced by `<key>` = that file's text, for secrets
+    kept in files (Docker secrets, STREAMFORGE_SERVER_SECRET_KEY_FILE=/run/secrets/...); giving
+    both `<key>` and `<key>_file` is an error."""
+    out = dict(values)
+    for name, path in values.items():
+        key = name[:-len("_file")]
+        if not name.endswith("_file") or name in hints or key not in hints:
+            continue
+        label = where.replace("{key}", name).replace("{KEY}", name.upper())
+        if key in values:
+            raise ConfigError(f"[{section}] {key} is given twice: by value and by {label}; keep one")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{label}: expected the path of a file holding [{section}] {key}")
+        try:
+            out[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"{label}: cannot read {path}: {e.strerror or e}") from None
+        del out[name]
+    return out
 
 
 def web_processes(server: ServerConfig) -> int:
@@ -346,6 +384,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError('[webhook] sns_hosts: a list of "host:port" strings, e.g. ["sns.internal.example:443"]')
     if not all(isinstance(t, str) and t.startswith("arn:") for t in cfg.webhook.sns_topics):
         raise ConfigError('[webhook] sns_topics: a list of topic ARNs, e.g. ["arn:aws:sns:eu-west-1:123456789012:uploads"]')
+    if not 1 <= cfg.auth.session_days <= 3650:
+        raise ConfigError("[auth] session_days: between 1 and 3650")
+    if not all(isinstance(h, str) and h and not any(ch in h for ch in " /\t\r\n") for h in cfg.server.allowed_hosts):
+        raise ConfigError('[server] allowed_hosts: a list of host names or addresses, e.g. ["videos.home.arpa"]')
     if cfg.sweeper.interval_seconds < 1 or cfg.sweeper.lease_seconds < 5:
         raise ConfigError("[sweeper] interval_seconds >= 1 and lease_seconds >= 5")
     for key, url, schemes in (("[database] url", cfg.database.url, ("sqlite", "postgresql", "postgres")),

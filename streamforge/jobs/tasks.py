@@ -20,6 +20,7 @@ from streamforge.config import Config
 from streamforge.jobs import heartbeats, notify
 from streamforge.jobs.processing import run_video
 from streamforge.store import videos
+from streamforge.store.db import private_file
 
 log = logging.getLogger("streamforge.jobs.tasks")
 
@@ -44,7 +45,7 @@ def make_storage(url: str):
     if parts.scheme == "sqlite":
         from pathlib import Path
         path = unquote(url[len("sqlite:///"):])
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(path))
         return _SqliteQueueStorage("streamforge", filename=path, timeout=30)
     return RedisStorage("streamforge", url=url)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import secrets
 import string
 import time
@@ -112,6 +113,8 @@ class User(BaseModel):
     max_bytes = BigIntegerField(null=True)  # None: [quota] max_bytes_per_user; 0: unlimited
     max_videos = IntegerField(null=True)    # None: [quota] max_videos_per_user; 0: unlimited
     last_seen_at = DateTimeField(null=True)
+    # local accounts (migration 8): an argon2id hash, None for a user who has no password
+    password_hash = CharField(null=True, max_length=200)
 
     class Meta:
         table_name = "users"
@@ -180,6 +183,8 @@ class Video(BaseModel):
     watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
+    # audio tracks (migration 16): [{"name", "language", "label", "default"}] as JSON, in the file's order
+    audio_tracks = ListField(default=list, constraints=[SQL("DEFAULT '[]'")])
 
     class Meta:
         table_name = "videos"
@@ -337,6 +342,73 @@ class DownloadFile(BaseModel):
         table_name = "download_files"
 
 
+class Counter(BaseModel):
+    """A named event counter (store/counters.py): how many, and when the last one happened."""
+    name = CharField(primary_key=True, max_length=100)
+    value = BigIntegerField(default=0)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "counters"
+
+
+class UserSession(BaseModel):
+    """A browser session held on the server (migration 8): the cookie names it, deleting the row ends it."""
+
+    id = CharField(primary_key=True, max_length=64)  # the SHA-256 of the cookie's session id
+    user = ForeignKeyField(User, backref="sessions", on_delete="CASCADE", index=True)
+    api_token = CharField(max_length=32, null=True, index=True)  # the API token that opened it, if one did
+    persistent = BooleanField(default=False)  # "stay signed in"
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    last_seen_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "sessions"
+
+
+class SignInTicket(BaseModel):
+    """A one-use sign-in link (the one `serve` prints): short-lived, never an API token."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    token_hash = CharField(unique=True, max_length=64)
+    user = ForeignKeyField(User, backref="tickets", on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "sign_in_tickets"
+
+
+class SignInFailure(BaseModel):
+    """One failed password sign-in, by email and by address, for throttling."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    email = CharField(max_length=320, index=True)
+    address = CharField(max_length=64, index=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "sign_in_failures"
+
+
+class Passkey(BaseModel):
+    """A WebAuthn credential (passkey) a user registered on /account: a second way to sign in."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    user = ForeignKeyField(User, backref="passkeys", on_delete="CASCADE", index=True)
+    credential_id = CharField(unique=True, max_length=1400)  # base64url of the authenticator's credential id
+    public_key = TextField()  # base64url of its COSE public key
+    sign_count = BigIntegerField(default=0)
+    name = CharField(max_length=100, default="")
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "passkeys"
+
+
 class WatchHistory(BaseModel):
     """Where a signed-in viewer stopped in a video (GET /api/me/history); `watched` once near its end."""
 
@@ -392,8 +464,8 @@ class SchemaVersion(BaseModel):
 
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
-          Caption, DownloadFile)
-MODELS += (WatchHistory, Playlist, PlaylistItem)  # migration 13
+          Caption, DownloadFile, Counter, UserSession, SignInTicket, SignInFailure, Passkey,
+          WatchHistory, Playlist, PlaylistItem)
 
 
 def _migration_1(database) -> None:
@@ -469,8 +541,37 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
-def _reserved(database) -> None:
-    """Migrations 8 to 12: the other third-round changes' (a no-op on this branch; renumbered at merge)."""
+def _slot_not_landed(database) -> None:
+    """A number another change of the third round holds; it lands with that change (a no-op until then)."""
+
+
+def _migration_8(database) -> None:
+    """Sign-in: users.password_hash, and the sessions, sign_in_tickets, sign_in_failures and passkeys tables.
+
+    The API tokens earlier `serve` starts minted as their sign-in links (permanent admin tokens, one per
+    start) are revoked: the link is a one-use ticket now."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "password_hash" not in {c.name for c in database.get_columns("users")}:
+        run(migrator.add_column("users", "password_hash", User.password_hash))
+    database.create_tables([UserSession, SignInTicket, SignInFailure, Passkey], safe=True)
+    (ApiToken.update(revoked_at=utcnow())
+     .where((ApiToken.name == "serve sign-in link") & ApiToken.revoked_at.is_null()).execute())
+
+
+def _migration_10(database) -> None:
+    """The counters table: notifications the webhook could not act on, uploads the sweeper recovered."""
+    database.create_tables([Counter], safe=True)
+
+
+def _migration_16(database) -> None:
+    """Several audio tracks: the list a run published."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "audio_tracks" not in {c.name for c in database.get_columns("videos")}:
+        run(migrator.add_column("videos", "audio_tracks", Video.audio_tracks))
 
 
 def _migration_13(database) -> None:
@@ -482,8 +583,9 @@ def _migration_13(database) -> None:
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
-MIGRATIONS += [_reserved] * (12 - len(MIGRATIONS)) + [_migration_13]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
+              _migration_8, _slot_not_landed, _migration_10, _slot_not_landed, _slot_not_landed,
+              _migration_13, _slot_not_landed, _slot_not_landed, _migration_16]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -499,6 +601,18 @@ def write_transaction(database=db):
     return database.atomic()
 
 
+def private_file(path: Path) -> None:
+    """Make sure `path` exists and only its owner may read or write it (0600): a SQLite database holds
+    password hashes and sessions. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if extra.exists() and extra.stat().st_mode & 0o077:
+            extra.chmod(0o600)
+
+
 def make_database(url: str, pooled: bool = False):
     """A peewee database for a `sqlite:///path` or `postgresql://...` URL.
 
@@ -512,7 +626,7 @@ def make_database(url: str, pooled: bool = False):
     if parts.scheme == "sqlite":
         path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else parts.path
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
         # WAL lets the web app read while the worker writes; busy_timeout turns lock contention
         # into a short wait instead of a "database is locked" error reaching a user.
         pragmas = {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": "normal"}

@@ -58,8 +58,8 @@ def create_token(user: User, name: str = "") -> tuple[ApiToken, str]:
     return row, plain
 
 
-def user_for_token(plain: str) -> User | None:
-    """The user an unrevoked API token belongs to, or None."""
+def find_token(plain: str) -> ApiToken | None:
+    """An unrevoked API token (its user joined), or None; notes when it was last used."""
     if not plain or len(plain) > 200:
         return None
     row = (ApiToken.select(ApiToken, User).join(User)
@@ -69,7 +69,13 @@ def user_for_token(plain: str) -> User | None:
     now = utcnow()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute()
-    return row.user
+    return row
+
+
+def user_for_token(plain: str) -> User | None:
+    """The user an unrevoked API token belongs to, or None."""
+    row = find_token(plain)
+    return row.user if row else None
 
 
 def list_tokens(user: User) -> list[ApiToken]:
@@ -79,11 +85,13 @@ def list_tokens(user: User) -> list[ApiToken]:
 
 
 def revoke_token(user: User, token_id: str) -> None:
-    """Revoke one of the user's tokens; NotFound when it is not theirs."""
+    """Revoke one of the user's tokens and end every browser session it opened; NotFound when it is not theirs."""
+    from streamforge.store import sessions  # sessions hashes with hash_token above
     n = (ApiToken.update(revoked_at=utcnow())
          .where((ApiToken.id == token_id) & (ApiToken.user == user) & ApiToken.revoked_at.is_null()).execute())
     if not n:
         raise NotFound("no such token")
+    sessions.end_sessions_of_token(token_id)
 
 
 # ---------- videos ----------
@@ -200,6 +208,17 @@ def list_videos(user: User, status: str | None, page: int, per_page: int,
 
     `match` narrows it to an original: `filename` (compared as stored, see safe_filename), `size`,
     `sha256`; every given key must match."""
+    q = _library_query(user, status, match)
+    rows = list(q.order_by(*LIBRARY_SORTS[sort]).offset((page - 1) * per_page).limit(per_page + 1))
+    return rows[:per_page], len(rows) > per_page
+
+
+def count_videos(user: User, status: str | None = None, match: dict | None = None) -> int:
+    """How many videos list_videos pages through (the library page's last page comes from it)."""
+    return _library_query(user, status, match).count()
+
+
+def _library_query(user: User, status: str | None, match: dict | None):
     q = Video.select().where(Video.user == user)
     match = match or {}
     if match.get("filename") is not None:
@@ -212,8 +231,7 @@ def list_videos(user: User, status: str | None, page: int, per_page: int,
         q = q.where(Video.status == status)
     else:
         q = q.where(Video.status != ProcessingStatus.ARCHIVED)
-    rows = list(q.order_by(*LIBRARY_SORTS[sort]).offset((page - 1) * per_page).limit(per_page + 1))
-    return rows[:per_page], len(rows) > per_page
+    return q
 
 
 def update_video(video: Video, **fields) -> Video:
@@ -268,6 +286,13 @@ def mark_uploaded(video_id: str, size: int, etag: str | None = None, task_id: st
     params += [video_id, UploadStatus.UPLOADING, ProcessingStatus.PENDING]
     cursor = db.execute_sql(_hot_sql("mark_uploaded"), params)
     return db.rows_affected(cursor) == 1
+
+
+def discard_upload(video_id: str) -> bool:
+    """Delete a video whose upload could not even start (the store refused it): no row, nothing counted."""
+    n = (Video.delete().where((Video.id == video_id) & (Video.upload_status == UploadStatus.UPLOADING)
+                              & (Video.status == ProcessingStatus.PENDING)).execute())
+    return n == 1
 
 
 def fail_upload(video_id: str, message: str) -> bool:
@@ -344,7 +369,8 @@ def set_playable(video_id: str, token: str, *, master_url: str, processed_path: 
 
 
 def finish_run(video_id: str, token: str, *, master_url: str, processed_path: str, total_files: int,
-               duration: float, cover_url: str | None, renditions: list[dict], thumbnails: list[dict]) -> bool:
+               duration: float, cover_url: str | None, renditions: list[dict], thumbnails: list[dict],
+               audio_tracks: list[dict] | None = None) -> bool:
     """Switch the video to the new output in one transaction: rows replaced, COMPLETED."""
     now = utcnow()
     with write_transaction():
@@ -360,8 +386,8 @@ def finish_run(video_id: str, token: str, *, master_url: str, processed_path: st
         Video.update(status=ProcessingStatus.COMPLETED, master_playlist_url=master_url,
                      s3_processed_path=processed_path, total_s3_files=total_files, original_duration=duration,
                      thumbnail=cover_url, processed_at=now, playable_at=fn.COALESCE(Video.playable_at, now),
-                     progress=1.0, run_token=None, error_message=None, updated_at=now
-                     ).where(Video.id == video_id).execute()
+                     progress=1.0, run_token=None, error_message=None, updated_at=now,
+                     audio_tracks=audio_tracks or []).where(Video.id == video_id).execute()
     return True
 
 
@@ -424,6 +450,14 @@ def uploading_videos(limit: int = 500) -> list[Video]:
     """Videos still waiting for their bytes."""
     return list(Video.select().where((Video.upload_status == UploadStatus.UPLOADING)
                                      & (Video.status == ProcessingStatus.PENDING)).limit(limit))
+
+
+def closed_with_live_upload_urls(since: datetime.datetime, limit: int = 500) -> list[str]:
+    """Ids of videos deleted (or whose upload was refused or expired) while their upload URLs, which
+    expire at upload_expires_at, were alive after `since`."""
+    closed = ((Video.status == ProcessingStatus.ARCHIVED)
+              | ((Video.upload_status == UploadStatus.UPLOADING) & (Video.status == ProcessingStatus.FAILED)))
+    return [v.id for v in Video.select(Video.id).where(closed & (Video.upload_expires_at > since)).limit(limit)]
 
 
 def stale_queued(older_than: datetime.datetime, limit: int = 500) -> list[Video]:
