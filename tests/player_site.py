@@ -49,7 +49,7 @@ def player_site_once(seaweed, tmp_path_factory):
                                         "STREAMFORGE_PIPELINE_HEIGHTS": "360",
                                         "STREAMFORGE_PIPELINE_SEGMENT_SECONDS": "2"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)
+    seaweed.store.prepare([cfg.base_url])
     clip = make_video(tmp / "clip.mp4", width=640, height=360, seconds=12).read_bytes()
     app = create_app(cfg)
     with LiveServer(app, port=port) as server:
@@ -75,7 +75,7 @@ def site(player_site_once, seaweed):
     """The session's player site, with the process-wide database and queue pointed at it again and the
     store's CORS rule naming it again (tests of other modules change them), as test_security's World.activate."""
     from streamforge.jobs import tasks
-    seaweed.store.prepare([player_site_once.cfg.base_url], public_output=False)
+    seaweed.store.prepare([player_site_once.cfg.base_url])
     dbmod.init_db(player_site_once.cfg.database_url)
     tasks.configure(player_site_once.cfg)
     return player_site_once

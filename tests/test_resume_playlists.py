@@ -119,7 +119,7 @@ def test_a_playlist_plays_through_and_its_page_reorders_and_removes(site, browse
         page.goto(f"{site.url}/playlists/{pl['slug']}")
         page.locator(".playlist-item").nth(0).locator("[data-action=down]").click()
         page.wait_for_load_state()
-        page.wait_for_function("() => document.querySelector('.playlist-item-title').textContent === "
+        page.wait_for_function("() => document.querySelector('.playlist-item-title')?.textContent === "
                                "'Lake without captions'")
         page.locator(".playlist-item").nth(2).locator("[data-action=remove]").click()
         page.wait_for_function("() => document.querySelectorAll('.playlist-item').length === 2")
