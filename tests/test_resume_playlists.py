@@ -78,6 +78,9 @@ def test_the_player_saves_the_position_and_the_page_resumes_from_it(site, browse
         end = page.locator("#end-screen")
         end.wait_for(state="visible")
         assert saved(site, vid, lambda e: e["watched"])["watched"] is True
+        # the control bar stays usable below it
+        assert page.evaluate("""() => document.getElementById('end-screen').getBoundingClientRect().bottom <=
+            document.querySelector('media-time-range').getBoundingClientRect().top + 1""")
         shot(page, "watch-end-screen")
         page.locator("#end-screen [data-action=replay]").click()
         assert poll(page, "() => !document.getElementById('video').paused", bool) and not end.is_visible()
