@@ -90,6 +90,16 @@ def test_the_player_saves_the_position_and_the_page_resumes_from_it(site, browse
         page.goto(f"{site.url}/watch/{slug}")
         page.wait_for_function("() => document.getElementById('video').readyState >= 1")
         assert page.evaluate(VIDEO_T) < 0.5
+        # a cleared history starts every video from the beginning
+        page.goto(f"{site.url}/watch/{slug}?t=5")
+        assert play(page, 6) >= 6
+        page.goto(f"{site.url}/")
+        assert saved(site, vid, lambda e: e["position"] >= 6)["position"] >= 6
+        assert requests.delete(f"{site.url}/api/me/history", headers=h(site, "ana"), timeout=10).status_code == 204
+        assert history(site) == []
+        page.goto(f"{site.url}/watch/{slug}")
+        page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+        assert page.evaluate(VIDEO_T) < 0.5
         assert page.troubles["errors"] == [], page.troubles["errors"]
     finally:
         page.context.close()

@@ -7,6 +7,7 @@ const video = document.getElementById('video')
 const controller = document.getElementById('player')
 const SAVE_EVERY_MS = 5000
 const NEXT_AFTER_S = 5
+const LOCAL_WINS_MS = 60000
 
 function csrf () {
   return document.querySelector('meta[name="csrf-token"]')?.content || ''
@@ -65,10 +66,12 @@ function trackPosition () {
 }
 
 function resume () {
-  // the newer of the server's position (any device) and this browser's own
+  // the server's position (any device), unless this browser saved a newer one moments ago (a reload whose
+  // request overtook the old page's last report); with no server entry (a cleared history) it starts at 0
   const local = remembered()
   const serverAt = data.resume_at ? Date.parse(data.resume_at) : 0
-  const at = local && local.at > serverAt ? Number(local.position || 0) : Number(data.resume || 0)
+  const fresh = local && serverAt && local.at > serverAt && Date.now() - local.at < LOCAL_WINS_MS
+  const at = fresh ? Number(local.position || 0) : Number(data.resume || 0)
   if (!(at > 0) || new URLSearchParams(location.search).has('t')) return
   video.dataset.resumedFrom = String(at)
   const seek = () => {
