@@ -21,7 +21,8 @@ from streamforge.store.db import Caption, Video, db, utcnow, write_transaction
 
 log = logging.getLogger("streamforge.captions")
 
-UPLOAD, ORIGINAL = "upload", "original"
+UPLOAD, ORIGINAL, AUTO = "upload", "original", "auto"
+MAX_TRANSCRIPT = 500_000  # characters of caption text the search indexes per video
 MASTER_CACHE = "public, max-age=2"
 IMMUTABLE = "public, max-age=31536000, immutable"
 _locks: dict[str, threading.Lock] = {}
@@ -66,12 +67,40 @@ def save_track(video_id: str, language: str, label: str, content: str, source: s
                     Caption.create(video=video_id, language=language, created_at=now, **fields)
             except IntegrityError:  # created at the same moment by another request: replace that one
                 Caption.update(**fields).where(Caption.video == video_id, Caption.language == language).execute()
+    refresh_transcript(video_id)
     return Caption.get(Caption.video == video_id, Caption.language == language)
+
+
+def save_auto_track(video_id: str, language: str, content: str) -> Caption | None:
+    """Store a transcription as the `auto` track of its language, unless an uploaded or original one is there."""
+    existing = Caption.get_or_none(Caption.video == video_id, Caption.language == language)
+    if existing is not None and existing.source != AUTO:
+        return None
+    return save_track(video_id, language, f"{language} (auto)", content, source=AUTO)
 
 
 def delete_track(video_id: str, language: str) -> bool:
     """Remove the video's track for `language`; False when there is none."""
-    return Caption.delete().where(Caption.video == video_id, Caption.language == language).execute() > 0
+    gone = Caption.delete().where(Caption.video == video_id, Caption.language == language).execute() > 0
+    refresh_transcript(video_id)
+    return gone
+
+
+def refresh_transcript(video_id: str) -> None:
+    """Put the plain text of every caption track of the video where the full-text search finds it."""
+    parts = []
+    for track in tracks_of(video_id):
+        try:
+            parts.append(vtt.plain_text(vtt.parse_captions(track.content)))
+        except vtt.CaptionFormatError:  # stored tracks are normalised WebVTT; an odd one is left out
+            continue
+    text = "\n".join(p for p in parts if p)[:MAX_TRANSCRIPT] or None
+    Video.update(transcript=text).where(Video.id == video_id).execute()
+
+
+def has_auto_track(video_id: str) -> bool:
+    """True when the video has a caption track made by transcription."""
+    return Caption.select().where(Caption.video == video_id, Caption.source == AUTO).exists()
 
 
 def set_original_tracks(video_id: str, tracks: list[vtt.SubtitleTrack]) -> None:
@@ -88,6 +117,7 @@ def set_original_tracks(video_id: str, tracks: list[vtt.SubtitleTrack]) -> None:
     for language, track in wanted.items():
         if taken.get(language) != UPLOAD:
             save_track(video_id, language, track.label, vtt.to_webvtt(track.cues), source=ORIGINAL)
+    refresh_transcript(video_id)
 
 
 def write_local(video_id: str, outdir: Path, master: str, duration: float) -> tuple[list[str], list[str]]:

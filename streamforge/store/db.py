@@ -180,6 +180,10 @@ class Video(BaseModel):
     watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
+    # speech and chapters (migration 12): the caption tracks' plain text, for the full-text search, and
+    # the upload's own chapters as JSON [{"start", "title"}] (None: it has none; the description's apply)
+    transcript = TextField(null=True)
+    container_chapters = TextField(null=True)
 
     class Meta:
         table_name = "videos"
@@ -422,11 +426,43 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
+def _migration_8(database) -> None:
+    """Reserved for another change of the third round (a no-op here)."""
+
+
+def _migration_9(database) -> None:
+    """Reserved for another change of the third round (a no-op here)."""
+
+
+def _migration_10(database) -> None:
+    """Reserved for another change of the third round (a no-op here)."""
+
+
+def _migration_11(database) -> None:
+    """Reserved for another change of the third round (a no-op here)."""
+
+
+def _migration_12(database) -> None:
+    """Speech and chapters: videos.transcript (in the full-text index) and videos.container_chapters."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+
+    from streamforge.store import search
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    columns = {c.name for c in database.get_columns("videos")}
+    for name in ("transcript", "container_chapters"):
+        if name not in columns:
+            run(migrator.add_column("videos", name, Video._meta.fields[name]))
+    if not search.indexes_transcript(database):
+        search.rebuild(database)
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
+              _migration_8, _migration_9, _migration_10, _migration_11, _migration_12]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

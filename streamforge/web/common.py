@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from streamforge.config import Config
 from streamforge.errors import Conflict, Forbidden, NotFound, StorageError, StreamForgeError, ValidationError
-from streamforge.store import captions, users, videos
+from streamforge.store import captions, chapters, users, videos
 from streamforge.store.objects import ObjectStore
 
 STATUS_FOR = {NotFound: 404, ValidationError: 400, Conflict: 409, StorageError: 503, Forbidden: 403}
@@ -136,6 +136,7 @@ def video_json(video, full: bool = True) -> dict:
         "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
         "attempts": video.attempts, "kind": video.kind or "video",
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
+        **chapters_json(video),
     }
     if full:
         out["renditions"] = [{
@@ -169,3 +170,11 @@ def caption_json(video, track) -> dict:
 def captions_json(video) -> list[dict]:
     """VIDEO.captions: every track of the video."""
     return [caption_json(video, t) for t in captions.tracks_of(video.id)]
+
+
+def chapters_json(video) -> dict:
+    """VIDEO.chapters ([{"start", "title"}]) and `chapters_url`, the WebVTT chapters file the player reads."""
+    found = chapters.chapters_of(video)
+    rel = chapters.relpath(video) if found and video.master_playlist_url else None
+    return {"chapters": [c.as_json() for c in found],
+            "chapters_url": media_url(video, f"{video.s3_processed_path}/{rel}") if rel else None}
