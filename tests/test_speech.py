@@ -166,7 +166,7 @@ def test_auto_captions_after_the_ladder_are_searchable_and_yield_to_an_upload(li
     assert 'TYPE=SUBTITLES' in master and 'LANGUAGE="en"' in master
     # spoken words find the public video, by the API and on /explore
     requests.patch(f"{live.url}/api/videos/{vid}", json={"visibility": "public"}, headers=live.h).raise_for_status()
-    found = requests.get(f"{live.url}/api/public/videos", params={"q": "umbrella tulips"}, timeout=30).json()
+    found = requests.get(f"{live.url}/api/public/videos", params={"q": "umbrella station"}, timeout=30).json()
     assert [x["id"] for x in found["items"]] == [vid]
     assert requests.get(f"{live.url}/api/public/videos", params={"q": "zeppelin"}).json()["items"] == []
     assert v["title"] in requests.get(f"{live.url}/explore", params={"q": "volunteers"}, timeout=30).text
@@ -327,7 +327,7 @@ def test_caption_text_is_in_the_index_on_both_databases(database):
         captions.save_track(b.id, "fr", "", "WEBVTT\n\n00:00.000 --> 00:02.000\nUne recette de crêpes\n")
         assert Video.get_by_id(a.id).transcript == "The lighthouse keeper & the gulls"
         assert [v.title for v in search.public_videos("lighthouse gull", None, 1, 10)[0]] == ["Harbour tour"]
-        assert [v.title for v in search.public_videos("crepes", None, 1, 10)[0]] == ["Kitchen"]
+        assert [v.title for v in search.public_videos("crêpes", None, 1, 10)[0]] == ["Kitchen"]
         # a title word ranks above the same word spoken
         c = _public_video(u, "Gulls")
         assert [v.title for v in search.public_videos("gulls", None, 1, 10)[0]] == ["Gulls", "Harbour tour"]
@@ -342,7 +342,7 @@ def test_migration_12_indexes_the_transcript_of_an_older_database(database):
         _public_video(u, "Old riverside walk")
         # back to version 11: the index without the transcript, no transcript or chapters columns
         sqlite = isinstance(database, dbmod.SqliteDatabase)
-        for name in ("insert", "update", "delete"):
+        for name in ("insert", "update", "delete") if sqlite else ():
             database.execute_sql(f"DROP TRIGGER IF EXISTS video_search_{name}")
         database.execute_sql("DROP TABLE IF EXISTS video_search" if sqlite else
                              "ALTER TABLE videos DROP COLUMN IF EXISTS search_vector")
