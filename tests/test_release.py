@@ -100,6 +100,15 @@ def test_serve_from_the_release_without_python_uploads_plays_and_stops_clean(rel
             time.sleep(0.5)
         assert video["status"] == "COMPLETED", (video.get("error_message"), proc.logpath.read_text()[-3000:])
         _play(video["master_playlist_url"])
+        # the release carries the speech model: the auto captions stage runs offline after COMPLETED
+        deadline, stages = time.time() + 180, []
+        while time.time() < deadline:
+            logs = requests.get(f"{proc.url}/api/videos/{r['video']['id']}/logs", headers=h, timeout=10).json()
+            stages = [x for x in logs["items"] if x["stage"] == "captions" and x["status"] != "started"]
+            if stages:
+                break
+            time.sleep(0.5)
+        assert [x["status"] for x in stages] == ["completed"], (stages, proc.logpath.read_text()[-3000:])
         # SIGTERM to the program (the bootloader forwards it): every part ends, the unpacked dir goes
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(60) == 0

@@ -18,6 +18,7 @@ from media_factory import make_video
 from media_live import fetch, ffmpeg, get, upload
 from media_live import live as live  # noqa: F401  (the fixture)
 
+from streamforge.jobs import processing
 from streamforge.pipeline import chapters as chap
 from streamforge.pipeline import speech
 from streamforge.pipeline.captions import Cue, parse_captions
@@ -155,6 +156,12 @@ def test_auto_captions_after_the_ladder_are_searchable_and_yield_to_an_upload(li
     # the run completes first; the transcription is a task of its own after it
     assert [str(x) for x in drain_queue(limit=1)] == ["completed"]
     assert get(live, vid)["status"] == "COMPLETED" and get(live, vid)["captions"] == []
+    # a worker told to stop gives the transcription back to the queue; the next one does it
+    processing.SHUTDOWN.set()
+    try:
+        assert drain_queue(limit=1) == ["handed-back"]
+    finally:
+        processing.SHUTDOWN.clear()
     assert drain_queue() == ["captioned"]
     v = get(live, vid)
     assert [(c["language"], c["source"]) for c in v["captions"]] == [("en", "auto")]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
-from streamforge.jobs.processing import _Stage
+from streamforge.jobs.processing import SHUTDOWN, HandBack, _Stage
 from streamforge.pipeline import speech
 from streamforge.pipeline.captions import to_webvtt
 from streamforge.store import captions, videos
@@ -42,6 +42,8 @@ def caption_video(config: Config, video_id: str) -> str:
         with _Stage(video_id, video.attempts, "captions") as stage:
             stage.message = _transcribe(config, store, video, workdir)
         return "captioned"
+    except HandBack:  # the worker is stopping: the task goes back on the queue
+        return "handed-back"
     except (MediaError, StorageError, OSError) as e:  # logged by the stage; the video stays COMPLETED
         log.warning("auto captions of %s failed: %s", video_id, e)
         return "captions-failed"
@@ -52,6 +54,11 @@ def caption_video(config: Config, video_id: str) -> str:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _stop_at_shutdown(fraction: float) -> None:
+    if SHUTDOWN.is_set():
+        raise HandBack()
+
+
 def _transcribe(config: Config, store, video, workdir: Path) -> str:
     """Download the original, transcribe it, store and publish the track; returns the log message."""
     from streamforge.pipeline import probe
@@ -59,7 +66,8 @@ def _transcribe(config: Config, store, video, workdir: Path) -> str:
     store.download(video.original_key, str(src))
     info = probe(src)  # the output's 0 is the first video frame, as for every track
     t0 = time.monotonic()
-    result = speech.transcribe(src, options(config), start=info.start_time if info.kind == "video" else 0.0)
+    result = speech.transcribe(src, options(config), start=info.start_time if info.kind == "video" else 0.0,
+                               progress=_stop_at_shutdown)
     took = time.monotonic() - t0
     rate = f"{took:.1f} s for {result.audio_seconds:.1f} s of audio"
     if not result.cues:

@@ -91,7 +91,10 @@ def process_video(video_id: str, task=None) -> str:
 def auto_captions(video_id: str) -> str:
     """Transcribe a COMPLETED video into its `auto` caption track (stage `captions` in its log)."""
     with heartbeats.running():
-        return captioning.caption_video(config(), video_id)
+        outcome = captioning.caption_video(config(), video_id)
+    if outcome == "handed-back":  # the worker stopped mid-way: the next one transcribes it
+        enqueue_captions(video_id)
+    return outcome
 
 
 def enqueue_captions(video_id: str) -> str:

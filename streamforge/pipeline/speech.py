@@ -166,7 +166,7 @@ def transcribe(path: str | Path, options: SpeechOptions, start: float = 0.0,
                 progress(min(1.0, segment.end / seconds))
     except SpeechError:
         raise
-    except Exception as e:  # CTranslate2 and tokenizers raise their own types
+    except (ValueError, RuntimeError, OSError) as e:  # CTranslate2's, tokenizers' and onnxruntime's failures
         raise SpeechError(f"transcription failed: {e}") from None
     language = options.language or info.language or "und"
     return Transcript(language=language, cues=make_cues(words), audio_seconds=seconds)
