@@ -317,7 +317,8 @@ class Caption(BaseModel):
     video = ForeignKeyField(Video, backref="caption_tracks", on_delete="CASCADE")
     language = CharField(max_length=35)
     label = CharField(max_length=100, default="")
-    source = CharField(max_length=16, default="upload")  # "upload" or "original" (a stream of the upload)
+    # "upload", "original" (a stream of the upload) or "auto" (transcribed, migration 12: no schema change)
+    source = CharField(max_length=16, default="upload")
     content = TextField()
     version = CharField(max_length=16)  # a hash of the content: its objects' names change with it
     created_at = DateTimeField(default=utcnow)
