@@ -434,9 +434,21 @@ def cmd_doctor(args) -> int:
             "libx264, libx265, libsvtav1, libvpx-vp9, aac" if not missing else f"missing {', '.join(missing)}")))
     except ImportError as e:
         results.append((False, "codecs", str(e)))
+    if cfg.captions.auto:
+        results.append(_speech_check(cfg))
     for ok, name, detail in results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     return 0 if all(ok for ok, _, _ in results) else 1
+
+
+def _speech_check(cfg: Config) -> tuple[bool, str, str]:
+    """Doctor's check that the auto captions' model loads (offline, for the packaged default)."""
+    from streamforge.pipeline import speech
+    try:
+        speech.load_model(cfg.captions.model, 1)
+    except StreamForgeError as e:
+        return False, "speech", str(e)
+    return True, "speech", f"faster-whisper model {cfg.captions.model or 'tiny.en (packaged)'} loads"
 
 
 def cmd_import(args) -> int:

@@ -65,6 +65,8 @@ def _transcribe(config: Config, store, video, workdir: Path) -> str:
     src = workdir / f"original{Path(video.original_file_name).suffix[:10]}"
     store.download(video.original_key, str(src))
     info = probe(src)  # the output's 0 is the first video frame, as for every track
+    if not info.has_audio:
+        return "no audio track: nothing to transcribe"
     t0 = time.monotonic()
     result = speech.transcribe(src, options(config), start=info.start_time if info.kind == "video" else 0.0,
                                progress=_stop_at_shutdown)

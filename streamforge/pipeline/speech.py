@@ -168,7 +168,7 @@ def transcribe(path: str | Path, options: SpeechOptions, start: float = 0.0,
         raise
     except (ValueError, RuntimeError, OSError) as e:  # CTranslate2's, tokenizers' and onnxruntime's failures
         raise SpeechError(f"transcription failed: {e}") from None
-    language = options.language or info.language or "und"
+    language = info.language or options.language or "und"  # an English-only model says "en" whatever was asked
     return Transcript(language=language, cues=make_cues(words), audio_seconds=seconds)
 
 
