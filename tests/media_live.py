@@ -30,7 +30,7 @@ def live(seaweed, make_app, tmp_path, live_env):
            "STREAMFORGE_PIPELINE_SEGMENT_SECONDS": "2", **live_env}
     cfg = seaweed.make_config(tmp_path, env=env)
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)
+    seaweed.store.prepare([cfg.base_url])
     with LiveServer(make_app(cfg), port=port) as server:
         with dbmod.db.connection_context():
             _, tok = videos.create_token(videos.get_or_create_user("owner-i13@example.com"))

@@ -343,9 +343,18 @@ def private_store(tmp_path_factory):
 
 
 def ensure_running(store) -> None:
+    """Start the stopped store again on the same S3 port (the app's config names it)."""
     if not store.embedded.running():
+        from streamforge.store.embedded import port_free
+        port = int(store.endpoint.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        # a busy machine may hold the port (or its gRPC twin) a moment after weed exits: `start` would
+        # then pick another one and the app would knock on the old one
+        while not (port_free(port) and port_free(port + 10000)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         store.embedded.start()
         store.embedded.wait_ready(60)
+        assert store.embedded.endpoint.rstrip("/") == store.endpoint.rstrip("/"), "the store moved to another port"
 
 
 @pytest.fixture
@@ -569,7 +578,7 @@ def stack(seaweed, tmp_path):
         s = Services(tmp_path, stack_env(seaweed, port, **extra), port)
         s.data.mkdir(parents=True, exist_ok=True)
         s.cfg = attach(s.env, s.data)
-        seaweed.store.prepare([s.cfg.base_url], public_output=False)
+        seaweed.store.prepare([s.cfg.base_url])
         with dbmod.db.connection_context():
             _, s.token = videos.create_token(videos.get_or_create_user("stack@example.com"))
         s.h = {"Authorization": f"Bearer {s.token}"}

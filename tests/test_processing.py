@@ -23,7 +23,7 @@ def live(seaweed, make_app, tmp_path):
                                              "STREAMFORGE_PIPELINE_HEIGHTS": "360,240",
                                              "STREAMFORGE_PLAYBACK_SIGNED_URL_TTL": "600"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)  # as `streamforge web` does at start
+    seaweed.store.prepare([cfg.base_url])  # as `streamforge web` does at start
     with LiveServer(make_app(cfg), port=port) as server:
         from streamforge.store import videos
         with dbmod.db.connection_context():
@@ -108,11 +108,11 @@ def test_signed_links_expire(live):
     vid = upload(live, CLIP.read_bytes())
     drain_queue()
     past = int(time.time()) - 1
-    sig = playback.sign(live.cfg.server.secret_key, vid, past)
+    sig = playback.sign(live.cfg.server.secret_key, vid, past, "private")
     r = requests.get(f"{live.url}/play/{vid}/master.m3u8?exp={past}&sig={sig}", timeout=10)
     assert r.status_code == 403 and "expired" in r.json()["error"]["message"]
     soon = int(time.time()) + 60
-    sig = playback.sign(live.cfg.server.secret_key, vid, soon)
+    sig = playback.sign(live.cfg.server.secret_key, vid, soon, "private")
     assert requests.get(f"{live.url}/play/{vid}/master.m3u8?exp={soon}&sig={sig}", timeout=10).status_code == 200
     other = playback.sign(live.cfg.server.secret_key, "someothervideo", soon)
     assert requests.get(f"{live.url}/play/{vid}/master.m3u8?exp={soon}&sig={other}", timeout=10).status_code == 403

@@ -75,10 +75,10 @@ class World:
     def owner_get(self, vid: str) -> requests.Response:
         return requests.get(f"{self.url}/api/videos/{vid}", headers=self.h(self.alice), timeout=10)
 
-    def sig(self, video_id: str) -> str:
-        """The query string the app hands out for `video_id`'s output."""
+    def sig(self, video_id: str, visibility: str = "private") -> str:
+        """The query string the app hands out for `video_id`'s output while it has `visibility`."""
         exp = playback.expiry(600)
-        return f"exp={exp}&sig={playback.sign(self.cfg.server.secret_key, video_id, exp)}"
+        return f"exp={exp}&sig={playback.sign(self.cfg.server.secret_key, video_id, exp, visibility)}"
 
     def session(self, who: str) -> requests.Session:
         """A browser: anonymous, or signed in by the login link with its CSRF token at hand."""
@@ -130,7 +130,7 @@ def world(seaweed, tmp_path_factory):
         "STREAMFORGE_UPLOAD_MULTIPART_THRESHOLD": str(5 * MiB), "STREAMFORGE_UPLOAD_PART_SIZE": str(5 * MiB),
         "STREAMFORGE_PLAYBACK_SIGNED_URL_TTL": "600"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)  # as `streamforge web` does at start
+    seaweed.store.prepare([cfg.base_url])  # as `streamforge web` does at start
     app = create_app(cfg)
     clip = make_video(tmp / "clip.mp4", width=320, height=240, seconds=1)
     with LiveServer(app, port=port) as live:
@@ -316,6 +316,9 @@ MATRIX = [
         who(403, 403, 403)),
     Row("GET", "/play/<video_id>/<path:relpath>",
         lambda w: f"/play/{w.a['id']}/{_thumb_path(w)}?{w.sig(w.b['id'])}", who(403, 403, 403)),
+    # the CDN's origin: public videos only, and only with [cdn] base_url set (not in this world)
+    Row("GET", "/processed/<video_id>/<path:relpath>", lambda w: f"/processed/{w.a['id']}/master.m3u8",
+        who(404, 404, 404)),
     # bob's signature, walking out of bob's folder into alice's
     Row("GET", "/play/<video_id>/<path:relpath>",
         lambda w: f"/play/{w.b['id']}/..%2F..%2F{w.a['id']}%2Fmaster.m3u8?{w.sig(w.b['id'])}",
@@ -455,7 +458,7 @@ def test_guessed_media_urls_are_refused(world):
     """The store serves nothing of a video without a signature, whatever its visibility; /play wants
     this video's own unexpired signature; a deleted video's links stop working."""
     world.activate()
-    world.store.prepare([world.cfg.base_url], public_output=False)
+    world.store.prepare([world.cfg.base_url])
     vid = world.a2["id"]
     keys = [o.key for o in world.store.list(f"processed/{vid}/")]
     picks = {"master": f"processed/{vid}/master.m3u8",
@@ -476,8 +479,9 @@ def test_guessed_media_urls_are_refused(world):
         for rel in ("master.m3u8", seg_rel):
             r = requests.get(f"{world.url}/play/{vid}/{rel}?{query}", allow_redirects=False, timeout=10)
             assert r.status_code == 403, (query[:20], rel, r.status_code)
-    # the presigned segment URL a player gets covers that key alone
-    r = requests.get(f"{world.url}/play/{vid}/{seg_rel}?{world.sig(vid)}", allow_redirects=False, timeout=10)
+    # the presigned segment URL a player gets covers that key alone (the video is public now)
+    r = requests.get(f"{world.url}/play/{vid}/{seg_rel}?{world.sig(vid, 'public')}", allow_redirects=False,
+                     timeout=10)
     assert r.status_code == 302
     signed = r.headers["Location"]
     assert requests.get(signed, timeout=10).status_code == 200
@@ -485,7 +489,7 @@ def test_guessed_media_urls_are_refused(world):
     forged = signed.replace(picks["segment"], other_key)
     assert forged != signed and requests.get(forged, timeout=10).status_code == 403
     # deleting the video kills its links at once, although their signatures have not expired
-    master_link = f"{world.url}/play/{vid}/master.m3u8?{world.sig(vid)}"
+    master_link = f"{world.url}/play/{vid}/master.m3u8?{world.sig(vid, 'public')}"
     assert requests.get(master_link, timeout=10).status_code == 200
     assert requests.delete(f"{world.url}/api/videos/{vid}", headers=world.h(world.alice), timeout=10).status_code == 204
     assert requests.get(master_link, timeout=10).status_code == 404

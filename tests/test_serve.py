@@ -160,7 +160,8 @@ def test_doctor_and_token_output(serve):
                          env=serve.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
-    assert [line.split()[1].rstrip(":") for line in lines] == ["config", "database", "store", "queue", "codecs"]
+    assert [line.split()[1].rstrip(":") for line in lines] == ["config", "database", "store", "queue", "codecs",
+                                                                 "notifications"]
     assert all(line.startswith("ok") for line in lines)
     secrets = (serve.data / "secrets.json").read_text()
     import json

@@ -31,7 +31,7 @@ def site(seaweed, tmp_path_factory):
                                         "STREAMFORGE_PIPELINE_HEIGHTS": "136",
                                         "STREAMFORGE_PIPELINE_SEGMENT_SECONDS": "2"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)
+    seaweed.store.prepare([cfg.base_url])
     clip = make_video(tmp / "clip.mp4", width=W, height=H, seconds=6, audio=None).read_bytes()
     app = create_app(cfg)
     with LiveServer(app, port=port) as server:

@@ -12,7 +12,7 @@ import logging
 from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.jobs import tasks
-from streamforge.store import videos
+from streamforge.store import counters, videos
 from streamforge.store.db import UploadStatus, utcnow
 from streamforge.store.objects import ObjectStore
 
@@ -62,6 +62,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             break
         if outcome == "queued":
             counts["recovered_uploads"] += 1
+            counters.note_recovered_upload()
         elif outcome == "missing" and video.upload_expires_at and video.upload_expires_at < now:
             if video.upload_id:
                 try:
@@ -93,3 +94,28 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             tasks.enqueue_processing(video.id)
             counts["requeued"] += 1
     return counts
+
+
+# The sweeper recovering this many uploads in a row, with no notification about any upload in between,
+# means notifications have stopped (one can be lost now and then: SeaweedFS keeps them in memory).
+STALLED_AFTER = 2
+STALLED_CAUSES = (
+    "the webhook token differs between the store and [webhook] token (the store gets 401)",
+    "MinIO's queue (MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_*) is jammed behind an event it keeps retrying, or full "
+    "(see MinIO's log and `mc admin info`)",
+    "the bucket has no subscription: `mc event add ALIAS/BUCKET arn:minio:sqs::STREAMFORGE:webhook --event put "
+    "--prefix originals/` was never run (`mc event ls ALIAS/BUCKET` shows none), or AWS's "
+    "put-bucket-notification-configuration replaced it",
+    "the store cannot reach the webhook URL (MINIO_NOTIFY_WEBHOOK_ENDPOINT_*, a proxy, a firewall)",
+)
+
+
+def notification_warning(health: counters.NotificationHealth) -> str | None:
+    """A warning naming the likely causes when the sweeper is doing the webhook's job; None when all is well."""
+    if health.recovered_since_notification < STALLED_AFTER:
+        return None
+    since = (f"since the last one at {health.last_notification_at:%Y-%m-%d %H:%M} UTC"
+             if health.last_notification_at else "and none has ever arrived")
+    return (f"store notifications have stopped arriving: the sweeper picked up the last "
+            f"{health.recovered_since_notification} finished uploads, {since} (uploads wait up to "
+            f"[sweeper] interval_seconds). Likely causes: " + "; ".join(STALLED_CAUSES) + ".")

@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 
 from streamforge.errors import MediaError
+from streamforge.pipeline.languages import normalise_language
 
 # Demuxers that read only the one file they are given. Notably absent: hls, concat, image2,
 # dash, tee, subfile, ffmetadata, sdp, rtsp, and every network or "playlist" format.
@@ -42,9 +43,24 @@ OPEN_OPTIONS = {
 }
 # Formats whose header duration we trust enough to call a much shorter decode "truncated".
 TRUSTED_DURATION_FORMATS = ("mov", "mp4")
+MAX_AUDIO_TRACKS = 8
+# handler names muxers write on every track: not a title
+_GENERIC_HANDLERS = {"soundhandler", "sound handler", "core media audio", "isomedia file produced by google",
+                     "mono", "stereo", "audio"}
 STANDARD_RATES = tuple(Fraction(n, d) for n, d in (
     (24000, 1001), (24, 1), (25, 1), (30000, 1001), (30, 1), (48, 1), (50, 1), (60000, 1001), (60, 1),
     (15, 1), (12, 1), (10, 1), (20, 1), (120, 1), (100, 1)))
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """One audio stream of an upload: its language as BCP 47, its title, whether it plays by default."""
+
+    index: int
+    language: str  # "und" when the file does not say
+    title: str
+    default: bool
+    channels: int = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,9 @@ class ProbeResult:
     kind: str = "video"  # "audio": an audio-only file (width, height and the video fields are 0/empty)
     # text subtitle streams: (stream index, codec name, language tag from the file or "")
     subtitle_streams: tuple = ()
+    # every decodable audio stream (up to MAX_AUDIO_TRACKS), in the file's order; the default one's
+    # index is audio_stream_index, and the audio_* fields above describe it
+    audio_tracks: tuple[AudioTrack, ...] = ()
 
     @property
     def trusted_duration(self) -> bool:
@@ -151,8 +170,9 @@ def _inspect(path: Path, container) -> ProbeResult:
             return _inspect_audio(path, container, audios, subtitles)
         raise MediaError(f"{name}: no video stream")
     video = videos[0]
-    # the first audio stream we can decode, if any: a track in an unknown codec is no reason to fail
-    audio = next((a for a in audios if _decodable(a)), None)
+    # the audio streams we can decode, if any: a track in an unknown codec is no reason to fail
+    tracks = audio_tracks(audios)
+    audio = _default_stream(audios, tracks)
     vctx = video.codec_context
     if not vctx.width or not vctx.height:
         raise MediaError(f"{name}: the video stream has no picture size")
@@ -210,12 +230,14 @@ def _inspect(path: Path, container) -> ProbeResult:
         audio_stream_index=audio.index if audio else None,
         bit_rate=int(container.bit_rate or 0),
         subtitle_streams=subtitles,
+        audio_tracks=tracks,
     )
 
 
 def _inspect_audio(path: Path, container, audios: list, subtitles: tuple) -> ProbeResult:
-    """An audio-only file: its first decodable audio stream and its duration."""
-    audio = next((a for a in audios if _decodable(a)), None)
+    """An audio-only file: its decodable audio streams (the default one first in the fields) and its duration."""
+    tracks = audio_tracks(audios)
+    audio = _default_stream(audios, tracks)
     if audio is None:
         raise MediaError(f"{path.name}: no audio stream that can be decoded")
     tb = audio.time_base
@@ -235,7 +257,31 @@ def _inspect_audio(path: Path, container, audios: list, subtitles: tuple) -> Pro
         audio_codec=ctx.name, audio_channels=ctx.channels, audio_sample_rate=ctx.sample_rate,
         audio_layout=ctx.layout.name, stream_count=len(container.streams), video_stream_index=-1,
         audio_stream_index=audio.index, bit_rate=int(container.bit_rate or 0), kind="audio",
-        subtitle_streams=subtitles)
+        subtitle_streams=subtitles, audio_tracks=tracks)
+
+
+def audio_tracks(streams: list) -> tuple[AudioTrack, ...]:
+    """The decodable audio streams (at most MAX_AUDIO_TRACKS) with BCP 47 languages; exactly one default:
+    the first stream the file flags default, else the first."""
+    usable = [s for s in streams if _decodable(s)][:MAX_AUDIO_TRACKS]
+    flagged = next((s.index for s in usable if s.disposition & av.stream.Disposition.default),
+                   usable[0].index if usable else None)
+    tracks = []
+    for s in usable:
+        meta = s.metadata or {}
+        title = " ".join(str(meta.get("title") or meta.get("handler_name") or "").split())[:100]
+        if title.lower() in _GENERIC_HANDLERS:
+            title = ""  # muxers' placeholder handler names say nothing to a viewer
+        tracks.append(AudioTrack(index=s.index, language=normalise_language(meta.get("language")),
+                                 title=title, default=s.index == flagged,
+                                 channels=s.codec_context.channels))
+    return tuple(tracks)
+
+
+def _default_stream(streams: list, tracks: tuple[AudioTrack, ...]):
+    """The stream of the default track, or None when no audio stream decodes."""
+    index = next((t.index for t in tracks if t.default), None)
+    return next((s for s in streams if s.index == index), None)
 
 
 def _decodable(stream) -> bool:

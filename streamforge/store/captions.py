@@ -76,7 +76,8 @@ def save_auto_track(video_id: str, language: str, content: str) -> Caption | Non
     existing = Caption.get_or_none(Caption.video == video_id, Caption.language == language)
     if existing is not None and existing.source != AUTO:
         return None
-    return save_track(video_id, language, f"{language} (auto)", content, source=AUTO)
+    from streamforge.pipeline.languages import language_name
+    return save_track(video_id, language, f"{language_name(language) or language} (auto)", content, source=AUTO)
 
 
 def delete_track(video_id: str, language: str) -> bool:

@@ -11,7 +11,6 @@ import base64
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import mimetypes
 import os
@@ -222,6 +221,10 @@ class ObjectStore:
             except S3Error as e:
                 # MinIO's community server has no per-bucket CORS: its CORS is server-wide
                 # (MINIO_API_CORS_ALLOW_ORIGIN, "*" by default), so browsers are already allowed.
+                if e.code == "AccessDenied":  # a least-privilege key (docs/stores.md): the operator sets CORS
+                    log.warning("not allowed to set the bucket's CORS (s3:PutBucketCORS); browsers need it "
+                                "for uploads: set it as docs/stores.md says")
+                    return
                 if e.code not in ("NotImplemented", "NotImplementedError"):
                     raise
                 log.warning("the store has no per-bucket CORS (%s); relying on its server-wide CORS", e.code)
@@ -237,37 +240,27 @@ class ObjectStore:
                 raise
             return resp.data.decode()
 
-    def set_public_read(self, prefix: str = "processed/") -> None:
-        """Let anyone GET objects under `prefix` (players fetch playlists and segments directly)."""
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "PublicRead" + "".join(c for c in prefix.title() if c.isalnum()),
-                "Effect": "Allow",
-                "Principal": {"AWS": ["*"]},
-                "Action": ["s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{self.bucket}/{prefix}*"],
-            }],
-        }
-        with self._errors("set_bucket_policy", prefix):
-            self._client.set_bucket_policy(bucket_name=self.bucket, policy=json.dumps(policy))
-
     def clear_public_read(self) -> None:
         """Remove the bucket policy: nothing is readable without a signature."""
         with self._errors("delete_bucket_policy"):
             try:
                 self._client.delete_bucket_policy(bucket_name=self.bucket)
             except S3Error as e:
+                if e.code == "AccessDenied":  # a least-privilege key may not touch policies: the operator's job
+                    log.warning("not allowed to remove the bucket policy (s3:DeleteBucketPolicy): make sure it "
+                                "grants no anonymous read (`mc anonymous set none`, S3 Block Public Access)")
+                    return
                 if e.code not in ("NoSuchBucketPolicy", "NoSuchPolicy"):
                     raise
 
-    def prepare(self, cors_origins: Iterable[str], public_output: bool) -> None:
-        """Create the bucket with CORS; make `processed/` anonymously readable only when asked (a CDN)."""
+    def prepare(self, cors_origins: Iterable[str]) -> None:
+        """Create the bucket with CORS and remove any bucket policy: nothing is readable without a signature.
+
+        A CDN fetches public videos' outputs from the app (`/processed/...`, which checks the video's
+        visibility on every request), never from the store: an open prefix would serve private and
+        unlisted videos too, and keep serving a video made private (docs/stores.md, "Behind a CDN")."""
         self.ensure_bucket(cors_origins)
-        if public_output:
-            self.set_public_read("processed/")
-        else:
-            self.clear_public_read()
+        self.clear_public_read()
 
     # -- presigning -------------------------------------------------------------------------
 
@@ -447,6 +440,22 @@ class ObjectStore:
             finally:
                 response.close()
                 response.release_conn()
+
+    def open_stream(self, key: str, chunk: int = 256 * 1024) -> tuple[ObjectInfo, Iterator[bytes]] | None:
+        """(info, chunks) to stream an object out, or None when it does not exist."""
+        info = self.stat(key)
+        if info is None:
+            return None
+        with self._errors("get_object", key):
+            response = self._client.get_object(bucket_name=self.bucket, object_name=key)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.stream(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        return info, chunks()
 
     def upload_tree(self, prefix: str, local_dir: str | os.PathLike,
                     cache_control: Callable[[str], str | None] | None = None, workers: int = 8) -> int:

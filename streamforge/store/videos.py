@@ -344,7 +344,8 @@ def set_playable(video_id: str, token: str, *, master_url: str, processed_path: 
 
 
 def finish_run(video_id: str, token: str, *, master_url: str, processed_path: str, total_files: int,
-               duration: float, cover_url: str | None, renditions: list[dict], thumbnails: list[dict]) -> bool:
+               duration: float, cover_url: str | None, renditions: list[dict], thumbnails: list[dict],
+               audio_tracks: list[dict] | None = None) -> bool:
     """Switch the video to the new output in one transaction: rows replaced, COMPLETED."""
     now = utcnow()
     with write_transaction():
@@ -360,8 +361,8 @@ def finish_run(video_id: str, token: str, *, master_url: str, processed_path: st
         Video.update(status=ProcessingStatus.COMPLETED, master_playlist_url=master_url,
                      s3_processed_path=processed_path, total_s3_files=total_files, original_duration=duration,
                      thumbnail=cover_url, processed_at=now, playable_at=fn.COALESCE(Video.playable_at, now),
-                     progress=1.0, run_token=None, error_message=None, updated_at=now
-                     ).where(Video.id == video_id).execute()
+                     progress=1.0, run_token=None, error_message=None, updated_at=now,
+                     audio_tracks=audio_tracks or []).where(Video.id == video_id).execute()
     return True
 
 

@@ -105,8 +105,9 @@ def _iso(dt) -> str | None:
 def media_url(video, key: str) -> str:
     """The URL a player fetches one of the video's output objects from.
 
-    Public videos behind `[cdn] base_url` are fetched from the CDN directly; everything else goes
-    through the app's signed `/play/` links, which expire."""
+    Public videos behind `[cdn] base_url` are fetched through the CDN (whose origin is the app's
+    `/processed/` route); everything else goes through the app's signed `/play/` links, which expire,
+    and die at once when the video's visibility changes."""
     from streamforge import playback
     c = cfg()
     if c.cdn.base_url and video.visibility == "public":
@@ -114,7 +115,7 @@ def media_url(video, key: str) -> str:
     prefix = video.s3_processed_path.rstrip("/") + "/"
     rel = key[len(prefix):] if key.startswith(prefix) else key
     exp = playback.expiry(c.playback.signed_url_ttl)
-    return f"{app_url()}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp)}"
+    return f"{app_url()}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp, video.visibility)}"
 
 
 def video_json(video, full: bool = True) -> dict:
@@ -136,6 +137,8 @@ def video_json(video, full: bool = True) -> dict:
         "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
         "attempts": video.attempts, "kind": video.kind or "video",
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
+        "audio_tracks": [{"language": a.get("language", "und"), "label": a.get("label", ""),
+                          "default": bool(a.get("default"))} for a in (video.audio_tracks or [])],
         **chapters_json(video),
     }
     if full:
