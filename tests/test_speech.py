@@ -135,6 +135,18 @@ def test_espeak_speech_is_transcribed_offline_with_a_bounded_word_error_rate(tmp
     assert all(len(c.text.split("\n")) <= 2 for c in result.cues)
 
 
+def test_long_audio_is_read_in_pieces_on_the_output_clock(tmp_path, monkeypatch):
+    monkeypatch.setattr(speech, "CHUNK_SECONDS", 2)
+    clip = make_video(tmp_path / "five.mp4", seconds=5, fps=10, width=160, height=120)
+    pieces = list(speech.decode_chunks(clip, start=0.25))
+    assert [round(p.size / speech.SAMPLE_RATE, 2) for p, _ in pieces][:2] == [2.0, 2.0] and len(pieces) == 3
+    offsets = [round(at, 2) for _, at in pieces]
+    assert offsets[1] - offsets[0] == 2.0 and offsets[2] - offsets[1] == 2.0
+    assert -0.3 <= offsets[0] <= 0.0  # the output's 0 is the file's 0.25 s
+    assert 4.9 <= sum(p.size for p, _ in pieces) / speech.SAMPLE_RATE <= 5.1
+    assert all(p.dtype.name == "float32" and abs(p).max() <= 1.0 for p, _ in pieces)
+
+
 def test_a_model_that_does_not_load_says_so(tmp_path):
     with pytest.raises(speech.SpeechError, match="could not be loaded"):
         speech.load_model(str(tmp_path))  # a directory that is not a model

@@ -11,17 +11,23 @@ a sentence where one ends nearby, and kept on screen long enough to be read at `
 """
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 
 from streamforge.errors import MediaError
 from streamforge.pipeline.captions import Cue, safe_text
 
+if TYPE_CHECKING:
+    import numpy as np
+
 SAMPLE_RATE = 16000
+CHUNK_SECONDS = 600      # audio transcribed at a time (10 minutes: 38 MB of samples)
 LINE_CHARS = 42          # the usual broadcast line length
 MAX_LINES = 2
 MAX_CUE_SECONDS = 7.0
@@ -114,29 +120,34 @@ def default_audio_stream(container) -> av.audio.stream.AudioStream | None:
     return streams[0] if streams else None
 
 
-def decode_speech(path: str | Path, start: float = 0.0):
-    """The default audio track as 16 kHz mono float32 samples, and the output time of its first sample.
+def decode_chunks(path: str | Path, start: float = 0.0) -> Iterator[tuple[np.ndarray, float]]:
+    """The default audio track as 16 kHz mono float32 pieces of CHUNK_SECONDS, each with its output time.
 
-    `start` is the file's time that the output's 0 is (its first video frame)."""
+    `start` is the file's time that the output's 0 is (its first video frame). Pieces keep memory flat
+    for long uploads (six hours at once would be 1.4 GB of samples)."""
     import numpy as np
-    chunks, first = [], None
+    size = CHUNK_SECONDS * SAMPLE_RATE
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    pending: list[np.ndarray] = []
+    held, at = 0, None
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             stream = default_audio_stream(container)
             if stream is None:
                 raise SpeechError("the upload has no audio track to transcribe")
-            for frame in _frames(container, stream):
-                if first is None and frame.time is not None:
-                    first = float(frame.time)
+            for frame in itertools.chain(_frames(container, stream), [None]):  # None flushes the resampler
+                if at is None and frame is not None and frame.time is not None:
+                    at = float(frame.time) - start
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                    pending.append(out.to_ndarray().reshape(-1))
+                    held += pending[-1].size
+                while held >= size or (frame is None and held):
+                    samples = np.concatenate(pending)
+                    piece, rest = samples[:size], samples[size:]
+                    yield piece.astype(np.float32) / 32768.0, at or 0.0
+                    at, pending, held = (at or 0.0) + piece.size / SAMPLE_RATE, [rest], rest.size
     except av.FFmpegError as e:
         raise SpeechError(f"the audio could not be read: {e}") from None
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-    return samples.astype(np.float32) / 32768.0, (first or 0.0) - start
 
 
 def _frames(container, stream) -> Iterable[av.AudioFrame]:
@@ -150,26 +161,30 @@ def _frames(container, stream) -> Iterable[av.AudioFrame]:
 
 def transcribe(path: str | Path, options: SpeechOptions, start: float = 0.0,
                progress: Callable[[float], None] | None = None) -> Transcript:
-    """Transcribe the file's default audio track into readable cues (language detected unless given)."""
-    audio, offset = decode_speech(path, start)
-    seconds = len(audio) / SAMPLE_RATE
-    if seconds < 0.1:
-        return Transcript(language=options.language or "und", cues=[], audio_seconds=seconds)
-    model = load_model(options.model, options.threads)
-    try:
-        segments, info = model.transcribe(audio, language=options.language or None, word_timestamps=True,
-                                          vad_filter=True, beam_size=5, condition_on_previous_text=False)
-        words: list[Word] = []
-        for segment in segments:  # a generator: the work happens while it is read
-            words += _words(segment, offset)
-            if progress and seconds:
-                progress(min(1.0, segment.end / seconds))
-    except SpeechError:
-        raise
-    except (ValueError, RuntimeError, OSError) as e:  # CTranslate2's, tokenizers' and onnxruntime's failures
-        raise SpeechError(f"transcription failed: {e}") from None
-    language = info.language or options.language or "und"  # an English-only model says "en" whatever was asked
-    return Transcript(language=language, cues=make_cues(words), audio_seconds=seconds)
+    """Transcribe the file's default audio track into readable cues (language detected unless given).
+
+    `progress` is called with the seconds of audio done so far (it may raise to stop the work)."""
+    words: list[Word] = []
+    seconds, language, model = 0.0, options.language or None, None
+    for samples, offset in decode_chunks(path, start):
+        seconds += samples.size / SAMPLE_RATE
+        if samples.size < SAMPLE_RATE // 10:
+            continue
+        model = model or load_model(options.model, options.threads)
+        try:
+            segments, info = model.transcribe(samples, language=language, word_timestamps=True, vad_filter=True,
+                                              beam_size=5, condition_on_previous_text=False)
+            for segment in segments:  # a generator: the work happens while it is read
+                words += _words(segment, offset)
+                if progress:
+                    progress(offset + segment.end)
+        except SpeechError:
+            raise
+        except (ValueError, RuntimeError, OSError) as e:  # CTranslate2's, tokenizers' and onnxruntime's failures
+            raise SpeechError(f"transcription failed: {e}") from None
+        # the first piece's language holds for the rest; an English-only model says "en" whatever was asked
+        language = info.language or language
+    return Transcript(language=language or "und", cues=make_cues(words), audio_seconds=seconds)
 
 
 def _words(segment, offset: float) -> list[Word]:
