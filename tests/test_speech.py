@@ -216,19 +216,21 @@ def test_a_failed_transcription_leaves_the_video_completed_and_says_why(live, tm
     assert failed["status"] == "failed" and "could not be loaded" in failed["message"], failed
 
 
-def two_language_mkv(path: Path) -> Path:
-    """A Matroska file with one video, English and German audio (German the default) and three chapters."""
-    src = make_video(path.with_suffix(".src.mkv"), seconds=6, fps=10, width=160, height=120)
+CHAPTERS = [(0, 2000, "Opening"), (2000, 4000, "Middle"), (4000, 6000, "Closing credits")]
+
+
+def with_chapters(src: Path, path: Path, audio_languages: tuple[str, ...] = ()) -> Path:
+    """`src` copied into `path` (MP4 or Matroska) with CHAPTERS; with `audio_languages`, one copy of its
+    audio per language (the first is the default)."""
     with av.open(str(src)) as inp, av.open(str(path), "w") as out:
         v_in, a_in = inp.streams.video[0], inp.streams.audio[0]
         v_out = out.add_stream_from_template(v_in)
-        a_outs = [out.add_stream_from_template(a_in) for _ in range(2)]
-        for stream, lang in zip(a_outs, ("eng", "ger")):
+        a_outs = [out.add_stream_from_template(a_in) for _ in audio_languages or ("",)]
+        for stream, lang in zip(a_outs, audio_languages):
             stream.metadata["language"] = lang
         ms = Fraction(1, 1000)
         out.set_chapters([{"id": i + 1, "start": s, "end": e, "time_base": ms, "metadata": {"title": t}}
-                          for i, (s, e, t) in enumerate([(0, 2000, "Opening"), (2000, 4000, "Middle"),
-                                                          (4000, 6000, "Closing credits")])])
+                          for i, (s, e, t) in enumerate(CHAPTERS)])
         for packet in inp.demux():
             if packet.dts is None:
                 continue
@@ -242,13 +244,21 @@ def two_language_mkv(path: Path) -> Path:
     return path
 
 
+def test_mp4_and_matroska_chapters_are_read(tmp_path):
+    src = make_video(tmp_path / "src.mp4", seconds=6, fps=10, width=160, height=120)
+    for name in ("ch.mp4", "ch.mkv"):
+        found = chap.from_container(with_chapters(src, tmp_path / name), start=0.5)
+        assert [(c.start, c.title) for c in found] == [(0.0, "Opening"), (1.5, "Middle"), (3.5, "Closing credits")]
+    assert chap.from_container(src) == []
+
+
 NO_AUTO = pytest.mark.parametrize("live_env", [{"STREAMFORGE_CAPTIONS_AUTO": "false"}])
 
 
 @NO_AUTO
 def test_chapters_from_the_container_and_from_the_description(live, tmp_path):
-    mkv = two_language_mkv(tmp_path / "two.mkv")
-    assert [c.title for c in chap.from_container(mkv)] == ["Opening", "Middle", "Closing credits"]
+    src = make_video(tmp_path / "src.mkv", seconds=6, fps=10, width=160, height=120)
+    mkv = with_chapters(src, tmp_path / "two.mkv", ("eng", "ger"))  # two languages, English the default
     vid = upload(live, mkv, "video/x-matroska", process=False)
     assert [str(x) for x in drain_queue()] == ["completed"]
     v = get(live, vid)
@@ -259,6 +269,11 @@ def test_chapters_from_the_container_and_from_the_description(live, tmp_path):
     # the container's chapters win over a description's timestamps
     r = requests.patch(f"{live.url}/api/videos/{vid}", json={"description": "0:00 A\n0:03 B"}, headers=live.h)
     assert [c["title"] for c in r.json()["chapters"]] == ["Opening", "Middle", "Closing credits"]
+    assert [t["language"] for t in v["audio_tracks"]] == ["en", "de"]
+    # an MP4's chapters (a text track in the file) too
+    mp4 = upload(live, with_chapters(src, tmp_path / "chapters.mp4"), process=False)
+    assert [str(x) for x in drain_queue()] == ["completed"]
+    assert [c["title"] for c in get(live, mp4)["chapters"]] == ["Opening", "Middle", "Closing credits"]
     # a clip without chapters takes its description's, and follows its edits
     clip = upload(live, make_video(tmp_path / "plain.mp4", seconds=4, fps=10, width=160, height=120),
                   process=False)

@@ -167,7 +167,6 @@ class VideoRun:
         self.uploader: Uploader | None = None
         self.subtitles: list = []  # the upload's own subtitle streams, read after the probe
         self.caption_versions: list[str] = []  # the caption tracks this run's master lists
-        self.chapters: list = []  # the upload's own chapters, read after the probe
 
     # ----- lease -----
 
@@ -222,7 +221,7 @@ class VideoRun:
                           f"audio {_audio_summary(info)}")
             videos.set_original_info(self.video_id, self.token, duration=info.duration, kind=info.kind)
             self.subtitles = captions.original_tracks(src, info)  # text subtitle streams become caption tracks
-            self.chapters = _container_chapters(src, info)
+            chapters.set_container_chapters(self.video_id, _container_chapters(src, info))  # before playable
         return info
 
     def _on_progress(self, fraction: float, stage: str = "") -> None:
@@ -263,7 +262,7 @@ class VideoRun:
         with self.stage("upload") as st:
             caption_files, self.caption_versions = captions.for_run(self.video_id, outdir, result, self.subtitles)
             result.files[:0] = caption_files  # the tracks go up before the master that lists them
-            result.files[:0] = chapters.for_run(self.video_id, outdir, self.chapters)
+            result.files[:0] = chapters.write_local(self.video_id, outdir)
             for rel in result.files:
                 if rel not in uploader.uploaded and not rel.endswith(".m3u8"):
                     uploader.submit(rel)

@@ -58,12 +58,6 @@ def write_local(video_id: str, outdir: Path) -> list[str]:
     return [rel]
 
 
-def for_run(video_id: str, outdir: Path, found: list[chap.Chapter]) -> list[str]:
-    """A run's upload stage: record the upload's chapters and write the chapters file beside the output."""
-    set_container_chapters(video_id, found)
-    return write_local(video_id, outdir)
-
-
 def publish(store, video: Video | None) -> None:
     """Bring the store in line with the row: the current chapters file there, older ones gone."""
     if video is None:
