@@ -74,9 +74,9 @@ def _transcribe(config: Config, store, video, workdir: Path) -> str:
     rate = f"{took:.1f} s for {result.audio_seconds:.1f} s of audio"
     if not result.cues:
         return f"no speech found ({rate})"
+    if videos.is_archived(video.id):  # deleted meanwhile: its objects are gone and must stay gone
+        return f"the video was deleted during its transcription ({rate})"
     if captions.save_auto_track(video.id, result.language, to_webvtt(result.cues)) is None:
         return f"the {result.language} track that is there was kept ({len(result.cues)} cues transcribed, {rate})"
-    fresh = videos.get_video_by_id(video.id)
-    if fresh is not None:
-        captions.publish(store, fresh)
+    captions.publish(store, videos.get_video_by_id(video.id))
     return f"{len(result.cues)} cues in {result.language} ({rate})"
