@@ -67,7 +67,7 @@ class UploadConfig:
     part_size: int = 16 * MiB
     max_size: int = 20 * 1024 * MiB
     url_ttl: int = 3600
-    content_types: list = field(default_factory=lambda: ["video/*", "audio/*", "application/octet-stream"])
+    content_types: list = field(default_factory=lambda: ["video/*", "audio/*"])
 
 
 @dataclass(frozen=True)

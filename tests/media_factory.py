@@ -345,3 +345,18 @@ def check_hls(outdir: Path, expected_duration: float | None = None, decode: bool
         for attrs, _ in master["variants"]:
             assert "mp4a" not in attrs["CODECS"] and "AUDIO" not in attrs
     return facts
+
+
+def make_header_only(path: str | Path, width: int, height: int, frames: int = 25) -> Path:
+    """A MOV whose header declares a width x height MJPEG stream and whose packets hold no picture:
+    what a probe makes of it before decoding anything (a huge size costs nothing to write)."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for i in range(frames):
+            packet = av.Packet(b"\xff\xd8\xff\xdb" + bytes(40) + b"\xff\xd9")
+            packet.stream, packet.pts, packet.dts = stream, i, i
+            packet.time_base, packet.is_keyframe = Fraction(1, 25), True
+            out.mux(packet)
+    return path

@@ -48,7 +48,7 @@ def upload(live, path: Path, content_type: str = "video/mp4", process: bool = Tr
                                                       "content_type": content_type}, headers=live.h, timeout=30)
     assert r.status_code == 201, r.text
     answer = r.json()
-    requests.put(answer["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(answer["upload"]["url"], headers=answer["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{live.url}/api/videos/{answer['video']['id']}/upload/complete", json={}, headers=live.h,
                          timeout=30)
     assert done.status_code == 200, done.text

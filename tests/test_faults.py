@@ -383,7 +383,7 @@ def create_and_put(client, h, data: bytes, filename: str = "clip.mp4", complete:
                                          "content_type": "video/mp4"}, headers=h)
     assert r.status_code == 201, r.get_json()
     made = r.get_json()
-    requests.put(made["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(made["upload"]["url"], headers=made["upload"]["headers"], data=data, timeout=60).raise_for_status()
     vid = made["video"]["id"]
     if complete:
         assert client.post(f"/api/videos/{vid}/upload/complete", json={}, headers=h).status_code == 200
@@ -597,7 +597,7 @@ def stack(seaweed, tmp_path):
 def api_upload(url: str, h: dict, data: bytes, title: str = "v", complete: bool = True) -> str:
     r = requests.post(f"{url}/api/videos", json={"title": title, "filename": "v.mp4", "size": len(data),
                                                  "content_type": "video/mp4"}, headers=h, timeout=30).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     if complete:
         requests.post(f"{url}/api/videos/{r['video']['id']}/upload/complete", json={}, headers=h,
                       timeout=30).raise_for_status()
@@ -644,7 +644,7 @@ def test_notification_storm(stack, seaweed, tmp_path, backend):
                                                            "size": len(data), "content_type": "video/mp4"},
                               headers=h, timeout=30).json()
             if send:
-                requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+                requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
             out.append((r["video"]["id"], r["video"]["original"]["key"], data, r["upload"]["url"]))
         return out
 
@@ -655,7 +655,8 @@ def test_notification_storm(stack, seaweed, tmp_path, backend):
     t0 = time.perf_counter()
     first = fire(f"{s.url}/hooks/storage", seaweed.webhook_token, [b for _, _, b in bodies[:half]])
     for _, _, data, url in late:  # these bytes land mid-storm; their earlier events found nothing
-        requests.put(url, data=data, timeout=30).raise_for_status()
+        requests.put(url, data=data, headers={"Content-Type": "video/mp4", "If-None-Match": "*"},
+                     timeout=30).raise_for_status()
     second = fire(f"{s.url}/hooks/storage", seaweed.webhook_token, [b for _, _, b in bodies[half:]])
     wall = time.perf_counter() - t0
     results = first + second

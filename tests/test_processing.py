@@ -36,7 +36,7 @@ def live(seaweed, make_app, tmp_path):
 def upload(live, data: bytes, filename="clip.mp4"):
     r = requests.post(f"{live.url}/api/videos", json={"title": "t", "filename": filename, "size": len(data),
                                                       "content_type": "video/mp4"}, headers=live.h).json()
-    requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{live.url}/api/videos/{r['video']['id']}/upload/complete", json={}, headers=live.h)
     assert done.status_code == 200
     return r["video"]["id"]
@@ -132,6 +132,20 @@ def test_broken_upload_fails_readably_and_the_worker_goes_on(live, seaweed):
     # reprocess of a media failure runs again (and fails the same way), of a completed video succeeds
     assert requests.post(f"{live.url}/api/videos/{bad}/reprocess", headers=live.h).status_code == 202
     assert drain_queue() == ["failed"]
+
+
+def test_a_picture_over_the_limits_fails_with_its_size(live, seaweed, tmp_path):
+    """Issue 20, hole 7: the worker refuses a 16000x16000 upload from its header (it decoded frames first)."""
+    import media_factory as mf
+    huge = mf.make_header_only(tmp_path / "huge.mov", 16000, 16000).read_bytes()
+    vid = upload(live, huge, filename="huge.mov")
+    assert drain_queue() == ["failed"]
+    v = get(live, vid)
+    assert v["status"] == "FAILED" and v["master_playlist_url"] is None
+    assert "too large: 16000x16000" in v["error_message"] and "8192x8192" in v["error_message"]
+    failed = [i for i in logs(live, vid) if i["status"] == "failed"]
+    assert [i["stage"] for i in failed] == ["probe"]
+    assert seaweed.store.list(f"processed/{vid}/") == []
 
 
 def test_reprocess_writes_a_fresh_prefix_and_switches_at_the_end(live, seaweed):

@@ -531,7 +531,7 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         r = api.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": size,
                                           "content_type": "video/mp4"}, headers=h).get_json()
         if data is not None:
-            requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+            requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
         if process:
             assert api.post(f"/api/videos/{r['video']['id']}/upload/complete", json={}, headers=h).status_code == 200
             assert drain_queue() == ["failed"]  # not a video: FAILED quickly, and then reprocessable
@@ -614,14 +614,15 @@ def test_presigned_urls_write_only_their_own_key(client, auth, seaweed, config):
         "another bucket": url.replace(f"/{bucket}/", "/another-bucket/"),
         "a longer expiry": re.sub(r"X-Amz-Expires=\d+", "X-Amz-Expires=604800", url),
     }
+    sent = r["upload"]["headers"]
     for name, bad in tampered.items():
         assert bad != url, name
-        assert requests.put(bad, data=b"hello", timeout=10).status_code == 403, name
+        assert requests.put(bad, data=b"hello", headers=sent, timeout=10).status_code == 403, name
     # the signature is for a PUT: another method with it is refused too
-    assert requests.post(url, data=b"hello", timeout=10).status_code >= 400
+    assert requests.post(url, data=b"hello", headers=sent, timeout=10).status_code >= 400
     assert seaweed.store.stat(victim) is None and seaweed.store.stat(key + ".extra") is None
     assert seaweed.store.list(f"processed/{r['video']['id']}/") == []
-    assert requests.put(url, data=b"hello", timeout=10).status_code == 200
+    assert requests.put(url, data=b"hello", headers=sent, timeout=10).status_code == 200
     assert seaweed.store.stat(key).size == 5
 
 
@@ -673,8 +674,9 @@ def _notify(client, config, key: str):
 
 
 def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaweed, tmp_path):
-    """413 at create over [upload] max_size; bytes sent anyway (a presigned PUT does not bind the
-    length) are rejected when the notification comes: object deleted, video FAILED, nothing queued."""
+    """413 at create over [upload] max_size; the presigned PUT takes only the declared size; bytes that
+    reach the store anyway (a store that ignores the signed length) are rejected when the notification
+    comes: object deleted, video FAILED, nothing queued."""
     cfg = seaweed.make_config(tmp_path, env={"STREAMFORGE_UPLOAD_MAX_SIZE": "100000"})
     client = make_app(cfg).test_client()
     with dbmod.db.connection_context():
@@ -692,7 +694,10 @@ def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaw
     for name, (declared, sent, reason) in cases.items():
         made = create(declared).get_json()
         vid, key = made["video"]["id"], made["video"]["original"]["key"]
-        assert requests.put(made["upload"]["url"], data=b"z" * sent, timeout=30).status_code == 200
+        up = made["upload"]
+        assert requests.put(up["url"], headers=up["headers"], data=b"z" * sent, timeout=30).status_code == 403
+        assert seaweed.store.stat(key) is None
+        seaweed.store.put_bytes(key, b"z" * sent)
         hook = _notify(client, cfg, key)
         assert hook.status_code == 200 and hook.get_json()["outcomes"] == {"rejected": 1}, (name, hook.get_json())
         v = client.get(f"/api/videos/{vid}", headers=h).get_json()
@@ -705,6 +710,7 @@ def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaw
 
 
 def test_an_original_replaced_after_acceptance_is_not_processed(make_app, seaweed, tmp_path):
+    """Issue 20, hole 1: the same URL, after acceptance, stored other bytes (any size) over the original."""
     cfg = seaweed.make_config(tmp_path, env={"STREAMFORGE_PIPELINE_HEIGHTS": "240"})
     client = make_app(cfg).test_client()
     with dbmod.db.connection_context():
@@ -713,14 +719,18 @@ def test_an_original_replaced_after_acceptance_is_not_processed(make_app, seawee
     clip = make_video(tmp_path / "c.mp4", width=320, height=240, seconds=1).read_bytes()
     made = client.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": len(clip),
                                             "content_type": "video/mp4"}, headers=h).get_json()
-    vid, url = made["video"]["id"], made["upload"]["url"]
-    assert requests.put(url, data=clip, timeout=30).status_code == 200
+    vid, url, sent = made["video"]["id"], made["upload"]["url"], made["upload"]["headers"]
+    key = made["video"]["original"]["key"]
+    assert requests.put(url, data=clip, headers=sent, timeout=30).status_code == 200
     assert client.post(f"/api/videos/{vid}/upload/complete", json={}, headers=h).get_json()["upload_status"] == "UPLOADED"
-    # the same URL, again, with 1 MB more than was declared and checked
-    assert requests.put(url, data=clip + b"\0" * 1_000_000, timeout=30).status_code == 200
-    assert drain_queue() == ["failed"]
+    before = seaweed.store.stat(key)
+    # the same URL, again: more bytes than declared, or as many other bytes: refused, the original unchanged
+    assert requests.put(url, data=clip + b"\0" * 1_000_000, headers=sent, timeout=30).status_code == 403
+    assert requests.put(url, data=bytes(len(clip)), headers=sent, timeout=30).status_code in (403, 412)
+    assert seaweed.store.stat(key).etag == before.etag
+    assert drain_queue() == ["completed"]
     v = client.get(f"/api/videos/{vid}", headers=h).get_json()
-    assert v["status"] == "FAILED" and "declared" in v["error_message"]
+    assert v["status"] == "COMPLETED" and v["original"]["size"] == len(clip)
 
 
 # ---------------------------------------------------------------------------------------------

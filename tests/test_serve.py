@@ -121,7 +121,7 @@ def test_serve_runs_everything_and_stops_cleanly(serve):
     data = CLIP.read_bytes()
     r = requests.post(serve.url + "/api/videos", json={"title": "serve", "filename": "bbb.mp4", "size": len(data),
                                                        "content_type": "video/mp4"}, headers=h).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     vid = r["video"]["id"]
     deadline, v = time.time() + 120, {}
     while time.time() < deadline:  # no complete call: the embedded store's notification starts the run

@@ -27,7 +27,7 @@ def upload(client, headers, data=b"0123456789") -> dict:
     """A video whose bytes are in the store and whose notification has not come."""
     r = client.post("/api/videos", json={"title": "t", "filename": "a clip.mp4", "size": len(data),
                                          "content_type": "video/mp4"}, headers=headers).get_json()
-    requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(r["upload"]["url"], data=data, headers=r["upload"]["headers"], timeout=30).raise_for_status()
     return r["video"]
 
 

@@ -13,10 +13,12 @@ from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.jobs import tasks
 from streamforge.store import counters, videos
-from streamforge.store.db import UploadStatus, utcnow
+from streamforge.store.db import ProcessingStatus, UploadStatus, utcnow
 from streamforge.store.objects import ObjectStore
 
 log = logging.getLogger("streamforge.jobs.intake")
+# upload URLs live until upload_expires_at; past it (and this margin for clocks) nothing can be written
+LATE_WRITE_MARGIN = 120
 
 
 def accept_upload(config: Config, store: ObjectStore, video) -> str:
@@ -24,6 +26,8 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
 
     "queued" (this call enqueued), "already" (someone else did), "missing" (no object yet),
     "rejected" (wrong size: the object is deleted and the video FAILED)."""
+    if is_closed(video):
+        return "removed" if remove_late_write(store, video.id) else "already"
     if video.upload_status != UploadStatus.UPLOADING:
         return "already"
     info = store.stat(video.original_key)
@@ -47,6 +51,39 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
         return "already"
     tasks.enqueue_processing(video.id, task=task)
     return "queued"
+
+
+def is_closed(video) -> bool:
+    """True when the video takes no more bytes: deleted, or its upload refused or expired (FAILED)."""
+    return video.status == ProcessingStatus.ARCHIVED or (
+        video.upload_status == UploadStatus.UPLOADING and video.status == ProcessingStatus.FAILED)
+
+
+def remove_late_write(store: ObjectStore, video_id: str) -> bool:
+    """Delete whatever is under `originals/{id}/` of a closed video (written through a URL still alive);
+    True when something was there. It counts against no quota and is never processed."""
+    prefix = f"originals/{video_id}/"
+    found = store.list(prefix)
+    if not found:
+        return False
+    store.delete_prefix(prefix)
+    log.warning("removed %d object(s) written under %s after the video was deleted or its upload closed",
+                len(found), prefix)
+    return True
+
+
+def remove_late_writes(store: ObjectStore) -> int:
+    """Sweeper: clear `originals/{id}/` of closed videos whose upload URLs may still be alive (a write
+    through one is removed even when its notification never comes); returns how many were cleared."""
+    since = utcnow() - datetime.timedelta(seconds=LATE_WRITE_MARGIN)
+    removed = 0
+    for video_id in videos.closed_with_live_upload_urls(since):
+        try:
+            removed += remove_late_write(store, video_id)
+        except StorageError as e:
+            log.warning("sweeper: store unavailable: %s", e)
+            break
+    return removed
 
 
 def sweep(config: Config, store: ObjectStore) -> dict:
@@ -73,6 +110,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
                                             "upload the file again"):
                 tasks.emit_event(config, "video.failed", video.id)
                 counts["expired_uploads"] += 1
+    counts["removed_late_writes"] = remove_late_writes(store)
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
     # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
     for video in videos.dead_runs(now - lease):

@@ -21,6 +21,7 @@ import av
 
 from streamforge.errors import MediaError
 from streamforge.pipeline.languages import normalise_language
+from streamforge.pipeline.workers import decoder_threads
 
 # Demuxers that read only the one file they are given. Notably absent: hls, concat, image2,
 # dash, tee, subfile, ffmetadata, sdp, rtsp, and every network or "playlist" format.
@@ -104,8 +105,18 @@ class ProbeResult:
         return any(name in TRUSTED_DURATION_FORMATS for name in self.format_name.split(","))
 
 
-def open_input(path: str | Path) -> av.container.InputContainer:
-    """Open an upload for reading with the demuxer and protocol whitelists; MediaError if refused."""
+def max_pixels(limits) -> int:
+    """The decoder's `max_pixels` for `limits` (0: no limit): a picture larger than the [pipeline] box,
+    with room for coded sizes and stride alignment, is refused before its buffers are allocated."""
+    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
+    return (max_w + 128) * (max_h + 128) if max_w and max_h else 0
+
+
+def open_input(path: str | Path, pixels: int = 0) -> av.container.InputContainer:
+    """Open an upload for reading with the demuxer and protocol whitelists; MediaError if refused.
+
+    `pixels` (see max_pixels) also bounds the decoders, those av.open runs to find the streams'
+    parameters (it decodes up to seven H.264 frames) included: a larger picture is never allocated."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path.name}: no such file")
@@ -113,7 +124,8 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         raise MediaError(f"{path.name}: the file is empty")
     try:
         # "file:" keeps a name such as "http:x" or "concat:a|b" from being read as a protocol
-        return av.open("file:" + str(path.resolve()), options=dict(OPEN_OPTIONS))
+        options = dict(OPEN_OPTIONS, **({"max_pixels": str(pixels)} if pixels else {}))
+        return av.open("file:" + str(path.resolve()), options=options)
     except av.FFmpegError as e:
         # a demuxer outside the whitelist is refused with EINVAL: say what that means
         reason = "unknown or unsupported format" if getattr(e, "errno", None) == 22 else _short(e)
@@ -127,11 +139,32 @@ def probe(path: str | Path, limits=None) -> ProbeResult:
     (PipelineOptions or the [pipeline] config); None skips the limits.
     """
     path = Path(path)
-    with open_input(path) as container:
-        result = _inspect(path, container)
+    with open_input(path, max_pixels(limits)) as container:
+        result = _inspect(path, container, limits)
     if limits is not None:
         check_limits(result, limits)
     return result
+
+
+def _check_size(width: int, height: int, limits) -> None:
+    """MediaError when a width x height picture does not fit the [pipeline] box (either orientation)."""
+    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
+    long_side, short_side = max(width, height), min(width, height)
+    # the limit is an orientation-free box: an 8192x4320 limit accepts a 4320x8192 portrait video
+    if max_w and max_h and (long_side > max(max_w, max_h) or short_side > min(max_w, max_h)):
+        raise MediaError(f"the picture is too large: {width}x{height} (the limit is {max_w}x{max_h})")
+
+
+def check_header(container, video, limits) -> None:
+    """The limits a stream's header already tells (picture size, stream count), before any frame is decoded."""
+    max_streams = getattr(limits, "max_streams", 0)
+    if max_streams and len(container.streams) > max_streams:
+        raise MediaError(f"too many streams: {len(container.streams)} (the limit is {max_streams})")
+    ctx = video.codec_context
+    sar = ctx.sample_aspect_ratio or video.sample_aspect_ratio
+    sar = Fraction(sar) if sar and Fraction(1, 4) <= sar <= 4 else Fraction(1)
+    # the coded size (a display width from the SAR may only be larger)
+    _check_size(max(ctx.width, round(ctx.width * sar)), ctx.height, limits)
 
 
 def check_limits(result: ProbeResult, limits) -> None:
@@ -139,12 +172,7 @@ def check_limits(result: ProbeResult, limits) -> None:
     max_streams = getattr(limits, "max_streams", 0)
     if max_streams and result.stream_count > max_streams:
         raise MediaError(f"too many streams: {result.stream_count} (the limit is {max_streams})")
-    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
-    long_side, short_side = max(result.width, result.height), min(result.width, result.height)
-    # the limit is an orientation-free box: an 8192x4320 limit accepts a 4320x8192 portrait video
-    if max_w and max_h and (long_side > max(max_w, max_h) or short_side > min(max_w, max_h)):
-        raise MediaError(f"the picture is too large: {result.width}x{result.height} "
-                         f"(the limit is {max_w}x{max_h})")
+    _check_size(result.width, result.height, limits)
     max_duration = getattr(limits, "max_duration", 0)
     if max_duration and result.duration > max_duration:
         raise MediaError(f"the video is too long: {result.duration:.0f} s (the limit is {max_duration:.0f} s)")
@@ -155,7 +183,17 @@ def _short(error: Exception) -> str:
     return text.split(":")[0].strip().rstrip(".") or type(error).__name__
 
 
-def _inspect(path: Path, container) -> ProbeResult:
+def _declared_size(path: Path, index: int) -> tuple[int, int]:
+    """The picture size stream `index`'s header declares, read without decoding a frame (0, 0 if none)."""
+    try:
+        with av.open("file:" + str(path.resolve()), options=dict(OPEN_OPTIONS, skip_frame="all")) as container:
+            ctx = container.streams[index].codec_context
+            return ctx.width or 0, ctx.height or 0
+    except (av.FFmpegError, IndexError):
+        return 0, 0
+
+
+def _inspect(path: Path, container, limits=None) -> ProbeResult:
     name = path.name
     fmt = container.format.name
     if fmt in IMAGE_DEMUXERS:
@@ -175,8 +213,14 @@ def _inspect(path: Path, container) -> ProbeResult:
     audio = _default_stream(audios, tracks)
     vctx = video.codec_context
     if not vctx.width or not vctx.height:
+        if limits is not None:  # the decoder dropped a size over max_pixels: say so, from the header
+            _check_size(*_declared_size(path, video.index), limits)
         raise MediaError(f"{name}: the video stream has no picture size")
+    if limits is not None:
+        check_header(container, video, limits)
 
+    # a huge picture is decoded on one thread (each frame thread holds a picture of its own)
+    video.codec_context.thread_count = decoder_threads(vctx.width, vctx.height)
     first, count = _first_frames(container, video)
     if first is None:
         raise MediaError(f"{name}: no video frame could be decoded")
@@ -198,7 +242,7 @@ def _inspect(path: Path, container) -> ProbeResult:
     start = first.time if first.time is not None else 0.0
     duration = _duration(container, video, start)
     if duration <= 0:
-        duration = _scan_duration(path, video.index, start)
+        duration = _scan_duration(path, video.index, start, max_pixels(limits))
     if not duration or duration <= 0 or not math.isfinite(duration):
         raise MediaError(f"{name}: the video has no duration")
 
@@ -356,13 +400,13 @@ def _end_by_seeking(container, video) -> float:
     return end
 
 
-def _scan_duration(path: Path, index: int, start: float) -> float:
+def _scan_duration(path: Path, index: int, start: float, pixels: int = 0) -> float:
     """Read every packet (no decoding) when no header states the duration.
 
     Raw elementary streams (.h264, .hevc, .m4v) carry no timestamps at all: count their packets.
     """
     end, count = 0.0, 0
-    with open_input(path) as container:
+    with open_input(path, pixels) as container:
         stream = container.streams[index]
         tb = stream.time_base
         try:

@@ -30,14 +30,26 @@ from streamforge.pipeline import hls, passthrough
 from streamforge.pipeline.aac import AudioAligner, AudioEncoder, AudioPlan, audio_bits, plan_audio
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
 from streamforge.pipeline.placement import FileCallback, publish_built, remove_written
-from streamforge.pipeline.probe import ProbeResult, open_input
+from streamforge.pipeline.probe import ProbeResult, max_pixels, open_input
 from streamforge.pipeline.segments import Timeline, plan_timeline
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
-from streamforge.pipeline.workers import Aborted, Worker, cpu_cores, encode_frames, lower_priority
+from streamforge.pipeline.workers import (
+    QUEUE_FRAMES,
+    Aborted,
+    Worker,
+    cpu_cores,
+    decoder_threads,
+    encode_frames,
+    lower_priority,
+    picture_bytes,
+    queue_frames,
+)
 
 ProgressCallback = Callable[[float, str], None]
 
 MAX_DECODE_ERRORS = 500
+# sources whose pictures are bigger than this (about 5K and up) are scaled to the top rung as decoded
+SHRINK_BYTES = 64 * 1024 * 1024
 VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe+negative_cts_offsets"
 # x264 preset names mapped onto the other encoders' speed scales
 SVTAV1_PRESETS = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
@@ -205,8 +217,8 @@ class _RungEncoder(Worker):
 
     def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: Timeline, threads: int,
                  track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event,
-                 nice: int = 0):
-        super().__init__(f"rung-{spec.name}", abort)
+                 nice: int = 0, queue_size: int = QUEUE_FRAMES):
+        super().__init__(f"rung-{spec.name}", abort, maxsize=queue_size)
         self.spec, self.opts, self.timeline, self.threads = spec, opts, timeline, threads
         self.nice = nice
         self.track, self.root, self.publisher = track, root, publisher
@@ -349,6 +361,27 @@ class _Prefilter:
         return out
 
 
+class _Shrinker:
+    """A huge source picture is scaled once, on the decode thread, to the largest encoded rung's size:
+    the pending frame, the rungs' queues and the thumbnailer then hold pictures of that size, not the
+    source's (an 8192x8192 picture is 100 MB; its 2160-line rung is 7 MB). Other sources pass untouched."""
+
+    def __init__(self, info: ProbeResult, encoders: list):
+        top = max((e.spec for e in encoders), key=lambda s: s.width * s.height, default=None)
+        self.size = None
+        if (top is not None and picture_bytes(info.width, info.height) > SHRINK_BYTES
+                and info.width * info.height >= 2 * top.width * top.height):
+            self.size = (top.width, top.height)
+            self.reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if self.size is None:
+            return frame
+        # keeps pts, time base, duration and colour range; the rungs scale from this one
+        return self.reformatter.reformat(frame, width=self.size[0], height=self.size[1],
+                                         interpolation=Interpolation.AREA)
+
+
 class _Progress:
     """Calls the progress callback at most ten times a second (and always for the last call)."""
 
@@ -448,6 +481,7 @@ def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec
     abort = threading.Event()
     video: list[Worker] = []
     encoded = [spec for spec in rungs if plan is None or spec is not plan.rung]
+    depth = queue_frames(info.coded_width, info.coded_height)  # source pictures each queue may hold
     for spec in rungs:
         track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
                                 frame_duration=timeline.frame_duration)
@@ -458,13 +492,14 @@ def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec
             video.append(_CopiedRung(src, info, timeline, track, work, publisher, abort))
         else:
             video.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, encoded), track, work,
-                                      publisher, abort, nice=_nice_steps(spec, encoded)))
+                                      publisher, abort, nice=_nice_steps(spec, encoded), queue_size=depth))
     first = timeline.first / rate
     fragment = max(0.1, float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate)))
     audio = {plan.stream_index: _audio_encoder(plan, opts, timeline, target, work, publisher, fragment, abort)
              for plan in plan_audio(info)}
     thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count,
-                              publisher.announce, on_start=lambda: lower_priority(5))
+                              publisher.announce, on_start=lambda: lower_priority(5),
+                              queue_size=queue_frames(info.coded_width, info.coded_height, most=4))
     return _Run(rungs=rungs, video=video, audio=audio, thumbnailer=thumbnailer, abort=abort)
 
 
@@ -628,17 +663,17 @@ def _decode(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOpti
             report: _Progress) -> int:
     """Demux and decode the source once, feeding every worker; returns the number of output frames."""
     clock = _FrameClock(info, timeline, opts, run, report)
-    prefilter = _Prefilter(info)
+    prefilter, shrink = _Prefilter(info), _Shrinker(info, run.encoders)
     aligners = {index: AudioAligner(info.start_time, encoder.put) for index, encoder in run.audio.items()}
 
     def take(frame: av.VideoFrame) -> None:
         for filtered in prefilter.push(frame) if prefilter.active else (frame,):
-            clock.take(filtered)
+            clock.take(shrink(filtered))
 
     _demux(src, info, opts, take, aligners)
     if prefilter.active:
         for filtered in prefilter.push(None):
-            clock.take(filtered)
+            clock.take(shrink(filtered))
     clock.finish(src)
     for aligner in aligners.values():
         aligner.push(None)
@@ -655,10 +690,10 @@ def _demux(src: Path, info: ProbeResult, opts: PipelineOptions, take: Callable[[
     """Read the source's video (and audio) packets, decode them, pass the frames on; skip concealable damage."""
     started = time.monotonic()
     errors = 0
-    with open_input(src) as container:
+    with open_input(src, max_pixels(opts)) as container:
         video = container.streams[info.video_stream_index]
         video.thread_type = "AUTO"
-        video.codec_context.thread_count = cpu_cores()
+        video.codec_context.thread_count = decoder_threads(info.coded_width, info.coded_height)
         streams = [video] + [container.streams[index] for index in aligners]
         try:
             for packet in container.demux(streams):

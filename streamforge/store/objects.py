@@ -35,6 +35,7 @@ from minio.error import MinioException, S3Error
 from urllib3.util import Retry, Timeout
 
 from streamforge.errors import ConfigError, StorageError
+from streamforge.store.presign import presign
 
 if TYPE_CHECKING:
     from streamforge.config import Config
@@ -128,6 +129,7 @@ class ObjectStore:
         self._ping_client = Minio(endpoint=endpoint, access_key=access_key, secret_key=secret_key,
                                   secure=secure, region=region,
                                   http_client=_http_client(min(connect_timeout, 1.5), 2.0, 0))
+        self._keys = (access_key, secret_key)  # for presigned URLs that sign more than `host` (store.presign)
         public_host, public_secure = _split_url(self.public_base)
         # Only used to sign: the region is given so that presigning never makes a request.
         self._signer = Minio(endpoint=public_host, access_key=access_key, secret_key=secret_key,
@@ -264,12 +266,25 @@ class ObjectStore:
 
     # -- presigning -------------------------------------------------------------------------
 
-    def presign_put(self, key: str, content_type: str, expires: int) -> dict:
-        """A presigned PUT for a browser: {url, headers, expires_at}."""
-        with self._errors("presign_put", key):
-            url = self._signer.presigned_put_object(bucket_name=self.bucket, object_name=key,
-                                                    expires=timedelta(seconds=expires))
-        return {"method": "PUT", "url": url, "headers": {"Content-Type": content_type},
+    def _presign(self, method: str, key: str, expires: int, headers: dict[str, str],
+                 query: dict[str, str] | None = None) -> str:
+        """A presigned URL on the public host whose signature also covers `headers`."""
+        if not 1 <= expires <= 7 * 24 * 3600:
+            raise StorageError(f"presign {self.bucket}/{key}: expires must be 1 s to 7 days, not {expires}")
+        return presign(method, self.public_base, f"/{self.bucket}/{key}", access_key=self._keys[0],
+                       secret_key=self._keys[1], region=self.region, expires=expires, headers=headers, query=query)
+
+    def presign_put(self, key: str, content_type: str, expires: int, size: int | None = None) -> dict:
+        """A presigned PUT for a browser: {method, url, headers, expires_at}; send exactly `headers`.
+
+        The signature covers Content-Type and, given `size`, Content-Length (the store takes exactly
+        that many bytes) and `If-None-Match: *` (it only creates the object: once it exists the URL
+        cannot overwrite it)."""
+        headers = {"Content-Type": content_type}
+        if size is not None:
+            headers.update({"Content-Length": str(int(size)), "If-None-Match": "*"})
+        url = self._presign("PUT", key, expires, headers)
+        return {"method": "PUT", "url": url, "headers": headers,
                 "expires_at": _iso(datetime.now(UTC) + timedelta(seconds=expires))}
 
     def presign_post(self, key: str, max_size: int, content_type: str, expires: int) -> dict:
@@ -311,16 +326,14 @@ class ObjectStore:
             return self._client._create_multipart_upload(
                 bucket_name=self.bucket, object_name=key, headers={"Content-Type": content_type})
 
-    def presign_part(self, key: str, upload_id: str, part_number: int, expires: int) -> str:
-        """A presigned PUT URL for one part (1..10000) of a multipart upload."""
+    def presign_part(self, key: str, upload_id: str, part_number: int, expires: int, size: int | None = None) -> str:
+        """A presigned PUT URL for one part (1..10000) of a multipart upload; given `size`, for exactly
+        that many bytes (the signature covers Content-Length)."""
         if not 1 <= part_number <= 10000:
             raise StorageError(f"presign_part {self.bucket}/{key}: part number {part_number} "
                                "outside 1..10000")
-        with self._errors("presign_part", key):
-            return self._signer.get_presigned_url(
-                method="PUT", bucket_name=self.bucket, object_name=key,
-                expires=timedelta(seconds=expires),
-                extra_query_params={"partNumber": str(part_number), "uploadId": upload_id})
+        headers = {} if size is None else {"Content-Length": str(int(size))}
+        return self._presign("PUT", key, expires, headers, {"partNumber": str(part_number), "uploadId": upload_id})
 
     def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> str:
         """Assemble the uploaded parts (part_number, etag) into the object; return its ETag."""

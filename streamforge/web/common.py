@@ -181,3 +181,22 @@ def chapters_json(video) -> dict:
     rel = chapters.relpath(video) if found and video.master_playlist_url else None
     return {"chapters": [c.as_json() for c in found],
             "chapters_url": media_url(video, f"{video.s3_processed_path}/{rel}") if rel else None}
+
+
+# `?page=` past this is past the end of any list (and keeps OFFSET within a 64-bit integer)
+PAGE_CEILING = 10**7
+
+
+def page_arg(lenient: bool = False) -> int:
+    """`?page=` (default 1): a positive integer, held to PAGE_CEILING; not one is a 400, or page 1 when lenient."""
+    value = (request.args.get("page") or "1").strip()
+    if not (value.isascii() and value.isdigit() and value.strip("0")) or len(value) > 1000:
+        if lenient:
+            return 1
+        raise ValidationError("page must be a positive integer")
+    return min(PAGE_CEILING, int(value))
+
+
+def last_page(page: int, count: int, per_page: int) -> int:
+    """`page` when the list reaches it, else its last page (1 when it is empty): pages past the end show the last."""
+    return max(1, min(page, -(-count // per_page)))

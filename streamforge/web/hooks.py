@@ -257,11 +257,13 @@ class StorageHook:
         if not m:
             return "ignored"
         video = videos.get_upload_state(m.group(1))
-        if video is None or video.original_key != ev.key:
+        # under a deleted video's prefix any object is a late write (accept_upload removes it)
+        if video is None or (video.original_key != ev.key and not intake.is_closed(video)):
             log.info("notification for %s: no upload of this instance has that key", ev.key)
             counters.note_unprocessable("unknown_key")
             return "unknown_key"
-        counters.note_upload_notification()
+        if video.original_key == ev.key:
+            counters.note_upload_notification()
         try:
             return intake.accept_upload(self.config, self.store, video)
         except StorageError as e:

@@ -12,12 +12,14 @@ import posixpath
 import time
 
 from flask import Blueprint, Response, redirect, request
+from flask_login import current_user
 
 from streamforge import playback
 from streamforge.errors import NotFound, StorageError
 from streamforge.store import videos
 from streamforge.store.db import ProcessingStatus, Visibility
 from streamforge.web.common import app_url, cfg, error, handle_errors, store
+from streamforge.web.media_api import may_download as _may_download
 
 bp = Blueprint("play", __name__)
 PLAYLIST = "application/vnd.apple.mpegurl"
@@ -33,6 +35,11 @@ def _cors(resp: Response) -> Response:
     # players on other origins (embeds, other front-ends) may fetch playlists; the signature is the key
     resp.headers["Access-Control-Allow-Origin"] = "*"
     return resp
+
+
+def may_download(video) -> bool:
+    """Whether the client (its session or bearer token) may download `video` under [playback] downloads."""
+    return _may_download(current_user.is_authenticated and current_user.id == video.user_id)
 
 
 def _output(video, relpath: str) -> str:
@@ -54,6 +61,9 @@ def play(video_id: str, relpath: str):
     if not any(playback.verify(cfg().server.secret_key, video_id, exp, sig, epoch=e) for e in epochs):
         return _cors(error(403, "forbidden", "this playback link is invalid or has expired; reload the page"))
     target = _output(video, relpath)
+    if target.split("/", 1)[0] == "downloads" and not may_download(video):
+        # a download file is the video in one piece: [playback] downloads holds here as on the download route
+        return _cors(error(403, "forbidden", "downloads of this video are not open to you; the video plays here"))
     key = f"{video.s3_processed_path}/{target}"
     folder = posixpath.dirname(target)
     query = f"exp={exp}&sig={sig}"
