@@ -54,7 +54,7 @@ def caption_video(config: Config, video_id: str) -> str:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _stop_at_shutdown(fraction: float) -> None:
+def _stop_at_shutdown(seconds_done: float) -> None:
     if SHUTDOWN.is_set():
         raise HandBack()
 
