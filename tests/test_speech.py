@@ -208,6 +208,36 @@ def test_auto_captions_after_the_ladder_are_searchable_and_yield_to_an_upload(li
     assert requests.get(f"{live.url}/api/public/videos", params={"q": "umbrella"}).json()["items"] == []
 
 
+def test_the_sweeper_enqueues_a_lost_transcription_once(live, tmp_path):
+    import datetime
+
+    from streamforge.jobs import intake, tasks
+    from streamforge.store.db import ProcessingLog, utcnow
+    from streamforge.store.objects import ObjectStore
+    vid = upload(live, speech_video(tmp_path, "Lost and found again."), process=False)
+    assert [str(x) for x in drain_queue(limit=1)] == ["completed"]
+    tasks.huey.flush()  # the queue loses the transcription (a consumer killed with it, a wiped Redis)
+    store = ObjectStore.from_config(live.cfg)
+    with dbmod.db.connection_context():
+        assert intake.sweep(live.cfg, store)["captions_requeued"] == 0  # too soon: its task may be on its way
+        Video.update(processed_at=utcnow() - datetime.timedelta(minutes=10)).where(Video.id == vid).execute()
+        assert intake.sweep(live.cfg, store)["captions_requeued"] == 1
+        assert intake.sweep(live.cfg, store)["captions_requeued"] == 0  # its task waits in the queue
+    assert drain_queue() == ["captioned"]
+    assert [c["source"] for c in get(live, vid)["captions"]] == ["auto"]
+    with dbmod.db.connection_context():
+        assert intake.sweep(live.cfg, store)["captions_requeued"] == 0  # done: nothing to redo
+        # a worker that died mid-transcription left a "started" row long ago and no track
+        captions.delete_track(vid, "en")
+        ProcessingLog.update(created_at=utcnow() - datetime.timedelta(hours=4)).where(
+            ProcessingLog.video_id == vid, ProcessingLog.stage == "captions").execute()
+        ProcessingLog.delete().where(ProcessingLog.video_id == vid, ProcessingLog.stage == "captions",
+                                     ProcessingLog.status != "started").execute()
+        Video.update(processed_at=utcnow() - datetime.timedelta(hours=5)).where(Video.id == vid).execute()
+        assert intake.sweep(live.cfg, store)["captions_requeued"] == 1
+    assert drain_queue() == ["captioned"]
+
+
 @pytest.mark.parametrize("live_env", [{"STREAMFORGE_CAPTIONS_AUTO": "true",
                                        "STREAMFORGE_CAPTIONS_MODEL": str(Path(__file__).parent)}])
 def test_a_failed_transcription_leaves_the_video_completed_and_says_why(live, tmp_path):
@@ -217,6 +247,15 @@ def test_a_failed_transcription_leaves_the_video_completed_and_says_why(live, tm
     assert v["status"] == "COMPLETED" and v["captions"] == [] and v["master_playlist_url"]
     failed = _stages(live, vid, "captions")[-1]
     assert failed["status"] == "failed" and "could not be loaded" in failed["message"], failed
+    # the sweeper leaves a failure that said why alone (no loop of failing transcriptions)
+    import datetime
+
+    from streamforge.jobs import intake
+    from streamforge.store.db import utcnow
+    from streamforge.store.objects import ObjectStore
+    with dbmod.db.connection_context():
+        Video.update(processed_at=utcnow() - datetime.timedelta(minutes=10)).where(Video.id == vid).execute()
+        assert intake.sweep(live.cfg, ObjectStore.from_config(live.cfg))["captions_requeued"] == 0
 
 
 CHAPTERS = [(0, 2000, "Opening"), (2000, 4000, "Middle"), (4000, 6000, "Closing credits")]

@@ -126,6 +126,11 @@ def enqueue_processing(video_id: str, delay: float | None = None, task=None) -> 
     return task.id
 
 
+def waiting_caption_ids() -> set[str]:
+    """Ids of the videos whose auto-captions task waits in the queue or its schedule."""
+    return {t.args[0] for t in [*huey.pending(), *huey.scheduled()] if t.name == "auto_captions" and t.args}
+
+
 def waiting_task_ids() -> set[str]:
     """Ids of the tasks in the queue or its schedule, read without taking them."""
     return {t.id for t in huey.pending()} | {t.id for t in huey.scheduled()}

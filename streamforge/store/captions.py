@@ -17,7 +17,15 @@ from peewee import IntegrityError
 
 from streamforge.errors import MediaError, StorageError
 from streamforge.pipeline import captions as vtt
-from streamforge.store.db import Caption, Video, db, utcnow, write_transaction
+from streamforge.store.db import (
+    Caption,
+    ProcessingLog,
+    ProcessingStatus,
+    Video,
+    db,
+    utcnow,
+    write_transaction,
+)
 
 log = logging.getLogger("streamforge.captions")
 
@@ -208,3 +216,22 @@ def after_run(store, video_id: str, versions: list[str]) -> None:
         republish_if_changed(store, video_id, versions)
     except StorageError as e:
         log.warning("caption tracks of %s changed during its run and could not be republished: %s", video_id, e)
+
+
+def lost_transcriptions(done_after, done_before, started_before, limit: int = 50) -> list[str]:
+    """COMPLETED videos (processed between `done_after` and `done_before`) with no `auto` track whose
+    transcription never ended: no `captions` row since their processing, or only a `started` one from
+    before `started_before` (a worker that died mid-way; one that failed said so and is left alone)."""
+    auto = Caption.select(Caption.video).where(Caption.source == AUTO)
+    found = []
+    for video in (Video.select(Video.id, Video.processed_at)
+                  .where(Video.status == ProcessingStatus.COMPLETED, Video.processed_at > done_after,
+                         Video.processed_at < done_before, Video.id.not_in(auto))
+                  .order_by(Video.processed_at).limit(limit)):
+        last = (ProcessingLog.select(ProcessingLog.status, ProcessingLog.created_at)
+                .where(ProcessingLog.video_id == video.id, ProcessingLog.stage == "captions",
+                       ProcessingLog.created_at >= video.processed_at)
+                .order_by(ProcessingLog.created_at.desc(), ProcessingLog.id.desc()).first())
+        if last is None or (last.status == "started" and last.created_at < started_before):
+            found.append(video.id)
+    return found
