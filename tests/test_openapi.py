@@ -107,3 +107,25 @@ def test_a_token_request_whose_body_is_not_an_object_is_a_400(client, admin_head
     for body in (5, [1], "x"):
         r = client.post("/api/tokens", json=body, headers=admin_headers)
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
+
+
+def test_a_passkey_request_whose_body_is_not_an_object_is_a_400(client):
+    """POST /api/me/passkeys and POST /login/passkey with a JSON number, list or string as the body, or a
+    malformed credential, were 500s; from a signed-in browser session, which the fuzzing's token never is."""
+    password = "tangerine quartz orbit 42"
+    with dbmod.db.connection_context():
+        users.set_password(users.add_user("keys@example.com", users.UPLOADER), password)
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    for body in (5, [1], "x"):
+        r = client.post("/login/passkey", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
+    r = client.post("/login", data={"csrf_token": csrf, "email": "keys@example.com", "password": password})
+    assert r.status_code == 302
+    page = client.get("/account").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    # and a credential that is an object but not a PublicKeyCredential (py_webauthn's InvalidJSONStructure)
+    for body in (5, [1], "x", {"credential": {"id": 5, "rawId": 1.5}}, {"credential": {"response": "x"}}):
+        assert client.post("/api/me/passkeys/options", headers={"X-CSRF-Token": csrf}).status_code == 200
+        r = client.post("/api/me/passkeys", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
