@@ -180,6 +180,18 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class CaptionsConfig:
+    # transcribe the default audio track into an `auto` caption track after the ladder
+    auto: bool = True
+    # empty: the packaged default (faster-whisper tiny.en); else a model name or a local model directory
+    model: str = ""
+    # empty: detected (an English-only model always says "en"); else a language such as "en" or "de"
+    language: str = ""
+    # CPU threads one transcription uses
+    threads: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -195,6 +207,7 @@ class Config:
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -350,6 +363,11 @@ def _validate(cfg: Config) -> None:
     u, p = cfg.upload, cfg.pipeline
     if cfg.server.threads < 1 or cfg.server.workers < 0:
         raise ConfigError("[server] threads: at least 1; workers: 0 (one per core) or more")
+    if cfg.captions.threads < 1:
+        raise ConfigError("[captions] threads: at least 1")
+    language = cfg.captions.language
+    if language and not (2 <= len(language) <= 3 and language.isascii() and language.isalpha()):
+        raise ConfigError(f"[captions] language: a language code such as en, de or yue, got {language!r}")
     if u.part_size < 5 * MiB:
         raise ConfigError("[upload] part_size: must be at least 5 MiB (5242880), the S3 minimum")
     if u.multipart_threshold < 1:

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from openapi_spec_validator import validate
 
+from streamforge.store import captions, users, videos
 from streamforge.store import db as dbmod
-from streamforge.store import users, videos
+from streamforge.store.db import Video
 
 # cases per operation: bounded for the suite; SF_FUZZ_EXAMPLES=200 for a deeper hunt by hand
 EXAMPLES = int(os.environ.get("SF_FUZZ_EXAMPLES", "10"))
@@ -107,3 +108,59 @@ def test_a_token_request_whose_body_is_not_an_object_is_a_400(client, admin_head
     for body in (5, [1], "x"):
         r = client.post("/api/tokens", json=body, headers=admin_headers)
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
+
+
+def test_a_passkey_request_whose_body_is_not_an_object_is_a_400(client):
+    """POST /api/me/passkeys and POST /login/passkey with a JSON number, list or string as the body, or a
+    malformed credential, were 500s; from a signed-in browser session, which the fuzzing's token never is."""
+    password = "tangerine quartz orbit 42"
+    with dbmod.db.connection_context():
+        users.set_password(users.add_user("keys@example.com", users.UPLOADER), password)
+    page = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    for body in (5, [1], "x"):
+        r = client.post("/login/passkey", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
+    r = client.post("/login", data={"csrf_token": csrf, "email": "keys@example.com", "password": password})
+    assert r.status_code == 302
+    page = client.get("/account").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    # and a credential that is an object but not a PublicKeyCredential (py_webauthn's InvalidJSONStructure)
+    for body in (5, [1], "x", {"credential": {"id": 5, "rawId": 1.5}}, {"credential": {"response": "x"}}):
+        assert client.post("/api/me/passkeys/options", headers={"X-CSRF-Token": csrf}).status_code == 200
+        r = client.post("/api/me/passkeys", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", body
+
+
+def test_a_completed_video_with_audio_tracks_chapters_and_auto_captions_matches_the_schema(client, admin_headers):
+    """The fuzzing only meets videos still uploading: VIDEO of a COMPLETED one (two audio tracks, chapters
+    from its description, an auto caption track) and the 202 of captions/auto match the description."""
+    from jsonschema import Draft202012Validator
+    doc = client.get("/api/openapi.json").get_json()
+
+    def check(name: str, instance) -> None:  # a schema of the document, its $refs resolved in it
+        Draft202012Validator({**doc, "$ref": name}).validate(instance)
+    r = client.post("/api/videos", headers=admin_headers, json={
+        "title": "talk", "filename": "talk.mp4", "size": 1000, "content_type": "video/mp4",
+        "description": "0:00 Intro\n1:05 Demo"})
+    vid = r.get_json()["video"]["id"]
+    with dbmod.db.connection_context():
+        Video.update(status="COMPLETED", upload_status="UPLOADED", progress=1, master_playlist_url="master.m3u8",
+                     original_duration=120.0, audio_tracks=[
+                         {"language": "en", "label": "English", "default": True},
+                         {"language": "fr", "label": "Commentaire", "default": False}]).where(Video.id == vid).execute()
+        captions.save_track(vid, "en", "English (auto)", "WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n",
+                            source=captions.AUTO)
+    video = client.get(f"/api/videos/{vid}", headers=admin_headers).get_json()
+    assert [a["default"] for a in video["audio_tracks"]] == [True, False]
+    assert video["chapters"] == [{"start": 0.0, "title": "Intro"}, {"start": 65.0, "title": "Demo"}]
+    assert video["chapters_url"].split("?")[0].endswith(".vtt") and video["captions"][0]["source"] == "auto"
+    check("#/components/schemas/Video", video)
+    check("#/components/schemas/VideoPage", client.get("/api/videos", headers=admin_headers).get_json())
+    r = client.post(f"/api/videos/{vid}/captions/auto", headers=admin_headers)
+    assert r.status_code == 202
+    check("#/paths/~1api~1videos~1{video_id}~1captions~1auto/post/responses/202/content/application~1json/schema",
+          r.get_json())
+    video["audio_tracks"][0]["default"] = "yes"  # and the check can fail
+    with pytest.raises(Exception, match="is not of type 'boolean'"):
+        check("#/components/schemas/Video", video)

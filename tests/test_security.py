@@ -307,6 +307,9 @@ MATRIX = [
         leak_check=False),
     Row("POST", "/login/passkey", lambda w: "/login/passkey", who(400, 400, 400, disabled=400), body=lambda w: {}),
     Row("GET", "/healthz", lambda w: "/healthz", who(200, 200, 200)),
+    Row("GET", "/api/openapi.json", lambda w: "/api/openapi.json", who(200, 200, 200)),
+    # the live server is on this machine, whose requests may read the metrics whatever Authorization they carry
+    Row("GET", "/metrics", lambda w: "/metrics", who(200, 200, 200)),
     # a user's API token or session is not the webhook's token
     Row("POST", "/hooks/storage", lambda w: "/hooks/storage", who(401, 401, 401), body=lambda w: {"Records": []}),
     # pages
@@ -387,6 +390,10 @@ MATRIX = [
     # the reprocess row goes last among alice's video rows: it sends video A back to PENDING
     Row("POST", "/api/videos/<video_id>/reprocess", lambda w: f"/api/videos/{w.a['id']}/reprocess",
         who(401, 404, 202, viewer=403), unchanged=_a_not_requeued),
+    # auto captions (the owner's): after the reprocess above, A is PENDING again, so the owner's call gets past
+    # sign-in and ownership to the state check (409) and queues nothing
+    Row("POST", "/api/videos/<video_id>/captions/auto", lambda w: f"/api/videos/{w.a['id']}/captions/auto",
+        who(401, 404, 409)),
     # accounts (issue 12): every signed-in user sees their own account; the admin's routes are the admin's
     Row("GET", "/api/me", lambda w: "/api/me", who(401, 200, 200), owner_check=_me_is_alice),
     Row("GET", "/admin", lambda w: "/admin", admin_only(anon_page=True), leak_check=False),
@@ -619,6 +626,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
                                                       {"language": "en", "content": "WEBVTT\n\n00:01.000 --> 00:02.000\nx\n"},
                                                       201),
         ("DELETE", "/api/videos/<video_id>/captions/<language>"): (f"/api/videos/{put_video}/captions/en", None, 204),
+        # past the CSRF check: the video is not COMPLETED, so nothing is transcribed
+        ("POST", "/api/videos/<video_id>/captions/auto"): (f"/api/videos/{put_video}/captions/auto", None, 409),
         ("POST", "/api/tokens"): ("/api/tokens", {"name": "new"}, 201),
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
         ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),

@@ -366,6 +366,11 @@ def test_an_invite_for_an_existing_email_is_refused(app, auth, tmp_path):
     client = app.test_client()
     r = client.get("/login", query_string={"invite": plain})
     assert r.status_code == 409 and "exists already" in r.get_data(as_text=True) and _me(client) == 401
+    # nor its password form, sent after the account was made (the page was shown before): 409 too
+    r = client.post("/login/invite", data={"csrf_token": _csrf(client), "invite": plain, "password": OTHER_GOOD,
+                                           "password2": OTHER_GOOD})
+    assert r.status_code == 409 and "exists already" in r.get_data(as_text=True) and _me(client) == 401
+    assert _login(app.test_client(), "later@example.com", GOOD).status_code == 302
 
 
 # ---------------------------------------------------------------------------------------------

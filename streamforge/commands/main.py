@@ -464,11 +464,22 @@ def cmd_doctor(args) -> int:
             "libx264, libx265, libsvtav1, libvpx-vp9, aac" if not missing else f"missing {', '.join(missing)}")))
     except ImportError as e:
         results.append((False, "codecs", str(e)))
+    if cfg.captions.auto:
+        results.append(_speech_check(cfg))
     for ok, name, detail in results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     if results[1][0]:  # the database answered: what its counters say about the store's notifications
         print(_notifications_line(cfg))
     return 0 if all(ok for ok, _, _ in results) else 1
+
+
+def _speech_check(cfg: Config) -> tuple[bool, str, str]:
+    """Doctor's check that the auto captions' model is there (not loaded: the worker's healthcheck runs doctor)."""
+    from streamforge.pipeline import speech
+    try:
+        return True, "speech", speech.check_model(cfg.captions.model)
+    except StreamForgeError as e:
+        return False, "speech", str(e)
 
 
 def _notifications_line(cfg: Config) -> str:

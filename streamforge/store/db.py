@@ -185,6 +185,10 @@ class Video(BaseModel):
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
     # audio tracks (migration 16): [{"name", "language", "label", "default"}] as JSON, in the file's order
     audio_tracks = ListField(default=list, constraints=[SQL("DEFAULT '[]'")])
+    # speech and chapters (migration 12): the caption tracks' plain text, for the full-text search, and
+    # the upload's own chapters as JSON [{"start", "title"}] (None: it has none; the description's apply)
+    transcript = TextField(null=True)
+    container_chapters = TextField(null=True)
 
     class Meta:
         table_name = "videos"
@@ -318,7 +322,8 @@ class Caption(BaseModel):
     video = ForeignKeyField(Video, backref="caption_tracks", on_delete="CASCADE")
     language = CharField(max_length=35)
     label = CharField(max_length=100, default="")
-    source = CharField(max_length=16, default="upload")  # "upload" or "original" (a stream of the upload)
+    # "upload", "original" (a stream of the upload) or "auto" (transcribed, migration 12: no schema change)
+    source = CharField(max_length=16, default="upload")
     content = TextField()
     version = CharField(max_length=16)  # a hash of the content: its objects' names change with it
     created_at = DateTimeField(default=utcnow)
@@ -574,6 +579,21 @@ def _migration_16(database) -> None:
         run(migrator.add_column("videos", "audio_tracks", Video.audio_tracks))
 
 
+def _migration_12(database) -> None:
+    """Speech and chapters: videos.transcript (in the full-text index) and videos.container_chapters."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+
+    from streamforge.store import search
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    columns = {c.name for c in database.get_columns("videos")}
+    for name in ("transcript", "container_chapters"):
+        if name not in columns:
+            run(migrator.add_column("videos", name, Video._meta.fields[name]))
+    if not search.indexes_transcript(database):
+        search.rebuild(database)
+
+
 def _migration_13(database) -> None:
     """Watching: the watch_history, playlists and playlist_items tables."""
     database.create_tables([WatchHistory, Playlist, PlaylistItem], safe=True)
@@ -584,7 +604,7 @@ def _migration_13(database) -> None:
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
-              _migration_8, _slot_not_landed, _migration_10, _slot_not_landed, _slot_not_landed,
+              _migration_8, _slot_not_landed, _migration_10, _slot_not_landed, _migration_12,
               _migration_13, _slot_not_landed, _slot_not_landed, _migration_16]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -68,7 +68,10 @@ def accept_invite():
     def again(message: str, status: int):
         row = users.check_invite(invite)
         return render_template("invite.html", invite=invite, email=row.email, error=message), status
-    try:
+    try:  # an account made for the email since the invite page was shown: 409, as GET /login?invite= says
+        email = users.check_invite(invite).email
+        if users.has_account(email):
+            return login_page(f"The account {email} exists already; sign in to it instead.", 409)
         password = request.form.get("password") or ""
         if password != request.form.get("password2", password):
             return again("The two passwords differ; type the same one twice.", 400)

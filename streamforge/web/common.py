@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from streamforge.config import Config
 from streamforge.errors import Conflict, Forbidden, NotFound, StorageError, StreamForgeError, ValidationError
-from streamforge.store import captions, users, videos
+from streamforge.store import captions, chapters, users, videos
 from streamforge.store.objects import ObjectStore
 from streamforge.web.hosts import host_allowed
 
@@ -144,6 +144,7 @@ def video_json(video, full: bool = True) -> dict:
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
         "audio_tracks": [{"language": a.get("language", "und"), "label": a.get("label", ""),
                           "default": bool(a.get("default"))} for a in (video.audio_tracks or [])],
+        **chapters_json(video),
     }
     if full:
         out["renditions"] = [{
@@ -177,6 +178,14 @@ def caption_json(video, track) -> dict:
 def captions_json(video) -> list[dict]:
     """VIDEO.captions: every track of the video."""
     return [caption_json(video, t) for t in captions.tracks_of(video.id)]
+
+
+def chapters_json(video) -> dict:
+    """VIDEO.chapters ([{"start", "title"}]) and `chapters_url`, the WebVTT chapters file the player reads."""
+    found = chapters.chapters_of(video)
+    rel = chapters.relpath(video) if found and video.master_playlist_url else None
+    return {"chapters": [c.as_json() for c in found],
+            "chapters_url": media_url(video, f"{video.s3_processed_path}/{rel}") if rel else None}
 
 
 # `?page=` past this is past the end of any list (and keeps OFFSET within a 64-bit integer)

@@ -18,7 +18,7 @@ from webauthn import (
     verify_registration_response,
 )
 from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -43,6 +43,12 @@ def _relying_party() -> tuple[str, str]:
 def _passkey_json(p) -> dict:
     return {"id": p.id, "name": p.name, "created_at": p.created_at.isoformat(timespec="seconds") + "Z",
             "last_used_at": p.last_used_at.isoformat(timespec="seconds") + "Z" if p.last_used_at else None}
+
+
+def _json_object() -> dict:
+    """The request's JSON body when it is an object, else {} (a number or a list was a 500)."""
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
 
 
 def _browser_only():
@@ -80,7 +86,7 @@ def registration_options():
 def register():
     """`{"credential": <the browser's PublicKeyCredential as JSON>, "name"?}`: keep the new passkey."""
     _browser_only()
-    body = request.get_json(silent=True) or {}
+    body = _json_object()
     challenge = session.pop("passkey_register", None)
     if not challenge or not isinstance(body.get("credential"), dict):
         return error(400, "invalid", "ask for options first, then send the credential the browser made")
@@ -88,7 +94,7 @@ def register():
     try:
         made = verify_registration_response(credential=body["credential"], expected_challenge=base64url_to_bytes(
             challenge), expected_rp_id=rp_id, expected_origin=origin)
-    except (InvalidRegistrationResponse, ValueError, KeyError, TypeError) as e:
+    except (WebAuthnException, ValueError, KeyError, TypeError) as e:  # a malformed credential too
         return error(400, "invalid", f"the passkey could not be verified: {e}")
     row = passkeys.add(users.find_user(current_user.id), bytes_to_base64url(made.credential_id),
                        bytes_to_base64url(made.credential_public_key), made.sign_count, str(body.get("name") or ""))
@@ -119,7 +125,7 @@ def sign_in():
     """`{"credential", "remember"?, "next"?}`: sign in as the passkey's user; answers `{"redirect"}`."""
     if not csrf_ok():
         return error(400, "csrf", "send the X-CSRF-Token of the login page")
-    body = request.get_json(silent=True) or {}
+    body = _json_object()
     challenge = session.pop("passkey_sign_in", None)
     credential = body.get("credential")
     if not challenge or not isinstance(credential, dict):
@@ -133,7 +139,7 @@ def sign_in():
             credential=credential, expected_challenge=base64url_to_bytes(challenge), expected_rp_id=rp_id,
             expected_origin=origin, credential_public_key=base64url_to_bytes(key.public_key),
             credential_current_sign_count=key.sign_count)
-    except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as e:
+    except (WebAuthnException, ValueError, KeyError, TypeError) as e:  # a malformed credential too
         return error(401, "invalid_passkey", f"the passkey's answer could not be verified: {e}")
     if key.user.disabled:
         return error(403, "forbidden", f"The account {key.user.email} is disabled on this server; ask its admin.")
