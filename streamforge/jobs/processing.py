@@ -67,6 +67,18 @@ class Outcome(str):
         return self
 
 
+def original_tracks(src: Path, info) -> list:
+    """The upload's text subtitle streams (`info` is its probe); [] when it has none or they cannot be read."""
+    if not getattr(info, "subtitle_streams", ()):
+        return []
+    from streamforge.pipeline.captions import extract_subtitles
+    try:
+        return extract_subtitles(src, start=info.start_time if info.kind == "video" else 0.0)
+    except MediaError as e:  # subtitles never fail a video
+        log.warning("the subtitle streams of %s could not be read: %s", src.name, e)
+        return []
+
+
 def _stage_logger(video_id: str, attempt: int):
     def stage(name: str):
         return _Stage(video_id, attempt, name)
@@ -220,7 +232,7 @@ class VideoRun:
             st.message = (f"{info.width}x{info.height}, {info.duration:.2f} s, "
                           f"audio {'yes' if info.has_audio else 'no'}")
             videos.set_original_info(self.video_id, self.token, duration=info.duration, kind=info.kind)
-            self.subtitles = captions.original_tracks(src, info)  # text subtitle streams become caption tracks
+            self.subtitles = original_tracks(src, info)  # text subtitle streams become caption tracks
         return info
 
     def _on_progress(self, fraction: float, stage: str = "") -> None:

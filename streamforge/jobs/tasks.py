@@ -17,7 +17,7 @@ from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
-from streamforge.jobs import heartbeats, notify
+from streamforge.jobs import downloads, heartbeats, notify
 from streamforge.jobs.processing import run_video
 from streamforge.store import videos
 
@@ -127,3 +127,9 @@ def deliver_webhook(url: str, body: str, attempt: int) -> bool:
     if attempt < cfg.notify.max_attempts:
         deliver_webhook.schedule((url, body, attempt + 1), delay=notify.backoff(attempt))
     return False
+
+
+@huey.task()
+def make_download(video_id: str, rendition: str) -> str:
+    """Make a rendition's progressive MP4 (GET /api/videos/{id}/download answers 202 until it exists)."""
+    return downloads.make_download(config(), video_id, rendition)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from peewee import IntegrityError
 
-from streamforge.errors import MediaError, StorageError
-from streamforge.pipeline import captions as vtt
+from streamforge import captiontext as vtt
+from streamforge.errors import StorageError
 from streamforge.store.db import Caption, Video, db, utcnow, write_transaction
 
 log = logging.getLogger("streamforge.captions")
@@ -151,17 +151,6 @@ def republish_if_changed(store, video_id: str, versions: list[str]) -> None:
         video = Video.get_or_none(Video.id == video_id)
         if video is not None:
             publish(store, video)
-
-
-def original_tracks(src: Path, info) -> list[vtt.SubtitleTrack]:
-    """The upload's text subtitle streams (`info` is its probe); [] when it has none or they cannot be read."""
-    if not getattr(info, "subtitle_streams", ()):
-        return []
-    try:
-        return vtt.extract_subtitles(src, start=info.start_time if info.kind == "video" else 0.0)
-    except MediaError as e:  # subtitles never fail a video
-        log.warning("the subtitle streams of %s could not be read: %s", src.name, e)
-        return []
 
 
 def for_run(video_id: str, outdir: Path, result, tracks: list[vtt.SubtitleTrack]) -> tuple[list[str], list[str]]:

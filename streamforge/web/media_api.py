@@ -1,16 +1,19 @@
 """Captions and downloads of a video (API.md, "Captions, downloads and audio").
 
 Captions are changed by the video's owner and read by whoever may watch it. A download is a 302 to
-a signed store URL that lives a few minutes: a rendition's progressive MP4 (made on first request,
-see store/downloads.py) or the original file; `[playback] downloads` says who may have one.
+a signed store URL that lives a few minutes: a rendition's progressive MP4 (made by a worker on first
+request, see jobs/downloads.py: 202 with Retry-After until it exists) or the original file; `[playback] downloads` says who may have one.
 """
 from __future__ import annotations
 
-from flask import Blueprint, redirect, request
+import time
+
+from flask import Blueprint, jsonify, redirect, request
 from flask_login import current_user, login_required
 
-from streamforge.errors import NotFound, ValidationError
-from streamforge.pipeline import captions as vtt
+from streamforge import captiontext as vtt
+from streamforge.errors import NotFound, StorageError, ValidationError
+from streamforge.jobs import tasks
 from streamforge.store import captions, downloads, videos
 from streamforge.store.db import ProcessingStatus
 from streamforge.web.common import caption_json, captions_json, cfg, error, handle_errors, store
@@ -21,6 +24,8 @@ MAX_CAPTION_BYTES = 1024 * 1024
 # the JSON around 1 MiB of caption text, escaped (\u00e9 is six bytes for one character)
 MAX_CAPTION_BODY = 7 * MAX_CAPTION_BYTES
 DOWNLOAD_URL_TTL = 300
+PREPARING_WAIT = 5.0  # seconds a request waits for a small file before answering 202
+PREPARING_RETRY_AFTER = 3
 
 
 def _is_owner(video) -> bool:
@@ -105,11 +110,32 @@ def download(video_id: str):
     else:
         if video.status != ProcessingStatus.COMPLETED:
             return error(409, "not_ready", f"the video is {video.status}; renditions download once it is COMPLETED")
-        key = downloads.ensure_mp4(store(), video, rendition, cfg().pipeline.temp_dir or None)
+        key = _prepared_mp4(video, rendition)
+        if key is None:
+            resp = jsonify({"status": "preparing"})
+            resp.status_code = 202
+            resp.headers["Retry-After"] = str(PREPARING_RETRY_AFTER)
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
     url = store().presigned_get(key, DOWNLOAD_URL_TTL, download_name=downloads.download_name(video, rendition))
     resp = redirect(url, code=302)
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+def _prepared_mp4(video, rendition: str) -> str | None:
+    """The key of the rendition's MP4 once a worker has made it; None while it is being made (the first
+    request to find none has a job make it, then every request waits for it a few seconds)."""
+    state, key = downloads.request(store(), video, rendition)
+    if state == "mine":
+        tasks.make_download(video.id, rendition)
+    deadline = time.monotonic() + PREPARING_WAIT
+    while state != downloads.READY and time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = downloads.state_of(key)
+        if state is None:  # the job failed and dropped the row: the next request claims it again
+            raise StorageError("the download could not be prepared; try again")
+    return key if state == downloads.READY else None
 
 
 def may_download(owner: bool) -> bool:
