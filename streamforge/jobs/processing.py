@@ -24,6 +24,7 @@ from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
+from streamforge.jobs import heartbeats
 from streamforge.store import captions, videos
 from streamforge.store.connect import object_store
 from streamforge.store.db import db
@@ -79,32 +80,37 @@ def original_tracks(src: Path, info) -> list:
         return []
 
 
-def _stage_logger(video_id: str, attempt: int):
+def _stage_logger(video_id: str, attempt: int, by: str):
     def stage(name: str):
-        return _Stage(video_id, attempt, name)
+        return _Stage(video_id, attempt, name, by)
     return stage
 
 
-class _Stage:
-    """Context manager writing the started / completed / failed rows of one stage."""
+def signed(message: str, by: str) -> str:
+    """A log message that names who did the stage ("... (by worker host:pid)", "... (by runner desktop)")."""
+    return f"{message} (by {by})" if by else message
 
-    def __init__(self, video_id: str, attempt: int, name: str):
-        self.video_id, self.attempt, self.name = video_id, attempt, name
+
+class _Stage:
+    """Context manager writing the started / completed / failed rows of one stage, naming who did it."""
+
+    def __init__(self, video_id: str, attempt: int, name: str, by: str = ""):
+        self.video_id, self.attempt, self.name, self.by = video_id, attempt, name, by
         self.message = ""
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        videos.log_stage(self.video_id, self.attempt, self.name, "started", f"{self.name} started")
+        videos.log_stage(self.video_id, self.attempt, self.name, "started", signed(f"{self.name} started", self.by))
         return self
 
     def __exit__(self, exc_type, exc, tb):
         took = round(time.monotonic() - self.t0, 3)
         if exc is None:
             videos.log_stage(self.video_id, self.attempt, self.name, "completed",
-                             self.message or f"{self.name} completed", took)
+                             signed(self.message or f"{self.name} completed", self.by), took)
         elif not isinstance(exc, (LeaseLost, HandBack)):
             code = getattr(exc, "code", None) or type(exc).__name__
-            videos.log_stage(self.video_id, self.attempt, self.name, "failed", describe(exc), took,
+            videos.log_stage(self.video_id, self.attempt, self.name, "failed", signed(describe(exc), self.by), took,
                              error_code=str(code), error_details=repr(exc))
         return False
 
@@ -162,12 +168,14 @@ class Uploader:
 class VideoRun:
     """The state of one run: the video, its lease, its temp dir and what it published."""
 
-    def __init__(self, config: Config, store: ObjectStore, video, token: str, emit: EventSink = no_events):
+    def __init__(self, config: Config, store: ObjectStore, video, token: str, emit: EventSink = no_events,
+                 by: str = ""):
         self.config, self.store, self.video, self.token = config, store, video, token
         self.emit = emit
         self.video_id = video.id
         self.attempt = video.attempts
-        self.stage = _stage_logger(video.id, video.attempts)
+        self.by = by or f"worker {heartbeats.worker_name()}"
+        self.stage = _stage_logger(video.id, video.attempts, self.by)
         first_run = video.processed_at is None and video.attempts <= 1
         # a rerun writes beside the old output and switches at the end, so no viewer sees a mix
         self.prefix = f"processed/{video.id}" if first_run else f"processed/{video.id}/r-{token[-8:]}"

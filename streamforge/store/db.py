@@ -337,6 +337,35 @@ class DownloadFile(BaseModel):
         table_name = "download_files"
 
 
+class Runner(BaseModel):
+    """A remote runner (`streamforge runner`): its name and the hash of its token; it processes videos over HTTP."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    name = CharField(max_length=200)
+    token_hash = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
+    last_seen_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+    done = IntegerField(default=0)
+    failed = IntegerField(default=0)
+
+    class Meta:
+        table_name = "runners"
+
+
+class RunnerJob(BaseModel):
+    """A piece of work a runner holds now: a video's run, by the run's lease token (the row goes when it ends)."""
+
+    id = CharField(primary_key=True, max_length=80)  # the job id the runner uses: the video's id
+    runner = ForeignKeyField(Runner, backref="jobs", on_delete="CASCADE", index=True)
+    video = ForeignKeyField(Video, backref="runner_jobs", on_delete="CASCADE", index=True)
+    token = CharField(max_length=32)  # the run's lease token
+    started_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "runner_jobs"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -347,6 +376,7 @@ class SchemaVersion(BaseModel):
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
           Caption, DownloadFile)
+MODELS += (Runner, RunnerJob)  # issue 24: remote runners
 
 
 def _migration_1(database) -> None:
@@ -422,11 +452,21 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
+def _migration_14(database) -> None:
+    """Issue 24: the runners table (remote runners and their tokens) and runner_jobs (the work each holds)."""
+    database.create_tables([Runner, RunnerJob], safe=True)
+
+
+def _spare(database) -> None:
+    """A number reserved for another change of the third round (a no-op here)."""
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
+MIGRATIONS += [_spare] * (13 - len(MIGRATIONS)) + [_migration_14]  # issue 24 holds number 14
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,247 @@
+"""The instance's side of remote runners: hand a waiting run to a runner, presign its input and outputs,
+take its progress, logs and beats, and publish what it wrote once checked.
+
+Like PeerTube's runners (a token, a long-polling request, updates with progress, success or error), but
+one queue for all: a runner claims a video exactly as a local worker does (the guarded PENDING ->
+PROCESSING of store/videos.py, with the run's lease token and heartbeat), so local workers and runners
+share the work and the sweeper takes back a run whose runner stopped beating. The runner never holds a
+credential: it reads its input and writes its output through presigned URLs scoped to its run's keys,
+and its encoder settings come with the work. Publishing reuses the local run's own upload and database
+stages, after checking every file the runner names is in the store at the size it reported.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from streamforge import captiontext
+from streamforge.config import Config
+from streamforge.errors import MediaError, StorageError, ValidationError
+from streamforge.jobs import tasks
+from streamforge.jobs.processing import VideoRun, describe, signed
+from streamforge.pipeline import PipelineOptions
+from streamforge.pipeline.result_json import options_to_dict, result_from_dict
+from streamforge.store import captions, runners, videos
+from streamforge.store.connect import object_store
+from streamforge.store.db import Runner, Video
+
+log = logging.getLogger("streamforge.jobs.remote")
+
+INPUT_URL_TTL = 6 * 3600
+OUTPUT_URL_TTL = 900
+MAX_WAIT = 30.0
+STAGES = ("download", "probe", "transcode", "thumbnails", "upload")
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*){0,2}$")
+CONTENT_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".m4s": "video/iso.segment", ".mp4": "video/mp4",
+                 ".jpg": "image/jpeg", ".webp": "image/webp", ".vtt": "text/vtt"}
+
+
+class JobGone(Exception):
+    """The runner no longer holds this work (the sweeper took it back, or it was revoked or finished)."""
+
+
+def request_work(config: Config, runner: Runner, wait: float) -> dict | None:
+    """Long poll: claim the longest-waiting video for `runner` within `wait` seconds; its job, or None."""
+    deadline = time.monotonic() + max(0.0, min(MAX_WAIT, wait))
+    while True:
+        for video_id in runners.waiting_videos():
+            claim = videos.claim_run(video_id)
+            if claim is not None:
+                video, token = claim
+                runners.hold(runner, video.id, token)
+                return _job(config, runner, video, token)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.5)
+
+
+def _run_of(config: Config, runner: Runner, job_id: str, token: str) -> VideoRun:
+    """The run behind a job this runner holds with this token; JobGone when it does not any more."""
+    if not isinstance(token, str) or runners.held(runner, job_id, token) is None or not videos.still_mine(job_id,
+                                                                                                         token):
+        raise JobGone()
+    video = Video.get_by_id(job_id)
+    return VideoRun(config, object_store(config), video, token, emit=lambda e, v: tasks.emit_event(config, e, v),
+                    by=f"runner {runner.name}")
+
+
+def _job(config: Config, runner: Runner, video: Video, token: str) -> dict:
+    run = _run_of(config, runner, video.id, token)
+    opts = PipelineOptions.from_config(config.pipeline)
+    return {"id": video.id, "token": token, "kind": "run", "video_id": video.id, "attempt": video.attempts,
+            "live": run.live, "lease_seconds": config.sweeper.lease_seconds,
+            "input": {"url": run.store.presigned_get(video.original_key, INPUT_URL_TTL),
+                      "filename": video.original_file_name, "size": video.original_file_size},
+            "options": options_to_dict(opts)}
+
+
+def presign_outputs(config: Config, runner: Runner, job_id: str, token: str, files: list) -> dict:
+    """Presigned PUT URLs for output files of the run (paths under its output, nothing else)."""
+    run = _run_of(config, runner, job_id, token)
+    if not isinstance(files, list) or not files or len(files) > 200:
+        raise ValidationError("files: a list of 1 to 200 relative paths")
+    urls = {}
+    for rel in files:
+        if not isinstance(rel, str) or not SAFE_PATH.match(rel) or ".." in rel or rel.startswith("downloads/"):
+            raise ValidationError(f"not an output path: {rel!r}")
+        kind = CONTENT_TYPES.get(posixpath.splitext(rel)[1], "application/octet-stream")
+        urls[rel] = run.store.presign_put(f"{run.prefix}/{rel}", kind, OUTPUT_URL_TTL)
+    return {"urls": urls}
+
+
+def update(config: Config, runner: Runner, job_id: str, token: str, body: dict) -> None:
+    """A beat with progress, the stage rows the runner finished, what it learnt of the original, or the master
+    it published (playable early)."""
+    run = _run_of(config, runner, job_id, token)
+    progress = body.get("progress")
+    progress = min(0.95, 0.05 + 0.9 * float(progress)) if isinstance(progress, (int, float)) else None
+    if not videos.heartbeat(job_id, token, progress):
+        raise JobGone()
+    for row in body.get("log") or []:
+        _log_row(run, row)
+    original = body.get("original")
+    if isinstance(original, dict):
+        if isinstance(original.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", original["sha256"]):
+            videos.set_original_sha256(job_id, token, original["sha256"])
+        if isinstance(original.get("duration"), (int, float)) and original.get("kind") in ("video", "audio"):
+            videos.set_original_info(job_id, token, duration=float(original["duration"]), kind=original["kind"])
+    if body.get("playable") == "master.m3u8" and run.live:
+        key = f"{run.prefix}/master.m3u8"
+        if run.store.exists(key) and videos.set_playable(job_id, token, master_url=run.store.public_url(key),
+                                                         processed_path=run.prefix):
+            run.emit("video.playable", job_id)
+
+
+def _log_row(run: VideoRun, row) -> None:
+    if not isinstance(row, dict) or row.get("stage") not in STAGES or row.get("status") not in (
+            "started", "completed", "failed"):
+        raise ValidationError("log rows are {stage, status, message, duration}")
+    duration = row.get("duration")
+    videos.log_stage(run.video_id, run.attempt, row["stage"], row["status"],
+                     signed(str(row.get("message") or f"{row['stage']} {row['status']}")[:1500], run.by),
+                     float(duration) if isinstance(duration, (int, float)) else None,
+                     error_code=str(row["error_code"])[:100] if row.get("error_code") else None)
+
+
+def succeed(config: Config, runner: Runner, job_id: str, token: str, body: dict) -> str:
+    """The runner finished: check its files, then publish (upload and database stages); returns the outcome."""
+    run = _run_of(config, runner, job_id, token)
+    try:
+        result = result_from_dict(body["result"])
+        sizes = {str(k): int(v) for k, v in body["sizes"].items()}
+        tracks = [captiontext.SubtitleTrack(index=int(t["index"]), language=captiontext.normalise_language(
+            t.get("language")), label=str(t.get("label") or "")[:100], cues=captiontext.parse_captions(t["webvtt"]))
+            for t in body.get("subtitles") or []]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValidationError(f"the result is malformed: {e}") from None
+    try:
+        outcome = _publish(run, result, sizes, tracks)
+    except MediaError as e:
+        run.remove_own_output()
+        run._fail(describe(e))
+        outcome = "failed"
+    except StorageError as e:
+        outcome = str(run._retry_or_fail(e))
+    runners.drop(runner, job_id, token, "done" if outcome == "completed" else "failed")
+    if outcome == "retry":
+        tasks.enqueue_processing(job_id, delay=5)
+    return outcome
+
+
+def _publish(run: VideoRun, result, sizes: dict[str, int], tracks: list) -> str:
+    work = Path(tempfile.mkdtemp(prefix=f"sf-remote-{run.video_id}-", dir=run.config.pipeline.temp_dir or None))
+    try:
+        outdir = work / "out"
+        _check_written(run, result, sizes, outdir)
+        uploader = run.uploader = _uploaded(run, outdir, result)
+        run.subtitles = tracks
+        total = run.upload(outdir, result, uploader)
+        run.record(result, total)
+        captions.after_run(run.store, run.video_id, run.caption_versions)
+        try:
+            run.remove_stale_outputs()
+        except StorageError as e:
+            log.warning("old outputs of %s stay in the store: %s", run.video_id, e)
+        return "completed"
+    finally:
+        run._stop.set()
+        if run.uploader is not None:
+            run.uploader.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _uploaded(run: VideoRun, outdir: Path, result):
+    from streamforge.jobs.processing import Uploader
+    uploader = Uploader(run.store, outdir, run.prefix)
+    uploader.uploaded.update(f for f in result.files if not f.endswith(".m3u8"))
+    return uploader
+
+
+def _check_written(run: VideoRun, result, sizes: dict[str, int], outdir: Path) -> None:
+    """Every file the result names is in the store at the size the runner reported, and every playlist
+    (fetched into `outdir`, where the upload stage finishes the master) names only those files."""
+    files = set(result.files)
+    if set(sizes) != files or result.master not in files or not result.renditions:
+        raise MediaError("the runner's result does not match the files it reported")
+    for rel in sorted(files):
+        if not SAFE_PATH.match(rel):
+            raise MediaError(f"the runner named a file outside its output: {rel!r}")
+        info = run.store.stat(f"{run.prefix}/{rel}")
+        if info is None or info.size != sizes[rel]:
+            raise StorageError(f"{rel} is not in the store as the runner reported it "
+                               f"({'missing' if info is None else f'{info.size} bytes, not {sizes[rel]}'})")
+        if rel.endswith(".m3u8"):
+            local = outdir / rel
+            local.parent.mkdir(parents=True, exist_ok=True)
+            run.store.download(f"{run.prefix}/{rel}", local)
+            _check_playlist(rel, local.read_text(encoding="utf-8"), files)
+
+
+def _check_playlist(rel: str, text: str, files: set[str]) -> None:
+    base = posixpath.dirname(rel)
+    for line in text.splitlines():
+        uri = line.split('URI="', 1)[1].split('"', 1)[0] if 'URI="' in line else (
+            line.strip() if line.strip() and not line.startswith("#") else None)
+        if uri is None:
+            continue
+        target = posixpath.normpath(posixpath.join(base, uri))
+        if target not in files:
+            raise MediaError(f"{rel} names {uri}, which the runner did not write")
+
+
+def fail(config: Config, runner: Runner, job_id: str, token: str, body: dict) -> str:
+    """The runner could not process the video: FAILED with its reason (bad input), or back to the queue."""
+    run = _run_of(config, runner, job_id, token)
+    message = str(body.get("message") or "the runner failed")[:500]
+    if body.get("retry"):
+        outcome = str(run._retry_or_fail(StorageError(message)))
+        if outcome == "retry":
+            tasks.enqueue_processing(job_id, delay=5)
+    else:
+        run.remove_own_output()
+        run._fail(signed(message, run.by))
+        outcome = "failed"
+    runners.drop(runner, job_id, token, "failed")
+    return outcome
+
+
+def give_back(config: Config, runner: Runner, job_id: str, token: str) -> str:
+    """The runner is stopping: the run goes back to the queue at once, for another worker or runner."""
+    run = _run_of(config, runner, job_id, token)
+    run.remove_own_output()
+    handed = videos.release_run(job_id, token, None)
+    runners.drop(runner, job_id, token, None)
+    if handed:
+        tasks.enqueue_processing(job_id)
+    return "handed-back"
+
+
+def revoke(config: Config, runner_id: str) -> None:
+    """Revoke a runner: its token stops working and its runs go back to the queue."""
+    for video_id in runners.revoke_runner(runner_id):
+        tasks.enqueue_processing(video_id)
