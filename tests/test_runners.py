@@ -179,3 +179,20 @@ def test_admin_page_lists_runners(live):
     page = requests.get(f"{live.url}/admin", headers=live.h, timeout=10)
     assert page.status_code == 200 and 'id="runners"' in page.text and "garage-pc" in page.text
 
+
+
+def test_sigterm_gives_the_work_back_at_once(live, tmp_path):
+    token = _admin(live, "POST", "/api/admin/runners", {"name": "laptop"}).json()["token"]
+    vid = upload(live, _clip(tmp_path, seconds=30, size="640x360"), process=False)
+    proc = _start_runner(live, token, "laptop", tmp_path)
+    try:
+        _wait_for(lambda: _transcoding(live, vid), 120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        # back in the queue before any lease ran out, nothing of the run left published, no failure logged
+        v = _status(live, vid)
+        assert v["status"] == "PENDING" and v["master_playlist_url"] is None and v["error_message"] is None
+        assert not [r for r in _logs(live, vid) if r["status"] == "failed"]
+        assert _admin(live, "GET", "/api/admin/runners").json()["items"][0]["running"] == 0
+    finally:
+        _stop(proc)
