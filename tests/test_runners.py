@@ -196,3 +196,24 @@ def test_sigterm_gives_the_work_back_at_once(live, tmp_path):
         assert _admin(live, "GET", "/api/admin/runners").json()["items"][0]["running"] == 0
     finally:
         _stop(proc)
+
+
+def test_a_runner_waits_for_a_restarting_instance(live, tmp_path):
+    from conftest import LiveServer
+    token = _admin(live, "POST", "/api/admin/runners", {"name": "patient"}).json()["token"]
+    proc = _start_runner(live, token, "patient", tmp_path)
+    again = None
+    try:
+        _wait_for(lambda: _admin(live, "GET", "/api/admin/runners").json()["items"][0]["last_seen_at"], 60)
+        app = live.server.app
+        live.server.shutdown()
+        live.server.server_close()  # the instance is down: connections are refused
+        _wait_for(lambda: b"did not answer" in (tmp_path / "patient.log").read_bytes(), 90)
+        again = LiveServer(app, port=live.port).__enter__()
+        vid = upload(live, _clip(tmp_path), process=False)
+        v = _wait_for(lambda: (s := _status(live, vid))["status"] in ("COMPLETED", "FAILED") and s, 120)
+        assert v["status"] == "COMPLETED" and proc.poll() is None
+    finally:
+        _stop(proc)
+        if again is not None:
+            again.__exit__()
