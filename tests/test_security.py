@@ -25,7 +25,7 @@ from media_factory import make_video
 from streamforge import playback
 from streamforge.jobs import tasks
 from streamforge.store import db as dbmod
-from streamforge.store import users, videos
+from streamforge.store import runners, users, videos
 from streamforge.store.db import ApiToken
 
 ANON, OTHER, OTHER_BEARER, OWNER = "anonymous", "other user", "other user (bearer)", "owner"
@@ -62,6 +62,7 @@ class World:
     adam: str = ""            # an admin's token
     dan: str = ""             # a disabled uploader's token
     dan_session: dict = None  # the disabled uploader's browser, signed in before the account was disabled
+    runner_id: str = ""      # a runner the admin's DELETE row revokes
     sam_id: str = ""          # a user the admin's PATCH row changes
 
     def activate(self) -> None:
@@ -147,6 +148,7 @@ def world(seaweed, tmp_path_factory):
             dan = users.add_user("dan-sec@example.com")
             _, w.dan = videos.create_token(dan, "main")
             w.sam_id = users.add_user("sam-sec@example.com").id
+            w.runner_id = runners.create_runner("sec-runner")[0].id
         w.alice_prefix = w.alice[:10]
         w.marker = "alice-private-" + w.alice[3:11]
         w.a = _upload_and_process(w, clip.read_bytes(), w.marker)
@@ -352,6 +354,17 @@ MATRIX = [
     Row("POST", "/api/admin/invites", lambda w: "/api/admin/invites", admin_only(ok=201),
         body=lambda w: {"email": "invited-sec@example.com"}, leak_check=False),
     Row("GET", "/api/admin/stats", lambda w: "/api/admin/stats", admin_only(), leak_check=False),
+    # remote runners (issue 24): the admin manages them; the runners' API takes runner tokens only
+    Row("GET", "/api/admin/runners", lambda w: "/api/admin/runners", admin_only(), leak_check=False),
+    Row("POST", "/api/admin/runners", lambda w: "/api/admin/runners", admin_only(ok=201),
+        body=lambda w: {"name": "sec-made"}, leak_check=False),
+    Row("DELETE", "/api/admin/runners/<runner_id>", lambda w: f"/api/admin/runners/{w.runner_id}",
+        admin_only(ok=204), leak_check=False),
+    *[Row("POST", f"/api/runners/jobs/<job_id>/{action}", lambda w, a=action: f"/api/runners/jobs/{w.a['id']}/{a}",
+          who(401, 401, 401, viewer=401, admin=401), body=lambda w: {"token": "x"})
+      for action in ("uploads", "update", "success", "error", "abort")],
+    Row("POST", "/api/runners/jobs/request", lambda w: "/api/runners/jobs/request",
+        who(401, 401, 401, viewer=401, admin=401), body=lambda w: {"wait": 0}),
 ]
 
 
@@ -519,6 +532,7 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         other = users.add_user("csrf-other@example.com")
         _, tok = videos.create_token(user, "browser")
         spare, _ = videos.create_token(user, "spare")
+        spare_runner, _ = runners.create_runner("csrf-runner")
     h = {"Authorization": f"Bearer {tok}"}
     csrf = _login(client, tok)
 
@@ -557,7 +571,12 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
         ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),
         ("POST", "/api/admin/invites"): ("/api/admin/invites", {"email": "csrf-invite@example.com"}, 201),
-        ("POST", "/logout"): ("/logout", None, 302),
+        ("POST", "/api/admin/runners"): ("/api/admin/runners", {"name": "csrf-made"}, 201),
+        ("DELETE", "/api/admin/runners/<runner_id>"): (f"/api/admin/runners/{spare_runner.id}", None, 204),
+        ("POST", "/api/runners/jobs/request"): ("/api/runners/jobs/request", {"wait": 0}, 401),  # runner tokens only
+        **{("POST", f"/api/runners/jobs/<job_id>/{a}"): (f"/api/runners/jobs/{put_video}/{a}", {"token": "x"}, 401)
+           for a in ("uploads", "update", "success", "error", "abort")},
+        ("POST", "/logout"): ("/logout", None, 302),  # last: it ends the session
     }
     changing = {(rule.rule, m) for rule in app.url_map.iter_rules()
                 for m in rule.methods & {"POST", "PUT", "PATCH", "DELETE"} if not rule.rule.startswith("/hooks/")}
