@@ -115,6 +115,8 @@ class RemoteJob:
         self.revoked = threading.Event()
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.src: Path | None = None  # a chunk of the run this runner holds: its input is here already
+        self.info = None
 
     def call(self, action: str, body: dict, timeout: float = 120) -> requests.Response:
         """POST to this job's endpoint `action`, with its lease token."""
@@ -164,7 +166,9 @@ class RemoteJob:
 
     def row(self, stage: str, status: str, message: str = "", duration: float | None = None,
             error_code: str | None = None) -> None:
-        """Queue a processing-log row for the next beat."""
+        """Queue a processing-log row for the next beat (a chunk's rows are the instance's to write)."""
+        if self.job.get("kind") == "chunk":
+            return
         with self.lock:
             self.rows.append({"stage": stage, "status": status, "message": message, "duration": duration,
                               "error_code": error_code})
@@ -190,8 +194,13 @@ class RemoteJob:
 
     def _run(self, work: Path, uploads: Uploads) -> str:
         try:
+            if self.job.get("kind") == "chunk":
+                return self._chunk(work, uploads)
             src = self.download(work)
             info, subtitles = self.probe(src)
+            plans = self._plans(info)
+            if plans:  # a long video: chunks that this runner, others and the instance's workers encode at once
+                return self._coordinate(src, info, subtitles, work, uploads, plans)
             result = self.transcode(src, work / "out", uploads)
             sizes = self.upload(work / "out", result, uploads)
             self.check()
@@ -213,6 +222,79 @@ class RemoteJob:
         except Exception as e:  # anything else may pass on another machine: back to the queue
             log.exception("job %s failed", self.id)
             return self._report("error", {"message": f"runner error: {e}"[:500], "retry": True})
+
+    def _plans(self, info) -> list:
+        from streamforge.pipeline.chunks import plan_chunks
+        from streamforge.pipeline.result_json import options_from_dict
+        return plan_chunks(info, options_from_dict(self.job["options"]), float(self.job.get("chunk_seconds") or 0))
+
+    def _coordinate(self, src: Path, info, subtitles: list, work: Path, uploads: Uploads, plans: list) -> str:
+        """Hold a chunked run: record its chunks, encode the audio and thumbnails whole, encode chunks while
+        others do too, and hand the whole pass to the instance, which finishes once every chunk is in."""
+        import dataclasses
+
+        from streamforge.pipeline.chunks import encode_audio_and_thumbnails
+        from streamforge.pipeline.result_json import options_from_dict
+        opts = options_from_dict(self.job["options"])
+        self.call("chunks", {"plan": [dataclasses.asdict(p) for p in plans]}).raise_for_status()
+        emitted: list[str] = []
+
+        def on_file(kind: str, rel: str) -> None:
+            emitted.append(rel)
+            uploads.submit(rel)
+
+        with self.stage("transcode") as st, self.stage("thumbnails") as th:
+            whole = encode_audio_and_thumbnails(src, work / "out", info, opts, progress=self._on_progress,
+                                                on_file=on_file)
+            uploads.barrier()
+            th.message = f"{len(whole['thumbnails'])} thumbnail files"
+            mine = self._chunks_here(src, info, whole)
+            st.message = f"chunked: {len(plans)} chunks, {mine} of them encoded here"
+        sizes = {rel: (work / "out" / rel).stat().st_size for rel in dict.fromkeys(emitted)}
+        self.flush()
+        body = {"chunked": {"whole": whole, "audio_bitrate": opts.audio_bitrate, "duration": float(info.duration)},
+                "sizes": sizes, "subtitles": subtitles}
+        r = self.call("success", body, timeout=600)
+        r.raise_for_status()
+        return r.json().get("outcome", "completed")
+
+    def _chunks_here(self, src: Path, info, whole: dict) -> int:
+        """Encode this run's waiting chunks until every chunk is done; returns how many were encoded here."""
+        mine = 0
+        while True:
+            self.check()
+            r = self.call("chunks/claim", {"whole": whole})
+            r.raise_for_status()
+            answer = r.json()
+            if answer["job"]:
+                sub = RemoteJob(self.client, answer["job"], self.stop, self.temp_dir)
+                sub.src, sub.info = src, info
+                if sub.run() == "completed":
+                    mine += 1
+                continue
+            if answer["total"] and answer["done"] == answer["total"]:
+                return mine
+            self.progress = answer["done"] / max(1, answer["total"])
+            self.stop.wait(0.5)
+
+    def _chunk(self, work: Path, uploads: Uploads) -> str:
+        """One chunk of a chunked run: every rung of its frames, its files up, its result to the instance."""
+        from streamforge.pipeline import probe
+        from streamforge.pipeline.chunks import ChunkPlan, encode_chunk
+        from streamforge.pipeline.result_json import options_from_dict
+        opts = options_from_dict(self.job["options"])
+        src = self.src or self.download(work)
+        info = self.info or probe(src, opts)
+        c = self.job["chunk"]
+        plan = ChunkPlan(index=c["index"], start=c["start"], end=c["end"], first_segment=c["first_segment"])
+        out = work / "out"
+        result = encode_chunk(src, out, info, opts, plan, progress=self._on_progress,
+                              on_file=lambda kind, rel: uploads.submit(rel))
+        uploads.barrier()
+        self.check()
+        r = self.call("success", {"result": result}, timeout=600)
+        r.raise_for_status()
+        return r.json().get("outcome", "completed")
 
     def _report(self, action: str, body: dict) -> str:
         try:

@@ -26,6 +26,7 @@ from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.jobs import heartbeats
 from streamforge.store import captions, videos
+from streamforge.store import chunks as chunk_rows
 from streamforge.store.connect import object_store
 from streamforge.store.db import db
 from streamforge.store.objects import ObjectStore
@@ -249,9 +250,13 @@ class VideoRun:
         if SHUTDOWN.is_set():
             raise HandBack()
 
-    def transcode(self, src: Path, outdir: Path, uploader: Uploader):
+    def transcode(self, src: Path, outdir: Path, uploader: Uploader, info=None):
         from streamforge.pipeline import PipelineOptions, run_pipeline
+        from streamforge.pipeline.chunks import plan_chunks
         opts = dataclasses.replace(PipelineOptions.from_config(self.config.pipeline), live=self.live)
+        plans = plan_chunks(info, opts, self.config.pipeline.chunk_seconds) if info is not None else []
+        if plans:  # a long video: chunks that several workers and runners encode at once
+            return self.transcode_chunked(src, info, outdir, uploader, plans)
         master_seen = threading.Event()
 
         def on_file(kind: str, relpath: str) -> None:
@@ -274,6 +279,16 @@ class VideoRun:
             st.message = "; ".join([f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
                                     + (" (copied)" if getattr(r, "copied", False) else "")
                                     for r in result.renditions] + list(getattr(result, "notes", [])))
+            th.message = f"{len(result.thumbnails)} thumbnail files"
+        return result
+
+    def transcode_chunked(self, src: Path, info, outdir: Path, uploader: Uploader, plans: list):
+        from streamforge.jobs import chunkwork, tasks
+        outdir.mkdir(parents=True, exist_ok=True)
+        with self.stage("transcode") as st, self.stage("thumbnails") as th:
+            result = chunkwork.coordinate(self, src, info, outdir, uploader, plans, tasks.enqueue_chunk)
+            st.message = "; ".join([f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
+                                    for r in result.renditions] + list(result.notes))
             th.message = f"{len(result.thumbnails)} thumbnail files"
         return result
 
@@ -341,11 +356,12 @@ class VideoRun:
         uploader = self.uploader = Uploader(self.store, workdir / "out", self.prefix)
         try:
             src = self.download(workdir)
-            self.probe(src)
-            result = self.transcode(src, workdir / "out", uploader)
+            info = self.probe(src)
+            result = self.transcode(src, workdir / "out", uploader, info)
             total = self.upload(workdir / "out", result, uploader)
             self.record(result, total)
             captions.after_run(self.store, self.video_id, self.caption_versions)
+            chunk_rows.delete_run(self.video_id, self.token)
             try:
                 self.remove_stale_outputs()
             except StorageError as e:

@@ -11,6 +11,7 @@ stages, after checking every file the runner names is in the store at the size i
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import posixpath
 import re
@@ -18,17 +19,19 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from streamforge import captiontext
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError, ValidationError
 from streamforge.jobs import tasks
+from streamforge.jobs.chunkwork import log_chunk_done
 from streamforge.jobs.processing import VideoRun, describe, signed
 from streamforge.pipeline import PipelineOptions
 from streamforge.pipeline.result_json import options_to_dict, result_from_dict
-from streamforge.store import captions, runners, videos
+from streamforge.store import captions, chunks, runners, videos
 from streamforge.store.connect import object_store
-from streamforge.store.db import Runner, Video
+from streamforge.store.db import Runner, Video, utcnow
 
 log = logging.getLogger("streamforge.jobs.remote")
 
@@ -49,6 +52,11 @@ def request_work(config: Config, runner: Runner, wait: float) -> dict | None:
     """Long poll: claim the longest-waiting video for `runner` within `wait` seconds; its job, or None."""
     deadline = time.monotonic() + max(0.0, min(MAX_WAIT, wait))
     while True:
+        chunk = chunks.claim(f"runner {runner.name}")  # chunks first: they finish videos already started
+        if chunk is not None:
+            row, lease = chunk
+            runners.hold(runner, row.video_id, lease, job_id=row.id, kind="chunk")
+            return _chunk_job(config, row, lease)
         for video_id in runners.waiting_videos():
             claim = videos.claim_run(video_id)
             if claim is not None:
@@ -75,14 +83,43 @@ def _job(config: Config, runner: Runner, video: Video, token: str) -> dict:
     opts = PipelineOptions.from_config(config.pipeline)
     return {"id": video.id, "token": token, "kind": "run", "video_id": video.id, "attempt": video.attempts,
             "live": run.live, "lease_seconds": config.sweeper.lease_seconds,
+            "chunk_seconds": config.pipeline.chunk_seconds,
             "input": {"url": run.store.presigned_get(video.original_key, INPUT_URL_TTL),
                       "filename": video.original_file_name, "size": video.original_file_size},
             "options": options_to_dict(opts)}
 
 
+def _chunk_job(config: Config, row, lease: str) -> dict:
+    video = Video.get_by_id(row.video_id)
+    store = object_store(config)
+    return {"id": row.id, "token": lease, "kind": "chunk", "video_id": video.id, "attempt": video.attempts,
+            "lease_seconds": config.sweeper.lease_seconds,
+            "chunk": {"index": row.index, "count": row.count, "start": row.start_frame, "end": row.end_frame,
+                      "first_segment": row.first_segment},
+            "input": {"url": store.presigned_get(video.original_key, INPUT_URL_TTL),
+                      "filename": video.original_file_name, "size": video.original_file_size},
+            "options": options_to_dict(PipelineOptions.from_config(config.pipeline))}
+
+
+def _chunk_of(runner: Runner, job_id: str, token: str):
+    """The chunk behind a chunk job this runner holds with this lease; JobGone when it does not any more."""
+    row = chunks.get(job_id)
+    if (not isinstance(token, str) or row is None or row.state != chunks.RUNNING or row.lease != token
+            or runners.held(runner, job_id, token) is None):
+        raise JobGone()
+    return row
+
+
+def _is_chunk(job_id: str) -> bool:
+    return "." in job_id  # a chunk's id is "{video}.{run}.{index}"; a run's is its video's id
+
+
 def presign_outputs(config: Config, runner: Runner, job_id: str, token: str, files: list) -> dict:
-    """Presigned PUT URLs for output files of the run (paths under its output, nothing else)."""
-    run = _run_of(config, runner, job_id, token)
+    """Presigned PUT URLs for output files of the run or chunk (paths under its output, nothing else)."""
+    if _is_chunk(job_id):
+        run = SimpleNamespace(prefix=_chunk_of(runner, job_id, token).prefix, store=object_store(config))
+    else:
+        run = _run_of(config, runner, job_id, token)
     if not isinstance(files, list) or not files or len(files) > 200:
         raise ValidationError("files: a list of 1 to 200 relative paths")
     urls = {}
@@ -97,6 +134,10 @@ def presign_outputs(config: Config, runner: Runner, job_id: str, token: str, fil
 def update(config: Config, runner: Runner, job_id: str, token: str, body: dict) -> None:
     """A beat with progress, the stage rows the runner finished, what it learnt of the original, or the master
     it published (playable early)."""
+    if _is_chunk(job_id):
+        if not chunks.beat(_chunk_of(runner, job_id, token).id, token):
+            raise JobGone()
+        return
     run = _run_of(config, runner, job_id, token)
     progress = body.get("progress")
     progress = min(0.95, 0.05 + 0.9 * float(progress)) if isinstance(progress, (int, float)) else None
@@ -130,17 +171,23 @@ def _log_row(run: VideoRun, row) -> None:
 
 def succeed(config: Config, runner: Runner, job_id: str, token: str, body: dict) -> str:
     """The runner finished: check its files, then publish (upload and database stages); returns the outcome."""
+    if _is_chunk(job_id):
+        return _chunk_done(config, runner, _chunk_of(runner, job_id, token), token, body)
     run = _run_of(config, runner, job_id, token)
     try:
-        result = result_from_dict(body["result"])
-        sizes = {str(k): int(v) for k, v in body["sizes"].items()}
-        tracks = [captiontext.SubtitleTrack(index=int(t["index"]), language=captiontext.normalise_language(
-            t.get("language")), label=str(t.get("label") or "")[:100], cues=captiontext.parse_captions(t["webvtt"]))
-            for t in body.get("subtitles") or []]
+        if body.get("chunked"):
+            result = sizes = None
+        else:
+            result = result_from_dict(body["result"])
+            sizes = {str(k): int(v) for k, v in body["sizes"].items()}
+        tracks = _tracks(body)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValidationError(f"the result is malformed: {e}") from None
     try:
-        outcome = _publish(run, result, sizes, tracks)
+        if body.get("chunked"):
+            outcome = finish_chunked_run(run, body)
+        else:
+            outcome = _publish(run, result, sizes, tracks)
     except MediaError as e:
         run.remove_own_output()
         run._fail(describe(e))
@@ -214,8 +261,40 @@ def _check_playlist(rel: str, text: str, files: set[str]) -> None:
             raise MediaError(f"{rel} names {uri}, which the runner did not write")
 
 
+def _chunk_done(config: Config, runner: Runner, row, lease: str, body: dict) -> str:
+    """A runner's chunk: every file it reports is in the store at its size, then it is done (once)."""
+    result = body.get("result")
+    try:
+        store = object_store(config)
+        listed = {o.key: o.size for o in store.list(f"{row.prefix}/")}
+        for rung in result["rungs"]:
+            if f"{row.prefix}/{rung['name']}/{rung['init']}" not in listed:
+                raise StorageError(f"{rung['name']}/{rung['init']} is missing")
+            for seg in rung["segments"]:
+                if listed.get(f"{row.prefix}/{rung['name']}/{seg['filename']}") != int(seg["size"]):
+                    raise StorageError(f"{rung['name']}/{seg['filename']} is not in the store as reported")
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValidationError(f"the chunk's result is malformed: {e}") from None
+    except StorageError as e:
+        chunks.release(row.id, lease)
+        runners.drop(runner, row.id, lease, "failed")
+        return f"released: {e}"
+    if not chunks.complete(row.id, lease, result):
+        raise JobGone()
+    job = runners.held(runner, row.id, lease)
+    took = (time.time() - job.started_at.replace(tzinfo=datetime.timezone.utc).timestamp()) if job else 0.0
+    log_chunk_done(row, result, took, f"runner {runner.name}")
+    runners.drop(runner, row.id, lease, "done")
+    return "completed"
+
+
 def fail(config: Config, runner: Runner, job_id: str, token: str, body: dict) -> str:
     """The runner could not process the video: FAILED with its reason (bad input), or back to the queue."""
+    if _is_chunk(job_id):
+        row = _chunk_of(runner, job_id, token)
+        chunks.release(row.id, token)
+        runners.drop(runner, job_id, token, "failed")
+        return "released"
     run = _run_of(config, runner, job_id, token)
     message = str(body.get("message") or "the runner failed")[:500]
     if body.get("retry"):
@@ -232,6 +311,10 @@ def fail(config: Config, runner: Runner, job_id: str, token: str, body: dict) ->
 
 def give_back(config: Config, runner: Runner, job_id: str, token: str) -> str:
     """The runner is stopping: the run goes back to the queue at once, for another worker or runner."""
+    if _is_chunk(job_id):
+        chunks.release(_chunk_of(runner, job_id, token).id, token)
+        runners.drop(runner, job_id, token, None)
+        return "handed-back"
     run = _run_of(config, runner, job_id, token)
     run.remove_own_output()
     handed = videos.release_run(job_id, token, None)
@@ -245,3 +328,109 @@ def revoke(config: Config, runner_id: str) -> None:
     """Revoke a runner: its token stops working and its runs go back to the queue."""
     for video_id in runners.revoke_runner(runner_id):
         tasks.enqueue_processing(video_id)
+
+
+# ---------- a runner that holds a chunked run ----------
+
+def plan_chunks(config: Config, runner: Runner, job_id: str, token: str, plan) -> dict:
+    """The runner that holds a run cut it into chunks: record them (waiting for any worker or runner)."""
+    run = _run_of(config, runner, job_id, token)
+    try:
+        rows = [{"index": int(p["index"]), "start": int(p["start"]),
+                 "end": None if p["end"] is None else int(p["end"]), "first_segment": int(p["first_segment"])}
+                for p in plan]
+    except (KeyError, TypeError, ValueError):
+        raise ValidationError("plan: a list of {index, start, end, first_segment}") from None
+    ok = rows and [r["index"] for r in rows] == list(range(len(rows))) and rows[0]["start"] == 0 and all(
+        a["end"] == b["start"] and a["start"] < b["start"] for a, b in zip(rows, rows[1:])) and rows[-1]["end"] is None
+    if not ok or len(rows) > 10000:
+        raise ValidationError("plan: chunks must follow each other from frame 0 to the end")
+    ids = chunks.create(run.video_id, run.token, run.prefix, rows)
+    for cid in ids:
+        tasks.enqueue_chunk(cid)
+    return {"ids": ids}
+
+
+def claim_own_chunk(config: Config, runner: Runner, job_id: str, token: str, whole: dict | None = None) -> dict:
+    """The run's holder asks for one of its own waiting chunks; also takes back stale ones and publishes the
+    first chunk's master (playable early). {"job": chunk job or None, "done", "total"}."""
+    run = _run_of(config, runner, job_id, token)
+    if not videos.heartbeat(job_id, token, None):
+        raise JobGone()
+    lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
+    chunks.reclaim_stale(run.video_id, run.token, utcnow() - lease)
+    rows = chunks.of_run(run.video_id, run.token)
+    done = sum(1 for r in rows if r.state == chunks.DONE)
+    if whole is not None and rows and rows[0].state == chunks.DONE and run.live and not run.video.playable_at:
+        _publish_first_chunk(run, rows[0], whole)
+    claim = chunks.claim(f"runner {runner.name}", video_id=run.video_id)
+    job = None
+    if claim is not None:
+        row, chunk_lease = claim
+        runners.hold(runner, row.video_id, chunk_lease, job_id=row.id, kind="chunk")
+        job = _chunk_job(config, row, chunk_lease)
+    return {"job": job, "done": done, "total": len(rows)}
+
+
+def _publish_first_chunk(run: VideoRun, first, whole: dict) -> None:
+    import json
+
+    from streamforge.jobs.processing import LIVE, SHORT
+    from streamforge.pipeline import chunks as pchunks
+    work = Path(tempfile.mkdtemp(prefix=f"sf-early-{run.video_id}-"))
+    try:
+        files = pchunks.first_chunk_master(work, json.loads(first.result), whole, run.config.pipeline.audio_bitrate)
+        for rel in files:
+            run.store.upload_file(f"{run.prefix}/{rel}", str(work / rel), cache_control=SHORT if rel == "master.m3u8"
+                                  else LIVE)
+        if "master.m3u8" in files and videos.set_playable(
+                run.video_id, run.token, master_url=run.store.public_url(f"{run.prefix}/master.m3u8"),
+                processed_path=run.prefix):
+            run.emit("video.playable", run.video_id)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def finish_chunked_run(run: VideoRun, body: dict) -> str:
+    """Publish a chunked run a runner held: every chunk done and in the store, the whole pass's files in the
+    store at their sizes, then the playlists and master, and the upload and database stages."""
+    from streamforge.jobs.chunkwork import _check_in_store
+    from streamforge.pipeline import chunks as pchunks
+    chunked = body["chunked"]
+    rows = chunks.of_run(run.video_id, run.token)
+    if not rows or any(r.state != chunks.DONE for r in rows):
+        raise ValidationError("not every chunk is done yet")
+    import json
+    results = [json.loads(r.result) for r in rows]
+    _check_in_store(run, results)
+    for rel, size in {str(k): int(v) for k, v in body["sizes"].items()}.items():
+        info = run.store.stat(f"{run.prefix}/{rel}") if SAFE_PATH.match(rel) else None
+        if info is None or info.size != size:
+            raise StorageError(f"{rel} is not in the store as the runner reported it")
+    work = Path(tempfile.mkdtemp(prefix=f"sf-remote-{run.video_id}-", dir=run.config.pipeline.temp_dir or None))
+    try:
+        outdir = work / "out"
+        result = pchunks.finish_chunked(outdir, results, chunked["whole"], chunked["audio_bitrate"],
+                                        float(chunked["duration"]))
+        uploader = run.uploader = _uploaded(run, outdir, result)
+        run.subtitles = _tracks(body)
+        total = run.upload(outdir, result, uploader)
+        run.record(result, total)
+        captions.after_run(run.store, run.video_id, run.caption_versions)
+        chunks.delete_run(run.video_id, run.token)
+        try:
+            run.remove_stale_outputs()
+        except StorageError as e:
+            log.warning("old outputs of %s stay in the store: %s", run.video_id, e)
+        return "completed"
+    finally:
+        run._stop.set()
+        if run.uploader is not None:
+            run.uploader.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _tracks(body: dict) -> list:
+    return [captiontext.SubtitleTrack(index=int(t["index"]), language=captiontext.normalise_language(
+        t.get("language")), label=str(t.get("label") or "")[:100], cues=captiontext.parse_captions(t["webvtt"]))
+        for t in body.get("subtitles") or []]

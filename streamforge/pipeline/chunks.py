@@ -21,6 +21,7 @@ import struct
 import threading
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls
@@ -169,9 +170,13 @@ def encode_chunk(src: str | Path, outdir: str | Path, info: ProbeResult, opts: P
     run = _Run(rungs=rungs, video=encoders, audio=None, thumbnailer=thumbs, abort=abort)
     frames = _feed(src, info, local, opts, run, report,
                    decode=lambda *a: _decode_chunk(src, info, timeline, opts, run, report, chunk))
-    out = {"index": chunk.index, "frames": frames, "rungs": []}
-    for encoder in encoders:
-        out["rungs"].append(_shift_rung(outdir, encoder.track, timeline, chunk, emit))
+    out = {"index": chunk.index, "frames": frames, "rate": [timeline.rate.numerator, timeline.rate.denominator],
+           "gop": timeline.gop, "rungs": []}
+    for spec, encoder in zip(rungs, encoders):
+        rung = _shift_rung(outdir, encoder.track, timeline, chunk, emit)
+        rung.update(codec=spec.codec, width=spec.width, height=spec.height, bitrate=spec.bitrate_text,
+                    planned_peak=max(spec.maxrate, int(spec.bitrate * 1.5)))
+        out["rungs"].append(rung)
     report(1.0, "done", force=True)
     return out
 
@@ -277,60 +282,66 @@ def encode_audio_and_thumbnails(src: str | Path, outdir: str | Path, info: Probe
 # Finishing
 
 
-def finish_chunked(outdir: str | Path, info: ProbeResult, opts: PipelineOptions, chunks: list[dict],
-                   whole: dict) -> PipelineResult:
+def finish_chunked(outdir: str | Path, chunks: list[dict], whole: dict, audio_bitrate: str,
+                   duration: float) -> PipelineResult:
     """Write every rung's playlists and the master over the chunks' segments (in chunk order) and the whole
     pass's audio; MediaError when a chunk is missing or its rungs do not join the first chunk's."""
     outdir = Path(outdir)
-    rungs, timeline = whole_timeline(info, opts)
     chunks = sorted(chunks, key=lambda c: c["index"])
-    if [c["index"] for c in chunks] != list(range(len(chunks))) or not chunks:
+    if not chunks or [c["index"] for c in chunks] != list(range(len(chunks))):
         raise MediaError("a chunk is missing: the ladder cannot be finished")
-    target = max(1, round(timeline.gop / timeline.rate))
-    publisher = hls.Publisher(outdir, False, lambda kind, relpath: None)
-    files: list[str] = []
-    for spec in rungs:
-        parts = [next(r for r in c["rungs"] if r["name"] == spec.name) for c in chunks]
-        if any(p["init_sha256"] != parts[0]["init_sha256"] for p in parts):
-            raise MediaError(f"{spec.name}: the chunks' init segments differ; they cannot be joined into one track")
-        track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
-                                frame_duration=timeline.frame_duration, init=parts[0]["init"],
-                                codecs=parts[0]["codecs"])
-        track.segments = [hls.Segment(**s) for p in parts for s in p["segments"]]
-        publisher.add_variant(hls.VariantInfo(track=track, width=spec.width, height=spec.height,
-                                              frame_rate=float(timeline.rate),
-                                              planned_peak=max(spec.maxrate, int(spec.bitrate * 1.5))))
-        files += [f"{spec.name}/{track.init}"] + [f"{spec.name}/{s.filename}" for s in track.segments]
-    audio = None
-    if whole.get("audio"):
-        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target, init=whole["audio"]["init"],
-                                codecs=whole["audio"]["codecs"])
-        track.segments = [hls.Segment(**s) for s in whole["audio"]["segments"]]
-        publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
-        files += [f"audio/{track.init}"] + [f"audio/{s.filename}" for s in track.segments]
-    thumbnails = [_thumbnail(t) for t in whole.get("thumbnails", [])]
-    files += [t.path for t in thumbnails]
+    publisher = _publisher(outdir, False, chunks, whole, audio_bitrate, lambda kind, relpath: None)
     for track in publisher._tracks():
         (outdir / track.name).mkdir(parents=True, exist_ok=True)
     publisher.finish()
-    files += [f for f in publisher.files if f != "master.m3u8"] + ["master.m3u8"]
+    rate = Fraction(*chunks[0]["rate"])
     audio_peak = publisher.audio.peak_bandwidth() if publisher.audio else 0
     audio_avg = publisher.audio.average_bandwidth() if publisher.audio else 0
-    renditions = [RenditionOutput(
-        name=spec.name, codec=spec.codec, width=spec.width, height=spec.height, bitrate=spec.bitrate_text,
-        bandwidth=v.track.peak_bandwidth() + audio_peak, average_bandwidth=v.track.average_bandwidth() + audio_avg,
-        codecs=v.track.codecs, playlist=v.track.playlist, segment_count=len(v.track.segments),
-        segment_size=int(sum(s.size for s in v.track.segments) / max(1, len(v.track.segments))),
-        frame_rate=float(timeline.rate), iframe_playlist=v.track.iframe_playlist)
-        for spec, v in zip(rungs, publisher.variants)]
+    renditions = []
+    for rung, v in zip(chunks[0]["rungs"], publisher.variants):
+        sizes = [s.size for s in v.track.segments]
+        renditions.append(RenditionOutput(
+            name=rung["name"], codec=rung["codec"], width=rung["width"], height=rung["height"], bitrate=rung["bitrate"],
+            bandwidth=v.track.peak_bandwidth() + audio_peak, average_bandwidth=v.track.average_bandwidth() + audio_avg,
+            codecs=v.track.codecs, playlist=v.track.playlist, segment_count=len(sizes),
+            segment_size=int(sum(sizes) / max(1, len(sizes))), frame_rate=float(rate),
+            iframe_playlist=v.track.iframe_playlist))
+    audio = None
     if publisher.audio is not None:
         audio = AudioOutput(name="audio", playlist=publisher.audio.playlist, codecs=publisher.audio.codecs,
-                            bitrate=opts.audio_bitrate, segment_count=len(publisher.audio.segments),
-                            bandwidth=audio_peak)
-    notes = [f"chunked: {len(chunks)} chunks of about {math.ceil(chunks[0]['frames'] / timeline.rate)} s, "
-             f"joined into one track per rung"]
-    return PipelineResult(probe=info, master="master.m3u8", renditions=renditions, audio=audio,
-                          thumbnails=thumbnails, files=list(dict.fromkeys(files)), notes=notes)
+                            bitrate=audio_bitrate, segment_count=len(publisher.audio.segments), bandwidth=audio_peak)
+    thumbnails = [_thumbnail(t) for t in whole.get("thumbnails", [])]
+    files = [f"{t.name}/{t.init}" for t in publisher._tracks()]
+    files += [f"{t.name}/{s.filename}" for t in publisher._tracks() for s in t.segments] + [t.path for t in thumbnails]
+    files += [f for f in publisher.files if f != "master.m3u8"] + ["master.m3u8"]
+    notes = [f"chunked: {len(chunks)} chunks of about {math.ceil(chunks[0]['frames'] / rate)} s, joined into one "
+             f"track per rung"]
+    return PipelineResult(probe=SimpleNamespace(duration=duration), master="master.m3u8", renditions=renditions,
+                          audio=audio, thumbnails=thumbnails, files=list(dict.fromkeys(files)), notes=notes)
+
+
+def _publisher(outdir: Path, live: bool, chunks: list[dict], whole: dict, audio_bitrate: str, emit) -> hls.Publisher:
+    """A publisher over the chunks' video segments (each rung joined in chunk order) and the whole audio."""
+    publisher = hls.Publisher(outdir, live, emit)
+    rate = Fraction(*chunks[0]["rate"])
+    target = max(1, round(chunks[0]["gop"] / rate))
+    for i, first in enumerate(chunks[0]["rungs"]):
+        parts = [c["rungs"][i] for c in chunks]
+        if any(p["name"] != first["name"] or p["init_sha256"] != first["init_sha256"] for p in parts):
+            raise MediaError(f"{first['name']}: the chunks' init segments differ; they cannot be joined into one track")
+        track = hls.TrackOutput(name=first["name"], kind="video", target_duration=target,
+                                frame_duration=float(1 / rate), init=first["init"], codecs=first["codecs"])
+        if not live:
+            track.segments = [hls.Segment(**s) for p in parts for s in p["segments"]]
+        publisher.add_variant(hls.VariantInfo(track=track, width=first["width"], height=first["height"],
+                                              frame_rate=float(rate), planned_peak=first["planned_peak"]))
+    if whole.get("audio"):
+        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target, init=whole["audio"]["init"],
+                                codecs=whole["audio"]["codecs"])
+        if not live:
+            track.segments = [hls.Segment(**s) for s in whole["audio"]["segments"]]
+        publisher.set_audio(track, planned_peak=int(audio_bits(audio_bitrate) * 1.2))
+    return publisher
 
 
 def _thumbnail(values: dict):
@@ -338,34 +349,20 @@ def _thumbnail(values: dict):
     return ThumbnailOutput(**values)
 
 
-def first_chunk_master(outdir: str | Path, info: ProbeResult, opts: PipelineOptions, first: dict,
-                       whole: dict) -> list[str]:
-    """Playable early: EVENT playlists over the first chunk's segments and a master; returns the files
-    written (playlists first, master last)."""
+def first_chunk_master(outdir: str | Path, first: dict, whole: dict, audio_bitrate: str) -> list[str]:
+    """Playable early: EVENT playlists over the first chunk's segments and the audio, and the master; returns
+    the files written (playlists first, master last)."""
     outdir = Path(outdir)
-    rungs, timeline = whole_timeline(info, opts)
     written: list[str] = []
-    publisher = hls.Publisher(outdir, True, lambda kind, relpath: written.append(relpath))
-    target = max(1, round(timeline.gop / timeline.rate))
-    for spec in rungs:
-        part = next(r for r in first["rungs"] if r["name"] == spec.name)
-        track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
-                                frame_duration=timeline.frame_duration, init=part["init"], codecs=part["codecs"])
-        (outdir / spec.name).mkdir(parents=True, exist_ok=True)
-        publisher.add_variant(hls.VariantInfo(track=track, width=spec.width, height=spec.height,
-                                              frame_rate=float(timeline.rate),
-                                              planned_peak=max(spec.maxrate, int(spec.bitrate * 1.5))))
-        for s in part["segments"]:
+    publisher = _publisher(outdir, True, [first], whole, audio_bitrate, lambda kind, relpath: written.append(relpath))
+    feed = [(v.track, first["rungs"][i]["segments"]) for i, v in enumerate(publisher.variants)]
+    if publisher.audio is not None:
+        feed.append((publisher.audio, whole["audio"]["segments"]))
+    for track, segments in feed:
+        (outdir / track.name).mkdir(parents=True, exist_ok=True)
+        for s in segments:
             track.segments.append(hls.Segment(**s))
             publisher.on_segment(track, track.segments[-1])
-    if whole.get("audio"):
-        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target, init=whole["audio"]["init"],
-                                codecs=whole["audio"]["codecs"])
-        (outdir / "audio").mkdir(parents=True, exist_ok=True)
-        publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
-        for s in whole["audio"]["segments"]:
-            track.segments.append(hls.Segment(**s))
-            publisher.on_segment(track, track.segments[-1])
-    return [f for f in dict.fromkeys(written) if f != "master.m3u8"] + (
-        ["master.m3u8"] if "master.m3u8" in written else [])
-
+    files = [f for f in dict.fromkeys(written) if f != "master.m3u8" and not f.endswith(".m4s") and
+             not f.endswith(".mp4")]
+    return files + (["master.m3u8"] if "master.m3u8" in written else [])

@@ -359,11 +359,36 @@ class RunnerJob(BaseModel):
     id = CharField(primary_key=True, max_length=80)  # the job id the runner uses: the video's id
     runner = ForeignKeyField(Runner, backref="jobs", on_delete="CASCADE", index=True)
     video = ForeignKeyField(Video, backref="runner_jobs", on_delete="CASCADE", index=True)
-    token = CharField(max_length=32)  # the run's lease token
+    token = CharField(max_length=32)  # the run's lease token, or the chunk's
+    kind = CharField(max_length=16, default="run")  # "run" or "chunk"
     started_at = DateTimeField(default=utcnow)
 
     class Meta:
         table_name = "runner_jobs"
+
+
+class Chunk(BaseModel):
+    """One chunk of a chunked run: output frames [start_frame, end_frame), encoded by any worker or runner."""
+
+    id = CharField(primary_key=True, max_length=80)  # "{video id}.{run token}.{index}"
+    video = ForeignKeyField(Video, backref="chunks", on_delete="CASCADE", index=True)
+    run_token = CharField(max_length=32)  # the run the chunk belongs to
+    index = IntegerField()
+    count = IntegerField()  # chunks in the run
+    start_frame = IntegerField()
+    end_frame = IntegerField(null=True)  # None: to the end
+    first_segment = IntegerField()
+    prefix = CharField(max_length=400)  # where the run writes its output
+    state = CharField(max_length=16, default="waiting")  # waiting, running, done
+    lease = CharField(max_length=32, null=True)  # the holder's token
+    holder = CharField(max_length=200, null=True)  # "worker host:pid" or "runner NAME"
+    heartbeat_at = DateTimeField(null=True)
+    attempts = IntegerField(default=0)
+    result = TextField(null=True)  # JSON: what the chunk wrote (pipeline/chunks.py encode_chunk)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "chunks"
 
 
 class SchemaVersion(BaseModel):
@@ -376,7 +401,7 @@ class SchemaVersion(BaseModel):
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
           Caption, DownloadFile)
-MODELS += (Runner, RunnerJob)  # issue 24: remote runners
+MODELS += (Runner, RunnerJob, Chunk)  # issue 24: remote runners and chunked runs
 
 
 def _migration_1(database) -> None:
@@ -453,8 +478,8 @@ def _migration_7(database) -> None:
 
 
 def _migration_14(database) -> None:
-    """Issue 24: the runners table (remote runners and their tokens) and runner_jobs (the work each holds)."""
-    database.create_tables([Runner, RunnerJob], safe=True)
+    """Issue 24: runners (remote runners and their tokens), runner_jobs (the work each holds), chunks."""
+    database.create_tables([Runner, RunnerJob, Chunk], safe=True)
 
 
 def _spare(database) -> None:

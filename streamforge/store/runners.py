@@ -9,11 +9,11 @@ from __future__ import annotations
 import datetime
 import secrets
 
-from peewee import fn
+from peewee import JOIN, fn
 
 from streamforge.errors import NotFound, ValidationError
-from streamforge.store import videos
-from streamforge.store.db import ProcessingStatus, Runner, RunnerJob, UploadStatus, Video, db, utcnow
+from streamforge.store import chunks, videos
+from streamforge.store.db import Chunk, ProcessingStatus, Runner, RunnerJob, UploadStatus, Video, db, utcnow
 
 TOKEN_PREFIX = "sfr_"
 SEEN_EVERY = datetime.timedelta(seconds=2)  # last_seen_at is written at most this often per runner
@@ -59,7 +59,11 @@ def revoke_runner(runner_id: str) -> list[str]:
         if not n:
             raise NotFound("no such runner")
         jobs = list(RunnerJob.select().where(RunnerJob.runner == runner_id))
-        handed = [j.video_id for j in jobs if videos.release_run(j.video_id, j.token, "its runner was revoked")]
+        handed = [j.video_id for j in jobs
+                  if j.kind == "run" and videos.release_run(j.video_id, j.token, "its runner was revoked")]
+        for j in jobs:
+            if j.kind == "chunk":
+                chunks.release(j.id, j.token)
         RunnerJob.delete().where(RunnerJob.runner == runner_id).execute()
     return handed
 
@@ -72,9 +76,10 @@ def waiting_videos(limit: int = 20) -> list[str]:
     return [v.id for v in q]
 
 
-def hold(runner: Runner, video_id: str, token: str) -> None:
-    """Note that `runner` holds the run `token` of the video."""
-    RunnerJob.insert(id=video_id, runner=runner.id, video=video_id, token=token, started_at=utcnow()).on_conflict(
+def hold(runner: Runner, video_id: str, token: str, job_id: str | None = None, kind: str = "run") -> None:
+    """Note that `runner` holds a piece of work of the video: its run (`token`: the run's), or a chunk."""
+    RunnerJob.insert(id=job_id or video_id, runner=runner.id, video=video_id, token=token, kind=kind,
+                     started_at=utcnow()).on_conflict(
         conflict_target=[RunnerJob.id],
         update={RunnerJob.runner: runner.id, RunnerJob.token: token, RunnerJob.started_at: utcnow()}).execute()
 
@@ -98,8 +103,12 @@ def drop(runner: Runner, job_id: str, token: str, outcome: str | None) -> None:
 def forget_lost(limit: int = 500) -> int:
     """Drop the jobs whose run is no longer the one the runner held (the sweeper took it back)."""
     stale = (RunnerJob.select(RunnerJob.id).join(Video, on=(RunnerJob.video == Video.id))
-             .where((Video.run_token.is_null()) | (Video.run_token != RunnerJob.token)).limit(limit))
+             .where((RunnerJob.kind == "run") & ((Video.run_token.is_null()) | (Video.run_token != RunnerJob.token)))
+             .limit(limit))
     ids = [j.id for j in stale]
+    lost_chunks = RunnerJob.select(RunnerJob.id).join(Chunk, JOIN.LEFT_OUTER, on=(RunnerJob.id == Chunk.id)).where(
+        (RunnerJob.kind == "chunk") & (Chunk.id.is_null() | (Chunk.lease.is_null()) | (Chunk.lease != RunnerJob.token)))
+    ids += [j.id for j in lost_chunks]
     if ids:
         RunnerJob.delete().where(RunnerJob.id.in_(ids)).execute()
     return len(ids)

@@ -152,6 +152,29 @@ def job_abort(job_id: str):
         return _gone()
 
 
+@bp.route("/api/runners/jobs/<job_id>/chunks", methods=["POST"])
+@runner_required
+def plan_chunks(job_id: str):
+    """The runner holding a run cut it into chunks: {"token", "plan": [{index, start, end, first_segment}]}."""
+    body = _body()
+    try:
+        return remote.plan_chunks(cfg(), g.runner, job_id, body.get("token"), body.get("plan")), 201
+    except remote.JobGone:
+        return _gone()
+
+
+@bp.route("/api/runners/jobs/<job_id>/chunks/claim", methods=["POST"])
+@runner_required
+def claim_chunk(job_id: str):
+    """The run's holder takes one of its own waiting chunks: {"job": chunk job or null, "done", "total"}."""
+    body = _body()
+    whole = body.get("whole") if isinstance(body.get("whole"), dict) else None
+    try:
+        return remote.claim_own_chunk(cfg(), g.runner, job_id, body.get("token"), whole)
+    except remote.JobGone:
+        return _gone()
+
+
 def init_app(app) -> None:
     """Register the runners' blueprint."""
     app.register_blueprint(bp)
