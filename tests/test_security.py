@@ -362,7 +362,7 @@ MATRIX = [
         admin_only(ok=204), leak_check=False),
     *[Row("POST", f"/api/runners/jobs/<job_id>/{action}", lambda w, a=action: f"/api/runners/jobs/{w.a['id']}/{a}",
           who(401, 401, 401, viewer=401, admin=401), body=lambda w: {"token": "x"})
-      for action in ("uploads", "update", "success", "error", "abort")],
+      for action in ("uploads", "update", "success", "error", "abort", "chunks", "chunks/claim")],
     Row("POST", "/api/runners/jobs/request", lambda w: "/api/runners/jobs/request",
         who(401, 401, 401, viewer=401, admin=401), body=lambda w: {"wait": 0}),
 ]
@@ -575,7 +575,7 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("DELETE", "/api/admin/runners/<runner_id>"): (f"/api/admin/runners/{spare_runner.id}", None, 204),
         ("POST", "/api/runners/jobs/request"): ("/api/runners/jobs/request", {"wait": 0}, 401),  # runner tokens only
         **{("POST", f"/api/runners/jobs/<job_id>/{a}"): (f"/api/runners/jobs/{put_video}/{a}", {"token": "x"}, 401)
-           for a in ("uploads", "update", "success", "error", "abort")},
+           for a in ("uploads", "update", "success", "error", "abort", "chunks", "chunks/claim")},
         ("POST", "/logout"): ("/logout", None, 302),  # last: it ends the session
     }
     changing = {(rule.rule, m) for rule in app.url_map.iter_rules()
