@@ -25,7 +25,7 @@ import requests
 from streamforge.errors import MediaError
 
 log = logging.getLogger("streamforge.runner")
-POLL_WAIT = 20
+POLL_WAIT = 10  # seconds a claim waits at the instance for work to come (a long poll)
 RETRY_MAX = 10.0
 
 
@@ -420,6 +420,8 @@ class Runner:
         self.name, self.jobs, self.temp_dir = name, max(1, jobs), temp_dir
         self.stop = threading.Event()
         self.revoked = threading.Event()
+        self.active = 0  # pieces of work running now
+        self.lock = threading.Lock()
 
     def slot(self) -> None:
         """Claim work until stopped; wait for an instance that does not answer."""
@@ -430,11 +432,20 @@ class Runner:
                 r = self.client.post("/api/runners/jobs/request", body, timeout=POLL_WAIT + 30)
                 r.raise_for_status()
                 delay = 1.0
-                if r.status_code == 204 or self.stop.is_set():
+                if r.status_code == 204:
                     continue
                 job = r.json()["job"]
+                if self.stop.is_set():  # claimed while stopping: straight back to the queue
+                    self.client.post(f"/api/runners/jobs/{job['id']}/abort", {"token": job["token"]}, timeout=30)
+                    continue
                 log.info("job %s (video %s): claimed", job["id"], job["video_id"])
-                outcome = RemoteJob(self.client, job, self.stop, self.temp_dir).run()
+                with self.lock:
+                    self.active += 1
+                try:
+                    outcome = RemoteJob(self.client, job, self.stop, self.temp_dir).run()
+                finally:
+                    with self.lock:
+                        self.active -= 1
                 log.info("job %s: %s", job["id"], outcome)
             except Revoked as e:
                 log.error("the instance refuses this runner's token (revoked?): %s", e)
@@ -456,8 +467,10 @@ class Runner:
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
+            if self.stop.is_set() and not self.active:
+                break  # idle slots may sit in a long poll: nothing to give back, so do not wait for it
             for t in threads:
-                t.join(0.5)
+                t.join(0.2)
         return 3 if self.revoked.is_set() else 0
 
 
