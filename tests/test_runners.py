@@ -129,8 +129,14 @@ def test_a_runner_with_no_credentials_processes_a_video(live, tmp_path):
         done = {r["stage"]: r["message"] for r in rows if r["status"] == "completed"}
         assert set(done) >= {"download", "probe", "transcode", "thumbnails", "upload", "database"}
         assert all("(by runner desk)" in done[s] for s in ("download", "probe", "transcode", "thumbnails"))
+        # an audio-only upload goes the same way
+        song = tmp_path / "song.m4a"
+        ffmpeg("-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000:duration=3", "-c:a", "aac", song)
+        aid = upload(live, song, content_type="audio/mp4", process=False)
+        a = _wait_for(lambda: (s := _status(live, aid))["status"] in ("COMPLETED", "FAILED") and s, 120)
+        assert a["status"] == "COMPLETED" and a["kind"] == "audio", a["error_message"]
         listing = _admin(live, "GET", "/api/admin/runners").json()["items"]
-        assert [(x["name"], x["done"], x["running"], x["failed"]) for x in listing] == [("desk", 1, 0, 0)]
+        assert [(x["name"], x["done"], x["running"], x["failed"]) for x in listing] == [("desk", 2, 0, 0)]
         # the runner went on polling; SIGTERM stops it cleanly
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

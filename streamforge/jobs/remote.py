@@ -233,7 +233,7 @@ def _check_written(run: VideoRun, result, sizes: dict[str, int], outdir: Path) -
     """Every file the result names is in the store at the size the runner reported, and every playlist
     (fetched into `outdir`, where the upload stage finishes the master) names only those files."""
     files = set(result.files)
-    if set(sizes) != files or result.master not in files or not result.renditions:
+    if set(sizes) != files or result.master not in files or not (result.renditions or result.audio):
         raise MediaError("the runner's result does not match the files it reported")
     for rel in sorted(files):
         if not SAFE_PATH.match(rel):
