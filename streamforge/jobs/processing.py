@@ -189,6 +189,11 @@ class VideoRun:
         self.subtitles: list = []  # the upload's own subtitle streams, read after the probe
         self.caption_versions: list[str] = []  # the caption tracks this run's master lists
 
+    def relabel(self, by: str) -> None:
+        """Name someone else as who does the stages from now on (the instance publishing a runner's work)."""
+        self.by = by
+        self.stage = _stage_logger(self.video_id, self.attempt, by)
+
     # ----- lease -----
 
     def _heartbeat_loop(self) -> None:

@@ -201,6 +201,7 @@ def succeed(config: Config, runner: Runner, job_id: str, token: str, body: dict)
 
 
 def _publish(run: VideoRun, result, sizes: dict[str, int], tracks: list) -> str:
+    run.relabel(f"the instance, for {run.by}")  # upload and database: the web side publishes what the runner wrote
     work = Path(tempfile.mkdtemp(prefix=f"sf-remote-{run.video_id}-", dir=run.config.pipeline.temp_dir or None))
     try:
         outdir = work / "out"
@@ -396,6 +397,7 @@ def finish_chunked_run(run: VideoRun, body: dict) -> str:
     store at their sizes, then the playlists and master, and the upload and database stages."""
     from streamforge.jobs.chunkwork import _check_in_store
     from streamforge.pipeline import chunks as pchunks
+    run.relabel(f"the instance, for {run.by}")
     chunked = body["chunked"]
     rows = chunks.of_run(run.video_id, run.token)
     if not rows or any(r.state != chunks.DONE for r in rows):
