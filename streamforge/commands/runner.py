@@ -233,7 +233,7 @@ class RemoteJob:
         others do too, and hand the whole pass to the instance, which finishes once every chunk is in."""
         import dataclasses
 
-        from streamforge.pipeline.chunks import encode_audio_and_thumbnails
+        from streamforge.pipeline.chunks import encode_audio, encode_thumbnails
         from streamforge.pipeline.result_json import options_from_dict
         opts = options_from_dict(self.job["options"])
         self.call("chunks", {"plan": [dataclasses.asdict(p) for p in plans]}).raise_for_status()
@@ -243,13 +243,19 @@ class RemoteJob:
             emitted.append(rel)
             uploads.submit(rel)
 
-        with self.stage("transcode") as st, self.stage("thumbnails") as th:
-            whole = encode_audio_and_thumbnails(src, work / "out", info, opts, progress=self._on_progress,
-                                                on_file=on_file)
+        def thumbnails() -> None:  # the whole file decoded once more: done while others finish their chunks
+            with self.stage("thumbnails") as th:
+                whole.update(encode_thumbnails(src, work / "out", info, opts, None, on_file))
+                uploads.barrier()
+                th.message = f"{len(whole['thumbnails'])} thumbnail files"
+
+        with self.stage("transcode") as st:
+            whole = encode_audio(src, work / "out", info, opts, on_file)  # seconds: only the audio is read
             uploads.barrier()
-            th.message = f"{len(whole['thumbnails'])} thumbnail files"
-            mine = self._chunks_here(src, info, whole)
+            mine = self._chunks_here(src, info, whole, thumbnails)
             st.message = f"chunked: {len(plans)} chunks, {mine} of them encoded here"
+        if "thumbnails" not in whole:
+            thumbnails()
         sizes = {rel: (work / "out" / rel).stat().st_size for rel in dict.fromkeys(emitted)}
         self.flush()
         body = {"chunked": {"whole": whole, "audio_bitrate": opts.audio_bitrate, "duration": float(info.duration)},
@@ -258,8 +264,9 @@ class RemoteJob:
         r.raise_for_status()
         return r.json().get("outcome", "completed")
 
-    def _chunks_here(self, src: Path, info, whole: dict) -> int:
-        """Encode this run's waiting chunks until every chunk is done; returns how many were encoded here."""
+    def _chunks_here(self, src: Path, info, whole: dict, idle) -> int:
+        """Encode this run's waiting chunks until every chunk is done (calling `idle` once when none is left to
+        take); returns how many were encoded here."""
         mine = 0
         while True:
             self.check()
@@ -274,6 +281,9 @@ class RemoteJob:
                 continue
             if answer["total"] and answer["done"] == answer["total"]:
                 return mine
+            if "thumbnails" not in whole:
+                idle()
+                continue
             self.progress = answer["done"] / max(1, answer["total"])
             self.stop.wait(0.5)
 

@@ -134,17 +134,25 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     rows = [{"index": p.index, "start": p.start, "end": p.end, "first_segment": p.first_segment} for p in plans]
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows):
         enqueue(cid)
-    whole = pchunks.encode_audio_and_thumbnails(src, outdir, info, opts, progress=run._on_progress,
-                                                on_file=lambda kind, rel: uploader.submit(rel))
+    on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
+    whole = pchunks.encode_audio(src, outdir, info, opts, on_file)  # seconds: only the audio stream is read
     uploader.barrier()
-    results = _collect(run, src, info, outdir, uploader, whole, opts)
+
+    def thumbnails() -> None:  # the whole file decoded once more: done while others finish their chunks
+        whole.update(pchunks.encode_thumbnails(src, outdir, info, opts, on_file=on_file))
+        uploader.barrier()
+
+    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails)
+    if "thumbnails" not in whole:
+        thumbnails()
     result = pchunks.finish_chunked(outdir, results, whole, opts.audio_bitrate, info.duration)
     uploader.uploaded.update(f for f in result.files if not f.endswith(".m3u8"))
     return result
 
 
-def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts) -> list[dict]:
-    """Encode waiting chunks here, take back stale ones, publish the first chunk early; every chunk's result."""
+def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle) -> list[dict]:
+    """Encode waiting chunks here, take back stale ones, publish the first chunk early, call `idle` once when no
+    chunk is left to take; every chunk's result."""
     lease = datetime.timedelta(seconds=run.config.sweeper.lease_seconds)
     published = not run.live
     while True:
@@ -168,6 +176,9 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
             results = [json.loads(r.result) for r in rows]
             _check_in_store(run, results)
             return results
+        if "thumbnails" not in whole:
+            idle()
+            continue
         if any(r.attempts >= run.config.sweeper.max_attempts + 2 and r.state == chunks.WAITING for r in rows):
             raise MediaError("a chunk failed on every worker that tried it")
         chunks.reclaim_stale(run.video_id, run.token, utcnow() - lease)

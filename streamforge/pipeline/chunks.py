@@ -23,9 +23,11 @@ from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
+import av
+
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls
-from streamforge.pipeline.aac import AudioEncoder, audio_bits
+from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits
 from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec, plan_ladder
 from streamforge.pipeline.probe import ProbeResult, open_input
 from streamforge.pipeline.segments import Timeline, plan_timeline
@@ -250,32 +252,68 @@ def _shift_fragments(data: bytes, ticks: int, fragments_before: int) -> bytes:
 # The audio and the thumbnails, whole
 
 
+def encode_audio(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
+                 on_file: FileCallback | None = None) -> dict:
+    """The AAC track of the whole file (never chunked: no click at a seam), reading only the audio stream,
+    so it takes seconds even for an hour. {"audio": {"codecs", "init", "segments"} or None}, as JSON."""
+    src, outdir = Path(src), Path(outdir)
+    if not info.has_audio:
+        return {"audio": None}
+    _, timeline = whole_timeline(info, opts)
+    publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
+    abort = threading.Event()
+    track = hls.TrackOutput(name="audio", kind="audio", target_duration=max(1, round(timeline.gop / timeline.rate)))
+    publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
+    fragment = float(min(Fraction(1, 2), Fraction(timeline.gop, 4) / timeline.rate))
+    encoder = AudioEncoder(opts.audio_bitrate, timeline, track, outdir, publisher, max(fragment, 0.1), abort)
+    aligner = AudioAligner(info.start_time, encoder.put)
+    encoder.start()
+    fed = False
+    try:
+        with open_input(src) as container:
+            stream = container.streams[info.audio_stream_index]
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        for frame in packet.decode():
+                            aligner.push(frame)
+                    except av.FFmpegError:
+                        continue  # broken sound never fails a video
+            except av.FFmpegError:
+                pass
+        aligner.push(None)
+        encoder.finish_input()
+        fed = True
+    finally:
+        if not fed:  # also for what a callback raised: stop the encoder thread first
+            abort.set()
+            encoder.stop()
+        encoder.join()
+    if encoder.error is not None:
+        raise MediaError(f"the audio could not be encoded: {encoder.error}")
+    if not track.segments:
+        return {"audio": None}
+    return {"audio": {"codecs": track.codecs, "init": track.init,
+                      "segments": [dataclasses.asdict(s) for s in track.segments]}}
+
+
+def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
+                      progress=None, on_file: FileCallback | None = None) -> dict:
+    """The thumbnails (cover, previews, timeline sprites) of the whole file: {"thumbnails": [...]}, as JSON."""
+    src, outdir = Path(src), Path(outdir)
+    _, timeline = whole_timeline(info, opts)
+    publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
+    thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce)
+    run = _Run(rungs=[], video=[], audio=None, thumbnailer=thumbnailer, abort=threading.Event())
+    _feed(src, info, timeline, opts, run, _Progress(progress))
+    return {"thumbnails": [dataclasses.asdict(t) for t in thumbnailer.outputs]}
+
+
 def encode_audio_and_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
                                 progress=None, on_file: FileCallback | None = None) -> dict:
-    """One pass over the whole file: the AAC track (never chunked: no click at a seam) and the thumbnails.
-    Returns {"audio": {"codecs", "segments": [...]} or None, "thumbnails": [...]} as JSON."""
-    src, outdir = Path(src), Path(outdir)
-    rungs, timeline = whole_timeline(info, opts)
-    report = _Progress(progress)
-    emit = on_file or (lambda kind, relpath: None)
-    publisher = hls.Publisher(outdir, False, emit)
-    abort = threading.Event()
-    target = max(1, round(timeline.gop / timeline.rate))
-    audio = None
-    if info.has_audio:
-        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target)
-        publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
-        fragment = float(min(Fraction(1, 2), Fraction(timeline.gop, 4) / timeline.rate))
-        audio = AudioEncoder(opts.audio_bitrate, timeline, track, outdir, publisher, max(fragment, 0.1), abort)
-    thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce)
-    run = _Run(rungs=[], video=[], audio=audio, thumbnailer=thumbnailer, abort=abort)
-    _feed(src, info, timeline, opts, run, report)
-    out = {"audio": None, "thumbnails": [dataclasses.asdict(t) for t in thumbnailer.outputs]}
-    if audio is not None and audio.track.segments:
-        out["audio"] = {"codecs": audio.track.codecs, "init": audio.track.init,
-                        "segments": [dataclasses.asdict(s) for s in audio.track.segments]}
-    report(1.0, "done", force=True)
-    return out
+    """Both whole passes: {"audio": ..., "thumbnails": [...]}."""
+    return {**encode_audio(src, outdir, info, opts, on_file),
+            **encode_thumbnails(src, outdir, info, opts, progress, on_file)}
 
 
 # ---------------------------------------------------------------------------------------------
