@@ -142,7 +142,7 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
         whole.update(pchunks.encode_thumbnails(src, outdir, info, opts, on_file=on_file))
         uploader.barrier()
 
-    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails)
+    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails, enqueue)
     if "thumbnails" not in whole:
         thumbnails()
     result = pchunks.finish_chunked(outdir, results, whole, opts.audio_bitrate, info.duration)
@@ -150,7 +150,7 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     return result
 
 
-def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle) -> list[dict]:
+def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue) -> list[dict]:
     """Encode waiting chunks here, take back stale ones, publish the first chunk early, call `idle` once when no
     chunk is left to take; every chunk's result."""
     lease = datetime.timedelta(seconds=run.config.sweeper.lease_seconds)
@@ -181,7 +181,8 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
             continue
         if any(r.attempts >= run.config.sweeper.max_attempts + 2 and r.state == chunks.WAITING for r in rows):
             raise MediaError("a chunk failed on every worker that tried it")
-        chunks.reclaim_stale(run.video_id, run.token, utcnow() - lease)
+        for cid in chunks.reclaim_stale(run.video_id, run.token, utcnow() - lease):
+            enqueue(cid)  # its holder stopped beating: the next worker or runner takes it
         time.sleep(0.3)
 
 

@@ -359,7 +359,8 @@ def claim_own_chunk(config: Config, runner: Runner, job_id: str, token: str, who
     if not videos.heartbeat(job_id, token, None):
         raise JobGone()
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
-    chunks.reclaim_stale(run.video_id, run.token, utcnow() - lease)
+    for cid in chunks.reclaim_stale(run.video_id, run.token, utcnow() - lease):
+        tasks.enqueue_chunk(cid)
     rows = chunks.of_run(run.video_id, run.token)
     done = sum(1 for r in rows if r.state == chunks.DONE)
     if whole is not None and rows and rows[0].state == chunks.DONE and run.live and not run.video.playable_at:
