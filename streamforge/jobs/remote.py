@@ -52,6 +52,8 @@ def request_work(config: Config, runner: Runner, wait: float) -> dict | None:
     """Long poll: claim the longest-waiting video for `runner` within `wait` seconds; its job, or None."""
     deadline = time.monotonic() + max(0.0, min(MAX_WAIT, wait))
     while True:
+        if not runners.active(runner.id):  # revoked while it waited: claim nothing more for it
+            return None
         chunk = chunks.claim(f"runner {runner.name}")  # chunks first: they finish videos already started
         if chunk is not None:
             row, lease = chunk

@@ -120,3 +120,8 @@ def rename(runner: Runner, name: str) -> None:
     if name and name != runner.name:
         Runner.update(name=name).where(Runner.id == runner.id).execute()
         runner.name = name
+
+
+def active(runner_id: str) -> bool:
+    """True while the runner exists and is not revoked (a long poll stops claiming as soon as it is)."""
+    return Runner.select().where((Runner.id == runner_id) & Runner.revoked_at.is_null()).exists()
