@@ -214,7 +214,7 @@ class Deployment:
 
     def upload(self, data: bytes, title: str = "bench", complete: bool = True) -> str:
         made = self.create(len(data), title)
-        requests.put(made["upload"]["url"], data=data, timeout=120).raise_for_status()
+        requests.put(made["upload"]["url"], headers=made["upload"]["headers"], data=data, timeout=120).raise_for_status()
         if complete:
             requests.post(f"{self.url}/api/videos/{made['video']['id']}/upload/complete", json={}, headers=self.h,
                           timeout=60).raise_for_status()
@@ -378,7 +378,7 @@ def web_down(d: Deployment, quick: bool) -> dict:
     down = time.time()
     try:
         for m in made:  # the bytes land; the store's notifications find nobody
-            requests.put(m["upload"]["url"], data=d.clip, timeout=60).raise_for_status()
+            requests.put(m["upload"]["url"], headers=m["upload"]["headers"], data=d.clip, timeout=60).raise_for_status()
         landed = time.time()
         ids = [m["video"]["id"] for m in made]
         with dbmod.db.connection_context():  # (the API is down: read the database)
@@ -407,7 +407,7 @@ def storm(d: Deployment, quick: bool, n: int) -> dict:
             data = secrets.token_bytes(64 + i)
             m = d.create(len(data), f"storm {i}")
             if send:
-                requests.put(m["upload"]["url"], data=data, timeout=30).raise_for_status()
+                requests.put(m["upload"]["url"], headers=m["upload"]["headers"], data=data, timeout=30).raise_for_status()
             out.append((m["video"]["id"], m["video"]["original"]["key"], data, m["upload"]["url"]))
         return out
 
@@ -418,7 +418,8 @@ def storm(d: Deployment, quick: bool, n: int) -> dict:
     t0 = time.perf_counter()
     results = fire(f"{d.url}/hooks/storage", d.cfg.webhook.token, [b for _, _, b in bodies[:half]])
     for _, _, data, url in late:
-        requests.put(url, data=data, timeout=30).raise_for_status()
+        requests.put(url, data=data, headers={"Content-Type": "video/mp4", "If-None-Match": "*"},
+                     timeout=30).raise_for_status()
     results += fire(f"{d.url}/hooks/storage", d.cfg.webhook.token, [b for _, _, b in bodies[half:]])
     wall = time.perf_counter() - t0
     statuses = [s for s, _ in results]

@@ -130,7 +130,7 @@ def measure(svc: Serve, src: Path, until_complete: bool = True) -> tuple[float, 
     up, vid = r["upload"], r["video"]["id"]
     if up["method"] == "PUT":
         with open(src, "rb") as f:
-            requests.put(up["url"], data=f, timeout=600).raise_for_status()
+            requests.put(up["url"], data=f, headers=up["headers"], timeout=600).raise_for_status()
     else:
         urls = requests.post(f"{svc.url}/api/videos/{vid}/upload/parts",
                              json={"part_numbers": list(range(1, up["part_count"] + 1))}, headers=svc.headers).json()

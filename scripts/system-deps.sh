@@ -5,6 +5,8 @@ need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v docker-compose >/dev/null 2>&1 || need="$need docker-compose"
 command -v ffmpeg >/dev/null 2>&1 || need="$need ffmpeg"
+# nginx -t checks docker/nginx.conf (tests/test_docker.py)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx-light"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing:$need (install them with your package manager; the tests that need them skip)" >&2

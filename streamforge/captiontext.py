@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from streamforge.languages import normalise_language, valid_language  # noqa: F401 (re-exported)
+
 MAX_CUES = 20000
 # text subtitle codecs FFmpeg decodes into ASS dialogue (bitmap ones such as PGS or DVD are skipped)
 TEXT_CODECS = ("subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text")
@@ -22,13 +24,6 @@ TIMING = re.compile(rf"^\s*{TIMESTAMP}\s*-->\s*{TIMESTAMP}(.*)$")
 TAG = re.compile(r"<(/?)([a-zA-Z]+)((?:\.[\w-]+)*)(?:\s+([^<>]*))?>")
 SETTING = re.compile(r"^(vertical|line|position|size|align|region):[\w.%,:-]+$")
 ASS_OVERRIDE = re.compile(r"\{[^}]*\}")
-# ISO 639-2 codes of subtitle streams as the API's two-letter languages
-ISO639_2 = {"eng": "en", "fre": "fr", "fra": "fr", "ger": "de", "deu": "de", "spa": "es", "ita": "it",
-            "por": "pt", "dut": "nl", "nld": "nl", "rus": "ru", "jpn": "ja", "chi": "zh", "zho": "zh",
-            "kor": "ko", "ara": "ar", "swe": "sv", "nor": "no", "dan": "da", "fin": "fi", "pol": "pl",
-            "tur": "tr", "gre": "el", "ell": "el", "heb": "he", "hin": "hi", "cze": "cs", "ces": "cs",
-            "hun": "hu", "ukr": "uk", "vie": "vi", "tha": "th", "ind": "id", "rum": "ro", "ron": "ro"}
-LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{1,8})*$")
 
 
 def vtt_time(seconds: float) -> str:
@@ -66,21 +61,6 @@ class SubtitleTrack:
     language: str
     label: str
     cues: list[Cue]
-
-
-def normalise_language(value: str | None) -> str:
-    """A BCP 47-ish language tag: ISO 639-2 codes become two letters, unknown or empty is "und"."""
-    value = (value or "").strip()
-    if not value or not LANGUAGE.match(value):
-        return "und"
-    head, _, rest = value.partition("-")
-    head = ISO639_2.get(head.lower(), head.lower())
-    return head + ("-" + rest if rest else "")
-
-
-def valid_language(value) -> bool:
-    """True for a language tag the API accepts (en, pt-BR, und...)."""
-    return isinstance(value, str) and len(value) <= 35 and bool(LANGUAGE.match(value))
 
 
 def _seconds(h, m, s, ms) -> float:

@@ -67,7 +67,7 @@ class UploadConfig:
     part_size: int = 16 * MiB
     max_size: int = 20 * 1024 * MiB
     url_ttl: int = 3600
-    content_types: list = field(default_factory=lambda: ["video/*", "audio/*", "application/octet-stream"])
+    content_types: list = field(default_factory=lambda: ["video/*", "audio/*"])
 
 
 @dataclass(frozen=True)
@@ -288,20 +288,44 @@ def _build(raw: dict, env: dict) -> Config:
     for name in SECTIONS:
         cls = _section_class(name)
         hints = typing.get_type_hints(cls)
-        given = dict(raw.get(name, {}))
+        section = dict(raw.get(name, {}))
+        given = _with_files(name, section, hints, f"[{name}] {{key}}")
         for key in given:
             if key not in hints:
                 raise ConfigError(f"unknown config key [{name}] {key}")
-        values = {k: _coerce(name, k, v, hints[k], False) for k, v in given.items()}
+        # a value read from a file (`<key>_file`) is text, taken as the environment's is
+        values = {k: _coerce(name, k, v, hints[k], k not in section) for k, v in given.items()}
         prefix = f"STREAMFORGE_{name.upper()}_"
-        for var, text in env.items():
-            if var.startswith(prefix):
-                key = var[len(prefix):].lower()
-                if key not in hints:
-                    raise ConfigError(f"unknown config key [{name}] {key} (from {var})")
-                values[key] = _coerce(name, key, text, hints[key], True)
+        from_env = _with_files(name, {var[len(prefix):].lower(): text for var, text in env.items()
+                                      if var.startswith(prefix)}, hints, prefix + "{KEY}")
+        for key, text in from_env.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config key [{name}] {key} (from {prefix}{key.upper()})")
+            values[key] = _coerce(name, key, text, hints[key], True)
         sections[name] = cls(**values)
     return Config(**sections)
+
+
+def _with_files(section: str, values: dict, hints: dict, where: str) -> dict:
+    """`values` with every `<key>_file` (a path) replaced by `<key>` = that file's text, for secrets
+    kept in files (Docker secrets, STREAMFORGE_SERVER_SECRET_KEY_FILE=/run/secrets/...); giving
+    both `<key>` and `<key>_file` is an error."""
+    out = dict(values)
+    for name, path in values.items():
+        key = name[:-len("_file")]
+        if not name.endswith("_file") or name in hints or key not in hints:
+            continue
+        label = where.replace("{key}", name).replace("{KEY}", name.upper())
+        if key in values:
+            raise ConfigError(f"[{section}] {key} is given twice: by value and by {label}; keep one")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{label}: expected the path of a file holding [{section}] {key}")
+        try:
+            out[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"{label}: cannot read {path}: {e.strerror or e}") from None
+        del out[name]
+    return out
 
 
 def web_processes(server: ServerConfig) -> int:

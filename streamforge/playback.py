@@ -1,9 +1,11 @@
 """Signed playback: short-lived tokens for a video's output, and playlists rewritten to carry them.
 
 The store keeps `processed/` private. A player gets `/play/{id}/master.m3u8?exp=..&sig=..` from the
-app; the app serves playlists (and the timeline WebVTT) with every reference rewritten: nested
-playlists keep the same signature, media files become presigned store URLs (or CDN URLs for public
-videos). A leaked link stops working at `exp`.
+app; the app serves playlists (and the timeline WebVTT) with every reference rewritten to carry the same
+signature, and answers a media file with a redirect to a presigned store URL that lives two minutes.
+A leaked link stops working at `exp`, and at once when the video's visibility changes (the signature
+covers it). Public videos behind `[cdn] base_url` are fetched unsigned from the app's `/processed/`
+route through the CDN instead (web/play.py).
 """
 from __future__ import annotations
 
@@ -23,19 +25,24 @@ def expiry(ttl: int, now: float | None = None, granularity: int = 600) -> int:
     return int((now + ttl) // granularity + 1) * granularity
 
 
-def sign(secret: str, video_id: str, exp: int) -> str:
-    """The signature of (video, expiry) under the app's secret key."""
-    mac = hmac.new(secret.encode(), f"play:{video_id}:{exp}".encode(), hashlib.sha256).digest()
+def sign(secret: str, video_id: str, exp: int, epoch: str = "") -> str:
+    """The signature of (video, expiry, epoch) under the app's secret key.
+
+    `epoch` is what must not change for the link to stay good: the video's visibility, so that making
+    a video private (or unlisted) revokes every link handed out before, at once."""
+    message = f"play:{video_id}:{exp}" + (f":{epoch}" if epoch else "")
+    mac = hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac[:18]).decode().rstrip("=")
 
 
-def verify(secret: str, video_id: str, exp: str | None, sig: str | None, now: float | None = None) -> bool:
-    """True when `sig` is this video's signature for `exp` and `exp` has not passed."""
+def verify(secret: str, video_id: str, exp: str | None, sig: str | None, now: float | None = None,
+           epoch: str = "") -> bool:
+    """True when `sig` is this video's signature for `exp` and `epoch`, and `exp` has not passed."""
     if not exp or not sig or not exp.isdigit():
         return False
     if int(exp) < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(sign(secret, video_id, int(exp)), sig)
+    return hmac.compare_digest(sign(secret, video_id, int(exp), epoch), sig)
 
 
 def _is_absolute(uri: str) -> bool:

@@ -130,6 +130,37 @@ def _write_audio(out, stream, seconds: float, start: float) -> None:
         out.mux(packet)
 
 
+def make_multi_audio(path: str | Path, tracks: list[dict], *, seconds: float = 2.0, video: bool = True) -> Path:
+    """A clip with several audio streams, each `{"language"?, "title"?, "default"?, "layout"?}` (the
+    container from the extension: mkv keeps languages, titles and default flags)."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        vstream = None
+        if video:
+            vstream = out.add_stream("libx264", rate=25)
+            vstream.width, vstream.height, vstream.pix_fmt = 320, 240, "yuv420p"
+            vstream.codec_context.options = {"preset": "ultrafast"}
+        streams = []
+        for t in tracks:
+            stream = out.add_stream("aac", rate=48000, layout=t.get("layout", "stereo"))
+            for key in ("language", "title"):
+                if t.get(key):
+                    stream.metadata[key] = t[key]
+            stream.disposition = av.stream.Disposition.default if t.get("default") else av.stream.Disposition(0)
+            streams.append(stream)
+        if vstream is not None:
+            for i in range(round(seconds * 25)):
+                frame = _picture(320, 240, i)
+                frame.pts = i
+                for packet in vstream.encode(frame):
+                    out.mux(packet)
+            for packet in vstream.encode(None):
+                out.mux(packet)
+        for stream in streams:
+            _write_audio(out, stream, seconds, 0.0)
+    return path
+
+
 def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
     """An AAC-in-MP4 file with no video."""
     path = Path(path)
@@ -314,3 +345,18 @@ def check_hls(outdir: Path, expected_duration: float | None = None, decode: bool
         for attrs, _ in master["variants"]:
             assert "mp4a" not in attrs["CODECS"] and "AUDIO" not in attrs
     return facts
+
+
+def make_header_only(path: str | Path, width: int, height: int, frames: int = 25) -> Path:
+    """A MOV whose header declares a width x height MJPEG stream and whose packets hold no picture:
+    what a probe makes of it before decoding anything (a huge size costs nothing to write)."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for i in range(frames):
+            packet = av.Packet(b"\xff\xd8\xff\xdb" + bytes(40) + b"\xff\xd9")
+            packet.stream, packet.pts, packet.dts = stream, i, i
+            packet.time_base, packet.is_keyframe = Fraction(1, 25), True
+            out.mux(packet)
+    return path

@@ -30,7 +30,7 @@ def live(seaweed, make_app, tmp_path, live_env):
            "STREAMFORGE_PIPELINE_SEGMENT_SECONDS": "2", **live_env}
     cfg = seaweed.make_config(tmp_path, env=env)
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)
+    seaweed.store.prepare([cfg.base_url])
     with LiveServer(make_app(cfg), port=port) as server:
         with dbmod.db.connection_context():
             _, tok = videos.create_token(videos.get_or_create_user("owner-i13@example.com"))
@@ -48,7 +48,7 @@ def upload(live, path: Path, content_type: str = "video/mp4", process: bool = Tr
                                                       "content_type": content_type}, headers=live.h, timeout=30)
     assert r.status_code == 201, r.text
     answer = r.json()
-    requests.put(answer["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(answer["upload"]["url"], headers=answer["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{live.url}/api/videos/{answer['video']['id']}/upload/complete", json={}, headers=live.h,
                          timeout=30)
     assert done.status_code == 200, done.text

@@ -73,12 +73,22 @@ def test_multipart_round_trip(client, auth, make_app, seaweed, tmp_path):
     urls = client.post(f"/api/videos/{vid}/upload/parts", json={"part_numbers": [1, 2, 3]}, headers=h).get_json()
     parts = []
     for n in (1, 2):
-        resp = requests.put(urls["urls"][str(n)], data=data[(n - 1) * up["part_size"]:n * up["part_size"]], timeout=30)
+        part = data[(n - 1) * up["part_size"]:n * up["part_size"]]
+        # each part URL takes exactly its part's size
+        assert requests.put(urls["urls"][str(n)], data=part + b"x", timeout=30).status_code == 403
+        assert requests.put(urls["urls"][str(n)], data=part[:-1], timeout=30).status_code == 403
+        resp = requests.put(urls["urls"][str(n)], data=part, timeout=30)
         assert resp.status_code == 200
         parts.append({"part_number": n, "etag": resp.headers["ETag"].strip('"')})
     # a reloaded browser asks what the store already has
     listed = client.get(f"/api/videos/{vid}/upload/parts", headers=h).get_json()
     assert [p["part_number"] for p in listed["parts"]] == [1, 2]
+    # the complete step checks that every part is there: 400, and the upload stays open
+    r = client.post(f"/api/videos/{vid}/upload/complete", json={"parts": parts}, headers=h)
+    assert r.status_code == 400 and "3 parts" in r.get_json()["error"]["message"]
+    r = client.post(f"/api/videos/{vid}/upload/complete", json={"parts": parts + [{"part_number": 3, "etag": "x"}]},
+                    headers=h)
+    assert r.status_code == 400 and "part 3" in r.get_json()["error"]["message"]
     resp = requests.put(urls["urls"]["3"], data=data[2 * up["part_size"]:], timeout=30)
     parts.append({"part_number": 3, "etag": resp.headers["ETag"]})
     done = client.post(f"/api/videos/{vid}/upload/complete", json={"parts": parts}, headers=h)
@@ -95,7 +105,14 @@ def test_wrong_size_upload_fails_and_is_deleted(client, auth, seaweed):
     h = auth()
     r = create(client, h, size=10)
     video, up = r.get_json()["video"], r.get_json()["upload"]
-    requests.put(up["url"], data=b"x" * 11, timeout=30)
+    # the URL takes exactly the declared size and type (its signature covers Content-Length and Content-Type)
+    assert up["headers"] == {"Content-Type": "video/mp4", "Content-Length": "10", "If-None-Match": "*"}
+    for data, headers in ((b"x" * 11, up["headers"]), (b"x" * 9, up["headers"]),
+                          (b"x" * 10, {**up["headers"], "Content-Type": "text/html"}), (b"x" * 10, {})):
+        assert requests.put(up["url"], data=data, headers=headers, timeout=30).status_code == 403
+    assert seaweed.store.stat(video["original"]["key"]) is None
+    # a store that ignored the signature's length: the size is checked again when the upload is accepted
+    seaweed.store.put_bytes(video["original"]["key"], b"x" * 11)
     out = client.post(f"/api/videos/{video['id']}/upload/complete", json={}, headers=h).get_json()
     assert out["status"] == "FAILED" and "11 bytes but 10 were declared" in out["error_message"]
     assert seaweed.store.stat(video["original"]["key"]) is None
@@ -135,7 +152,7 @@ def test_delete_archives_and_removes_objects(client, auth, seaweed):
     h = auth()
     r = create(client, h, size=5)
     video, up = r.get_json()["video"], r.get_json()["upload"]
-    requests.put(up["url"], data=b"12345", timeout=30)
+    requests.put(up["url"], data=b"12345", headers=up["headers"], timeout=30).raise_for_status()
     seaweed.store.put_bytes(f"processed/{video['id']}/master.m3u8", b"#EXTM3U\n")
     assert client.delete(f"/api/videos/{video['id']}", headers=h).status_code == 204
     assert client.get(f"/api/videos/{video['id']}", headers=h).get_json()["status"] == "ARCHIVED"
@@ -218,3 +235,51 @@ def test_healthz_names_a_failing_part_without_its_details(app, monkeypatch, capl
     assert r.status_code == 503
     assert r.get_json() == {"ok": False, "checks": {"database": "ok", "store": "error", "queue": "ok"}}
     assert "10.0.0.7" not in r.get_data(as_text=True) and "10.0.0.7" in caplog.text
+
+
+def test_page_past_the_end_is_an_empty_list_or_the_last_page(client, auth, token_for):
+    """Issue 20, hole 9: `?page=10^23` was a 500 (an OFFSET past a 64-bit integer)."""
+    h = auth()
+    ids = [create(client, h, title=f"clip {i}").get_json()["video"]["id"] for i in range(2)]
+    for huge in (str(10**23), "9" * 400):
+        r = client.get(f"/api/videos?page={huge}", headers=h)
+        assert r.status_code == 200 and r.get_json() == {"items": [], "next": None}, huge
+    assert client.get("/api/videos?page=abc", headers=h).status_code == 400
+    assert client.get("/api/videos?page=0", headers=h).status_code == 400
+    # the library page shows its last page instead
+    client.get(f"/login?token={token_for('alice@example.com')}")
+    page = client.get(f"/?page={10**23}")
+    assert page.status_code == 200
+    assert all(f'data-video-id="{vid}"' in page.get_data(as_text=True) for vid in ids)
+
+
+def test_content_type_must_be_a_real_video_or_audio_media_type(client, auth):
+    """Issue 20, hole 9: fnmatch took `video/../../text/html` and a type with CRLF in it."""
+    h = auth()
+    for bad in ("video/../../text/html", "video/mp4\r\nX-Evil: 1", "video/mp4\r\n", "video/mp4\n", "video/x..y",
+                "video/", "video/*", "text/html", "application/octet-stream", "video/mp4 x", "video/mp4;",
+                "video/mp4; a=b\r\nc: d", "vidéo/mp4", 42, None):
+        r = create(client, h, content_type=bad)
+        assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid", repr(bad)
+    assert client.get("/api/videos", headers=h).get_json()["items"] == []
+    for good, stored in (("video/mp4", "video/mp4"), ("Video/MP4; codecs=\"avc1.64001f\"", "video/mp4"),
+                         ("audio/mpeg", "audio/mpeg"), ("video/x-matroska", "video/x-matroska")):
+        r = create(client, h, content_type=good)
+        assert r.status_code == 201, good
+        assert r.get_json()["video"]["original"]["content_type"] == stored
+
+
+def test_a_refused_multipart_create_leaves_nothing(seaweed, make_app, tmp_path):
+    """Issue 20, hole 9: a multipart create the store refused left an UPLOADING row counted in the quota."""
+    cfg = seaweed.make_config(tmp_path / "nb", env={"STREAMFORGE_UPLOAD_MULTIPART_THRESHOLD": str(5 << 20),
+                                                    "STREAMFORGE_STORAGE_SECRET_KEY": "not-the-secret"})
+    client = make_app(cfg).test_client()
+    from streamforge.store import db as dbmod
+    from streamforge.store import videos
+    with dbmod.db.connection_context():
+        _, tok = videos.create_token(videos.get_or_create_user("nb@example.com"))
+    h = {"Authorization": f"Bearer {tok}"}
+    r = create(client, h, size=12 << 20)
+    assert r.status_code >= 500 and r.get_json()["error"]["code"]
+    assert client.get("/api/videos?status=PENDING", headers=h).get_json()["items"] == []
+    assert client.get("/api/me", headers=h).get_json()["usage"] == {"bytes": 0, "videos": 0}

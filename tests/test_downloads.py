@@ -108,18 +108,25 @@ def test_a_rendition_downloads_as_a_progressive_mp4_made_once(live, tmp_path):
 
 
 def _permissions(live, vid) -> dict:
-    """{who: (status of the rendition download, status of the original download)} on a public video."""
-    rung = get(live, vid)["renditions"][0]["name"]
+    """{who: (status of the rendition download, of the original download, of the rendition's MP4 through
+    the signed /play/ route every viewer of the watch page is handed)} on a public video."""
+    v = get(live, vid)
+    rung, signed = v["renditions"][0]["name"], v["master_playlist_url"].split("?", 1)[1]
     out = {}
     for who, headers in (("owner", live.h), ("other", live.h2), ("anonymous", {})):
-        out[who] = (_download(live, vid, rung, headers).status_code, _download(live, vid, "original", headers).status_code)
+        play = requests.get(f"{live.url}/play/{vid}/downloads/{rung}.mp4?{signed}", headers=headers,
+                            allow_redirects=False, timeout=30)
+        out[who] = (_download(live, vid, rung, headers).status_code, _download(live, vid, "original", headers).status_code,
+                    play.status_code)
     return out
 
 
 @pytest.mark.parametrize("live_env, want", [
-    ({}, {"owner": (302, 302), "other": (403, 403), "anonymous": (401, 401)}),
-    ({"STREAMFORGE_PLAYBACK_DOWNLOADS": "viewers"}, {"owner": (302, 302), "other": (302, 302), "anonymous": (302, 302)}),
-    ({"STREAMFORGE_PLAYBACK_DOWNLOADS": "off"}, {"owner": (403, 403), "other": (403, 403), "anonymous": (403, 403)}),
+    ({}, {"owner": (302, 302, 302), "other": (403, 403, 403), "anonymous": (401, 401, 403)}),
+    ({"STREAMFORGE_PLAYBACK_DOWNLOADS": "viewers"},
+     {"owner": (302, 302, 302), "other": (302, 302, 302), "anonymous": (302, 302, 302)}),
+    ({"STREAMFORGE_PLAYBACK_DOWNLOADS": "off"},
+     {"owner": (403, 403, 403), "other": (403, 403, 403), "anonymous": (403, 403, 403)}),
 ], ids=["owner", "viewers", "off"])
 def test_who_may_download_follows_the_setting(live, tmp_path, want):
     vid = upload(live, _clip(tmp_path))

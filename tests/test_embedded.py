@@ -220,6 +220,7 @@ def test_run_storage_serves_until_sigterm(tmp_path):
             "from streamforge.store.embedded import run_storage; "
             "sys.exit(run_storage(load_config(data_dir=sys.argv[1]), ''))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
+    env["STREAMFORGE_CDN_BASE_URL"] = "https://cdn.example.com"  # a CDN opens nothing on the store
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -230,7 +231,7 @@ def test_run_storage_serves_until_sigterm(tmp_path):
         store.ping()
         assert "<AllowedOrigin>http://127.0.0.1:8000</AllowedOrigin>" in store.get_cors()
         store.put_bytes("processed/x/master.m3u8", b"#EXTM3U")
-        # without a CDN the output is private: players get signed links
+        # with a CDN or without, the output is private on the store: players get signed links
         assert requests.get(store.public_url("processed/x/master.m3u8"), timeout=10).status_code == 403
         assert requests.get(store.presigned_get("processed/x/master.m3u8", 60), timeout=10).status_code == 200
         proc.send_signal(signal.SIGTERM)

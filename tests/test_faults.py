@@ -343,9 +343,18 @@ def private_store(tmp_path_factory):
 
 
 def ensure_running(store) -> None:
+    """Start the stopped store again on the same S3 port (the app's config names it)."""
     if not store.embedded.running():
+        from streamforge.store.embedded import port_free
+        port = int(store.endpoint.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        # a busy machine may hold the port (or its gRPC twin) a moment after weed exits: `start` would
+        # then pick another one and the app would knock on the old one
+        while not (port_free(port) and port_free(port + 10000)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         store.embedded.start()
         store.embedded.wait_ready(60)
+        assert store.embedded.endpoint.rstrip("/") == store.endpoint.rstrip("/"), "the store moved to another port"
 
 
 @pytest.fixture
@@ -374,7 +383,7 @@ def create_and_put(client, h, data: bytes, filename: str = "clip.mp4", complete:
                                          "content_type": "video/mp4"}, headers=h)
     assert r.status_code == 201, r.get_json()
     made = r.get_json()
-    requests.put(made["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(made["upload"]["url"], headers=made["upload"]["headers"], data=data, timeout=60).raise_for_status()
     vid = made["video"]["id"]
     if complete:
         assert client.post(f"/api/videos/{vid}/upload/complete", json={}, headers=h).status_code == 200
@@ -569,7 +578,7 @@ def stack(seaweed, tmp_path):
         s = Services(tmp_path, stack_env(seaweed, port, **extra), port)
         s.data.mkdir(parents=True, exist_ok=True)
         s.cfg = attach(s.env, s.data)
-        seaweed.store.prepare([s.cfg.base_url], public_output=False)
+        seaweed.store.prepare([s.cfg.base_url])
         with dbmod.db.connection_context():
             _, s.token = videos.create_token(videos.get_or_create_user("stack@example.com"))
         s.h = {"Authorization": f"Bearer {s.token}"}
@@ -588,7 +597,7 @@ def stack(seaweed, tmp_path):
 def api_upload(url: str, h: dict, data: bytes, title: str = "v", complete: bool = True) -> str:
     r = requests.post(f"{url}/api/videos", json={"title": title, "filename": "v.mp4", "size": len(data),
                                                  "content_type": "video/mp4"}, headers=h, timeout=30).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     if complete:
         requests.post(f"{url}/api/videos/{r['video']['id']}/upload/complete", json={}, headers=h,
                       timeout=30).raise_for_status()
@@ -635,7 +644,7 @@ def test_notification_storm(stack, seaweed, tmp_path, backend):
                                                            "size": len(data), "content_type": "video/mp4"},
                               headers=h, timeout=30).json()
             if send:
-                requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+                requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
             out.append((r["video"]["id"], r["video"]["original"]["key"], data, r["upload"]["url"]))
         return out
 
@@ -646,7 +655,8 @@ def test_notification_storm(stack, seaweed, tmp_path, backend):
     t0 = time.perf_counter()
     first = fire(f"{s.url}/hooks/storage", seaweed.webhook_token, [b for _, _, b in bodies[:half]])
     for _, _, data, url in late:  # these bytes land mid-storm; their earlier events found nothing
-        requests.put(url, data=data, timeout=30).raise_for_status()
+        requests.put(url, data=data, headers={"Content-Type": "video/mp4", "If-None-Match": "*"},
+                     timeout=30).raise_for_status()
     second = fire(f"{s.url}/hooks/storage", seaweed.webhook_token, [b for _, _, b in bodies[half:]])
     wall = time.perf_counter() - t0
     results = first + second

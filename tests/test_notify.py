@@ -66,7 +66,7 @@ def test_processing_sends_signed_playable_and_ready(seaweed, make_app, tmp_path,
     data = (MEDIA / "bigbuckbunny-720p-5s.mp4").read_bytes()
     r = client.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": len(data),
                                          "content_type": "video/mp4"}, headers=h).get_json()
-    requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
     client.post(f"/api/videos/{r['video']['id']}/upload/complete", json={}, headers=h)
     drain_queue()  # the run, then the deliveries it queued
     events = [json.loads(body) for _, body in receiver.got]

@@ -132,9 +132,9 @@ def test_upload_tree_sets_types_and_cache_control_and_public_read(seaweed, prefi
         assert info.content_type == ctype, rel
         assert info.cache_control == cache(rel), rel
         assert content_type_for(rel) == ctype
-    # players read processed/ without a signature; originals/ stays private
-    seaweed.store.set_public_read("processed/")
-    r = requests.get(seaweed.store.public_url(processed + "master.m3u8"), timeout=10)
+    # nothing is readable without a signature (a CDN reads public videos through the app's /processed/)
+    assert requests.get(seaweed.store.public_url(processed + "master.m3u8"), timeout=10).status_code == 403
+    r = requests.get(seaweed.store.presigned_get(processed + "master.m3u8", 60), timeout=10)
     assert r.status_code == 200 and r.content == b"master.m3u8"
     assert r.headers["Content-Type"] == "application/vnd.apple.mpegurl"
     seaweed.store.put_bytes(prefix + "originals/secret.mp4", b"secret")

@@ -223,6 +223,42 @@ def test_limits_are_enforced(tmp_path, capsys):
     assert_refused(code, capsys.readouterr().err, tmp_path / "out", "too long")
 
 
+def test_a_picture_over_the_limits_is_refused_from_its_header(tmp_path, capsys):
+    """Issue 20, hole 7: the probe decoded frames (a 16000x16000 one is 384 MB, seven of them in av.open
+    alone) before the size check. The header's size is refused before any frame is decoded: here the
+    frames hold no picture at all, and the refusal still names the size."""
+    for width, height in ((16000, 16000), (16000, 480), (480, 9000)):
+        src = mf.make_header_only(tmp_path / f"huge-{width}x{height}.mov", width, height)
+        code, _, err = transcode(src, tmp_path / "out", capsys)
+        assert_refused(code, err, tmp_path / "out", "too large", f"{width}x{height}", "8192x8192")
+
+
+def test_huge_pictures_are_held_a_few_at_a_time():
+    """Issue 20, hole 7: each rung's queue held six source pictures (an 8192x8192 one is 100 MB) and the
+    decoder one per core; huge pictures get one queued picture and one decoder thread."""
+    from streamforge.pipeline.workers import QUEUE_FRAMES, decoder_threads, queue_frames
+    assert queue_frames(1920, 1080) == QUEUE_FRAMES and queue_frames(3840, 2160) == 5
+    assert queue_frames(8192, 8192) == queue_frames(16000, 16000) == 1
+    assert queue_frames(8192, 8192, most=4) == 1 and queue_frames(640, 360, most=4) == 4
+    assert decoder_threads(8192, 8192) == 1 and decoder_threads(1920, 1080) >= 1
+
+
+def test_a_huge_source_is_scaled_to_the_top_rung_as_it_is_decoded(tmp_path, capsys, monkeypatch):
+    """The pictures the queues hold are the top rung's size once the source is huge (the threshold is
+    lowered here so that a small clip takes that path): the ladder is the same, frame for frame."""
+    import sys
+    tc = sys.modules["streamforge.pipeline.transcode"]
+    src = mf.make_video(tmp_path / "src.mp4", width=640, height=480, seconds=2, audio=None, marker=True)
+    ladders = []
+    for shrink, out in ((64 << 20, tmp_path / "plain"), (0, tmp_path / "shrunk")):
+        monkeypatch.setattr(tc, "SHRINK_BYTES", shrink)
+        code, _, err = transcode(src, out, capsys)
+        assert code == 0, err
+        facts = mf.check_hls(out, expected_duration=2.0)
+        ladders.append([(v["width"], v["height"], v["segments"], round(v["duration"], 3)) for v in facts["variants"]])
+    assert ladders[0] == ladders[1] and sorted(h for _, h, _, _ in ladders[0]) == [144, 240]
+
+
 def test_bad_flags_are_one_line(tmp_path, capsys):
     src = mf.make_video(tmp_path / "ok.mp4", frames=3, audio=None)
     code, _, err = transcode(src, tmp_path / "out", capsys, codecs=["h266"])

@@ -37,7 +37,7 @@ def test_playlists_text():
     audio.codecs = "mp4a.40.2"
     audio.segments = [hls.Segment(1, "seg_00001.m4s", 4.0, 64_000, 0)]
     variant = hls.VariantInfo(track=track, width=1280, height=720, frame_rate=25.0, planned_peak=3_000_000)
-    master = hls.master_playlist([variant], audio, final=True)
+    master = hls.master_playlist([variant], [hls.AudioRendition(track=audio, planned_peak=0)], final=True)
     assert ('#EXT-X-STREAM-INF:BANDWIDTH=2003000,AVERAGE-BANDWIDTH=1794667,RESOLUTION=1280x720,'
             'FRAME-RATE=25.000,CODECS="avc1.64001f,mp4a.40.2",AUDIO="audio"\n720p/index.m3u8') in master
     assert 'TYPE=AUDIO,GROUP-ID="audio"' in master and 'URI="audio/index.m3u8"' in master

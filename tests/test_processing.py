@@ -23,7 +23,7 @@ def live(seaweed, make_app, tmp_path):
                                              "STREAMFORGE_PIPELINE_HEIGHTS": "360,240",
                                              "STREAMFORGE_PLAYBACK_SIGNED_URL_TTL": "600"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)  # as `streamforge web` does at start
+    seaweed.store.prepare([cfg.base_url])  # as `streamforge web` does at start
     with LiveServer(make_app(cfg), port=port) as server:
         from streamforge.store import videos
         with dbmod.db.connection_context():
@@ -36,7 +36,7 @@ def live(seaweed, make_app, tmp_path):
 def upload(live, data: bytes, filename="clip.mp4"):
     r = requests.post(f"{live.url}/api/videos", json={"title": "t", "filename": filename, "size": len(data),
                                                       "content_type": "video/mp4"}, headers=live.h).json()
-    requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{live.url}/api/videos/{r['video']['id']}/upload/complete", json={}, headers=live.h)
     assert done.status_code == 200
     return r["video"]["id"]
@@ -108,11 +108,11 @@ def test_signed_links_expire(live):
     vid = upload(live, CLIP.read_bytes())
     drain_queue()
     past = int(time.time()) - 1
-    sig = playback.sign(live.cfg.server.secret_key, vid, past)
+    sig = playback.sign(live.cfg.server.secret_key, vid, past, "private")
     r = requests.get(f"{live.url}/play/{vid}/master.m3u8?exp={past}&sig={sig}", timeout=10)
     assert r.status_code == 403 and "expired" in r.json()["error"]["message"]
     soon = int(time.time()) + 60
-    sig = playback.sign(live.cfg.server.secret_key, vid, soon)
+    sig = playback.sign(live.cfg.server.secret_key, vid, soon, "private")
     assert requests.get(f"{live.url}/play/{vid}/master.m3u8?exp={soon}&sig={sig}", timeout=10).status_code == 200
     other = playback.sign(live.cfg.server.secret_key, "someothervideo", soon)
     assert requests.get(f"{live.url}/play/{vid}/master.m3u8?exp={soon}&sig={other}", timeout=10).status_code == 403
@@ -132,6 +132,20 @@ def test_broken_upload_fails_readably_and_the_worker_goes_on(live, seaweed):
     # reprocess of a media failure runs again (and fails the same way), of a completed video succeeds
     assert requests.post(f"{live.url}/api/videos/{bad}/reprocess", headers=live.h).status_code == 202
     assert drain_queue() == ["failed"]
+
+
+def test_a_picture_over_the_limits_fails_with_its_size(live, seaweed, tmp_path):
+    """Issue 20, hole 7: the worker refuses a 16000x16000 upload from its header (it decoded frames first)."""
+    import media_factory as mf
+    huge = mf.make_header_only(tmp_path / "huge.mov", 16000, 16000).read_bytes()
+    vid = upload(live, huge, filename="huge.mov")
+    assert drain_queue() == ["failed"]
+    v = get(live, vid)
+    assert v["status"] == "FAILED" and v["master_playlist_url"] is None
+    assert "too large: 16000x16000" in v["error_message"] and "8192x8192" in v["error_message"]
+    failed = [i for i in logs(live, vid) if i["status"] == "failed"]
+    assert [i["stage"] for i in failed] == ["probe"]
+    assert seaweed.store.list(f"processed/{vid}/") == []
 
 
 def test_reprocess_writes_a_fresh_prefix_and_switches_at_the_end(live, seaweed):

@@ -105,7 +105,7 @@ def upload(stack, token, title, data: bytes | None = None):
     data = CLIP.read_bytes() if data is None else data
     r = requests.post(stack.url + "/api/videos", json={"title": title, "filename": "bbb.mp4", "size": len(data),
                                                        "content_type": "video/mp4"}, headers=h).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     return r["video"]["id"]
 
 

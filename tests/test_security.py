@@ -76,10 +76,10 @@ class World:
     def owner_get(self, vid: str) -> requests.Response:
         return requests.get(f"{self.url}/api/videos/{vid}", headers=self.h(self.alice), timeout=10)
 
-    def sig(self, video_id: str) -> str:
-        """The query string the app hands out for `video_id`'s output."""
+    def sig(self, video_id: str, visibility: str = "private") -> str:
+        """The query string the app hands out for `video_id`'s output while it has `visibility`."""
         exp = playback.expiry(600)
-        return f"exp={exp}&sig={playback.sign(self.cfg.server.secret_key, video_id, exp)}"
+        return f"exp={exp}&sig={playback.sign(self.cfg.server.secret_key, video_id, exp, visibility)}"
 
     def session(self, who: str) -> requests.Session:
         """A browser: anonymous, or signed in by the login link with its CSRF token at hand."""
@@ -131,7 +131,7 @@ def world(seaweed, tmp_path_factory):
         "STREAMFORGE_UPLOAD_MULTIPART_THRESHOLD": str(5 * MiB), "STREAMFORGE_UPLOAD_PART_SIZE": str(5 * MiB),
         "STREAMFORGE_PLAYBACK_SIGNED_URL_TTL": "600"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)  # as `streamforge web` does at start
+    seaweed.store.prepare([cfg.base_url])  # as `streamforge web` does at start
     app = create_app(cfg)
     clip = make_video(tmp / "clip.mp4", width=320, height=240, seconds=1)
     with LiveServer(app, port=port) as live:
@@ -318,6 +318,9 @@ MATRIX = [
         who(403, 403, 403)),
     Row("GET", "/play/<video_id>/<path:relpath>",
         lambda w: f"/play/{w.a['id']}/{_thumb_path(w)}?{w.sig(w.b['id'])}", who(403, 403, 403)),
+    # the CDN's origin: public videos only, and only with [cdn] base_url set (not in this world)
+    Row("GET", "/processed/<video_id>/<path:relpath>", lambda w: f"/processed/{w.a['id']}/master.m3u8",
+        who(404, 404, 404)),
     # bob's signature, walking out of bob's folder into alice's
     Row("GET", "/play/<video_id>/<path:relpath>",
         lambda w: f"/play/{w.b['id']}/..%2F..%2F{w.a['id']}%2Fmaster.m3u8?{w.sig(w.b['id'])}",
@@ -468,7 +471,7 @@ def test_guessed_media_urls_are_refused(world):
     """The store serves nothing of a video without a signature, whatever its visibility; /play wants
     this video's own unexpired signature; a deleted video's links stop working."""
     world.activate()
-    world.store.prepare([world.cfg.base_url], public_output=False)
+    world.store.prepare([world.cfg.base_url])
     vid = world.a2["id"]
     keys = [o.key for o in world.store.list(f"processed/{vid}/")]
     picks = {"master": f"processed/{vid}/master.m3u8",
@@ -489,8 +492,9 @@ def test_guessed_media_urls_are_refused(world):
         for rel in ("master.m3u8", seg_rel):
             r = requests.get(f"{world.url}/play/{vid}/{rel}?{query}", allow_redirects=False, timeout=10)
             assert r.status_code == 403, (query[:20], rel, r.status_code)
-    # the presigned segment URL a player gets covers that key alone
-    r = requests.get(f"{world.url}/play/{vid}/{seg_rel}?{world.sig(vid)}", allow_redirects=False, timeout=10)
+    # the presigned segment URL a player gets covers that key alone (the video is public now)
+    r = requests.get(f"{world.url}/play/{vid}/{seg_rel}?{world.sig(vid, 'public')}", allow_redirects=False,
+                     timeout=10)
     assert r.status_code == 302
     signed = r.headers["Location"]
     assert requests.get(signed, timeout=10).status_code == 200
@@ -498,7 +502,7 @@ def test_guessed_media_urls_are_refused(world):
     forged = signed.replace(picks["segment"], other_key)
     assert forged != signed and requests.get(forged, timeout=10).status_code == 403
     # deleting the video kills its links at once, although their signatures have not expired
-    master_link = f"{world.url}/play/{vid}/master.m3u8?{world.sig(vid)}"
+    master_link = f"{world.url}/play/{vid}/master.m3u8?{world.sig(vid, 'public')}"
     assert requests.get(master_link, timeout=10).status_code == 200
     assert requests.delete(f"{world.url}/api/videos/{vid}", headers=world.h(world.alice), timeout=10).status_code == 204
     assert requests.get(master_link, timeout=10).status_code == 404
@@ -541,7 +545,7 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         r = api.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": size,
                                           "content_type": "video/mp4"}, headers=h).get_json()
         if data is not None:
-            requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+            requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
         if process:
             assert api.post(f"/api/videos/{r['video']['id']}/upload/complete", json={}, headers=h).status_code == 200
             assert drain_queue() == ["failed"]  # not a video: FAILED quickly, and then reprocessable
@@ -629,14 +633,15 @@ def test_presigned_urls_write_only_their_own_key(client, auth, seaweed, config):
         "another bucket": url.replace(f"/{bucket}/", "/another-bucket/"),
         "a longer expiry": re.sub(r"X-Amz-Expires=\d+", "X-Amz-Expires=604800", url),
     }
+    sent = r["upload"]["headers"]
     for name, bad in tampered.items():
         assert bad != url, name
-        assert requests.put(bad, data=b"hello", timeout=10).status_code == 403, name
+        assert requests.put(bad, data=b"hello", headers=sent, timeout=10).status_code == 403, name
     # the signature is for a PUT: another method with it is refused too
-    assert requests.post(url, data=b"hello", timeout=10).status_code >= 400
+    assert requests.post(url, data=b"hello", headers=sent, timeout=10).status_code >= 400
     assert seaweed.store.stat(victim) is None and seaweed.store.stat(key + ".extra") is None
     assert seaweed.store.list(f"processed/{r['video']['id']}/") == []
-    assert requests.put(url, data=b"hello", timeout=10).status_code == 200
+    assert requests.put(url, data=b"hello", headers=sent, timeout=10).status_code == 200
     assert seaweed.store.stat(key).size == 5
 
 
@@ -688,8 +693,9 @@ def _notify(client, config, key: str):
 
 
 def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaweed, tmp_path):
-    """413 at create over [upload] max_size; bytes sent anyway (a presigned PUT does not bind the
-    length) are rejected when the notification comes: object deleted, video FAILED, nothing queued."""
+    """413 at create over [upload] max_size; the presigned PUT takes only the declared size; bytes that
+    reach the store anyway (a store that ignores the signed length) are rejected when the notification
+    comes: object deleted, video FAILED, nothing queued."""
     cfg = seaweed.make_config(tmp_path, env={"STREAMFORGE_UPLOAD_MAX_SIZE": "100000"})
     client = make_app(cfg).test_client()
     with dbmod.db.connection_context():
@@ -707,7 +713,10 @@ def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaw
     for name, (declared, sent, reason) in cases.items():
         made = create(declared).get_json()
         vid, key = made["video"]["id"], made["video"]["original"]["key"]
-        assert requests.put(made["upload"]["url"], data=b"z" * sent, timeout=30).status_code == 200
+        up = made["upload"]
+        assert requests.put(up["url"], headers=up["headers"], data=b"z" * sent, timeout=30).status_code == 403
+        assert seaweed.store.stat(key) is None
+        seaweed.store.put_bytes(key, b"z" * sent)
         hook = _notify(client, cfg, key)
         assert hook.status_code == 200 and hook.get_json()["outcomes"] == {"rejected": 1}, (name, hook.get_json())
         v = client.get(f"/api/videos/{vid}", headers=h).get_json()
@@ -720,6 +729,7 @@ def test_uploads_over_the_limit_or_the_declared_size_are_rejected(make_app, seaw
 
 
 def test_an_original_replaced_after_acceptance_is_not_processed(make_app, seaweed, tmp_path):
+    """Issue 20, hole 1: the same URL, after acceptance, stored other bytes (any size) over the original."""
     cfg = seaweed.make_config(tmp_path, env={"STREAMFORGE_PIPELINE_HEIGHTS": "240"})
     client = make_app(cfg).test_client()
     with dbmod.db.connection_context():
@@ -728,14 +738,18 @@ def test_an_original_replaced_after_acceptance_is_not_processed(make_app, seawee
     clip = make_video(tmp_path / "c.mp4", width=320, height=240, seconds=1).read_bytes()
     made = client.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": len(clip),
                                             "content_type": "video/mp4"}, headers=h).get_json()
-    vid, url = made["video"]["id"], made["upload"]["url"]
-    assert requests.put(url, data=clip, timeout=30).status_code == 200
+    vid, url, sent = made["video"]["id"], made["upload"]["url"], made["upload"]["headers"]
+    key = made["video"]["original"]["key"]
+    assert requests.put(url, data=clip, headers=sent, timeout=30).status_code == 200
     assert client.post(f"/api/videos/{vid}/upload/complete", json={}, headers=h).get_json()["upload_status"] == "UPLOADED"
-    # the same URL, again, with 1 MB more than was declared and checked
-    assert requests.put(url, data=clip + b"\0" * 1_000_000, timeout=30).status_code == 200
-    assert drain_queue() == ["failed"]
+    before = seaweed.store.stat(key)
+    # the same URL, again: more bytes than declared, or as many other bytes: refused, the original unchanged
+    assert requests.put(url, data=clip + b"\0" * 1_000_000, headers=sent, timeout=30).status_code == 403
+    assert requests.put(url, data=bytes(len(clip)), headers=sent, timeout=30).status_code in (403, 412)
+    assert seaweed.store.stat(key).etag == before.etag
+    assert drain_queue() == ["completed"]
     v = client.get(f"/api/videos/{vid}", headers=h).get_json()
-    assert v["status"] == "FAILED" and "declared" in v["error_message"]
+    assert v["status"] == "COMPLETED" and v["original"]["size"] == len(clip)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_serve_runs_everything_and_stops_cleanly(serve):
     data = CLIP.read_bytes()
     r = requests.post(serve.url + "/api/videos", json={"title": "serve", "filename": "bbb.mp4", "size": len(data),
                                                        "content_type": "video/mp4"}, headers=h).json()
-    requests.put(r["upload"]["url"], data=data, timeout=60).raise_for_status()
+    requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=60).raise_for_status()
     vid = r["video"]["id"]
     deadline, v = time.time() + 120, {}
     while time.time() < deadline:  # no complete call: the embedded store's notification starts the run
@@ -160,7 +160,8 @@ def test_doctor_and_token_output(serve):
                          env=serve.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
-    assert [line.split()[1].rstrip(":") for line in lines] == ["config", "database", "store", "queue", "codecs"]
+    assert [line.split()[1].rstrip(":") for line in lines] == ["config", "database", "store", "queue", "codecs",
+                                                                 "notifications"]
     assert all(line.startswith("ok") for line in lines)
     secrets = (serve.data / "secrets.json").read_text()
     import json

@@ -31,7 +31,7 @@ def site(seaweed, tmp_path_factory):
                                         "STREAMFORGE_PIPELINE_HEIGHTS": "136",
                                         "STREAMFORGE_PIPELINE_SEGMENT_SECONDS": "2"})
     cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, port=port))
-    seaweed.store.prepare([cfg.base_url], public_output=False)
+    seaweed.store.prepare([cfg.base_url])
     clip = make_video(tmp / "clip.mp4", width=W, height=H, seconds=6, audio=None).read_bytes()
     app = create_app(cfg)
     with LiveServer(app, port=port) as server:
@@ -59,7 +59,7 @@ def upload(site, who, data, **fields):
                                                       "content_type": "video/mp4", **fields}, headers=h(site, who))
     assert r.status_code == 201, r.text
     body = r.json()
-    requests.put(body["upload"]["url"], data=data, timeout=30).raise_for_status()
+    requests.put(body["upload"]["url"], headers=body["upload"]["headers"], data=data, timeout=30).raise_for_status()
     done = requests.post(f"{site.url}/api/videos/{body['video']['id']}/upload/complete", json={}, headers=h(site, who))
     assert done.status_code == 200
     return body["video"]
@@ -185,11 +185,17 @@ def test_public_listing_is_public_completed_newest_first_and_searchable(site):
     item = requests.get(f"{site.url}/api/public/videos").json()["items"][0]
     assert "original" not in item and "error_message" not in item
     assert item["embed_url"].endswith(f"/embed/{item['slug']}") and item["cover_url"] and item["views"] >= 0
-    for bad in ("?page=0", "?page=abc", "?page=99999999999999999999999", "?q=" + "x" * 201, "?tag=" + "t" * 51):
+    for bad in ("?page=0", "?page=abc", "?page=-1", "?q=" + "x" * 201, "?tag=" + "t" * 51):
         r = requests.get(f"{site.url}/api/public/videos{bad}")
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid", bad
     assert requests.get(f"{site.url}/explore?page=99999999999999999999999&q=%00%27").status_code == 200
     assert requests.get(f"{site.url}/api/public/videos?page=2").json() == {"items": [], "next": None}
+    # past the last page: an empty list from the API (never a 500), the last page on /explore
+    for huge in ("99999999999999999999999", str(10**23), "1" + "0" * 300):
+        r = requests.get(f"{site.url}/api/public/videos?page={huge}")
+        assert r.status_code == 200 and r.json() == {"items": [], "next": None}, huge
+        page = requests.get(f"{site.url}/explore?page={huge}")
+        assert page.status_code == 200 and "Harbour at dawn" in page.text, huge
 
 
 def test_explore_page_lists_public_titles_with_tag_links_and_search(site):

@@ -402,9 +402,22 @@ def test_only_sns_deliveries_go_without_the_token(sns_app, seaweed):
 
 def test_no_sns_hosts_means_only_amazons(seaweed, make_app, tmp_path, servers, keys):
     trusted, _ = servers
-    client = make_app(seaweed.make_config(tmp_path)).test_client()
+    client = make_app(seaweed.make_config(tmp_path, env={"STREAMFORGE_WEBHOOK_SNS_TOPICS": TOPIC})).test_client()
     r = deliver(client, sign(message(trusted, sns.SUBSCRIBE), keys["key"]))
     assert r.status_code == 400 and trusted.hits == []
+
+
+def test_sns_is_off_until_sns_topics_names_a_topic(seaweed, make_app, tmp_path, servers, keys, caplog):
+    """Issue 20, hole 8: with sns_topics empty any AWS account's topic was accepted."""
+    trusted, _ = servers
+    cfg = seaweed.make_config(tmp_path, env={"STREAMFORGE_WEBHOOK_SNS_HOSTS": trusted.hostport})
+    client = make_app(cfg).test_client()
+    for kind in (sns.SUBSCRIBE, sns.NOTIFY, sns.UNSUBSCRIBE):
+        r = deliver(client, sign(message(trusted, kind, topic=OTHER_TOPIC), keys["key"]))
+        assert r.status_code == 403 and r.get_json()["error"]["code"] == "sns_disabled", kind
+        assert "sns_topics" in r.get_json()["error"]["message"]
+    assert trusted.hits == []  # nothing fetched, nothing confirmed
+    assert any("sns_topics" in rec.getMessage() for rec in caplog.records if rec.name == "streamforge.sns")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +434,7 @@ def uploaded_object(seaweed):
         r = client.post("/api/videos", json={"title": "sns", "filename": filename, "size": len(data),
                                              "content_type": "video/mp4"},
                         headers={"Authorization": f"Bearer {tok}"}).get_json()
-        requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+        requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
         app.token = tok
         return r["video"]["id"], r["video"]["original"]["key"], len(data)
     return make
@@ -483,3 +496,122 @@ def postgres_redis(seaweed, make_app, tmp_path, servers):
 
 def test_sns_notification_on_postgres_and_redis(postgres_redis, servers, keys, uploaded_object):
     run_end_to_end(postgres_redis, servers, keys, uploaded_object)
+
+
+# ---------------------------------------------------------------------------------------------
+# A slow certificate host against the real web server (gunicorn, a few threads)
+
+
+class Tarpit:
+    """A TCP server that accepts connections and never answers (a slow SigningCertURL host)."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.hostport = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list = []
+        self.open = self.most_open = 0  # connections the client has not closed yet; the most at once
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.held.append(conn)
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn):
+        try:
+            while conn.recv(4096):  # read the request, answer nothing, until the client gives up
+                pass
+        except OSError:
+            pass
+        with self.lock:
+            self.open -= 1
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_a_slow_certificate_host_holds_back_nothing_else(seaweed, tmp_path, keys):
+    """Issue 20, hole 8: certificate fetches ran one at a time under one lock from unauthenticated
+    requests, 10 s each: 12 of them to a slow host held every web thread, and /healthz, for a minute."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+    tarpit, port = Tarpit(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
+    env.update({"STREAMFORGE_STORAGE_ENDPOINT": seaweed.endpoint, "STREAMFORGE_STORAGE_ACCESS_KEY": seaweed.access_key,
+                "STREAMFORGE_STORAGE_SECRET_KEY": seaweed.secret_key, "STREAMFORGE_STORAGE_BUCKET": seaweed.bucket,
+                "STREAMFORGE_WEBHOOK_TOKEN": seaweed.webhook_token, "STREAMFORGE_SERVER_SECRET_KEY": "sns-" + "x" * 32,
+                "STREAMFORGE_SERVER_WORKERS": "1", "STREAMFORGE_SERVER_THREADS": "4",
+                "STREAMFORGE_WEBHOOK_SNS_HOSTS": tarpit.hostport, "STREAMFORGE_WEBHOOK_SNS_TOPICS": TOPIC})
+    root = Path(__file__).resolve().parent.parent
+    with open(tmp_path / "web.log", "wb") as out:
+        web = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", "web", "--host", "127.0.0.1",
+                                "--port", str(port), "--data-dir", str(tmp_path / "data")],
+                               env={**env, "PYTHONPATH": str(root)}, stdout=out, stderr=subprocess.STDOUT, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-2000:]
+            time.sleep(0.2)
+
+        def deliver_slow(i: int):
+            msg = sign({"Type": sns.NOTIFY, "MessageId": str(uuid.uuid4()), "TopicArn": TOPIC, "Message": "{}",
+                        "Timestamp": "2026-12-01T10:00:00.000Z",
+                        "SigningCertURL": f"http://{tarpit.hostport}/cert-{i}.pem"}, keys["key"])
+            t0 = time.monotonic()
+            r = requests.post(url + "/hooks/storage", data=json.dumps(msg), timeout=120,
+                              headers={"x-amz-sns-message-type": sns.NOTIFY, "Content-Type": "text/plain"})
+            return r.status_code, time.monotonic() - t0
+
+        with ThreadPoolExecutor(12) as pool:
+            t0 = time.monotonic()
+            hanging = [pool.submit(deliver_slow, i) for i in range(12)]
+            time.sleep(0.5)  # the deliveries are in (or waiting for a thread)
+            health = []
+            for _ in range(3):
+                h0 = time.monotonic()
+                assert requests.get(url + "/healthz", timeout=30).status_code == 200
+                health.append(time.monotonic() - h0)
+            answers = [f.result() for f in hanging]
+            wall = time.monotonic() - t0
+        assert max(health) < 3, health  # /healthz answers while the certificate host hangs (it hung 30 s+)
+        assert all(status == 503 for status, _ in answers), answers  # "send it again": SNS retries
+        assert wall < sns.FETCH_TIMEOUT + 6, (wall, answers)  # fetched at once, not one after another
+        # bounded: a few fetches at once, not one per request (the tarpit may see a fetch's close a moment
+        # after the next one's connect, hence the slack)
+        assert tarpit.most_open <= 2 * sns.FETCH_WORKERS < 12
+        # each URL was fetched at most once; a failed one is not fetched again for a while: 503 at once
+        deadline = time.monotonic() + 60
+        while tarpit.open or len(tarpit.held) < 12:  # every fetch made and given up
+            assert time.monotonic() < deadline, (tarpit.open, len(tarpit.held))
+            time.sleep(0.1)
+        fetched = len(tarpit.held)
+        assert fetched == 12
+        with ThreadPoolExecutor(12) as pool:
+            again = list(pool.map(deliver_slow, range(12)))
+        assert all(status == 503 and took < 2.5 for status, took in again), again
+        assert len(tarpit.held) == fetched
+    finally:
+        web.terminate()
+        web.wait(timeout=20)
+        tarpit.close()

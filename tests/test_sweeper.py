@@ -14,7 +14,7 @@ def new_video(client, headers, data=b"0123456789", send=True):
     r = client.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": len(data),
                                          "content_type": "video/mp4"}, headers=headers).get_json()
     if send:
-        requests.put(r["upload"]["url"], data=data, timeout=30).raise_for_status()
+        requests.put(r["upload"]["url"], headers=r["upload"]["headers"], data=data, timeout=30).raise_for_status()
     return r["video"]["id"]
 
 
@@ -114,3 +114,19 @@ def test_racing_sweepers_enqueue_a_lost_task_once(client, auth, config, seaweed)
         seen = Video.get_by_id(vid).queued_at
         assert videos.mark_requeued(vid, seen) is True
         assert videos.mark_requeued(vid, seen) is False  # the second sweeper saw the same old value
+
+
+def test_a_write_after_the_video_was_deleted_is_removed_without_a_notification(client, auth, config, seaweed):
+    """Issue 20, hole 1: with no notification (a store without a webhook) the sweeper clears what a URL
+    still alive wrote after DELETE; an old deleted video is not looked at again."""
+    h = auth()
+    r = client.post("/api/videos", json={"title": "t", "filename": "a.mp4", "size": 10,
+                                         "content_type": "video/mp4"}, headers=h).get_json()
+    vid, up = r["video"]["id"], r["upload"]
+    assert client.delete(f"/api/videos/{vid}", headers=h).status_code == 204
+    assert requests.put(up["url"], data=b"0123456789", headers=up["headers"], timeout=30).status_code == 200
+    assert len(seaweed.store.list(f"originals/{vid}/")) == 1
+    assert sweep(config, seaweed)["removed_late_writes"] == 1
+    assert seaweed.store.list(f"originals/{vid}/") == []
+    assert sweep(config, seaweed)["removed_late_writes"] == 0
+    assert client.get(f"/api/videos/{vid}", headers=h).get_json()["status"] == "ARCHIVED"

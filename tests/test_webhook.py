@@ -50,7 +50,8 @@ def uploaded(client, auth, seaweed, config):
         r = client.post("/api/videos", json={"title": "t", "filename": filename, "size": len(data),
                                              "content_type": "video/mp4"}, headers=h)
         video = r.get_json()["video"]
-        requests.put(r.get_json()["upload"]["url"], data=data, timeout=30).raise_for_status()
+        up = r.get_json()["upload"]
+        requests.put(up["url"], headers=up["headers"], data=data, timeout=30).raise_for_status()
         return video, h
     return make
 
@@ -180,7 +181,7 @@ def test_real_store_webhook_moves_uploads_on(make_app, seaweed_factory, tmp_path
         h = {"Authorization": f"Bearer {tok}"}
         small = requests.post(f"{live.url}/api/videos", json={
             "title": "small", "filename": "a b.mp4", "size": 100, "content_type": "video/mp4"}, headers=h).json()
-        requests.put(small["upload"]["url"], data=b"x" * 100, timeout=30).raise_for_status()
+        requests.put(small["upload"]["url"], headers=small["upload"]["headers"], data=b"x" * 100, timeout=30).raise_for_status()
         data = b"y" * (11 << 20)
         big = requests.post(f"{live.url}/api/videos", json={
             "title": "big", "filename": "big.mp4", "size": len(data), "content_type": "video/mp4"}, headers=h).json()
@@ -207,3 +208,25 @@ def test_real_store_webhook_moves_uploads_on(make_app, seaweed_factory, tmp_path
         time.sleep(1.5)  # let any duplicate deliveries arrive
         queued = queued_video_ids()
         assert queued.count(small["video"]["id"]) == 1 and queued.count(vid) == 1
+
+
+def test_a_write_after_the_video_was_deleted_is_removed(client, config, auth, seaweed):
+    """Issue 20, hole 1: a URL still alive after DELETE stored bytes no quota counted; its notification
+    now removes them and changes nothing else."""
+    h = auth()
+    r = client.post("/api/videos", json={"title": "t", "filename": "late.mp4", "size": 10,
+                                         "content_type": "video/mp4"}, headers=h).get_json()
+    video, up = r["video"], r["upload"]
+    assert client.delete(f"/api/videos/{video['id']}", headers=h).status_code == 204
+    before = client.get("/api/me", headers=h).get_json()["usage"]
+    assert requests.put(up["url"], data=b"0123456789", headers=up["headers"], timeout=30).status_code == 200
+    key = video["original"]["key"]
+    for body in (seaweed_event(config.storage.bucket, key, 10), seaweed_event(config.storage.bucket, key, 10)):
+        out = hook(client, body, config.webhook.token)
+        assert out.status_code == 200
+    assert out.get_json()["outcomes"] in ({"already": 1}, {"removed": 1})
+    assert seaweed.store.list(f"originals/{video['id']}/") == []
+    v = client.get(f"/api/videos/{video['id']}", headers=h).get_json()
+    assert v["status"] == "ARCHIVED" and v["upload_status"] == "UPLOADING"
+    assert client.get("/api/me", headers=h).get_json()["usage"] == before
+    assert video["id"] not in queued_video_ids()

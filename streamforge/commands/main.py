@@ -125,11 +125,11 @@ def _webhook_url(cfg: Config) -> str:
 
 
 def _prepare_bucket(cfg: Config, store) -> None:
-    """Create the bucket with CORS for the app's origin.
+    """Create the bucket with CORS for the app's origin; nothing in it is readable without a signature.
 
-    The output stays private (players get signed links) unless a CDN is configured: a CDN in
-    front of the store must be able to read `processed/` without signing."""
-    store.prepare([cfg.base_url], public_output=bool(cfg.cdn.base_url))
+    Behind a CDN, public videos' outputs come from the app's `/processed/...` route (which checks
+    visibility on every request), never from an open prefix on the store."""
+    store.prepare([cfg.base_url])
 
 
 # ---------- serve ----------
@@ -446,7 +446,29 @@ def cmd_doctor(args) -> int:
         results.append((False, "codecs", str(e)))
     for ok, name, detail in results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    if results[1][0]:  # the database answered: what its counters say about the store's notifications
+        print(_notifications_line(cfg))
     return 0 if all(ok for ok, _, _ in results) else 1
+
+
+def _notifications_line(cfg: Config) -> str:
+    """`WARN notifications: ...` when the sweeper does the webhook's job, else an `ok` line (never a FAIL:
+    the worker's healthcheck runs doctor, and a worker is fine while notifications are not)."""
+    from streamforge.jobs import intake
+    from streamforge.store import counters
+    from streamforge.store import db as dbmod
+    try:
+        with dbmod.db.connection_context():
+            health = counters.notification_health()
+    except Exception as e:  # any driver error: the database check above already says what is wrong
+        return f"WARN notifications: cannot read the counters: {str(e).splitlines()[0] if str(e) else e}"
+    warning = intake.notification_warning(health)
+    if warning:
+        return f"WARN notifications: {warning}"
+    last = f"last at {health.last_notification_at:%Y-%m-%d %H:%M} UTC" if health.last_notification_at else "none yet"
+    bad = sum(health.unprocessable.values())
+    return (f"ok   notifications: {health.notifications} received ({last}), {health.recovered_uploads} uploads "
+            f"recovered by the sweeper, {bad} not acted on")
 
 
 def cmd_import(args) -> int:

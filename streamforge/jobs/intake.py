@@ -12,11 +12,13 @@ import logging
 from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.jobs import tasks
-from streamforge.store import videos
-from streamforge.store.db import UploadStatus, utcnow
+from streamforge.store import counters, videos
+from streamforge.store.db import ProcessingStatus, UploadStatus, utcnow
 from streamforge.store.objects import ObjectStore
 
 log = logging.getLogger("streamforge.jobs.intake")
+# upload URLs live until upload_expires_at; past it (and this margin for clocks) nothing can be written
+LATE_WRITE_MARGIN = 120
 
 
 def accept_upload(config: Config, store: ObjectStore, video) -> str:
@@ -24,6 +26,8 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
 
     "queued" (this call enqueued), "already" (someone else did), "missing" (no object yet),
     "rejected" (wrong size: the object is deleted and the video FAILED)."""
+    if is_closed(video):
+        return "removed" if remove_late_write(store, video.id) else "already"
     if video.upload_status != UploadStatus.UPLOADING:
         return "already"
     info = store.stat(video.original_key)
@@ -49,6 +53,39 @@ def accept_upload(config: Config, store: ObjectStore, video) -> str:
     return "queued"
 
 
+def is_closed(video) -> bool:
+    """True when the video takes no more bytes: deleted, or its upload refused or expired (FAILED)."""
+    return video.status == ProcessingStatus.ARCHIVED or (
+        video.upload_status == UploadStatus.UPLOADING and video.status == ProcessingStatus.FAILED)
+
+
+def remove_late_write(store: ObjectStore, video_id: str) -> bool:
+    """Delete whatever is under `originals/{id}/` of a closed video (written through a URL still alive);
+    True when something was there. It counts against no quota and is never processed."""
+    prefix = f"originals/{video_id}/"
+    found = store.list(prefix)
+    if not found:
+        return False
+    store.delete_prefix(prefix)
+    log.warning("removed %d object(s) written under %s after the video was deleted or its upload closed",
+                len(found), prefix)
+    return True
+
+
+def remove_late_writes(store: ObjectStore) -> int:
+    """Sweeper: clear `originals/{id}/` of closed videos whose upload URLs may still be alive (a write
+    through one is removed even when its notification never comes); returns how many were cleared."""
+    since = utcnow() - datetime.timedelta(seconds=LATE_WRITE_MARGIN)
+    removed = 0
+    for video_id in videos.closed_with_live_upload_urls(since):
+        try:
+            removed += remove_late_write(store, video_id)
+        except StorageError as e:
+            log.warning("sweeper: store unavailable: %s", e)
+            break
+    return removed
+
+
 def sweep(config: Config, store: ObjectStore) -> dict:
     """Finish what notifications and workers left undone; returns counts of what was done."""
     counts = {"recovered_uploads": 0, "expired_uploads": 0, "requeued": 0, "reclaimed": 0, "failed_runs": 0}
@@ -62,6 +99,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             break
         if outcome == "queued":
             counts["recovered_uploads"] += 1
+            counters.note_recovered_upload()
         elif outcome == "missing" and video.upload_expires_at and video.upload_expires_at < now:
             if video.upload_id:
                 try:
@@ -72,6 +110,7 @@ def sweep(config: Config, store: ObjectStore) -> dict:
                                             "upload the file again"):
                 tasks.emit_event(config, "video.failed", video.id)
                 counts["expired_uploads"] += 1
+    counts["removed_late_writes"] = remove_late_writes(store)
     lease = datetime.timedelta(seconds=config.sweeper.lease_seconds)
     # runs whose worker died: Huey has no acknowledgements, a killed consumer loses its task
     for video in videos.dead_runs(now - lease):
@@ -93,3 +132,28 @@ def sweep(config: Config, store: ObjectStore) -> dict:
             tasks.enqueue_processing(video.id)
             counts["requeued"] += 1
     return counts
+
+
+# The sweeper recovering this many uploads in a row, with no notification about any upload in between,
+# means notifications have stopped (one can be lost now and then: SeaweedFS keeps them in memory).
+STALLED_AFTER = 2
+STALLED_CAUSES = (
+    "the webhook token differs between the store and [webhook] token (the store gets 401)",
+    "MinIO's queue (MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_*) is jammed behind an event it keeps retrying, or full "
+    "(see MinIO's log and `mc admin info`)",
+    "the bucket has no subscription: `mc event add ALIAS/BUCKET arn:minio:sqs::STREAMFORGE:webhook --event put "
+    "--prefix originals/` was never run (`mc event ls ALIAS/BUCKET` shows none), or AWS's "
+    "put-bucket-notification-configuration replaced it",
+    "the store cannot reach the webhook URL (MINIO_NOTIFY_WEBHOOK_ENDPOINT_*, a proxy, a firewall)",
+)
+
+
+def notification_warning(health: counters.NotificationHealth) -> str | None:
+    """A warning naming the likely causes when the sweeper is doing the webhook's job; None when all is well."""
+    if health.recovered_since_notification < STALLED_AFTER:
+        return None
+    since = (f"since the last one at {health.last_notification_at:%Y-%m-%d %H:%M} UTC"
+             if health.last_notification_at else "and none has ever arrived")
+    return (f"store notifications have stopped arriving: the sweeper picked up the last "
+            f"{health.recovered_since_notification} finished uploads, {since} (uploads wait up to "
+            f"[sweeper] interval_seconds). Likely causes: " + "; ".join(STALLED_CAUSES) + ".")

@@ -244,7 +244,7 @@ class VideoRun:
         with self.stage("probe") as st:
             info = probe(src, self.config.pipeline)  # the configured limits fail at this stage
             st.message = (f"{info.width}x{info.height}, {info.duration:.2f} s, "
-                          f"audio {'yes' if info.has_audio else 'no'}")
+                          f"audio {_audio_summary(info)}")
             videos.set_original_info(self.video_id, self.token, duration=info.duration, kind=info.kind)
             self.subtitles = original_tracks(src, info)  # text subtitle streams become caption tracks
         return info
@@ -305,7 +305,7 @@ class VideoRun:
                 if rel not in uploader.uploaded and not rel.endswith(".m3u8"):
                     uploader.submit(rel)
             uploader.barrier()
-            playlists = [r.playlist for r in result.renditions] + ([result.audio.playlist] if result.audio else [])
+            playlists = [r.playlist for r in result.renditions] + [a.playlist for a in _audio_tracks(result)]
             rest = [rel for rel in result.files if rel.endswith(".m3u8") and rel != result.master]
             for rel in dict.fromkeys(playlists + rest):
                 uploader.put_now(rel, SHORT)
@@ -326,10 +326,12 @@ class VideoRun:
                                timestamp=t.timestamp, width=t.width, height=t.height, type=t.type)
                           for t in result.thumbnails]
             cover = next((r["url"] for r in thumb_rows if r["type"] == "COVER"), None)
+            audio_rows = [dict(name=a.name, language=a.language, label=a.label, default=a.default)
+                          for a in _audio_tracks(result)]
             ok = videos.finish_run(self.video_id, self.token, master_url=url(f"{self.prefix}/{result.master}"),
                                    processed_path=self.prefix, total_files=total_files,
                                    duration=result.probe.duration, cover_url=cover, renditions=rend_rows,
-                                   thumbnails=thumb_rows)
+                                   thumbnails=thumb_rows, audio_tracks=audio_rows)
             if not ok:
                 raise LeaseLost()
             self.emit("video.ready", self.video_id)
@@ -423,6 +425,22 @@ class VideoRun:
             except (OperationalError, InterfaceError):
                 time.sleep(min(30, 2 ** attempt))
         return "retry"  # the sweeper finds the run by its stopped heartbeat
+
+
+def _audio_tracks(result) -> list:
+    """Every audio track a pipeline result published (older results name only the default one)."""
+    return list(getattr(result, "audio_tracks", None) or ([result.audio] if result.audio else []))
+
+
+def _audio_summary(info) -> str:
+    """The probe's audio for the log: "no", or each track's language and title."""
+    if not info.has_audio:
+        return "no"
+    tracks = info.audio_tracks
+    if len(tracks) <= 1:
+        return "yes" + (f" ({tracks[0].language})" if tracks and tracks[0].language != "und" else "")
+    return f"{len(tracks)} tracks: " + ", ".join(
+        t.language + (f" {t.title!r}" if t.title else "") + (" default" if t.default else "") for t in tracks)
 
 
 def run_video(config: Config, video_id: str, task_id: str | None = None, emit: EventSink = no_events) -> Outcome:

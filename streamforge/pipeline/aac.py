@@ -1,14 +1,18 @@
-"""The one stereo 48 kHz AAC track: kept on the video's clock, encoded and muxed into HLS segments."""
+"""The stereo 48 kHz AAC tracks, one per audio stream of the upload: kept on the video's clock,
+encoded and muxed into HLS segments."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
 from streamforge.pipeline import hls
+from streamforge.pipeline.languages import language_name
+from streamforge.pipeline.probe import AudioTrack, ProbeResult
 from streamforge.pipeline.segments import Timeline
 from streamforge.pipeline.workers import Worker, encode_frames, lower_priority
 
@@ -105,3 +109,33 @@ class AudioAligner:
             frame.time_base = Fraction(1, AUDIO_RATE)
             self.sent += frame.samples
             self.out(frame)
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    """Where one audio stream of the upload goes: its folder under the output and its label."""
+
+    stream_index: int
+    name: str  # the folder: "audio" for the default track, "audio-N" for the Nth other one
+    language: str
+    label: str
+    default: bool
+
+
+def plan_audio(info: ProbeResult) -> list[AudioPlan]:
+    """One AudioPlan per audio track, in the file's order; labels unique (the stream's title, else the
+    language's name, else "Audio N")."""
+    if not info.has_audio or info.audio_stream_index is None:
+        return []
+    tracks = info.audio_tracks or (AudioTrack(index=info.audio_stream_index, language="und", title="",
+                                              default=True),)
+    plans, seen = [], set()
+    for n, t in enumerate(tracks, start=1):
+        base = t.title or language_name(t.language) or ("Audio" if len(tracks) == 1 else f"Audio {n}")
+        label, k = base, 2
+        while label.lower() in seen:
+            label, k = f"{base} ({k})", k + 1
+        seen.add(label.lower())
+        plans.append(AudioPlan(stream_index=t.index, name="audio" if t.default else f"audio-{n}",
+                               language=t.language, label=label, default=t.default))
+    return plans

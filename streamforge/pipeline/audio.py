@@ -1,4 +1,4 @@
-"""Audio-only uploads (MP3, M4A/AAC, FLAC, WAV, Ogg/Opus): one AAC HLS rendition and a cover image.
+"""Audio-only uploads (MP3, M4A/AAC, FLAC, WAV, Ogg/Opus): an AAC HLS rendition per stream and a cover image.
 
 The audio is decoded once, resampled to stereo 48 kHz and encoded to AAC by the same encoder thread
 a video's audio rendition uses; the master lists that rendition as its only variant
@@ -19,13 +19,13 @@ import av
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls
-from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits
+from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits, plan_audio
 from streamforge.pipeline.ladder import PipelineOptions, fit_box
 from streamforge.pipeline.placement import publish_built
 from streamforge.pipeline.probe import ProbeResult, open_input
 from streamforge.pipeline.segments import Timeline
 from streamforge.pipeline.thumbnails import COVER, ThumbnailOutput, encode_jpeg
-from streamforge.pipeline.transcode import AudioOutput, PipelineResult, RenditionOutput
+from streamforge.pipeline.transcode import PipelineResult, RenditionOutput, audio_outputs
 from streamforge.pipeline.workers import Aborted
 
 COVER_PATH = "thumbnails/cover.jpg"
@@ -34,20 +34,25 @@ WAVE_BACKGROUND = (17, 24, 39)
 WAVE_COLOUR = (96, 165, 250)
 
 
-def audio_master(track: hls.TrackOutput, final: bool, planned_peak: int = 0) -> str:
-    """The master of an audio-only upload: one variant, the AAC rendition."""
-    peak = track.peak_bandwidth() if final else max(track.peak_bandwidth(), planned_peak)
-    average = track.average_bandwidth() if final else planned_peak
-    return "\n".join(["#EXTM3U", f"#EXT-X-VERSION:{hls.PLAYLIST_VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS",
-                      f'#EXT-X-STREAM-INF:BANDWIDTH={max(1, peak)},AVERAGE-BANDWIDTH={max(1, average)},'
-                      f'CODECS="{track.codecs or "mp4a.40.2"}"', track.playlist]) + "\n"
+def audio_master(audios: list[hls.AudioRendition], final: bool) -> str:
+    """The master of an audio-only upload: one variant, the default AAC rendition; with several tracks the
+    others are the alternatives of its audio group (the default one is carried by the variant itself)."""
+    main = next(a for a in audios if a.default)
+    track = main.track
+    peak, average = hls.audio_bandwidth(audios, final)
+    attrs = f'BANDWIDTH={max(1, peak)},AVERAGE-BANDWIDTH={max(1, average)},CODECS="{track.codecs or "mp4a.40.2"}"'
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{hls.PLAYLIST_VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if len(audios) > 1:
+        lines += hls.audio_media_lines(audios, in_variant=track.playlist)
+        attrs += ',AUDIO="audio"'
+    return "\n".join(lines + [f"#EXT-X-STREAM-INF:{attrs}", track.playlist]) + "\n"
 
 
 class AudioPublisher(hls.Publisher):
-    """hls.Publisher whose master lists the audio rendition as the variant."""
+    """hls.Publisher whose master lists the default audio rendition as the variant."""
 
     def _master(self, final: bool) -> str:
-        return audio_master(self.audio, final, self.audio_planned_peak)
+        return audio_master(self.audios, final)
 
 
 class _Peaks:
@@ -79,27 +84,21 @@ def run_audio_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
 def _package(src: Path, work: Path, info: ProbeResult, opts: PipelineOptions, report) -> PipelineResult:
     seconds = max(1, round(float(opts.segment_seconds)))
     timeline = Timeline(rate=Fraction(1), gop=seconds, first=seconds)
-    track = hls.TrackOutput(name="audio", kind="audio", target_duration=seconds)
     publisher = AudioPublisher(work, live=False, emit=lambda kind, relpath: None)
-    publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
     abort = threading.Event()
-    encoder = AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher, 0.5, abort)
+    encoders = {}
+    for plan in plan_audio(info):
+        track = hls.TrackOutput(name=plan.name, kind="audio", target_duration=seconds)
+        publisher.add_audio(hls.AudioRendition(track=track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2),
+                                               language=plan.language, name=plan.label, default=plan.default))
+        encoders[plan.stream_index] = AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher, 0.5, abort)
     peaks = _Peaks()
-    encoder.start()
-    try:
-        _decode(src, info, encoder, peaks, report)
-    except BaseException as e:
-        abort.set()
-        encoder.stop()
-        encoder.join()
-        if isinstance(e, Aborted) and encoder.error is not None:
-            raise MediaError(f"encoding the audio failed: {encoder.error}") from encoder.error
-        if isinstance(e, av.FFmpegError):
-            raise MediaError(f"{src.name}: the audio could not be decoded ({e})") from e
-        raise
-    encoder.join()
-    if encoder.error is not None:
-        raise MediaError(f"encoding the audio failed: {encoder.error}") from encoder.error
+    _encode(src, info, encoders, peaks, report, abort)
+    for index, encoder in encoders.items():
+        if not encoder.track.segments and index != info.audio_stream_index:
+            publisher.drop_audio(encoder.track.name)  # a broken extra track is left out, not fatal
+            shutil.rmtree(work / encoder.track.name, ignore_errors=True)
+    track = encoders[info.audio_stream_index].track
     if not track.segments:
         raise MediaError(f"{src.name}: no audio could be decoded")
     publisher.finish()
@@ -110,24 +109,52 @@ def _package(src: Path, work: Path, info: ProbeResult, opts: PipelineOptions, re
         bandwidth=track.peak_bandwidth(), average_bandwidth=track.average_bandwidth(), codecs=track.codecs,
         playlist=track.playlist, segment_count=len(track.segments), segment_size=int(sum(sizes) / len(sizes)),
         frame_rate=0.0)
-    audio = AudioOutput(name="audio", playlist=track.playlist, codecs=track.codecs, bitrate=opts.audio_bitrate,
-                        segment_count=len(track.segments), bandwidth=track.peak_bandwidth())
+    tracks = audio_outputs(publisher.audios, opts.audio_bitrate)
     files = [f for f in publisher.files if f != "master.m3u8"] + [cover.path, "master.m3u8"]
-    return PipelineResult(probe=info, master="master.m3u8", renditions=[rendition], audio=audio,
+    return PipelineResult(probe=info, master="master.m3u8", renditions=[rendition],
+                          audio=next(a for a in tracks if a.default), audio_tracks=tracks,
                           thumbnails=[cover], files=files)
 
 
-def _decode(src: Path, info: ProbeResult, encoder: AudioEncoder, peaks: _Peaks, report) -> None:
-    """Decode the audio stream into the encoder, collecting peaks; progress by the stream's clock."""
+def _encode(src: Path, info: ProbeResult, encoders: dict[int, AudioEncoder], peaks: _Peaks, report,
+            abort: threading.Event) -> None:
+    """Run the encoder threads over the decoded streams; MediaError when decoding or encoding fails."""
+    for encoder in encoders.values():
+        encoder.start()
+    try:
+        _decode(src, info, encoders, peaks, report)
+    except BaseException as e:
+        abort.set()
+        for encoder in encoders.values():
+            encoder.stop()
+        for encoder in encoders.values():
+            encoder.join()
+        failed = next((enc.error for enc in encoders.values() if enc.error is not None), None)
+        if isinstance(e, Aborted) and failed is not None:
+            raise MediaError(f"encoding the audio failed: {failed}") from failed
+        if isinstance(e, av.FFmpegError):
+            raise MediaError(f"{src.name}: the audio could not be decoded ({e})") from e
+        raise
+    for encoder in encoders.values():
+        encoder.join()
+    failed = next((enc.error for enc in encoders.values() if enc.error is not None), None)
+    if failed is not None:
+        raise MediaError(f"encoding the audio failed: {failed}") from failed
+
+
+def _decode(src: Path, info: ProbeResult, encoders: dict[int, AudioEncoder], peaks: _Peaks, report) -> None:
+    """Decode the audio streams into their encoders, collecting the default one's peaks; progress by its clock."""
+    main = info.audio_stream_index
+
     def out(frame: av.AudioFrame) -> None:
         peaks.add(frame)
-        encoder.put(frame)
+        encoders[main].put(frame)
 
+    aligners: dict[int, AudioAligner] = {}
     with open_input(src) as container:
-        stream = container.streams[info.audio_stream_index]
-        aligner = None
         errors = 0
-        for packet in container.demux(stream):
+        for packet in container.demux([container.streams[index] for index in encoders]):
+            index = packet.stream.index
             try:
                 frames = packet.decode()
             except av.FFmpegError:
@@ -136,15 +163,18 @@ def _decode(src: Path, info: ProbeResult, encoder: AudioEncoder, peaks: _Peaks, 
                     raise MediaError(f"{src.name}: too many damaged audio packets") from None
                 continue
             for frame in frames:
-                if aligner is None:
-                    aligner = AudioAligner(frame.time if frame.time is not None else 0.0, out)
-                aligner.push(frame)
-                if frame.time is not None:
+                if index not in aligners:
+                    # the default track starts at its first sample; the others keep their offset from it
+                    t0 = frame.time if index == main and frame.time is not None else info.start_time
+                    aligners[index] = AudioAligner(t0, out if index == main else encoders[index].put)
+                aligners[index].push(frame)
+                if index == main and frame.time is not None:
                     report(0.05 + 0.9 * min(1.0, (frame.time - info.start_time) / max(info.duration, 0.001)),
                            "transcode")
-        if aligner is not None:
+        for aligner in aligners.values():
             aligner.push(None)
-    encoder.finish_input()
+    for encoder in encoders.values():
+        encoder.finish_input()
 
 
 def write_cover(src: Path, work: Path, peaks) -> ThumbnailOutput:

@@ -27,16 +27,16 @@ import av
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls
-from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits
+from streamforge.pipeline.aac import AudioAligner, audio_bits, plan_audio
 from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec, plan_ladder
 from streamforge.pipeline.probe import ProbeResult, open_input
 from streamforge.pipeline.segments import Timeline, plan_timeline
 from streamforge.pipeline.thumbnails import Thumbnailer
 from streamforge.pipeline.transcode import (
-    AudioOutput,
     FileCallback,
     PipelineResult,
     RenditionOutput,
+    _audio_encoder,
     _encoder_threads,
     _feed,
     _FrameClock,
@@ -45,6 +45,8 @@ from streamforge.pipeline.transcode import (
     _Progress,
     _Run,
     _RungEncoder,
+    _Shrinker,
+    audio_outputs,
 )
 
 SEEK_BACK = 2.0  # seconds before a chunk's start where its decoding begins (then from the keyframe before)
@@ -123,7 +125,7 @@ class _ChunkDone(Exception):
 def _decode_chunk(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
                   report: _Progress, chunk: ChunkPlan) -> int:
     clock = _ChunkClock(info, timeline, opts, run, report, start=chunk.start, end=chunk.end)
-    prefilter = _Prefilter(info)
+    prefilter, shrink = _Prefilter(info), _Shrinker(info, run.encoders)
     with open_input(src) as container:
         video = container.streams[info.video_stream_index]
         video.thread_type = "AUTO"
@@ -137,10 +139,10 @@ def _decode_chunk(src: Path, info: ProbeResult, timeline: Timeline, opts: Pipeli
                     t = (filtered.time or 0.0) - info.start_time
                     if chunk.start > 0 and clock.pending is None and t > (chunk.start + 0.5) / timeline.rate:
                         raise MediaError("the chunk's first picture could not be found: its keyframe is too far back")
-                    clock.take(filtered)
+                    clock.take(shrink(filtered))
             if prefilter.active:
                 for filtered in prefilter.push(None):
-                    clock.take(filtered)
+                    clock.take(shrink(filtered))
             clock.finish(src)
         except _ChunkDone:
             pass
@@ -169,7 +171,7 @@ def encode_chunk(src: str | Path, outdir: str | Path, info: ProbeResult, opts: P
         encoders.append(_RungEncoder(spec, chunk_options(opts), local, _encoder_threads(spec, rungs), track, outdir,
                                      publisher, abort, nice=_nice_steps(spec, rungs)))
     thumbs = _NoThumbnails()
-    run = _Run(rungs=rungs, video=encoders, audio=None, thumbnailer=thumbs, abort=abort)
+    run = _Run(rungs=rungs, video=encoders, audio={}, thumbnailer=thumbs, abort=abort)
     frames = _feed(src, info, local, opts, run, report,
                    decode=lambda *a: _decode_chunk(src, info, timeline, opts, run, report, chunk))
     out = {"index": chunk.index, "frames": frames, "rate": [timeline.rate.numerator, timeline.rate.denominator],
@@ -254,47 +256,61 @@ def _shift_fragments(data: bytes, ticks: int, fragments_before: int) -> bytes:
 
 def encode_audio(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
                  on_file: FileCallback | None = None) -> dict:
-    """The AAC track of the whole file (never chunked: no click at a seam), reading only the audio stream,
-    so it takes seconds even for an hour. {"audio": {"codecs", "init", "segments"} or None}, as JSON."""
+    """Every audio track of the whole file (never chunked: no click at a seam), reading only the audio
+    streams, so it takes seconds even for an hour. {"audio": [{"name", "language", "label", "default",
+    "codecs", "init", "segments"}, ...]} as JSON ([] for a silent video)."""
     src, outdir = Path(src), Path(outdir)
-    if not info.has_audio:
-        return {"audio": None}
+    plans = plan_audio(info)
+    if not plans:
+        return {"audio": []}
     _, timeline = whole_timeline(info, opts)
     publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
     abort = threading.Event()
-    track = hls.TrackOutput(name="audio", kind="audio", target_duration=max(1, round(timeline.gop / timeline.rate)))
-    publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
-    fragment = float(min(Fraction(1, 2), Fraction(timeline.gop, 4) / timeline.rate))
-    encoder = AudioEncoder(opts.audio_bitrate, timeline, track, outdir, publisher, max(fragment, 0.1), abort)
-    aligner = AudioAligner(info.start_time, encoder.put)
-    encoder.start()
+    target = max(1, round(timeline.gop / timeline.rate))
+    fragment = max(0.1, float(min(Fraction(1, 2), Fraction(timeline.gop, 4) / timeline.rate)))
+    encoders = {plan.stream_index: _audio_encoder(plan, opts, timeline, target, outdir, publisher, fragment, abort)
+                for plan in plans}
+    aligners = {index: AudioAligner(info.start_time, encoder.put) for index, encoder in encoders.items()}
+    for encoder in encoders.values():
+        encoder.start()
     fed = False
     try:
-        with open_input(src) as container:
-            stream = container.streams[info.audio_stream_index]
-            try:
-                for packet in container.demux(stream):
-                    try:
-                        for frame in packet.decode():
-                            aligner.push(frame)
-                    except av.FFmpegError:
-                        continue  # broken sound never fails a video
-            except av.FFmpegError:
-                pass
-        aligner.push(None)
-        encoder.finish_input()
+        _demux_audio(src, aligners)
+        for index, encoder in encoders.items():
+            aligners[index].push(None)
+            encoder.finish_input()
         fed = True
     finally:
-        if not fed:  # also for what a callback raised: stop the encoder thread first
+        if not fed:  # also for what a callback raised: stop the encoder threads first
             abort.set()
-            encoder.stop()
-        encoder.join()
-    if encoder.error is not None:
-        raise MediaError(f"the audio could not be encoded: {encoder.error}")
-    if not track.segments:
-        return {"audio": None}
-    return {"audio": {"codecs": track.codecs, "init": track.init,
-                      "segments": [dataclasses.asdict(s) for s in track.segments]}}
+            for encoder in encoders.values():
+                encoder.stop()
+        for encoder in encoders.values():
+            encoder.join()
+    failed = next((e.error for e in encoders.values() if e.error is not None), None)
+    if failed is not None:
+        raise MediaError(f"the audio could not be encoded: {failed}")
+    for encoder in encoders.values():
+        if not encoder.track.segments:
+            publisher.drop_audio(encoder.track.name)
+    return {"audio": [{"name": a.track.name, "language": a.language, "label": a.name, "default": a.default,
+                       "codecs": a.track.codecs, "init": a.track.init,
+                       "segments": [dataclasses.asdict(x) for x in a.track.segments]} for a in publisher.audios]}
+
+
+def _demux_audio(src: Path, aligners: dict) -> None:
+    """Decode the audio streams alone into their aligners; broken sound never fails a video."""
+    with open_input(src) as container:
+        streams = [container.streams[index] for index in aligners]
+        try:
+            for packet in container.demux(streams):
+                try:
+                    for frame in packet.decode():
+                        aligners[packet.stream.index].push(frame)
+                except av.FFmpegError:
+                    continue
+        except av.FFmpegError:
+            pass
 
 
 def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
@@ -304,7 +320,7 @@ def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, op
     _, timeline = whole_timeline(info, opts)
     publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
     thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce)
-    run = _Run(rungs=[], video=[], audio=None, thumbnailer=thumbnailer, abort=threading.Event())
+    run = _Run(rungs=[], video=[], audio={}, thumbnailer=thumbnailer, abort=threading.Event())
     _feed(src, info, timeline, opts, run, _Progress(progress))
     return {"thumbnails": [dataclasses.asdict(t) for t in thumbnailer.outputs]}
 
@@ -333,8 +349,7 @@ def finish_chunked(outdir: str | Path, chunks: list[dict], whole: dict, audio_bi
         (outdir / track.name).mkdir(parents=True, exist_ok=True)
     publisher.finish()
     rate = Fraction(*chunks[0]["rate"])
-    audio_peak = publisher.audio.peak_bandwidth() if publisher.audio else 0
-    audio_avg = publisher.audio.average_bandwidth() if publisher.audio else 0
+    audio_peak, audio_avg = hls.audio_bandwidth(publisher.audios, final=True)
     renditions = []
     for rung, v in zip(chunks[0]["rungs"], publisher.variants):
         sizes = [s.size for s in v.track.segments]
@@ -344,10 +359,7 @@ def finish_chunked(outdir: str | Path, chunks: list[dict], whole: dict, audio_bi
             codecs=v.track.codecs, playlist=v.track.playlist, segment_count=len(sizes),
             segment_size=int(sum(sizes) / max(1, len(sizes))), frame_rate=float(rate),
             iframe_playlist=v.track.iframe_playlist))
-    audio = None
-    if publisher.audio is not None:
-        audio = AudioOutput(name="audio", playlist=publisher.audio.playlist, codecs=publisher.audio.codecs,
-                            bitrate=audio_bitrate, segment_count=len(publisher.audio.segments), bandwidth=audio_peak)
+    tracks = audio_outputs(publisher.audios, audio_bitrate)
     thumbnails = [_thumbnail(t) for t in whole.get("thumbnails", [])]
     files = [f"{t.name}/{t.init}" for t in publisher._tracks()]
     files += [f"{t.name}/{s.filename}" for t in publisher._tracks() for s in t.segments] + [t.path for t in thumbnails]
@@ -355,7 +367,8 @@ def finish_chunked(outdir: str | Path, chunks: list[dict], whole: dict, audio_bi
     notes = [f"chunked: {len(chunks)} chunks of about {math.ceil(chunks[0]['frames'] / rate)} s, joined into one "
              f"track per rung"]
     return PipelineResult(probe=SimpleNamespace(duration=duration), master="master.m3u8", renditions=renditions,
-                          audio=audio, thumbnails=thumbnails, files=list(dict.fromkeys(files)), notes=notes)
+                          audio=next((a for a in tracks if a.default), None), audio_tracks=tracks,
+                          thumbnails=thumbnails, files=list(dict.fromkeys(files)), notes=notes)
 
 
 def _publisher(outdir: Path, live: bool, chunks: list[dict], whole: dict, audio_bitrate: str, emit) -> hls.Publisher:
@@ -373,12 +386,13 @@ def _publisher(outdir: Path, live: bool, chunks: list[dict], whole: dict, audio_
             track.segments = [hls.Segment(**s) for p in parts for s in p["segments"]]
         publisher.add_variant(hls.VariantInfo(track=track, width=first["width"], height=first["height"],
                                               frame_rate=float(rate), planned_peak=first["planned_peak"]))
-    if whole.get("audio"):
-        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target, init=whole["audio"]["init"],
-                                codecs=whole["audio"]["codecs"])
+    for a in whole.get("audio") or []:
+        track = hls.TrackOutput(name=a["name"], kind="audio", target_duration=target, init=a["init"],
+                                codecs=a["codecs"])
         if not live:
-            track.segments = [hls.Segment(**s) for s in whole["audio"]["segments"]]
-        publisher.set_audio(track, planned_peak=int(audio_bits(audio_bitrate) * 1.2))
+            track.segments = [hls.Segment(**s) for s in a["segments"]]
+        publisher.add_audio(hls.AudioRendition(track=track, planned_peak=int(audio_bits(audio_bitrate) * 1.2),
+                                               language=a["language"], name=a["label"], default=a["default"]))
     return publisher
 
 
@@ -394,8 +408,7 @@ def first_chunk_master(outdir: str | Path, first: dict, whole: dict, audio_bitra
     written: list[str] = []
     publisher = _publisher(outdir, True, [first], whole, audio_bitrate, lambda kind, relpath: written.append(relpath))
     feed = [(v.track, first["rungs"][i]["segments"]) for i, v in enumerate(publisher.variants)]
-    if publisher.audio is not None:
-        feed.append((publisher.audio, whole["audio"]["segments"]))
+    feed += [(a.track, w["segments"]) for a, w in zip(publisher.audios, whole.get("audio") or [])]
     for track, segments in feed:
         (outdir / track.name).mkdir(parents=True, exist_ok=True)
         for s in segments:

@@ -484,26 +484,58 @@ class VariantInfo:
     planned_peak: int  # bit/s, used until segments exist to measure
 
 
-def master_playlist(variants: list[VariantInfo], audio: TrackOutput | None, final: bool,
-                    audio_planned_peak: int = 0) -> str:
+@dataclass
+class AudioRendition:
+    """One audio track of the master's audio group: its playlist, language and name."""
+
+    track: TrackOutput
+    planned_peak: int  # bit/s, used until segments exist to measure
+    language: str = "und"
+    name: str = "default"
+    default: bool = True
+
+
+def _quoted(value: str) -> str:
+    return value.replace('"', "'").replace("\n", " ").replace("\r", " ")
+
+
+def audio_media_lines(audios: list[AudioRendition], in_variant: str = "") -> list[str]:
+    """The EXT-X-MEDIA lines of the audio group: exactly one DEFAULT=YES; a rendition whose playlist is
+    `in_variant` is carried by the variant itself, so it has no URI (RFC 8216 4.3.4.1)."""
+    lines = []
+    for a in audios:
+        uri = "" if a.track.playlist == in_variant else f',URI="{a.track.playlist}"'
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{_quoted(a.name)}",'
+                     f'LANGUAGE="{_quoted(a.language)}",DEFAULT={"YES" if a.default else "NO"},'
+                     f'AUTOSELECT=YES,CHANNELS="2"{uri}')  # every track is encoded as stereo
+    return lines
+
+
+def audio_bandwidth(audios: list[AudioRendition], final: bool) -> tuple[int, int]:
+    """(peak, average) bit/s a variant adds for its audio: the most demanding track of the group."""
+    peak = average = 0
+    for a in audios:
+        peak = max(peak, a.track.peak_bandwidth() if final else max(a.track.peak_bandwidth(), a.planned_peak))
+        average = max(average, a.track.average_bandwidth() if final else a.planned_peak)
+    return peak, average
+
+
+def master_playlist(variants: list[VariantInfo], audios: list[AudioRendition], final: bool) -> str:
     """The master playlist: every variant with measured bandwidth, exact CODECS, audio group, I-frames."""
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{PLAYLIST_VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if not final:
         lines.append("#EXT-X-START:TIME-OFFSET=0,PRECISE=YES")
-    audio_peak = audio_average = 0
-    if audio is not None:
-        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="default",LANGUAGE="und",DEFAULT=YES,'
-                     f'AUTOSELECT=YES,CHANNELS="2",URI="{audio.playlist}"')
-        audio_peak = audio.peak_bandwidth() if final else max(audio.peak_bandwidth(), audio_planned_peak)
-        audio_average = audio.average_bandwidth() if final else audio_planned_peak
+    lines += audio_media_lines(audios)
+    audio_peak, audio_average = audio_bandwidth(audios, final)
+    audio_codecs = next((a.track.codecs for a in audios if a.track.codecs), "mp4a.40.2") if audios else ""
     for v in variants:
         # BANDWIDTH counts everything a player downloads for the variant: video plus its audio
         peak = v.track.peak_bandwidth() if final else max(v.track.peak_bandwidth(), v.planned_peak)
         average = v.track.average_bandwidth() if final else v.planned_peak
-        codecs = v.track.codecs + (f",{audio.codecs}" if audio is not None else "")
+        codecs = v.track.codecs + (f",{audio_codecs}" if audios else "")
         attrs = [f"BANDWIDTH={peak + audio_peak}", f"AVERAGE-BANDWIDTH={average + audio_average}",
                  f"RESOLUTION={v.width}x{v.height}", f"FRAME-RATE={v.frame_rate:.3f}", f'CODECS="{codecs}"']
-        if audio is not None:
+        if audios:
             attrs.append('AUDIO="audio"')
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), v.track.playlist]
     for v in variants:
@@ -526,8 +558,7 @@ class Publisher:
         self.live = live
         self.emit = emit
         self.variants: list[VariantInfo] = []
-        self.audio: TrackOutput | None = None
-        self.audio_planned_peak = 0
+        self.audios: list[AudioRendition] = []
         self.master_written = False
         self.files: list[str] = []
         self._lock = threading.Lock()
@@ -539,13 +570,25 @@ class Publisher:
         """Register a video rung before encoding starts."""
         self.variants.append(variant)
 
-    def set_audio(self, track: TrackOutput, planned_peak: int) -> None:
-        """Register the audio rendition before encoding starts."""
-        self.audio = track
-        self.audio_planned_peak = planned_peak
+    def add_audio(self, rendition: AudioRendition) -> None:
+        """Register an audio track before encoding starts."""
+        self.audios.append(rendition)
+
+    @property
+    def audio(self) -> TrackOutput | None:
+        """The default audio track, if any."""
+        return next((a.track for a in self.audios if a.default), None)
+
+    def drop_audio(self, name: str) -> None:
+        """Forget an audio track that got no segments (and its files); another becomes the default."""
+        dropped = [a for a in self.audios if a.track.name == name]
+        self.audios = [a for a in self.audios if a.track.name != name]
+        self.files[:] = [f for f in self.files if not f.startswith(f"{name}/")]
+        if dropped and dropped[0].default and self.audios:
+            self.audios[0].default = True
 
     def _tracks(self) -> list[TrackOutput]:
-        return [v.track for v in self.variants] + ([self.audio] if self.audio else [])
+        return [v.track for v in self.variants] + [a.track for a in self.audios]
 
     def _file(self, kind: str, relpath: str) -> None:
         if relpath not in self.files:
@@ -591,4 +634,4 @@ class Publisher:
             self.master_written = True
 
     def _master(self, final: bool) -> str:
-        return master_playlist(self.variants, self.audio, final, self.audio_planned_peak)
+        return master_playlist(self.variants, self.audios, final)

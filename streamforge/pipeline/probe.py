@@ -20,6 +20,8 @@ from pathlib import Path
 import av
 
 from streamforge.errors import MediaError
+from streamforge.pipeline.languages import normalise_language
+from streamforge.pipeline.workers import decoder_threads
 
 # Demuxers that read only the one file they are given. Notably absent: hls, concat, image2,
 # dash, tee, subfile, ffmetadata, sdp, rtsp, and every network or "playlist" format.
@@ -42,9 +44,24 @@ OPEN_OPTIONS = {
 }
 # Formats whose header duration we trust enough to call a much shorter decode "truncated".
 TRUSTED_DURATION_FORMATS = ("mov", "mp4")
+MAX_AUDIO_TRACKS = 8
+# handler names muxers write on every track: not a title
+_GENERIC_HANDLERS = {"soundhandler", "sound handler", "core media audio", "isomedia file produced by google",
+                     "mono", "stereo", "audio"}
 STANDARD_RATES = tuple(Fraction(n, d) for n, d in (
     (24000, 1001), (24, 1), (25, 1), (30000, 1001), (30, 1), (48, 1), (50, 1), (60000, 1001), (60, 1),
     (15, 1), (12, 1), (10, 1), (20, 1), (120, 1), (100, 1)))
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """One audio stream of an upload: its language as BCP 47, its title, whether it plays by default."""
+
+    index: int
+    language: str  # "und" when the file does not say
+    title: str
+    default: bool
+    channels: int = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,9 @@ class ProbeResult:
     kind: str = "video"  # "audio": an audio-only file (width, height and the video fields are 0/empty)
     # text subtitle streams: (stream index, codec name, language tag from the file or "")
     subtitle_streams: tuple = ()
+    # every decodable audio stream (up to MAX_AUDIO_TRACKS), in the file's order; the default one's
+    # index is audio_stream_index, and the audio_* fields above describe it
+    audio_tracks: tuple[AudioTrack, ...] = ()
 
     @property
     def trusted_duration(self) -> bool:
@@ -85,8 +105,18 @@ class ProbeResult:
         return any(name in TRUSTED_DURATION_FORMATS for name in self.format_name.split(","))
 
 
-def open_input(path: str | Path) -> av.container.InputContainer:
-    """Open an upload for reading with the demuxer and protocol whitelists; MediaError if refused."""
+def max_pixels(limits) -> int:
+    """The decoder's `max_pixels` for `limits` (0: no limit): a picture larger than the [pipeline] box,
+    with room for coded sizes and stride alignment, is refused before its buffers are allocated."""
+    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
+    return (max_w + 128) * (max_h + 128) if max_w and max_h else 0
+
+
+def open_input(path: str | Path, pixels: int = 0) -> av.container.InputContainer:
+    """Open an upload for reading with the demuxer and protocol whitelists; MediaError if refused.
+
+    `pixels` (see max_pixels) also bounds the decoders, those av.open runs to find the streams'
+    parameters (it decodes up to seven H.264 frames) included: a larger picture is never allocated."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path.name}: no such file")
@@ -94,7 +124,8 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         raise MediaError(f"{path.name}: the file is empty")
     try:
         # "file:" keeps a name such as "http:x" or "concat:a|b" from being read as a protocol
-        return av.open("file:" + str(path.resolve()), options=dict(OPEN_OPTIONS))
+        options = dict(OPEN_OPTIONS, **({"max_pixels": str(pixels)} if pixels else {}))
+        return av.open("file:" + str(path.resolve()), options=options)
     except av.FFmpegError as e:
         # a demuxer outside the whitelist is refused with EINVAL: say what that means
         reason = "unknown or unsupported format" if getattr(e, "errno", None) == 22 else _short(e)
@@ -108,11 +139,32 @@ def probe(path: str | Path, limits=None) -> ProbeResult:
     (PipelineOptions or the [pipeline] config); None skips the limits.
     """
     path = Path(path)
-    with open_input(path) as container:
-        result = _inspect(path, container)
+    with open_input(path, max_pixels(limits)) as container:
+        result = _inspect(path, container, limits)
     if limits is not None:
         check_limits(result, limits)
     return result
+
+
+def _check_size(width: int, height: int, limits) -> None:
+    """MediaError when a width x height picture does not fit the [pipeline] box (either orientation)."""
+    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
+    long_side, short_side = max(width, height), min(width, height)
+    # the limit is an orientation-free box: an 8192x4320 limit accepts a 4320x8192 portrait video
+    if max_w and max_h and (long_side > max(max_w, max_h) or short_side > min(max_w, max_h)):
+        raise MediaError(f"the picture is too large: {width}x{height} (the limit is {max_w}x{max_h})")
+
+
+def check_header(container, video, limits) -> None:
+    """The limits a stream's header already tells (picture size, stream count), before any frame is decoded."""
+    max_streams = getattr(limits, "max_streams", 0)
+    if max_streams and len(container.streams) > max_streams:
+        raise MediaError(f"too many streams: {len(container.streams)} (the limit is {max_streams})")
+    ctx = video.codec_context
+    sar = ctx.sample_aspect_ratio or video.sample_aspect_ratio
+    sar = Fraction(sar) if sar and Fraction(1, 4) <= sar <= 4 else Fraction(1)
+    # the coded size (a display width from the SAR may only be larger)
+    _check_size(max(ctx.width, round(ctx.width * sar)), ctx.height, limits)
 
 
 def check_limits(result: ProbeResult, limits) -> None:
@@ -120,12 +172,7 @@ def check_limits(result: ProbeResult, limits) -> None:
     max_streams = getattr(limits, "max_streams", 0)
     if max_streams and result.stream_count > max_streams:
         raise MediaError(f"too many streams: {result.stream_count} (the limit is {max_streams})")
-    max_w, max_h = getattr(limits, "max_width", 0), getattr(limits, "max_height", 0)
-    long_side, short_side = max(result.width, result.height), min(result.width, result.height)
-    # the limit is an orientation-free box: an 8192x4320 limit accepts a 4320x8192 portrait video
-    if max_w and max_h and (long_side > max(max_w, max_h) or short_side > min(max_w, max_h)):
-        raise MediaError(f"the picture is too large: {result.width}x{result.height} "
-                         f"(the limit is {max_w}x{max_h})")
+    _check_size(result.width, result.height, limits)
     max_duration = getattr(limits, "max_duration", 0)
     if max_duration and result.duration > max_duration:
         raise MediaError(f"the video is too long: {result.duration:.0f} s (the limit is {max_duration:.0f} s)")
@@ -136,7 +183,17 @@ def _short(error: Exception) -> str:
     return text.split(":")[0].strip().rstrip(".") or type(error).__name__
 
 
-def _inspect(path: Path, container) -> ProbeResult:
+def _declared_size(path: Path, index: int) -> tuple[int, int]:
+    """The picture size stream `index`'s header declares, read without decoding a frame (0, 0 if none)."""
+    try:
+        with av.open("file:" + str(path.resolve()), options=dict(OPEN_OPTIONS, skip_frame="all")) as container:
+            ctx = container.streams[index].codec_context
+            return ctx.width or 0, ctx.height or 0
+    except (av.FFmpegError, IndexError):
+        return 0, 0
+
+
+def _inspect(path: Path, container, limits=None) -> ProbeResult:
     name = path.name
     fmt = container.format.name
     if fmt in IMAGE_DEMUXERS:
@@ -151,12 +208,19 @@ def _inspect(path: Path, container) -> ProbeResult:
             return _inspect_audio(path, container, audios, subtitles)
         raise MediaError(f"{name}: no video stream")
     video = videos[0]
-    # the first audio stream we can decode, if any: a track in an unknown codec is no reason to fail
-    audio = next((a for a in audios if _decodable(a)), None)
+    # the audio streams we can decode, if any: a track in an unknown codec is no reason to fail
+    tracks = audio_tracks(audios)
+    audio = _default_stream(audios, tracks)
     vctx = video.codec_context
     if not vctx.width or not vctx.height:
+        if limits is not None:  # the decoder dropped a size over max_pixels: say so, from the header
+            _check_size(*_declared_size(path, video.index), limits)
         raise MediaError(f"{name}: the video stream has no picture size")
+    if limits is not None:
+        check_header(container, video, limits)
 
+    # a huge picture is decoded on one thread (each frame thread holds a picture of its own)
+    video.codec_context.thread_count = decoder_threads(vctx.width, vctx.height)
     first, count = _first_frames(container, video)
     if first is None:
         raise MediaError(f"{name}: no video frame could be decoded")
@@ -178,7 +242,7 @@ def _inspect(path: Path, container) -> ProbeResult:
     start = first.time if first.time is not None else 0.0
     duration = _duration(container, video, start)
     if duration <= 0:
-        duration = _scan_duration(path, video.index, start)
+        duration = _scan_duration(path, video.index, start, max_pixels(limits))
     if not duration or duration <= 0 or not math.isfinite(duration):
         raise MediaError(f"{name}: the video has no duration")
 
@@ -210,12 +274,14 @@ def _inspect(path: Path, container) -> ProbeResult:
         audio_stream_index=audio.index if audio else None,
         bit_rate=int(container.bit_rate or 0),
         subtitle_streams=subtitles,
+        audio_tracks=tracks,
     )
 
 
 def _inspect_audio(path: Path, container, audios: list, subtitles: tuple) -> ProbeResult:
-    """An audio-only file: its first decodable audio stream and its duration."""
-    audio = next((a for a in audios if _decodable(a)), None)
+    """An audio-only file: its decodable audio streams (the default one first in the fields) and its duration."""
+    tracks = audio_tracks(audios)
+    audio = _default_stream(audios, tracks)
     if audio is None:
         raise MediaError(f"{path.name}: no audio stream that can be decoded")
     tb = audio.time_base
@@ -235,7 +301,31 @@ def _inspect_audio(path: Path, container, audios: list, subtitles: tuple) -> Pro
         audio_codec=ctx.name, audio_channels=ctx.channels, audio_sample_rate=ctx.sample_rate,
         audio_layout=ctx.layout.name, stream_count=len(container.streams), video_stream_index=-1,
         audio_stream_index=audio.index, bit_rate=int(container.bit_rate or 0), kind="audio",
-        subtitle_streams=subtitles)
+        subtitle_streams=subtitles, audio_tracks=tracks)
+
+
+def audio_tracks(streams: list) -> tuple[AudioTrack, ...]:
+    """The decodable audio streams (at most MAX_AUDIO_TRACKS) with BCP 47 languages; exactly one default:
+    the first stream the file flags default, else the first."""
+    usable = [s for s in streams if _decodable(s)][:MAX_AUDIO_TRACKS]
+    flagged = next((s.index for s in usable if s.disposition & av.stream.Disposition.default),
+                   usable[0].index if usable else None)
+    tracks = []
+    for s in usable:
+        meta = s.metadata or {}
+        title = " ".join(str(meta.get("title") or meta.get("handler_name") or "").split())[:100]
+        if title.lower() in _GENERIC_HANDLERS:
+            title = ""  # muxers' placeholder handler names say nothing to a viewer
+        tracks.append(AudioTrack(index=s.index, language=normalise_language(meta.get("language")),
+                                 title=title, default=s.index == flagged,
+                                 channels=s.codec_context.channels))
+    return tuple(tracks)
+
+
+def _default_stream(streams: list, tracks: tuple[AudioTrack, ...]):
+    """The stream of the default track, or None when no audio stream decodes."""
+    index = next((t.index for t in tracks if t.default), None)
+    return next((s for s in streams if s.index == index), None)
 
 
 def _decodable(stream) -> bool:
@@ -310,13 +400,13 @@ def _end_by_seeking(container, video) -> float:
     return end
 
 
-def _scan_duration(path: Path, index: int, start: float) -> float:
+def _scan_duration(path: Path, index: int, start: float, pixels: int = 0) -> float:
     """Read every packet (no decoding) when no header states the duration.
 
     Raw elementary streams (.h264, .hevc, .m4v) carry no timestamps at all: count their packets.
     """
     end, count = 0.0, 0
-    with open_input(path) as container:
+    with open_input(path, pixels) as container:
         stream = container.streams[index]
         tb = stream.time_base
         try:

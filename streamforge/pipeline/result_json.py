@@ -33,6 +33,7 @@ def result_to_dict(result: PipelineResult) -> dict:
     return json_safe({"probe": probe, "master": result.master,
                       "renditions": [dataclasses.asdict(r) for r in result.renditions],
                       "audio": dataclasses.asdict(result.audio) if result.audio else None,
+                      "audio_tracks": [dataclasses.asdict(a) for a in getattr(result, "audio_tracks", [])],
                       "thumbnails": [dataclasses.asdict(t) for t in result.thumbnails],
                       "files": list(result.files), "notes": list(result.notes)})
 
@@ -44,6 +45,7 @@ def result_from_dict(data: dict) -> PipelineResult:
         master=str(data["master"]),
         renditions=[_build(RenditionOutput, r) for r in data["renditions"]],
         audio=_build(AudioOutput, data["audio"]) if data.get("audio") else None,
+        audio_tracks=[_build(AudioOutput, a) for a in data.get("audio_tracks") or []],
         thumbnails=[_build(ThumbnailOutput, t) for t in data["thumbnails"]],
         files=[str(f) for f in data["files"]], notes=[str(n) for n in data.get("notes", [])])
 

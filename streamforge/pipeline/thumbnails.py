@@ -51,7 +51,7 @@ class Thumbnailer:
     """Picks and renders the thumbnails of one video while it is being decoded."""
 
     def __init__(self, root: Path, width: int, height: int, duration: float, preview_count: int = 5,
-                 emit=None, on_start=None):
+                 emit=None, on_start=None, queue_size: int = 4):
         self.root = root
         self.directory = root / "thumbnails"
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ class Thumbnailer:
             requests.append((k * self.interval, TIMELINE, k))
         self._requests = sorted(requests)
         self._next = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)  # source pictures: fewer when huge
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="thumbnails", daemon=True)
         self._reformatter = None

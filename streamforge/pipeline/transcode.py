@@ -27,17 +27,29 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls, passthrough
-from streamforge.pipeline.aac import AudioAligner, AudioEncoder, audio_bits
+from streamforge.pipeline.aac import AudioAligner, AudioEncoder, AudioPlan, audio_bits, plan_audio
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
 from streamforge.pipeline.placement import FileCallback, publish_built, remove_written
-from streamforge.pipeline.probe import ProbeResult, open_input
+from streamforge.pipeline.probe import ProbeResult, max_pixels, open_input
 from streamforge.pipeline.segments import Timeline, plan_timeline
 from streamforge.pipeline.thumbnails import Thumbnailer, ThumbnailOutput
-from streamforge.pipeline.workers import Aborted, Worker, cpu_cores, encode_frames, lower_priority
+from streamforge.pipeline.workers import (
+    QUEUE_FRAMES,
+    Aborted,
+    Worker,
+    cpu_cores,
+    decoder_threads,
+    encode_frames,
+    lower_priority,
+    picture_bytes,
+    queue_frames,
+)
 
 ProgressCallback = Callable[[float, str], None]
 
 MAX_DECODE_ERRORS = 500
+# sources whose pictures are bigger than this (about 5K and up) are scaled to the top rung as decoded
+SHRINK_BYTES = 64 * 1024 * 1024
 VIDEO_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe+negative_cts_offsets"
 # x264 preset names mapped onto the other encoders' speed scales
 SVTAV1_PRESETS = dict(zip(PRESETS, (12, 11, 10, 9, 8, 7, 6, 5, 4, 3)))
@@ -70,7 +82,7 @@ class RenditionOutput:
 
 @dataclass(frozen=True)
 class AudioOutput:
-    """The one audio rendition shared by every video rung."""
+    """One audio rendition of the master's audio group, shared by every video rung."""
 
     name: str
     playlist: str
@@ -78,6 +90,9 @@ class AudioOutput:
     bitrate: str
     segment_count: int
     bandwidth: int = 0
+    language: str = "und"
+    label: str = "default"
+    default: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,10 +102,11 @@ class PipelineResult:
     probe: ProbeResult
     master: str
     renditions: list[RenditionOutput]
-    audio: AudioOutput | None
+    audio: AudioOutput | None  # the default audio track
     thumbnails: list[ThumbnailOutput]
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # for the processing log, e.g. which rung was copied
+    audio_tracks: list[AudioOutput] = field(default_factory=list)  # every audio track, the default included
 
 
 def _nice_steps(spec: RenditionSpec, rungs: list[RenditionSpec]) -> int:
@@ -201,8 +217,8 @@ class _RungEncoder(Worker):
 
     def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: Timeline, threads: int,
                  track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event,
-                 nice: int = 0):
-        super().__init__(f"rung-{spec.name}", abort)
+                 nice: int = 0, queue_size: int = QUEUE_FRAMES):
+        super().__init__(f"rung-{spec.name}", abort, maxsize=queue_size)
         self.spec, self.opts, self.timeline, self.threads = spec, opts, timeline, threads
         self.nice = nice
         self.track, self.root, self.publisher = track, root, publisher
@@ -345,6 +361,27 @@ class _Prefilter:
         return out
 
 
+class _Shrinker:
+    """A huge source picture is scaled once, on the decode thread, to the largest encoded rung's size:
+    the pending frame, the rungs' queues and the thumbnailer then hold pictures of that size, not the
+    source's (an 8192x8192 picture is 100 MB; its 2160-line rung is 7 MB). Other sources pass untouched."""
+
+    def __init__(self, info: ProbeResult, encoders: list):
+        top = max((e.spec for e in encoders), key=lambda s: s.width * s.height, default=None)
+        self.size = None
+        if (top is not None and picture_bytes(info.width, info.height) > SHRINK_BYTES
+                and info.width * info.height >= 2 * top.width * top.height):
+            self.size = (top.width, top.height)
+            self.reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if self.size is None:
+            return frame
+        # keeps pts, time base, duration and colour range; the rungs scale from this one
+        return self.reformatter.reformat(frame, width=self.size[0], height=self.size[1],
+                                         interpolation=Interpolation.AREA)
+
+
 class _Progress:
     """Calls the progress callback at most ten times a second (and always for the last call)."""
 
@@ -384,7 +421,8 @@ def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
     finally:
         if result is None:  # failed (or interrupted): leave nothing behind, above all no master
             if opts.live:
-                folders = [spec.name for spec in rungs] + ["audio", "thumbnails"]
+                folders = [spec.name for spec in rungs] + [a.name for a in plan_audio(info)]
+                folders += ["thumbnails"]
                 remove_written(work, publisher.files, folders)
             else:
                 shutil.rmtree(work, ignore_errors=True)
@@ -400,7 +438,7 @@ class _Run:
 
     rungs: list[RenditionSpec]
     video: list[Worker]  # one per rung, in the ladder's order
-    audio: AudioEncoder | None
+    audio: dict[int, AudioEncoder]  # by the source's stream index
     thumbnailer: Thumbnailer
     abort: threading.Event
 
@@ -412,7 +450,7 @@ class _Run:
     @property
     def workers(self) -> list[Worker]:
         """Every thread to start, stop and join."""
-        return self.video + ([self.audio] if self.audio else [])
+        return self.video + list(self.audio.values())
 
 
 def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
@@ -443,6 +481,7 @@ def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec
     abort = threading.Event()
     video: list[Worker] = []
     encoded = [spec for spec in rungs if plan is None or spec is not plan.rung]
+    depth = queue_frames(info.coded_width, info.coded_height)  # source pictures each queue may hold
     for spec in rungs:
         track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
                                 frame_duration=timeline.frame_duration)
@@ -453,18 +492,24 @@ def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec
             video.append(_CopiedRung(src, info, timeline, track, work, publisher, abort))
         else:
             video.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, encoded), track, work,
-                                      publisher, abort, nice=_nice_steps(spec, encoded)))
-    audio_encoder = None
-    if info.has_audio:
-        track = hls.TrackOutput(name="audio", kind="audio", target_duration=target)
-        publisher.set_audio(track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2))
-        first = timeline.first / rate
-        fragment = float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate))
-        audio_encoder = AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher,
-                                      max(fragment, 0.1), abort)
+                                      publisher, abort, nice=_nice_steps(spec, encoded), queue_size=depth))
+    first = timeline.first / rate
+    fragment = max(0.1, float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate)))
+    audio = {plan.stream_index: _audio_encoder(plan, opts, timeline, target, work, publisher, fragment, abort)
+             for plan in plan_audio(info)}
     thumbnailer = Thumbnailer(work, info.width, info.height, info.duration, opts.preview_count,
-                              publisher.announce, on_start=lambda: lower_priority(5))
-    return _Run(rungs=rungs, video=video, audio=audio_encoder, thumbnailer=thumbnailer, abort=abort)
+                              publisher.announce, on_start=lambda: lower_priority(5),
+                              queue_size=queue_frames(info.coded_width, info.coded_height, most=4))
+    return _Run(rungs=rungs, video=video, audio=audio, thumbnailer=thumbnailer, abort=abort)
+
+
+def _audio_encoder(plan: AudioPlan, opts: PipelineOptions, timeline: Timeline, target: int, work: Path,
+                   publisher: hls.Publisher, fragment: float, abort: threading.Event) -> AudioEncoder:
+    """Register one audio track with the publisher and build its encoder thread."""
+    track = hls.TrackOutput(name=plan.name, kind="audio", target_duration=target)
+    publisher.add_audio(hls.AudioRendition(track=track, planned_peak=int(audio_bits(opts.audio_bitrate) * 1.2),
+                                           language=plan.language, name=plan.label, default=plan.default))
+    return AudioEncoder(opts.audio_bitrate, timeline, track, work, publisher, fragment, abort)
 
 
 def _feed(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
@@ -506,20 +551,18 @@ def _publish(src: Path, work: Path, run: _Run, frames: int, publisher: hls.Publi
     empty = [w.track.name for w in run.video if not w.track.segments]
     if empty or frames == 0:
         raise MediaError(f"{src.name}: no video could be encoded")
-    if run.audio is not None and not run.audio.track.segments:
-        # the header promised audio but nothing decodable came: publish the video without any audio
-        publisher.audio = None
-        publisher.files[:] = [f for f in publisher.files if not f.startswith("audio/")]
-        shutil.rmtree(work / "audio", ignore_errors=True)
+    for encoder in run.audio.values():
+        if not encoder.track.segments:
+            # the header promised this track but nothing decodable came: publish the video without it
+            publisher.drop_audio(encoder.track.name)
+            shutil.rmtree(work / encoder.track.name, ignore_errors=True)
     publisher.finish()
 
 
 def _result(info: ProbeResult, run: _Run, opts: PipelineOptions, publisher: hls.Publisher,
             timeline: Timeline, notes: list[str]) -> PipelineResult:
     """What the run wrote: rungs with their measured peak and mean bandwidth, audio, thumbnails, files."""
-    audio_track = publisher.audio
-    audio_peak = audio_track.peak_bandwidth() if audio_track else 0
-    audio_average = audio_track.average_bandwidth() if audio_track else 0
+    audio_peak, audio_average = hls.audio_bandwidth(publisher.audios, final=True)
     renditions = []
     for spec, worker in zip(run.rungs, run.video):
         track = worker.track
@@ -531,14 +574,18 @@ def _result(info: ProbeResult, run: _Run, opts: PipelineOptions, publisher: hls.
             codecs=track.codecs, playlist=track.playlist, segment_count=len(track.segments),
             segment_size=int(sum(sizes) / len(sizes)) if sizes else 0, frame_rate=float(timeline.rate),
             iframe_playlist=track.iframe_playlist, copied=isinstance(worker, _CopiedRung)))
-    audio = None
-    if audio_track is not None:
-        audio = AudioOutput(name="audio", playlist=audio_track.playlist, codecs=audio_track.codecs,
-                            bitrate=opts.audio_bitrate, segment_count=len(audio_track.segments),
-                            bandwidth=audio_peak)
+    tracks = audio_outputs(publisher.audios, opts.audio_bitrate)
     files = [f for f in publisher.files if f != "master.m3u8"] + ["master.m3u8"]
-    return PipelineResult(probe=info, master="master.m3u8", renditions=renditions, audio=audio,
+    return PipelineResult(probe=info, master="master.m3u8", renditions=renditions,
+                          audio=next((a for a in tracks if a.default), None), audio_tracks=tracks,
                           thumbnails=list(run.thumbnailer.outputs), files=files, notes=notes)
+
+
+def audio_outputs(audios: list[hls.AudioRendition], bitrate: str) -> list[AudioOutput]:
+    """The published audio tracks as the run's result lists them."""
+    return [AudioOutput(name=a.track.name, playlist=a.track.playlist, codecs=a.track.codecs, bitrate=bitrate,
+                        segment_count=len(a.track.segments), bandwidth=a.track.peak_bandwidth(),
+                        language=a.language, label=a.name, default=a.default) for a in audios]
 
 
 def _as_media_error(error: BaseException) -> BaseException:
@@ -617,42 +664,38 @@ def _decode(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOpti
             report: _Progress) -> int:
     """Demux and decode the source once, feeding every worker; returns the number of output frames."""
     clock = _FrameClock(info, timeline, opts, run, report)
-    prefilter = _Prefilter(info)
-    aligner = AudioAligner(info.start_time, run.audio.put) if run.audio is not None else None
+    prefilter, shrink = _Prefilter(info), _Shrinker(info, run.encoders)
+    aligners = {index: AudioAligner(info.start_time, encoder.put) for index, encoder in run.audio.items()}
 
     def take(frame: av.VideoFrame) -> None:
         for filtered in prefilter.push(frame) if prefilter.active else (frame,):
-            clock.take(filtered)
+            clock.take(shrink(filtered))
 
-    _demux(src, info, opts, take, aligner)
+    _demux(src, info, opts, take, aligners)
     if prefilter.active:
         for filtered in prefilter.push(None):
-            clock.take(filtered)
+            clock.take(shrink(filtered))
     clock.finish(src)
-    if aligner is not None:
+    for aligner in aligners.values():
         aligner.push(None)
     for encoder in run.encoders:
         encoder.finish_input()
-    if run.audio is not None:
-        run.audio.finish_input()
+    for audio in run.audio.values():
+        audio.finish_input()
     run.thumbnailer.finish(clock.pending, max(0.0, (clock.n - 1) * clock.frame_duration))
     return clock.n
 
 
 def _demux(src: Path, info: ProbeResult, opts: PipelineOptions, take: Callable[[av.VideoFrame], None],
-           aligner: AudioAligner | None) -> None:
+           aligners: dict[int, AudioAligner]) -> None:
     """Read the source's video (and audio) packets, decode them, pass the frames on; skip concealable damage."""
     started = time.monotonic()
     errors = 0
-    with open_input(src) as container:
+    with open_input(src, max_pixels(opts)) as container:
         video = container.streams[info.video_stream_index]
         video.thread_type = "AUTO"
-        video.codec_context.thread_count = cpu_cores()
-        streams = [video]
-        audio = None
-        if aligner is not None:
-            audio = container.streams[info.audio_stream_index]
-            streams.append(audio)
+        video.codec_context.thread_count = decoder_threads(info.coded_width, info.coded_height)
+        streams = [video] + [container.streams[index] for index in aligners]
         try:
             for packet in container.demux(streams):
                 if opts.run_timeout and time.monotonic() - started > opts.run_timeout:
@@ -662,14 +705,15 @@ def _demux(src: Path, info: ProbeResult, opts: PipelineOptions, take: Callable[[
                 except av.FFmpegError:
                     # concealable damage in the middle of a file: skip the packet, keep the rest;
                     # broken sound alone never fails a video (the audio is dropped if none decodes)
-                    if packet.stream is audio:
+                    if packet.stream.index in aligners:
                         continue
                     errors += 1
                     if errors > MAX_DECODE_ERRORS:
                         raise MediaError(f"{src.name}: too many decoding errors") from None
                     continue
+                aligner = aligners.get(packet.stream.index)
                 for frame in decoded:
-                    if packet.stream is audio:
+                    if aligner is not None:
                         aligner.push(frame)
                     else:
                         take(frame)

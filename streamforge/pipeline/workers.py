@@ -7,6 +7,26 @@ import queue
 import threading
 
 QUEUE_FRAMES = 6  # per rung: enough to ride out jitter between threads, small enough to keep RSS flat
+# decoded source pictures: what one queue (a rung's, the thumbnailer's) and the decoder's threads may
+# hold, in bytes; a huge picture gets a shorter queue and fewer decoder threads, never fewer than one
+QUEUE_BYTES = 128 * 1024 * 1024
+DECODE_BYTES = 256 * 1024 * 1024
+
+
+def picture_bytes(width: int, height: int) -> int:
+    """At most how many bytes one decoded picture of width x height takes (3 a pixel: 10-bit 4:2:0, 4:4:4)."""
+    return max(1, width * height * 3)
+
+
+def queue_frames(width: int, height: int, most: int = QUEUE_FRAMES) -> int:
+    """How many width x height pictures a queue holds: `most`, fewer when they are huge, at least one."""
+    return max(1, min(most, QUEUE_BYTES // picture_bytes(width, height)))
+
+
+def decoder_threads(width: int, height: int) -> int:
+    """Decoder threads for width x height pictures: one per core, fewer for huge pictures (frame threading
+    keeps a picture per thread in flight), at least one."""
+    return max(1, min(cpu_cores(), DECODE_BYTES // picture_bytes(width, height)))
 
 
 class Aborted(Exception):

@@ -180,6 +180,8 @@ class Video(BaseModel):
     watch_seconds = FloatField(default=0.0, constraints=[SQL("DEFAULT 0")])
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
+    # audio tracks (migration 16): [{"name", "language", "label", "default"}] as JSON, in the file's order
+    audio_tracks = ListField(default=list)
 
     class Meta:
         table_name = "videos"
@@ -337,6 +339,16 @@ class DownloadFile(BaseModel):
         table_name = "download_files"
 
 
+class Counter(BaseModel):
+    """A named event counter (store/counters.py): how many, and when the last one happened."""
+    name = CharField(primary_key=True, max_length=100)
+    value = BigIntegerField(default=0)
+    updated_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "counters"
+
+
 class Runner(BaseModel):
     """A remote runner (`streamforge runner`): its name and the hash of its token; it processes videos over HTTP."""
 
@@ -400,7 +412,7 @@ class SchemaVersion(BaseModel):
 
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
-          Caption, DownloadFile)
+          Caption, DownloadFile, Counter)
 MODELS += (Runner, RunnerJob, Chunk)  # issue 24: remote runners and chunked runs
 
 
@@ -477,21 +489,36 @@ def _migration_7(database) -> None:
     """Reserved for issue 15/16: spare (a no-op until that change lands)."""
 
 
+def _slot_not_landed(database) -> None:
+    """A number another change of the third round holds; it lands with that change (a no-op until then)."""
+
+
+def _migration_10(database) -> None:
+    """The counters table: notifications the webhook could not act on, uploads the sweeper recovered."""
+    database.create_tables([Counter], safe=True)
+
+
+def _migration_16(database) -> None:
+    """Several audio tracks: the list a run published."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "audio_tracks" not in {c.name for c in database.get_columns("videos")}:
+        run(migrator.add_column("videos", "audio_tracks", Video.audio_tracks))
+
+
 def _migration_14(database) -> None:
     """Issue 24: runners (remote runners and their tokens), runner_jobs (the work each holds), chunks."""
     database.create_tables([Runner, RunnerJob, Chunk], safe=True)
-
-
-def _spare(database) -> None:
-    """A number reserved for another change of the third round (a no-op here)."""
 
 
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
-MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7]
-MIGRATIONS += [_spare] * (13 - len(MIGRATIONS)) + [_migration_14]  # issue 24 holds number 14
+MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
+              _slot_not_landed, _slot_not_landed, _migration_10, _slot_not_landed, _slot_not_landed,
+              _slot_not_landed, _migration_14, _slot_not_landed, _migration_16]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -438,7 +438,7 @@ def run_storage(config: Config, webhook_url: str | None = None) -> int:
         store.start()
         store.wait_ready(timeout=90)
         objects = store.object_store()
-        objects.prepare(cors_origins=[config.base_url], public_output=bool(config.cdn.base_url))
+        objects.prepare(cors_origins=[config.base_url])
         print(f"storage: SeaweedFS S3 at http://{store.endpoint} (players use {objects.public_base}), "
               f"bucket {config.storage.bucket}, data in {store.dir}, webhook -> {webhook_url or 'off'}",
               flush=True)

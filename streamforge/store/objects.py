@@ -11,7 +11,6 @@ import base64
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import mimetypes
 import os
@@ -36,6 +35,7 @@ from minio.error import MinioException, S3Error
 from urllib3.util import Retry, Timeout
 
 from streamforge.errors import ConfigError, StorageError
+from streamforge.store.presign import presign
 
 if TYPE_CHECKING:
     from streamforge.config import Config
@@ -129,6 +129,7 @@ class ObjectStore:
         self._ping_client = Minio(endpoint=endpoint, access_key=access_key, secret_key=secret_key,
                                   secure=secure, region=region,
                                   http_client=_http_client(min(connect_timeout, 1.5), 2.0, 0))
+        self._keys = (access_key, secret_key)  # for presigned URLs that sign more than `host` (store.presign)
         public_host, public_secure = _split_url(self.public_base)
         # Only used to sign: the region is given so that presigning never makes a request.
         self._signer = Minio(endpoint=public_host, access_key=access_key, secret_key=secret_key,
@@ -222,6 +223,10 @@ class ObjectStore:
             except S3Error as e:
                 # MinIO's community server has no per-bucket CORS: its CORS is server-wide
                 # (MINIO_API_CORS_ALLOW_ORIGIN, "*" by default), so browsers are already allowed.
+                if e.code == "AccessDenied":  # a least-privilege key (docs/stores.md): the operator sets CORS
+                    log.warning("not allowed to set the bucket's CORS (s3:PutBucketCORS); browsers need it "
+                                "for uploads: set it as docs/stores.md says")
+                    return
                 if e.code not in ("NotImplemented", "NotImplementedError"):
                     raise
                 log.warning("the store has no per-bucket CORS (%s); relying on its server-wide CORS", e.code)
@@ -237,46 +242,49 @@ class ObjectStore:
                 raise
             return resp.data.decode()
 
-    def set_public_read(self, prefix: str = "processed/") -> None:
-        """Let anyone GET objects under `prefix` (players fetch playlists and segments directly)."""
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "PublicRead" + "".join(c for c in prefix.title() if c.isalnum()),
-                "Effect": "Allow",
-                "Principal": {"AWS": ["*"]},
-                "Action": ["s3:GetObject"],
-                "Resource": [f"arn:aws:s3:::{self.bucket}/{prefix}*"],
-            }],
-        }
-        with self._errors("set_bucket_policy", prefix):
-            self._client.set_bucket_policy(bucket_name=self.bucket, policy=json.dumps(policy))
-
     def clear_public_read(self) -> None:
         """Remove the bucket policy: nothing is readable without a signature."""
         with self._errors("delete_bucket_policy"):
             try:
                 self._client.delete_bucket_policy(bucket_name=self.bucket)
             except S3Error as e:
+                if e.code == "AccessDenied":  # a least-privilege key may not touch policies: the operator's job
+                    log.warning("not allowed to remove the bucket policy (s3:DeleteBucketPolicy): make sure it "
+                                "grants no anonymous read (`mc anonymous set none`, S3 Block Public Access)")
+                    return
                 if e.code not in ("NoSuchBucketPolicy", "NoSuchPolicy"):
                     raise
 
-    def prepare(self, cors_origins: Iterable[str], public_output: bool) -> None:
-        """Create the bucket with CORS; make `processed/` anonymously readable only when asked (a CDN)."""
+    def prepare(self, cors_origins: Iterable[str]) -> None:
+        """Create the bucket with CORS and remove any bucket policy: nothing is readable without a signature.
+
+        A CDN fetches public videos' outputs from the app (`/processed/...`, which checks the video's
+        visibility on every request), never from the store: an open prefix would serve private and
+        unlisted videos too, and keep serving a video made private (docs/stores.md, "Behind a CDN")."""
         self.ensure_bucket(cors_origins)
-        if public_output:
-            self.set_public_read("processed/")
-        else:
-            self.clear_public_read()
+        self.clear_public_read()
 
     # -- presigning -------------------------------------------------------------------------
 
-    def presign_put(self, key: str, content_type: str, expires: int) -> dict:
-        """A presigned PUT for a browser: {url, headers, expires_at}."""
-        with self._errors("presign_put", key):
-            url = self._signer.presigned_put_object(bucket_name=self.bucket, object_name=key,
-                                                    expires=timedelta(seconds=expires))
-        return {"method": "PUT", "url": url, "headers": {"Content-Type": content_type},
+    def _presign(self, method: str, key: str, expires: int, headers: dict[str, str],
+                 query: dict[str, str] | None = None) -> str:
+        """A presigned URL on the public host whose signature also covers `headers`."""
+        if not 1 <= expires <= 7 * 24 * 3600:
+            raise StorageError(f"presign {self.bucket}/{key}: expires must be 1 s to 7 days, not {expires}")
+        return presign(method, self.public_base, f"/{self.bucket}/{key}", access_key=self._keys[0],
+                       secret_key=self._keys[1], region=self.region, expires=expires, headers=headers, query=query)
+
+    def presign_put(self, key: str, content_type: str, expires: int, size: int | None = None) -> dict:
+        """A presigned PUT for a browser: {method, url, headers, expires_at}; send exactly `headers`.
+
+        The signature covers Content-Type and, given `size`, Content-Length (the store takes exactly
+        that many bytes) and `If-None-Match: *` (it only creates the object: once it exists the URL
+        cannot overwrite it)."""
+        headers = {"Content-Type": content_type}
+        if size is not None:
+            headers.update({"Content-Length": str(int(size)), "If-None-Match": "*"})
+        url = self._presign("PUT", key, expires, headers)
+        return {"method": "PUT", "url": url, "headers": headers,
                 "expires_at": _iso(datetime.now(UTC) + timedelta(seconds=expires))}
 
     def presign_post(self, key: str, max_size: int, content_type: str, expires: int) -> dict:
@@ -318,16 +326,14 @@ class ObjectStore:
             return self._client._create_multipart_upload(
                 bucket_name=self.bucket, object_name=key, headers={"Content-Type": content_type})
 
-    def presign_part(self, key: str, upload_id: str, part_number: int, expires: int) -> str:
-        """A presigned PUT URL for one part (1..10000) of a multipart upload."""
+    def presign_part(self, key: str, upload_id: str, part_number: int, expires: int, size: int | None = None) -> str:
+        """A presigned PUT URL for one part (1..10000) of a multipart upload; given `size`, for exactly
+        that many bytes (the signature covers Content-Length)."""
         if not 1 <= part_number <= 10000:
             raise StorageError(f"presign_part {self.bucket}/{key}: part number {part_number} "
                                "outside 1..10000")
-        with self._errors("presign_part", key):
-            return self._signer.get_presigned_url(
-                method="PUT", bucket_name=self.bucket, object_name=key,
-                expires=timedelta(seconds=expires),
-                extra_query_params={"partNumber": str(part_number), "uploadId": upload_id})
+        headers = {} if size is None else {"Content-Length": str(int(size))}
+        return self._presign("PUT", key, expires, headers, {"partNumber": str(part_number), "uploadId": upload_id})
 
     def complete_multipart(self, key: str, upload_id: str, parts: Iterable[tuple[int, str]]) -> str:
         """Assemble the uploaded parts (part_number, etag) into the object; return its ETag."""
@@ -447,6 +453,22 @@ class ObjectStore:
             finally:
                 response.close()
                 response.release_conn()
+
+    def open_stream(self, key: str, chunk: int = 256 * 1024) -> tuple[ObjectInfo, Iterator[bytes]] | None:
+        """(info, chunks) to stream an object out, or None when it does not exist."""
+        info = self.stat(key)
+        if info is None:
+            return None
+        with self._errors("get_object", key):
+            response = self._client.get_object(bucket_name=self.bucket, object_name=key)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.stream(chunk)
+            finally:
+                response.close()
+                response.release_conn()
+        return info, chunks()
 
     def upload_tree(self, prefix: str, local_dir: str | os.PathLike,
                     cache_control: Callable[[str], str | None] | None = None, workers: int = 8) -> int:

@@ -114,8 +114,8 @@ def _postgres_plan(words: list[str], tag_words: list[str]) -> _Plan:
     return plan
 
 
-def public_videos(q: str | None, tag: str | None, page: int, per_page: int) -> tuple[list[Video], bool]:
-    """One page of public COMPLETED videos matching the query words and the tag; and whether more exist."""
+def _public_where(q: str | None, tag: str | None) -> tuple[_Plan, str, list]:
+    """The plan of a public search, its FROM ... WHERE part and that part's parameters."""
     words, tag = terms(q), (tag or "").strip()[:50]
     sqlite = _is_sqlite(db)
     p = "?" if sqlite else "%s"
@@ -126,8 +126,20 @@ def public_videos(q: str | None, tag: str | None, page: int, per_page: int) -> t
         where.append("EXISTS (SELECT 1 FROM json_each(v.tags) AS t WHERE lower(t.value) = lower(?))" if sqlite else
                      "EXISTS (SELECT 1 FROM json_array_elements_text(v.tags::json) AS t WHERE lower(t) = lower(%s))")
         params.append(tag)
-    sql = (f"SELECT v.* FROM videos AS v {plan.join} WHERE {' AND '.join(where)} "
+    return plan, f"FROM videos AS v {plan.join} WHERE {' AND '.join(where)}", params
+
+
+def public_videos(q: str | None, tag: str | None, page: int, per_page: int) -> tuple[list[Video], bool]:
+    """One page of public COMPLETED videos matching the query words and the tag; and whether more exist."""
+    plan, where, params = _public_where(q, tag)
+    sql = (f"SELECT v.* {where} "
            f"ORDER BY {plan.order}v.created_at DESC, v.id DESC "
            f"LIMIT {int(per_page) + 1} OFFSET {(max(1, int(page)) - 1) * int(per_page)}")
     rows = list(Video.raw(sql, *params, *plan.order_params))
     return rows[:per_page], len(rows) > per_page
+
+
+def count_public(q: str | None, tag: str | None) -> int:
+    """How many public COMPLETED videos match (the explore page's last page comes from it)."""
+    _plan, where, params = _public_where(q, tag)
+    return int(db.execute_sql(f"SELECT COUNT(*) {where}", params).fetchone()[0])

@@ -7,7 +7,8 @@ from flask import Blueprint, render_template, request
 from flask_login import current_user
 
 from streamforge.errors import Conflict, NotFound, ValidationError
-from streamforge.store import stats, users, workers
+from streamforge.jobs import intake
+from streamforge.store import counters, stats, users, workers
 from streamforge.store.db import User
 from streamforge.units import human_size
 from streamforge.web.common import account_json, app_url, cfg, handle_errors, role_required
@@ -34,7 +35,12 @@ def collect_stats() -> dict:
     """GET /api/admin/stats: videos by status, storage bytes, queue depth, workers with their heartbeat."""
     from streamforge.jobs import tasks
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    health = counters.notification_health()
     return {"videos": stats.video_counts(), "storage_bytes": stats.storage_bytes(),
+            "notifications": {"received": health.notifications, "last_at": _iso(health.last_notification_at),
+                              "recovered_by_sweeper": health.recovered_uploads,
+                              "not_acted_on": health.unprocessable,
+                              "warning": intake.notification_warning(health)},
             "queue_depth": int(tasks.huey.storage.queue_size()),
             "workers": [{"name": w.name, "last_seen_at": _iso(w.last_seen_at), "running": w.running,
                          "alive": (now - w.last_seen_at).total_seconds() < ALIVE_SECONDS,

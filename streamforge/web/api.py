@@ -13,7 +13,15 @@ from streamforge.errors import Conflict, StorageError, ValidationError
 from streamforge.jobs import intake
 from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, Visibility, utcnow
-from streamforge.web.common import account_json, cfg, handle_errors, role_required, store, video_json
+from streamforge.web.common import (
+    account_json,
+    cfg,
+    handle_errors,
+    page_arg,
+    role_required,
+    store,
+    video_json,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 MAX_PARTS = 10000
@@ -66,11 +74,23 @@ def _visibility(body: dict) -> str | None:
     return value
 
 
+# RFC 6838 restricted-name: the type and subtype of a media type; parameters (dropped) are token=token
+# or token="quoted"; nothing else (no spaces inside, no control characters, no second slash)
+_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+_PARAM = r';[ \t]*[a-z0-9!#$&^_.+-]+=(?:[a-z0-9!#$&^_.+-]+|"[^"\\\x00-\x1f\x7f]*")[ \t]*'
+MEDIA_TYPE = re.compile(rf"(?P<type>(?:video|audio)/{_NAME})[ \t]*(?:{_PARAM})*")
+
+
 def _content_type(value) -> str:
-    if not isinstance(value, str) or "/" not in value or len(value) > 100:
-        raise ValidationError("content_type must be a MIME type such as video/mp4")
-    value = value.split(";")[0].strip().lower()
-    if not any(fnmatch.fnmatch(value, pat) for pat in cfg().upload.content_types):
+    """A `video/*` or `audio/*` media type (parameters dropped), also matching [upload] content_types."""
+    if not isinstance(value, str) or len(value) > 255:
+        raise ValidationError("content_type must be a video or audio media type such as video/mp4")
+    m = MEDIA_TYPE.fullmatch(value.strip(" \t").lower())
+    if m is None or ".." in m["type"]:
+        raise ValidationError(f"content_type {value[:100]!r} is not a video or audio media type "
+                              "(such as video/mp4 or audio/mpeg)")
+    value = m["type"]
+    if not any(fnmatch.fnmatchcase(value, pat.lower()) for pat in cfg().upload.content_types):
         raise ValidationError(f"content_type {value} is not accepted; allowed: "
                               f"{', '.join(cfg().upload.content_types)}")
     return value
@@ -108,9 +128,9 @@ def _upload_descriptor(video) -> dict:
     up = cfg().upload
     expires = video.upload_expires_at
     if video.declared_size <= up.multipart_threshold:
-        signed = store().presign_put(video.original_key, video.content_type, up.url_ttl)
-        return {"method": "PUT", "url": signed["url"], "headers": {"Content-Type": video.content_type},
-                "expires_at": _iso(expires)}
+        # the signature covers these headers: exactly the declared size and type, and only a first write
+        signed = store().presign_put(video.original_key, video.content_type, up.url_ttl, size=video.declared_size)
+        return {"method": "PUT", "url": signed["url"], "headers": signed["headers"], "expires_at": _iso(expires)}
     part_size = _part_size(video.declared_size)
     return {"method": "MULTIPART", "upload_id": video.upload_id, "part_size": part_size,
             "part_count": math.ceil(video.declared_size / part_size), "expires_at": _iso(expires)}
@@ -140,7 +160,11 @@ def create_video():
                                     content_type=content_type, bucket=c.storage.bucket, description=description,
                                     tags=tags, visibility=visibility, expires_at=expires, sha256=sha256)
     if size > c.upload.multipart_threshold:
-        upload_id = store().create_multipart(video.original_key, content_type)
+        try:
+            upload_id = store().create_multipart(video.original_key, content_type)
+        except StorageError:
+            videos.discard_upload(video.id)  # refused: no UPLOADING row left, nothing against the quota
+            raise
         videos.set_upload_id(video.id, upload_id)
         video.upload_id = upload_id
     return {"video": video_json(video), "upload": _upload_descriptor(video)}, 201
@@ -165,7 +189,11 @@ def upload_parts(video_id: str):
             or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= count for n in numbers)):
         raise ValidationError(f"part_numbers must be a list of integers from 1 to {count}")
     ttl = max(60, int((video.upload_expires_at - utcnow()).total_seconds()))
-    urls = {str(n): store().presign_part(video.original_key, video.upload_id, n, ttl) for n in dict.fromkeys(numbers)}
+    part = _part_size(video.declared_size)
+    # each URL takes exactly its part's bytes (the last part: what is left)
+    urls = {str(n): store().presign_part(video.original_key, video.upload_id, n, ttl,
+                                         size=min(part, video.declared_size - (n - 1) * part))
+            for n in dict.fromkeys(numbers)}
     return {"urls": urls}
 
 
@@ -198,6 +226,7 @@ def upload_complete(video_id: str):
             pairs = sorted((int(p["part_number"]), str(p["etag"]).strip('"')) for p in parts)
         except (KeyError, TypeError, ValueError):
             raise ValidationError("each part needs an integer part_number and an etag") from None
+        _check_parts(video, pairs)
         try:
             store().complete_multipart(video.original_key, video.upload_id, pairs)
         except StorageError as e:
@@ -210,6 +239,25 @@ def upload_complete(video_id: str):
     return video_json(videos.get_video(current_user.row, video_id))
 
 
+def _check_parts(video, pairs: list[tuple[int, str]]) -> None:
+    """400 unless the parts named are every part of the plan, in the store, adding up to the declared size."""
+    count = math.ceil(video.declared_size / _part_size(video.declared_size))
+    if [n for n, _ in pairs] != list(range(1, count + 1)):
+        raise ValidationError(f"parts must name each of the {count} parts once (1 to {count})")
+    try:
+        stored = {p["part_number"]: p["size"] for p in store().list_parts(video.original_key, video.upload_id)}
+    except StorageError:
+        if store().stat(video.original_key) is not None:
+            return  # a racing complete (or the notification) finished it: nothing left to check
+        raise
+    missing = [n for n, _ in pairs if n not in stored]
+    if missing:
+        raise ValidationError(f"the store does not hold part {missing[0]} yet; send it first")
+    total = sum(stored[n] for n, _ in pairs)
+    if total != video.declared_size:
+        raise ValidationError(f"the parts hold {total} bytes but {video.declared_size} were declared")
+
+
 @bp.route("/videos", methods=["GET"])
 @login_required
 def list_videos():
@@ -217,11 +265,11 @@ def list_videos():
     status = request.args.get("status") or None
     if status and status not in ProcessingStatus.ALL:
         raise ValidationError(f"status must be one of {', '.join(ProcessingStatus.ALL)}")
+    page = page_arg()
     try:
-        page = max(1, int(request.args.get("page", 1)))
         per_page = min(100, max(1, int(request.args.get("per_page", PER_PAGE))))
     except ValueError:
-        raise ValidationError("page and per_page must be integers") from None
+        raise ValidationError("per_page must be an integer") from None
     sort = request.args.get("sort") or "newest"
     if sort not in videos.LIBRARY_SORTS:
         raise ValidationError(f"sort must be one of {', '.join(videos.LIBRARY_SORTS)}")

@@ -105,8 +105,9 @@ def _iso(dt) -> str | None:
 def media_url(video, key: str) -> str:
     """The URL a player fetches one of the video's output objects from.
 
-    Public videos behind `[cdn] base_url` are fetched from the CDN directly; everything else goes
-    through the app's signed `/play/` links, which expire."""
+    Public videos behind `[cdn] base_url` are fetched through the CDN (whose origin is the app's
+    `/processed/` route); everything else goes through the app's signed `/play/` links, which expire,
+    and die at once when the video's visibility changes."""
     from streamforge import playback
     c = cfg()
     if c.cdn.base_url and video.visibility == "public":
@@ -114,7 +115,7 @@ def media_url(video, key: str) -> str:
     prefix = video.s3_processed_path.rstrip("/") + "/"
     rel = key[len(prefix):] if key.startswith(prefix) else key
     exp = playback.expiry(c.playback.signed_url_ttl)
-    return f"{app_url()}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp)}"
+    return f"{app_url()}/play/{video.id}/{rel}?exp={exp}&sig={playback.sign(c.server.secret_key, video.id, exp, video.visibility)}"
 
 
 def video_json(video, full: bool = True) -> dict:
@@ -136,6 +137,8 @@ def video_json(video, full: bool = True) -> dict:
         "processed_at": _iso(video.processed_at), "playable_at": _iso(video.playable_at),
         "attempts": video.attempts, "kind": video.kind or "video",
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
+        "audio_tracks": [{"language": a.get("language", "und"), "label": a.get("label", ""),
+                          "default": bool(a.get("default"))} for a in (video.audio_tracks or [])],
     }
     if full:
         out["renditions"] = [{
@@ -169,3 +172,22 @@ def caption_json(video, track) -> dict:
 def captions_json(video) -> list[dict]:
     """VIDEO.captions: every track of the video."""
     return [caption_json(video, t) for t in captions.tracks_of(video.id)]
+
+
+# `?page=` past this is past the end of any list (and keeps OFFSET within a 64-bit integer)
+PAGE_CEILING = 10**7
+
+
+def page_arg(lenient: bool = False) -> int:
+    """`?page=` (default 1): a positive integer, held to PAGE_CEILING; not one is a 400, or page 1 when lenient."""
+    value = (request.args.get("page") or "1").strip()
+    if not (value.isascii() and value.isdigit() and value.strip("0")) or len(value) > 1000:
+        if lenient:
+            return 1
+        raise ValidationError("page must be a positive integer")
+    return min(PAGE_CEILING, int(value))
+
+
+def last_page(page: int, count: int, per_page: int) -> int:
+    """`page` when the list reaches it, else its last page (1 when it is empty): pages past the end show the last."""
+    return max(1, min(page, -(-count // per_page)))

@@ -20,8 +20,8 @@ from peewee import InterfaceError, OperationalError
 from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.jobs import intake
+from streamforge.store import counters, videos
 from streamforge.store import db as dbmod
-from streamforge.store import videos
 from streamforge.store.objects import ObjectStore
 from streamforge.web import sns
 from streamforge.web.common import handle_errors, store
@@ -33,7 +33,15 @@ MAX_EVENTS = 1000
 
 
 class NotANotification(ValueError):
-    """The body is not a bucket notification in a format we know."""
+    """The body is not a bucket notification in a format we know.
+
+    `recognised` is True when the body is one of the formats but a record in it is malformed: from
+    an authenticated sender that is a notification we cannot act on (answered 200 and counted), not
+    a body that is no notification at all (400)."""
+
+    def __init__(self, message: str, recognised: bool = False):
+        super().__init__(message)
+        self.recognised = recognised
 
 
 @dataclass(frozen=True)
@@ -73,21 +81,23 @@ def parse_notification(body: bytes) -> list[StoreEvent]:
         raise NotANotification("the body is not a JSON object")
     if _depth(data, 16) > 16:
         raise NotANotification("the body is nested too deeply")
+    if data.get("Event") == "s3:TestEvent":  # what S3 sends when a notification configuration is set
+        return []
     if "Records" in data:
         records = data["Records"]
         if not isinstance(records, list):
-            raise NotANotification("Records must be a list")
+            raise NotANotification("Records must be a list", recognised=True)
         events = []
         for rec in records[:MAX_EVENTS]:
             if not isinstance(rec, dict):
-                raise NotANotification("each record must be an object")
+                raise NotANotification("each record must be an object", recognised=True)
             name = str(rec.get("eventName", ""))
             s3 = rec.get("s3") if isinstance(rec.get("s3"), dict) else {}
             bucket = (s3.get("bucket") or {}).get("name") if isinstance(s3.get("bucket"), dict) else None
             obj = s3.get("object") if isinstance(s3.get("object"), dict) else {}
             key = obj.get("key")
             if not isinstance(bucket, str) or not isinstance(key, str):
-                raise NotANotification("a record lacks s3.bucket.name or s3.object.key")
+                raise NotANotification("a record lacks s3.bucket.name or s3.object.key", recognised=True)
             # S3 and MinIO URL-encode the key in records, with '+' for a space
             events.append(StoreEvent(bucket, unquote_plus(key), "ObjectCreated" in name, key.endswith("/")))
         return events
@@ -95,7 +105,7 @@ def parse_notification(body: bytes) -> list[StoreEvent]:
         kind = str(data.get("event_type", data.get("eventType", "")))
         path = data.get("key")
         if not isinstance(path, str):
-            raise NotANotification("a filer event needs a key")
+            raise NotANotification("a filer event needs a key", recognised=True)
         message = data.get("message") if isinstance(data.get("message"), dict) else {}
         entry = message.get("new_entry") if isinstance(message.get("new_entry"), dict) else {}
         parts = path.lstrip("/").split("/", 2)
@@ -111,6 +121,11 @@ class StorageHook:
     400 not a notification, 413 too large, 503 when the database cannot be reached (the store sends
     it again). Amazon SNS deliveries (header x-amz-sns-message-type) carry no token: their signature
     is verified instead (403 when it fails).
+
+    An authenticated notification we cannot act on (a malformed record, an unknown upload, a bug
+    raising inside) is answered 200, logged and counted (store/counters.py): MinIO's queue replays
+    events in order and retries a failing one forever, so one non-2xx answer would hold back every
+    later notification. The sweeper finds whatever such an event was about.
 
     A notification storm is the one request the app gets by the thousand and in bursts, and the
     handler's own work (parse, one lookup, a HEAD on the store for an upload) is a fraction of what
@@ -151,6 +166,18 @@ class StorageHook:
         token = header[7:].strip() if header[:7].lower() == "bearer " else ""
         if sns_type is None and not hmac.compare_digest(token.encode(), self.token):
             return 401, _error_body("unauthorized", "wrong or missing webhook token")
+        if sns_type is not None:
+            return self.read_and_take(environ, sns_type)
+        try:
+            return self.read_and_take(environ, None)
+        except (OperationalError, InterfaceError):
+            raise  # 503: the store sends it again once the database is back
+        except Exception:  # a bug must not jam the store's queue: logged, counted, left to the sweeper
+            log.exception("notification not acted on: the handler failed")
+            return self.unprocessable("failed", "the handler failed; the sweeper will pick the upload up")
+
+    def read_and_take(self, environ, sns_type: str | None) -> tuple[int, dict]:
+        """Read the (authenticated, or SNS-signed) body and take its events."""
         limit = self.config.webhook.max_body_bytes
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -173,8 +200,17 @@ class StorageHook:
         try:
             events = parse_notification(body)
         except NotANotification as e:
+            if e.recognised:
+                log.warning("notification not acted on: %s", e)
+                return self.unprocessable("malformed", str(e))
             return 400, _error_body("not_a_notification", str(e))
         return self.take(events)
+
+    def unprocessable(self, reason: str, message: str) -> tuple[int, dict]:
+        """200 for an authenticated notification we cannot act on, counted under `reason`."""
+        with dbmod.db.connection_context():
+            counters.note_unprocessable(reason)
+        return 200, {"events": 0, "outcomes": {reason: 1}, "message": message}
 
     def handle_sns(self, sns_type: str, body: bytes, raw: bool = False) -> tuple[int, dict]:
         """An Amazon SNS delivery: verified first, then confirmed, ignored or taken as S3 events."""
@@ -191,6 +227,9 @@ class StorageHook:
         try:
             events = parse_notification(msg["Message"].encode())
         except NotANotification as e:
+            if e.recognised:
+                log.warning("SNS notification not acted on: %s", e)
+                return self.unprocessable("malformed", str(e))
             return 400, _error_body("not_a_notification", f"the SNS message holds no S3 event: {e}")
         return self.take(events)
 
@@ -200,7 +239,14 @@ class StorageHook:
         if events:
             with dbmod.db.connection_context():
                 for ev in events:
-                    outcome = self.handle_event(ev)
+                    try:
+                        outcome = self.handle_event(ev)
+                    except (OperationalError, InterfaceError):
+                        raise
+                    except Exception:  # one bad event neither stops the others nor jams the store's queue
+                        log.exception("notification for %s/%s not acted on: the handler failed", ev.bucket, ev.key)
+                        counters.note_unprocessable("failed")
+                        outcome = "failed"
                     outcomes[outcome] = outcomes.get(outcome, 0) + 1
         return (202 if outcomes.get("queued") else 200), {"events": len(events), "outcomes": outcomes}
 
@@ -211,8 +257,13 @@ class StorageHook:
         if not m:
             return "ignored"
         video = videos.get_upload_state(m.group(1))
-        if video is None or video.original_key != ev.key:
-            return "ignored"
+        # under a deleted video's prefix any object is a late write (accept_upload removes it)
+        if video is None or (video.original_key != ev.key and not intake.is_closed(video)):
+            log.info("notification for %s: no upload of this instance has that key", ev.key)
+            counters.note_unprocessable("unknown_key")
+            return "unknown_key"
+        if video.original_key == ev.key:
+            counters.note_upload_notification()
         try:
             return intake.accept_upload(self.config, self.store, video)
         except StorageError as e:

@@ -15,7 +15,7 @@ from flask_login import current_user, login_required
 from streamforge.store import users, videos
 from streamforge.store.db import ProcessingStatus, Visibility
 from streamforge.units import human_size
-from streamforge.web.common import account_json, cfg, role_required, video_json
+from streamforge.web.common import account_json, cfg, last_page, page_arg, role_required, video_json
 
 bp = Blueprint("pages", __name__)
 LIBRARY_PAGE_SIZE = 24
@@ -39,12 +39,12 @@ def vendor_versions() -> dict[str, str]:
 @login_required
 def library():
     """The signed-in user's videos, newest first, as a grid of cards."""
-    try:
-        page = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page = 1
+    page = page_arg(lenient=True)
     sort = request.args.get("sort") if request.args.get("sort") in videos.LIBRARY_SORTS else "newest"
     rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE, sort=sort)
+    if not rows and page > 1:  # past the end: the last page
+        page = last_page(page, videos.count_videos(current_user.row), LIBRARY_PAGE_SIZE)
+        rows, more = videos.list_videos(current_user.row, None, page, LIBRARY_PAGE_SIZE, sort=sort)
     return render_template("library.html", videos=[video_json(v) for v in rows], page=page, more=more,
                            per_page=LIBRARY_PAGE_SIZE, sort=sort, visibilities=Visibility.ALL,
                            account=account_json(current_user.row), human_size=human_size)

@@ -17,12 +17,20 @@ from flask import Blueprint, g, render_template, request
 from streamforge.errors import NotFound, ValidationError
 from streamforge.store import search, videos
 from streamforge.store.db import ProcessingStatus, Thumbnail, ThumbnailType, Visibility
-from streamforge.web.common import app_url, cfg, error, handle_errors, media_url, video_json
+from streamforge.web.common import (
+    app_url,
+    cfg,
+    error,
+    handle_errors,
+    last_page,
+    media_url,
+    page_arg,
+    video_json,
+)
 
 bp = Blueprint("share", __name__)
 api_bp = Blueprint("public_api", __name__, url_prefix="/api/public")
 PER_PAGE = 24
-MAX_PAGE = 10000
 PROVIDER = "StreamForge"
 DEFAULT_EMBED_WIDTH = 640
 PUBLIC_FIELDS = ("id", "slug", "title", "description", "tags", "visibility", "status", "master_playlist_url",
@@ -132,13 +140,6 @@ def oembed():
     return out
 
 
-def _page() -> int:
-    value = request.args.get("page", "1") or "1"
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
-        raise ValidationError(f"page must be an integer from 1 to {MAX_PAGE}")
-    return int(value)
-
-
 def public_json(rows) -> list[dict]:
     """The public form of each video: what anyone may know of a public video (no original, no errors)."""
     covers = {}
@@ -160,7 +161,7 @@ def public_json(rows) -> list[dict]:
 @api_bp.route("/videos")
 def public_videos():
     """Everyone's public COMPLETED videos, newest first (?q= words, ?tag= one tag, ?page=)."""
-    page = _page()
+    page = page_arg()
     q, tag = request.args.get("q", ""), request.args.get("tag", "")
     if len(q) > 200 or len(tag) > 50:
         raise ValidationError("q is at most 200 characters, tag at most 50")
@@ -171,12 +172,12 @@ def public_videos():
 @bp.route("/explore")
 def explore():
     """The public gallery: search box, tag links, a page of public videos."""
-    try:
-        page = _page()
-    except ValidationError:
-        page = 1
+    page = page_arg(lenient=True)
     q, tag = request.args.get("q", "")[:200], request.args.get("tag", "")[:50]
     rows, more = search.public_videos(q, tag, page, PER_PAGE)
+    if not rows and page > 1:  # past the end: the last page
+        page = last_page(page, search.count_public(q, tag), PER_PAGE)
+        rows, more = search.public_videos(q, tag, page, PER_PAGE)
     return render_template("explore.html", videos=public_json(rows), q=q, tag=tag, page=page, more=more)
 
 

@@ -5,7 +5,9 @@ with no bearer token. So a message is trusted only once its signature (Signature
 SHA1withRSA, 2: SHA256withRSA, over AWS's canonical string) verifies against the certificate at its
 `SigningCertURL`. That URL and a confirmation's `SubscribeURL` must be `https://sns.<region>.amazonaws.com`
 (TLS vouches for the certificate) or on a `host:port` of `[webhook] sns_hosts`: nothing is fetched
-from anywhere else, and nothing at all before that rule passed.
+from anywhere else, and nothing at all before that rule passed. SNS is off (every delivery 403) until
+`[webhook] sns_topics` names the topics to accept. Certificates are fetched in the background, a few at
+once, each within FETCH_TIMEOUT, and only a couple of requests ever wait for one (CertificateCache).
 """
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from urllib.parse import urlsplit
 
 import requests
@@ -39,7 +44,11 @@ SIGNED_FIELDS = {NOTIFY: ("Message", "MessageId", "Subject", "Timestamp", "Topic
 HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 AWS_HOST = re.compile(r"^sns\.[a-z]{2}(-[a-z]+)+-\d+\.amazonaws\.com$")
 MAX_CERT_BYTES = 64 * 1024
-FETCH_TIMEOUT = 10
+FETCH_TIMEOUT = 3  # seconds for a whole certificate fetch or confirmation GET (AWS answers in well under one)
+FETCH_WORKERS = 4  # certificate fetches running at once, per process
+MAX_PENDING = 16  # distinct certificate URLs being fetched or queued at once; more: 503 at once
+MAX_WAITING = 2  # requests of one process waiting for a fetch; more: 503 at once (SNS sends again)
+FAILURE_SECONDS = 30  # a URL whose fetch failed is not fetched again for this long
 
 
 class SnsRefused(Exception):
@@ -99,35 +108,91 @@ def canonical_string(msg: dict) -> bytes:
 
 
 class CertificateCache:
-    """Signing certificates by URL, each fetched once (bounded, thread-safe)."""
+    """Signing certificates by URL, each fetched once, concurrently and bounded (thread-safe).
+
+    A request never waits behind another URL's fetch: each URL has its own fetch (requests for it
+    share the one in flight), at most FETCH_WORKERS run at once, at most MAX_WAITING requests of this
+    process wait for one (the rest answer 503 at once, so the web's threads stay free for everything
+    else), and a URL that failed is not fetched again for FAILURE_SECONDS."""
 
     def __init__(self, size: int = 32):
         self.size = size
         self.certs: OrderedDict[str, x509.Certificate] = OrderedDict()
+        self.pending: dict[str, Future] = {}
+        self.failed: dict[str, tuple[float, SnsRefused]] = {}
         self.lock = threading.Lock()
+        self.waiting = threading.BoundedSemaphore(MAX_WAITING)
+        self.pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="sns-cert")
 
     def get(self, url: str) -> x509.Certificate:
-        """The certificate at `url` (already checked against the host rule)."""
-        # one lock around the fetch: certificates change rarely, and this keeps it to one fetch per URL
+        """The certificate at `url` (already checked against the host rule); SnsRefused when it cannot be had."""
         with self.lock:
             cert = self.certs.get(url)
-            if cert is None:
-                cert = fetch_certificate(url)
+            if cert is not None:
+                return cert
+            failed = self.failed.get(url)
+            if failed and time.monotonic() - failed[0] < FAILURE_SECONDS:
+                raise failed[1]
+            future = self.pending.get(url)
+            if future is None:
+                if len(self.pending) >= MAX_PENDING:
+                    raise _busy()
+                future = self.pending[url] = self.pool.submit(self._fetch, url)
+        if not self.waiting.acquire(blocking=False):
+            raise _busy()
+        try:
+            return future.result(timeout=FETCH_TIMEOUT + 1)
+        except FutureTimeout:
+            raise _busy() from None
+        finally:
+            self.waiting.release()
+
+    def _fetch(self, url: str) -> x509.Certificate:
+        """Pool thread: fetch, then cache the certificate (or the refusal, for a while)."""
+        try:
+            cert = fetch_certificate(url)
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the waiters get an SnsRefused
+            refused = e if isinstance(e, SnsRefused) else _busy()
+            with self.lock:
+                self.failed[url] = (time.monotonic(), refused)
+                while len(self.failed) > self.size:
+                    self.failed.pop(next(iter(self.failed)))
+            raise refused from None
+        else:
+            with self.lock:
                 self.certs[url] = cert
+                self.failed.pop(url, None)
                 while len(self.certs) > self.size:
                     self.certs.popitem(last=False)
             return cert
+        finally:
+            with self.lock:
+                self.pending.pop(url, None)
+
+
+def _busy() -> SnsRefused:
+    return SnsRefused(503, "certificate_unavailable", "the signing certificate is being fetched or could not "
+                                                      "be; send the message again")
 
 
 def fetch_certificate(url: str) -> x509.Certificate:
-    """Download and parse a PEM certificate; SnsRefused when it cannot be had."""
+    """Download and parse a PEM certificate within FETCH_TIMEOUT seconds in all; SnsRefused when it cannot be had."""
+    deadline = time.monotonic() + FETCH_TIMEOUT
     try:
         with requests.get(url, timeout=FETCH_TIMEOUT, allow_redirects=False, stream=True) as resp:
-            data = resp.raw.read(MAX_CERT_BYTES + 1, decode_content=True)
+            data = b""
+            for chunk in resp.iter_content(4096):  # a host that drips bytes is cut off at the deadline
+                data += chunk
+                if len(data) > MAX_CERT_BYTES or time.monotonic() > deadline:
+                    break
     except requests.RequestException as e:
         log.warning("SNS signing certificate %s: %s", url, e)
         raise SnsRefused(503, "certificate_unavailable", "the signing certificate could not be fetched; "
                                                          "send the message again") from None
+    if time.monotonic() > deadline:
+        log.warning("SNS signing certificate %s: not fetched within %s s", url, FETCH_TIMEOUT)
+        raise SnsRefused(503, "certificate_unavailable", "the signing certificate's host is too slow; "
+                                                         "send the message again")
     if resp.status_code >= 500:
         raise SnsRefused(503, "certificate_unavailable", f"the signing certificate's host answered "
                                                          f"{resp.status_code}; send the message again")
@@ -162,9 +227,14 @@ class SnsEndpoint:
         self.certs = CertificateCache()
         self.confirmed: OrderedDict[str, None] = OrderedDict()  # MessageIds of confirmations done
         self.lock = threading.Lock()
+        self.disabled_logged = -1e9
 
     def open(self, header_type: str, body: bytes, raw: bool = False) -> dict:
         """The message of a delivery once its URLs, topic and signature passed; SnsRefused otherwise."""
+        if not self.topics:
+            self._log_disabled()
+            raise SnsRefused(403, "sns_disabled", "Amazon SNS deliveries are off here: [webhook] sns_topics "
+                                                  "names no topic")
         if raw:
             raise SnsRefused(403, "bad_signature", "raw message delivery carries no signature: turn "
                                                    "RawMessageDelivery off on the subscription")
@@ -174,10 +244,20 @@ class SnsEndpoint:
         cert_url = trusted_url(msg.get("SigningCertURL"), self.hosts)
         if header_type == SUBSCRIBE:
             trusted_url(msg["SubscribeURL"], self.hosts)
-        if self.topics and msg["TopicArn"] not in self.topics:
+        if msg["TopicArn"] not in self.topics:
             raise SnsRefused(403, "unknown_topic", f"topic {msg['TopicArn'][:200]!r} is not in [webhook] sns_topics")
         verify_signature(msg, self.certs.get(cert_url))
         return msg
+
+    def _log_disabled(self) -> None:
+        """Say why an SNS delivery was refused (at most once a minute: anyone can send them)."""
+        now = time.monotonic()
+        with self.lock:
+            if now - self.disabled_logged < 60:
+                return
+            self.disabled_logged = now
+        log.warning("an Amazon SNS delivery was refused: SNS is off until [webhook] sns_topics names the topics "
+                    "to accept (and sns_hosts any host besides sns.<region>.amazonaws.com)")
 
     def confirm(self, msg: dict) -> bool:
         """Confirm a verified subscription by one GET of its SubscribeURL; False when it was already."""

@@ -20,7 +20,9 @@ const MAX_PARTS = 10000
 const MIME_BY_EXTENSION = {
   mp4: 'video/mp4', m4v: 'video/x-m4v', mov: 'video/quicktime', mkv: 'video/x-matroska', webm: 'video/webm',
   avi: 'video/x-msvideo', ts: 'video/mp2t', mts: 'video/mp2t', m2ts: 'video/mp2t', mpg: 'video/mpeg',
-  mpeg: 'video/mpeg', flv: 'video/x-flv', wmv: 'video/x-ms-wmv', ogv: 'video/ogg', '3gp': 'video/3gpp'
+  mpeg: 'video/mpeg', flv: 'video/x-flv', wmv: 'video/x-ms-wmv', ogv: 'video/ogg', '3gp': 'video/3gpp',
+  mp3: 'audio/mpeg', m4a: 'audio/mp4', aac: 'audio/aac', flac: 'audio/flac', wav: 'audio/wav', ogg: 'audio/ogg',
+  oga: 'audio/ogg', opus: 'audio/ogg'
 }
 
 function extensionOf (name) {
@@ -30,6 +32,13 @@ function extensionOf (name) {
 
 function contentTypeOf (file) {
   return file.type || MIME_BY_EXTENSION[extensionOf(file.name)] || 'application/octet-stream'
+}
+
+/** The UPLOAD headers a page may set: the browser sends Content-Length itself (the file's size). */
+function sendable (headers) {
+  const out = { ...(headers || {}) }
+  for (const name of Object.keys(out)) if (name.toLowerCase() === 'content-length') delete out[name]
+  return out
 }
 
 function titleFromName (name) {
@@ -323,7 +332,7 @@ async function main () {
     async getUploadParameters (file, { signal } = {}) {
       const cached = putUploads.get(file.id)
       if (cached && Date.parse(cached.upload.expires_at) - Date.now() > 60_000) {
-        return { method: 'PUT', url: cached.upload.url, headers: cached.upload.headers || {} }
+        return { method: 'PUT', url: cached.upload.url, headers: sendable(cached.upload.headers) }
       }
       // a PUT URL from before a reload (or an expired one) is gone: start over with a fresh video
       const stale = cached?.video.id || videoIdOf(file)
@@ -334,7 +343,7 @@ async function main () {
         throw new Error('The server planned a multipart upload for this file; reload the page and try again.')
       }
       putUploads.set(file.id, { video, upload })
-      return { method: 'PUT', url: upload.url, headers: upload.headers || {} }
+      return { method: 'PUT', url: upload.url, headers: sendable(upload.headers) }
     },
 
     async createMultipartUpload (file) {

@@ -6,6 +6,7 @@
 // has no MediaSource (Safari on iOS).
 import { api, pollVideo, showVendorMissing } from './api.js'
 import { rememberCaptions } from './captions-choice.js'
+import { wireAudioTracks } from './audio-tracks.js'
 
 const script = document.getElementById('watch-script')
 const data = JSON.parse(document.getElementById('video-data').textContent)
@@ -135,6 +136,7 @@ function startPlayback (src, Hls) {
       enableWorker: true
     })
     wireRenditions(Hls)
+    wireAudioTracks(hls, Hls, video, document.getElementById('audio-button'))
     let mediaRecoveries = 0
     hls.on(Hls.Events.ERROR, (event, info) => {
       if (!info.fatal) return
