@@ -12,6 +12,7 @@ stages, after checking every file the runner names is in the store at the size i
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import posixpath
 import re
@@ -377,8 +378,6 @@ def claim_own_chunk(config: Config, runner: Runner, job_id: str, token: str, who
 
 
 def _publish_first_chunk(run: VideoRun, first, whole: dict) -> None:
-    import json
-
     from streamforge.jobs.processing import LIVE, SHORT
     from streamforge.pipeline import chunks as pchunks
     work = Path(tempfile.mkdtemp(prefix=f"sf-early-{run.video_id}-"))
@@ -405,7 +404,6 @@ def finish_chunked_run(run: VideoRun, body: dict) -> str:
     rows = chunks.of_run(run.video_id, run.token)
     if not rows or any(r.state != chunks.DONE for r in rows):
         raise ValidationError("not every chunk is done yet")
-    import json
     results = [json.loads(r.result) for r in rows]
     _check_in_store(run, results)
     for rel, size in {str(k): int(v) for k, v in body["sizes"].items()}.items():
