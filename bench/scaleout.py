@@ -147,6 +147,7 @@ def vmaf_720p(distorted: Path, src: Path, subsample: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=600, help="length of the input (default 600: 10 minutes)")
+    ap.add_argument("--input", type=Path, help="use this file instead of making one (e.g. a kept run's input)")
     ap.add_argument("--chunk-seconds", type=float, default=60)
     ap.add_argument("--heights", default="1080,720,480,360")
     ap.add_argument("--vmaf-subsample", type=int, default=5)
@@ -160,8 +161,8 @@ def main() -> int:
     stack = Stack(env={"STREAMFORGE_PIPELINE_HEIGHTS": args.heights, "STREAMFORGE_UPLOAD_MAX_SIZE": str(20 * 2 ** 30)},
                   keep=args.keep, tag="scaleout")
     try:
-        src = make_input(stack.tmp / "input-1080p.mp4", args.seconds)
-        print(f"input: {args.seconds} s 1080p25, {src.stat().st_size} bytes", flush=True)
+        src = args.input or make_input(stack.tmp / "input-1080p.mp4", args.seconds)
+        print(f"input: {src.name}, {src.stat().st_size} bytes; ladder {args.heights}", flush=True)
         stack.prepare_backends()
         stack.start_store(stack.hook_url)
         stack.start_web()
