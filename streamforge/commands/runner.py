@@ -439,10 +439,13 @@ class Runner:
         while not self.stop.is_set():
             try:
                 body = {"wait": POLL_WAIT, **({"name": self.name} if self.name else {})}
+                asked = time.monotonic()
                 r = self.client.post("/api/runners/jobs/request", body, timeout=POLL_WAIT + 30)
                 r.raise_for_status()
                 delay = 1.0
                 if r.status_code == 204:
+                    if time.monotonic() - asked < 1.0:  # the instance did not let this poll wait: do not spin
+                        self.stop.wait(2.0)
                     continue
                 job = r.json()["job"]
                 if self.stop.is_set():  # claimed while stopping: straight back to the queue

@@ -6,6 +6,7 @@ The runners' API lives under /api/runners/; the protocol is described in docs/ru
 from __future__ import annotations
 
 import datetime
+import threading
 from functools import wraps
 
 from flask import Blueprint, g, request
@@ -92,8 +93,23 @@ def request_job():
         runners.rename(g.runner, body["name"])
     if not isinstance(wait, (int, float)) or wait < 0:
         raise ValidationError("wait: seconds, 0 or more")
-    job = remote.request_work(cfg(), g.runner, float(wait))
+    # a long poll holds a request thread: at most half of them wait at once, the others are answered now
+    waiting = _long_polls(cfg().server.threads)
+    holds = waiting.acquire(blocking=False)
+    try:
+        job = remote.request_work(cfg(), g.runner, float(wait) if holds else 0.0)
+    finally:
+        if holds:
+            waiting.release()
     return ({"job": job}, 200) if job else ("", 204)
+
+
+_polls: dict[int, threading.BoundedSemaphore] = {}
+
+
+def _long_polls(threads: int) -> threading.BoundedSemaphore:
+    """The semaphore of the long polls this process lets wait at once (half its request threads)."""
+    return _polls.setdefault(threads, threading.BoundedSemaphore(max(1, threads // 2)))
 
 
 @bp.route("/api/runners/jobs/<job_id>/uploads", methods=["POST"])
