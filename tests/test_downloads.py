@@ -136,3 +136,12 @@ def test_who_may_download_follows_the_setting(live, tmp_path, want):
     assert _download(live, vid, "original", {}).status_code == 404
     assert requests.patch(f"{live.url}/api/videos/{vid}", json={"visibility": "public"}, headers=live.h).status_code == 200
     assert _permissions(live, vid) == want
+
+
+@pytest.mark.parametrize("live_env", [{"STREAMFORGE_QUEUE_WORKERS": "0"}], ids=["runners-only"])
+def test_with_no_worker_a_rendition_download_says_so_instead_of_preparing_forever(live, tmp_path):
+    vid = upload(live, _clip(tmp_path))
+    rung = get(live, vid)["renditions"][0]["name"]
+    r = _ask(live, vid, rung)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker" and "worker" in r.json()["error"]["message"]
+    assert _ask(live, vid, "original").status_code == 302  # the original needs no worker

@@ -329,16 +329,15 @@ def cmd_worker(args) -> int:
             self._restart, self._graceful = False, True
 
     threading.Thread(target=sweeper, name="sf-sweeper", daemon=True).start()
-    beat = heartbeats.start(stop)  # the admin's stats list this worker and its last heartbeat
     workers = args.concurrency or cfg.queue.workers
-    if workers == 0:  # [queue] workers = 0: runners do all the work; this process only sweeps
+    if workers == 0:  # [queue] workers = 0: runners do all the work; this process only sweeps (and is no worker)
         log.info("worker: [queue] workers = 0, leaving the work to remote runners; sweeping only")
         signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
         signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
         while not stop.wait(1.0):
             pass
-        beat.join(5)
         return 0
+    beat = heartbeats.start(stop)  # the admin's stats list this worker and its last heartbeat
     consumer = HandBackConsumer(tasks.huey, workers=workers, worker_type="thread", periodic=False,
                                 initial_delay=0.05, backoff=1.15, max_delay=0.25, check_worker_health=True)
     consumer.shutdown_timeout = 30

@@ -6,6 +6,7 @@ request, see jobs/downloads.py: 202 with Retry-After until it exists) or the ori
 """
 from __future__ import annotations
 
+import datetime
 import time
 
 from flask import Blueprint, jsonify, redirect, request
@@ -15,7 +16,7 @@ from streamforge import captiontext as vtt
 from streamforge.errors import NotFound, StorageError, ValidationError
 from streamforge.jobs import tasks
 from streamforge.store import captions, downloads, videos
-from streamforge.store.db import ProcessingStatus
+from streamforge.store.db import ProcessingStatus, utcnow
 from streamforge.web.common import caption_json, captions_json, cfg, error, handle_errors, store
 from streamforge.web.viewing import watchable
 
@@ -111,6 +112,10 @@ def download(video_id: str):
         if video.status != ProcessingStatus.COMPLETED:
             return error(409, "not_ready", f"the video is {video.status}; renditions download once it is COMPLETED")
         key = _prepared_mp4(video, rendition)
+        if key is None and cfg().queue.workers == 0 and not _a_worker_is_alive():
+            return error(503, "no_worker", "renditions are made into MP4 downloads by a worker, and this server "
+                                           "runs none ([queue] workers = 0) and none has reported in the last "
+                                           "minute; start `streamforge worker` or download the original")
         if key is None:
             resp = jsonify({"status": "preparing"})
             resp.status_code = 202
@@ -136,6 +141,13 @@ def _prepared_mp4(video, rendition: str) -> str | None:
         if state is None:  # the job failed and dropped the row: the next request claims it again
             raise StorageError("the download could not be prepared; try again")
     return key if state == downloads.READY else None
+
+
+def _a_worker_is_alive() -> bool:
+    """True when a worker process (any host) has beaten in the last minute."""
+    from streamforge.store import workers
+    recent = utcnow() - datetime.timedelta(seconds=60)
+    return any(w.last_seen_at >= recent for w in workers.list_workers())
 
 
 def may_download(owner: bool) -> bool:
