@@ -3,6 +3,7 @@ workers, remote runners) and joined into one continuous HLS ladder per rung, the
 every frame once, timestamps continuous across each boundary, one init segment; the audio encoded whole."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -209,3 +210,43 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
         # it went through every chunk boundary (2, 4, 6 s) without a jump back or a stall past the end
         assert all(b >= a for a, b in zip(seen, seen[1:])) and any(t > 7 for t in seen), seen[:50]
         assert errors == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_chunk_is_done_once_and_only_for_its_run(backend, tmp_path):
+    """The guards: a chunk done twice (a holder that lost its lease comes back) is recorded once; a stale holder
+    is taken back; a new run of the video drops the old run's chunks, whose holders then lose them."""
+    import datetime
+
+    from conftest import fresh_database_url
+
+    from streamforge.store import chunks, videos
+    with fresh_database_url(backend, tmp_path, "chunks") as url:
+        database = dbmod.init_db(url)
+        with database.connection_context():
+            user = videos.get_or_create_user("chunks@example.com")
+            v = videos.create_video(user, title="c", filename="c.mp4", size=10, content_type="video/mp4", bucket="b",
+                                    description=None, tags=[], visibility="private",
+                                    expires_at=datetime.datetime(2030, 1, 1))
+            assert videos.mark_uploaded(v.id, 10)
+            _, run = videos.claim_run(v.id)
+            plans = [{"index": 0, "start": 0, "end": 50, "first_segment": 0},
+                     {"index": 1, "start": 50, "end": None, "first_segment": 2}]
+            first, second = chunks.create(v.id, run, f"processed/{v.id}", plans)
+            row, lease = chunks.claim("worker a")
+            assert row.id == first and chunks.claim("worker b", chunk=first) is None
+            # worker a stops beating: taken back, then worker b takes and finishes it
+            later = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(minutes=5)
+            assert chunks.reclaim_stale(v.id, run, later) == [first]
+            row_b, lease_b = chunks.claim("worker b", video_id=v.id)
+            assert row_b.id == first and chunks.complete(first, lease_b, {"index": 0})
+            assert not chunks.complete(first, lease, {"index": 0, "late": True})  # a comes back: refused
+            assert not chunks.complete(first, lease_b, {"index": 0, "again": True})  # done once
+            assert json.loads(chunks.get(first).result) == {"index": 0}
+            _, lease_2 = chunks.claim("worker c")
+            # the run is taken back and run again: the old run's chunks go, their holders lose them
+            assert videos.release_run(v.id, run) and not chunks.beat(second, lease_2)
+            _, run2 = videos.claim_run(v.id)
+            chunks.create(v.id, run2, f"processed/{v.id}/r-x", plans)
+            assert chunks.get(second) is None and not chunks.complete(second, lease_2, {"index": 1})
+            assert [c.state for c in chunks.of_run(v.id, run2)] == ["waiting", "waiting"]
