@@ -145,3 +145,13 @@ def test_with_no_worker_a_rendition_download_says_so_instead_of_preparing_foreve
     r = _ask(live, vid, rung)
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker" and "worker" in r.json()["error"]["message"]
     assert _ask(live, vid, "original").status_code == 302  # the original needs no worker
+
+
+def test_a_browser_following_the_download_link_gets_a_page_that_asks_again(live, tmp_path):
+    vid = upload(live, _clip(tmp_path))
+    rung = get(live, vid)["renditions"][0]["name"]
+    page = _ask(live, vid, rung, {**live.h, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 202 and page.headers["Content-Type"].startswith("text/html")
+    assert 'http-equiv="refresh"' in page.text and "Preparing your download" in page.text
+    drain_queue()
+    assert _ask(live, vid, rung, {**live.h, "Accept": "text/html"}).status_code == 302

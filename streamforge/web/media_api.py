@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import time
 
-from flask import Blueprint, jsonify, redirect, request
+from flask import Blueprint, jsonify, make_response, redirect, render_template, request
 from flask_login import current_user, login_required
 
 from streamforge import captiontext as vtt
@@ -117,8 +117,7 @@ def download(video_id: str):
                                            "runs none ([queue] workers = 0) and none has reported in the last "
                                            "minute; start `streamforge worker` or download the original")
         if key is None:
-            resp = jsonify({"status": "preparing"})
-            resp.status_code = 202
+            resp = _preparing(video, rendition)
             resp.headers["Retry-After"] = str(PREPARING_RETRY_AFTER)
             resp.headers["Cache-Control"] = "no-store"
             return resp
@@ -141,6 +140,18 @@ def _prepared_mp4(video, rendition: str) -> str | None:
         if state is None:  # the job failed and dropped the row: the next request claims it again
             raise StorageError("the download could not be prepared; try again")
     return key if state == downloads.READY else None
+
+
+def _preparing(video, rendition: str):
+    """202 while a worker makes the MP4: {"status": "preparing"}, or for a browser's link a page that asks again."""
+    wants_page = request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+    if wants_page:
+        resp = make_response(render_template("preparing.html", title=video.title, rendition=rendition,
+                                             retry_after=PREPARING_RETRY_AFTER), 202)
+    else:
+        resp = jsonify({"status": "preparing"})
+        resp.status_code = 202
+    return resp
 
 
 def _a_worker_is_alive() -> bool:
