@@ -187,6 +187,7 @@ class VideoRun:
         self._lost = threading.Event()
         self.uploader: Uploader | None = None
         self.subtitles: list = []  # the upload's own subtitle streams, read after the probe
+        self.info = None  # the probe's result
         self.caption_versions: list[str] = []  # the caption tracks this run's master lists
 
     def relabel(self, by: str) -> None:
@@ -255,10 +256,11 @@ class VideoRun:
         if SHUTDOWN.is_set():
             raise HandBack()
 
-    def transcode(self, src: Path, outdir: Path, uploader: Uploader, info=None):
+    def transcode(self, src: Path, outdir: Path, uploader: Uploader):
         from streamforge.pipeline import PipelineOptions, run_pipeline
         from streamforge.pipeline.chunks import plan_chunks
         opts = dataclasses.replace(PipelineOptions.from_config(self.config.pipeline), live=self.live)
+        info = self.info
         plans = plan_chunks(info, opts, self.config.pipeline.chunk_seconds) if info is not None else []
         if plans:  # a long video: chunks that several workers and runners encode at once
             return self.transcode_chunked(src, info, outdir, uploader, plans)
@@ -363,8 +365,8 @@ class VideoRun:
         uploader = self.uploader = Uploader(self.store, workdir / "out", self.prefix)
         try:
             src = self.download(workdir)
-            info = self.probe(src)
-            result = self.transcode(src, workdir / "out", uploader, info)
+            self.info = self.probe(src)
+            result = self.transcode(src, workdir / "out", uploader)
             total = self.upload(workdir / "out", result, uploader)
             self.record(result, total)
             captions.after_run(self.store, self.video_id, self.caption_versions)
