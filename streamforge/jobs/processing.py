@@ -81,6 +81,21 @@ def original_tracks(src: Path, info) -> list:
         return []
 
 
+def checked_original(config: Config, store: ObjectStore, video):
+    """The original's object info; MediaError when a run may not take it (missing, over the limit, or
+    replaced after it was accepted)."""
+    info = store.stat(video.original_key)
+    if info is None:
+        raise MediaError(f"the original {video.original_file_name!r} is not in the store")
+    if info.size > config.upload.max_size:
+        raise MediaError(f"the original is {info.size} bytes, over the {config.upload.max_size} byte limit")
+    if info.size != video.original_file_size or (video.original_etag and info.etag != video.original_etag):
+        # the upload URL outlives the upload: refuse bytes swapped in after they were checked
+        raise MediaError(f"the original was replaced after its upload was accepted (now {info.size} bytes, "
+                         f"{video.original_file_size} were declared and checked); upload the video again")
+    return info
+
+
 def _stage_logger(video_id: str, attempt: int, by: str):
     def stage(name: str):
         return _Stage(video_id, attempt, name, by)
@@ -219,17 +234,7 @@ class VideoRun:
 
     def download(self, workdir: Path) -> Path:
         with self.stage("download") as st:
-            info = self.store.stat(self.video.original_key)
-            if info is None:
-                raise MediaError(f"the original {self.video.original_file_name!r} is not in the store")
-            if info.size > self.config.upload.max_size:
-                raise MediaError(f"the original is {info.size} bytes, over the {self.config.upload.max_size} "
-                                 f"byte limit")
-            if info.size != self.video.original_file_size or (
-                    self.video.original_etag and info.etag != self.video.original_etag):
-                # the upload URL outlives the upload: refuse bytes swapped in after they were checked
-                raise MediaError(f"the original was replaced after its upload was accepted (now {info.size} bytes, "
-                                 f"{self.video.original_file_size} were declared and checked); upload the video again")
+            info = checked_original(self.config, self.store, self.video)
             suffix = Path(self.video.original_file_name).suffix[:10]
             src = workdir / f"original{suffix}"
             self.store.download(self.video.original_key, str(src))

@@ -27,7 +27,7 @@ from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError, ValidationError
 from streamforge.jobs import tasks
 from streamforge.jobs.chunkwork import log_chunk_done
-from streamforge.jobs.processing import VideoRun, describe, signed
+from streamforge.jobs.processing import VideoRun, checked_original, describe, signed
 from streamforge.pipeline import PipelineOptions
 from streamforge.pipeline.result_json import options_to_dict, result_from_dict
 from streamforge.store import captions, chunks, runners, videos
@@ -65,7 +65,12 @@ def request_work(config: Config, runner: Runner, wait: float) -> dict | None:
             if claim is not None:
                 video, token = claim
                 runners.hold(runner, video.id, token)
-                return _job(config, runner, video, token)
+                try:
+                    checked_original(config, object_store(config), video)
+                    return _job(config, runner, video, token)
+                except MediaError as e:  # as a local run's download stage would
+                    _run_of(config, runner, video.id, token)._fail(describe(e))
+                    runners.drop(runner, video.id, token, "failed")
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.5)
