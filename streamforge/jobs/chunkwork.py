@@ -159,6 +159,8 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
         run.check_lease()
         if SHUTDOWN.is_set():
             raise HandBack()
+        rows = chunks.of_run(run.video_id, run.token)
+        run.progress = min(0.95, 0.1 + 0.85 * sum(r.state == chunks.DONE for r in rows) / max(1, len(rows)))
         claim = chunks.claim(run.by, video_id=run.video_id)
         if claim is not None:
             try:
@@ -168,7 +170,6 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
             continue
         rows = chunks.of_run(run.video_id, run.token)
         done = [r for r in rows if r.state == chunks.DONE]
-        run.progress = min(0.95, 0.1 + 0.85 * len(done) / max(1, len(rows)))
         if not published and rows and rows[0].state == chunks.DONE:
             _publish_early(run, outdir, uploader, json.loads(rows[0].result), whole, opts)
             published = True
