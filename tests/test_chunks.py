@@ -250,3 +250,29 @@ def test_a_chunk_is_done_once_and_only_for_its_run(backend, tmp_path):
             chunks.create(v.id, run2, f"processed/{v.id}/r-x", plans)
             assert chunks.get(second) is None and not chunks.complete(second, lease_2, {"index": 1})
             assert [c.state for c in chunks.of_run(v.id, run2)] == ["waiting", "waiting"]
+
+
+def test_a_worker_downloads_an_original_once_for_all_its_chunks(live, tmp_path):
+    from streamforge.jobs.chunkwork import _Sources
+    from streamforge.store import videos
+    from streamforge.store.connect import object_store
+    store = object_store(live.cfg)
+    ids = [upload(live, _clip(tmp_path, 2, name=f"v{i}.mp4"), process=False) for i in range(3)]
+    with dbmod.db.connection_context():
+        rows = [videos.get_video_by_id(v) for v in ids]
+    sources = _Sources(keep=2)
+    try:
+        key, first = sources.acquire(live.cfg, store, rows[0])
+        stamp = first.stat().st_mtime_ns
+        key_again, again = sources.acquire(live.cfg, store, rows[0])  # a second chunk of the same video
+        assert (key_again, again) == (key, first) and again.stat().st_mtime_ns == stamp
+        assert first.read_bytes() == (tmp_path / "v0.mp4").read_bytes()
+        sources.release(key)
+        sources.release(key)
+        second = sources.acquire(live.cfg, store, rows[1])[1]
+        third_key, third = sources.acquire(live.cfg, store, rows[2])
+        # the least recently used original nobody uses makes room; those in use stay
+        assert not first.exists() and second.exists() and third.exists()
+    finally:
+        sources.clear()
+    assert not third.exists() and not second.exists()

@@ -9,6 +9,7 @@ by the holder of its lease (store/chunks.py), so neither two finishers nor a chu
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import logging
@@ -97,6 +98,58 @@ def encode_here(config: Config, store, row, lease: str, src: Path, info, by: str
         shutil.rmtree(work, ignore_errors=True)
 
 
+class _Sources:
+    """The originals this process downloaded for chunk tasks, kept while their run lasts: a worker that
+    encodes several chunks of one video downloads it once. The least recently used unused one goes when a
+    third video comes; all of them when the process ends."""
+
+    def __init__(self, keep: int = 2):
+        self.keep, self.lock = keep, threading.Lock()
+        self.entries: dict[tuple, dict] = {}  # (video id, size, etag) -> {"dir", "path", "users", "used"}
+
+    def acquire(self, config: Config, store, video) -> tuple[tuple, Path]:
+        """The original of `video` on local disk (downloaded unless it is here already)."""
+        key = (video.id, video.original_file_size, video.original_etag)
+        with self.lock:  # one download at a time; a second task for the same video waits for it
+            entry = self.entries.get(key)
+            if entry is None or not entry["path"].exists():
+                self._evict()
+                folder = Path(tempfile.mkdtemp(prefix="sf-chunk-src-", dir=config.pipeline.temp_dir or None))
+                path = folder / f"original{Path(video.original_file_name or '').suffix[:10]}"
+                try:
+                    store.download(video.original_key, str(path))
+                except BaseException:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                entry = self.entries[key] = {"dir": folder, "path": path, "users": 0}
+            entry["users"] += 1
+            entry["used"] = time.monotonic()
+            return key, entry["path"]
+
+    def release(self, key: tuple) -> None:
+        """A task is done with the original."""
+        with self.lock:
+            if key in self.entries:
+                self.entries[key]["users"] -= 1
+
+    def _evict(self) -> None:
+        idle = sorted((e["used"], k) for k, e in self.entries.items() if e["users"] == 0)
+        while len(self.entries) >= self.keep and idle:
+            _, key = idle.pop(0)
+            shutil.rmtree(self.entries.pop(key)["dir"], ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove every kept original (the process is ending)."""
+        with self.lock:
+            for entry in self.entries.values():
+                shutil.rmtree(entry["dir"], ignore_errors=True)
+            self.entries.clear()
+
+
+SOURCES = _Sources()
+atexit.register(SOURCES.clear)
+
+
 def run_chunk_task(config: Config, chunk_id: str, by: str) -> str:
     """A queue task: encode one chunk if it is still waiting (another worker or runner may have taken it)."""
     from streamforge.pipeline import probe
@@ -107,10 +160,9 @@ def run_chunk_task(config: Config, chunk_id: str, by: str) -> str:
     row, lease = claim
     video = videos.get_video_by_id(row.video_id)
     store = object_store(config)
-    work = Path(tempfile.mkdtemp(prefix="sf-chunk-src-", dir=config.pipeline.temp_dir or None))
+    key = None
     try:
-        src = work / f"original{Path(video.original_file_name or '').suffix[:10]}"
-        store.download(video.original_key, str(src))
+        key, src = SOURCES.acquire(config, store, video)
         info = probe(src, config.pipeline)
         encode_here(config, store, row, lease, src, info, by)
         return "done"
@@ -123,7 +175,8 @@ def run_chunk_task(config: Config, chunk_id: str, by: str) -> str:
         chunks.release(row.id, lease)
         return "released"
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if key is not None:
+            SOURCES.release(key)
 
 
 def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: list, enqueue) -> object:
