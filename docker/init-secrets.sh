@@ -19,7 +19,8 @@ random() {
     od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
 }
 
-for name in minio_root_password storage_secret_key postgres_password server_secret_key webhook_token; do
+for name in minio_root_password storage_secret_key postgres_password server_secret_key webhook_token \
+        metrics_token grafana_admin_password; do
     if [ ! -s "$dir/$name" ]; then
         random > "$dir/$name"
         echo "made $dir/$name"

@@ -5,6 +5,7 @@ need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v docker-compose >/dev/null 2>&1 || need="$need docker-compose"
 command -v ffmpeg >/dev/null 2>&1 || need="$need ffmpeg"
+command -v espeak-ng >/dev/null 2>&1 || need="$need espeak-ng"
 # nginx -t checks docker/nginx.conf (tests/test_docker.py)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need="$need nginx-light"
 [ -z "$need" ] && exit 0

@@ -158,6 +158,12 @@ def to_webvtt(cues: list[Cue]) -> str:
     return "\n".join(out)
 
 
+def plain_text(cues: list[Cue]) -> str:
+    """The words of the cues without markup, one cue a line (what the search indexes)."""
+    import html
+    return "\n".join(" ".join(html.unescape(TAG.sub("", c.text)).split()) for c in cues)
+
+
 def normalise(text: str) -> str:
     """WebVTT or SRT text as safe WebVTT; CaptionFormatError when it is neither."""
     return to_webvtt(parse_captions(text))

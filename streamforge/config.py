@@ -33,6 +33,9 @@ class ServerConfig:
     threads: int = 8
     # gunicorn processes of the web app; 0 = one per CPU core (at most 4)
     workers: int = 0
+    # with base_url empty, the Host names absolute URLs may be built on; [] = the listening address,
+    # this machine's names and addresses, localhost
+    allowed_hosts: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,10 @@ class AuthConfig:
     require_verified_email: bool = True
     # the role of a user created at first sign-in: uploader or viewer
     default_role: str = "uploader"
+    # local accounts: email and password sign-in (argon2id hashes)
+    passwords: bool = True
+    # how long a "stay signed in" session lasts (without it: until the browser closes)
+    session_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,24 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # the bearer token Prometheus sends to GET /metrics; empty: only requests from this machine
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    # transcribe the default audio track into an `auto` caption track after the ladder
+    auto: bool = True
+    # empty: the packaged default (faster-whisper tiny.en); else a model name or a local model directory
+    model: str = ""
+    # empty: detected (an English-only model always says "en"); else a language such as "en" or "de"
+    language: str = ""
+    # CPU threads one transcription uses
+    threads: int = 2
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -184,6 +209,8 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    captions: CaptionsConfig = field(default_factory=CaptionsConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -339,6 +366,11 @@ def _validate(cfg: Config) -> None:
     u, p = cfg.upload, cfg.pipeline
     if cfg.server.threads < 1 or cfg.server.workers < 0:
         raise ConfigError("[server] threads: at least 1; workers: 0 (one per core) or more")
+    if cfg.captions.threads < 1:
+        raise ConfigError("[captions] threads: at least 1")
+    language = cfg.captions.language
+    if language and not (2 <= len(language) <= 3 and language.isascii() and language.isalpha()):
+        raise ConfigError(f"[captions] language: a language code such as en, de or yue, got {language!r}")
     if u.part_size < 5 * MiB:
         raise ConfigError("[upload] part_size: must be at least 5 MiB (5242880), the S3 minimum")
     if u.multipart_threshold < 1:
@@ -373,6 +405,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError('[webhook] sns_hosts: a list of "host:port" strings, e.g. ["sns.internal.example:443"]')
     if not all(isinstance(t, str) and t.startswith("arn:") for t in cfg.webhook.sns_topics):
         raise ConfigError('[webhook] sns_topics: a list of topic ARNs, e.g. ["arn:aws:sns:eu-west-1:123456789012:uploads"]')
+    if not 1 <= cfg.auth.session_days <= 3650:
+        raise ConfigError("[auth] session_days: between 1 and 3650")
+    if not all(isinstance(h, str) and h and not any(ch in h for ch in " /\t\r\n") for h in cfg.server.allowed_hosts):
+        raise ConfigError('[server] allowed_hosts: a list of host names or addresses, e.g. ["videos.home.arpa"]')
     if cfg.sweeper.interval_seconds < 1 or cfg.sweeper.lease_seconds < 5:
         raise ConfigError("[sweeper] interval_seconds >= 1 and lease_seconds >= 5")
     for key, url, schemes in (("[database] url", cfg.database.url, ("sqlite", "postgresql", "postgres")),

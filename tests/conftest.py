@@ -25,6 +25,9 @@ MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 if not MEDIA.exists():
     MEDIA = Path(os.environ.get("STREAMFORGE_TEST_MEDIA", "/work/shared/media"))
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# auto captions transcribe every video a run completes: the tests about them turn them on (test_speech.py);
+# the others keep the queue to the tasks they drain and the cores to what they measure
+os.environ.setdefault("STREAMFORGE_CAPTIONS_AUTO", "false")
 
 
 def require(condition: bool, reason: str) -> None:

@@ -46,6 +46,7 @@ class Seaweed:
             "STREAMFORGE_STORAGE_BUCKET": self.bucket,
             "STREAMFORGE_WEBHOOK_TOKEN": self.webhook_token,
             "STREAMFORGE_SERVER_SECRET_KEY": "test-" + secrets.token_hex(16),
+            "STREAMFORGE_CAPTIONS_AUTO": os.environ.get("STREAMFORGE_CAPTIONS_AUTO", "false"),
         }
         return load_config(env={**base, **(env or {})}, data_dir=data_dir)
 

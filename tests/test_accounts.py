@@ -153,7 +153,11 @@ def test_a_disabled_users_session_and_tokens_stop_at_the_next_request(seaweed, m
         assert again.status_code == 401 and "is disabled" in again.text
         with dbmod.db.connection_context():
             users.update_user(user, disabled=False)
-        assert s.get(f"{url}/api/me", timeout=10).status_code == 200  # enabled again: the same session works
+        # enabled again: the token works, but disabling ended the session for good (issue 20)
+        assert s.get(f"{url}/api/me", timeout=10).status_code == 401
+        assert requests.get(f"{url}/api/videos", headers=h, timeout=10).status_code == 200
+        assert s.get(f"{url}/login", params={"token": token}, allow_redirects=False, timeout=10).status_code == 302
+        assert s.get(f"{url}/api/me", timeout=10).status_code == 200
 
 
 def test_logout_is_a_post_with_the_csrf_token(seaweed, make_app, tmp_path):
@@ -227,7 +231,8 @@ def test_workers_heartbeat_into_the_stats(seaweed, make_app, tmp_path):
 
 
 def test_serve_says_once_that_only_existing_users_sign_in_and_its_link_is_an_admin(seaweed, tmp_path):
-    """With OIDC on and [auth] allow empty, `serve` says so once at start; its sign-in link's user is an admin."""
+    """With OIDC on and [auth] allow empty, `serve` says so once at start; its sign-in link's user is an admin.
+    The link is a one-use ticket (issue 20): not an API token, not listed among the tokens, spent once used."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")}
     env.update({"STREAMFORGE_STORAGE_ENDPOINT": seaweed.endpoint, "STREAMFORGE_STORAGE_ACCESS_KEY": seaweed.access_key,
@@ -245,16 +250,24 @@ def test_serve_says_once_that_only_existing_users_sign_in_and_its_link_is_an_adm
         while "Sign in:" not in log.read_text() or "can sign in" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
-        token = re.search(r"/login\?token=(\S+)", log.read_text()).group(1)
+        link = re.search(r"Sign in: (\S+/login\?token=(\S+))", log.read_text())
+        base, ticket = f"http://127.0.0.1:{port}", link.group(2)
         while True:
             try:
-                me = requests.get(f"http://127.0.0.1:{port}/api/me", headers={"Authorization": f"Bearer {token}"},
-                                  timeout=5)
+                bearer = requests.get(f"{base}/api/me", headers={"Authorization": f"Bearer {ticket}"}, timeout=5)
                 break
             except requests.ConnectionError:
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
                 time.sleep(0.2)
+        assert bearer.status_code == 401  # not an API token
+        s = requests.Session()
+        assert s.get(link.group(1), allow_redirects=False, timeout=10).status_code == 302
+        me = s.get(f"{base}/api/me", timeout=10)
         assert me.status_code == 200 and me.json()["role"] == "admin"
+        assert s.get(f"{base}/api/tokens", timeout=10).json()["items"] == []  # not listed among the tokens
+        again = requests.Session()
+        r = again.get(link.group(1), allow_redirects=False, timeout=10)
+        assert r.status_code == 401 and "already used" in r.text and again.get(f"{base}/api/me").status_code == 401
         text = log.read_text()
         assert text.count("only existing users") == 1, text
     finally:

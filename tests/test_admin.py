@@ -96,10 +96,14 @@ def test_invites_and_stats(site):
         "new@example.com", "viewer")
     for bad in ({}, {"email": "not an email"}, {"email": "a@b.c", "role": "king"}):
         assert call(site, "POST", "/api/admin/invites", site.root, bad).status_code == 400
-    # without OIDC the link itself signs its person in, once
+    # without OIDC the link asks its person for a password, then signs them in, once (issue 20)
     s = requests.Session()
     link = body["url"]
-    assert s.get(link, allow_redirects=False, timeout=10).status_code == 302
+    page = s.get(link, allow_redirects=False, timeout=10)
+    assert page.status_code == 200 and 'id="invite-form"' in page.text
+    form = {name: re.search(rf'name="{name}" value="([^"]+)"', page.text).group(1) for name in ("csrf_token", "invite")}
+    form["password"] = form["password2"] = "lantern meadow ninety owls"
+    assert s.post(f"{site.url}/login/invite", data=form, allow_redirects=False, timeout=10).status_code == 302
     me = s.get(f"{site.url}/api/me", timeout=10).json()
     assert (me["email"], me["role"]) == ("new@example.com", "viewer")
     again = requests.get(link, allow_redirects=False, timeout=10)

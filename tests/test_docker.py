@@ -32,7 +32,7 @@ DOCS = ROOT / "docs"
 # Secrets compose needs: files in docker/secrets/ (docker/init-secrets.sh), mounted as Docker secrets;
 # never an environment variable, never a default (a service refuses to start while one is empty).
 REQUIRED_SECRETS = ("minio_root_password", "storage_secret_key", "postgres_password", "database_url",
-                    "server_secret_key", "webhook_token")
+                    "server_secret_key", "webhook_token", "metrics_token", "grafana_admin_password")
 OPTIONAL_SECRETS = ("oidc_client_secret", "notify_secret")
 INIT_SECRETS = DOCKER / "init-secrets.sh"
 HEALTHCHECK = DOCKER / "healthcheck.py"

@@ -270,7 +270,31 @@ MATRIX = [
     Row("GET", "/logout", lambda w: "/logout", who(200, 200, 200)),  # a page with the sign-out button
     # a disabled user's stale session carries its CSRF token: signing it out is harmless
     Row("POST", "/logout", lambda w: "/logout", who(400, 302, 302, disabled=302)),
+    # sign-in (issue 20): a password POST needs the login page's CSRF token (anonymous here has none); the
+    # empty forms below are refused whoever sends them
+    # (five such failures from one address close it to that address for 15 minutes: 429)
+    Row("POST", "/login", lambda w: "/login", who(400, (401, 429), (401, 429), disabled=(401, 429)),
+        leak_check=False),
+    Row("POST", "/login/invite", lambda w: "/login/invite", who(400, 403, 403, disabled=403)),
+    Row("POST", "/login/switch", lambda w: "/login/switch", who(400, 401, 401, disabled=401)),
+    Row("GET", "/account", lambda w: "/account", who(302, 200, 200)),
+    # nobody here has a password yet: an empty new one is refused; an API token sets none
+    Row("POST", "/account", lambda w: "/account", {**who(302, 400, 400), OTHER_BEARER: 403}),
+    # passkeys: registered from a signed-in browser (a token registers none); a sign-in ceremony needs the
+    # login page's CSRF token, and its challenge first
+    Row("GET", "/api/me/passkeys", lambda w: "/api/me/passkeys", who(401, 200, 200)),
+    Row("POST", "/api/me/passkeys/options", lambda w: "/api/me/passkeys/options",
+        {**who(401, 200, 200), OTHER_BEARER: 403}, leak_check=False),
+    Row("POST", "/api/me/passkeys", lambda w: "/api/me/passkeys", {**who(401, 400, 400), OTHER_BEARER: 403},
+        body=lambda w: {}),
+    Row("DELETE", "/api/me/passkeys/<passkey_id>", lambda w: "/api/me/passkeys/nope", who(401, 404, 404)),
+    Row("POST", "/login/passkey/options", lambda w: "/login/passkey/options", who(400, 200, 200, disabled=200),
+        leak_check=False),
+    Row("POST", "/login/passkey", lambda w: "/login/passkey", who(400, 400, 400, disabled=400), body=lambda w: {}),
     Row("GET", "/healthz", lambda w: "/healthz", who(200, 200, 200)),
+    Row("GET", "/api/openapi.json", lambda w: "/api/openapi.json", who(200, 200, 200)),
+    # the live server is on this machine, whose requests may read the metrics whatever Authorization they carry
+    Row("GET", "/metrics", lambda w: "/metrics", who(200, 200, 200)),
     # a user's API token or session is not the webhook's token
     Row("POST", "/hooks/storage", lambda w: "/hooks/storage", who(401, 401, 401), body=lambda w: {"Records": []}),
     # pages
@@ -348,6 +372,10 @@ MATRIX = [
     # the reprocess row goes last among alice's video rows: it sends video A back to PENDING
     Row("POST", "/api/videos/<video_id>/reprocess", lambda w: f"/api/videos/{w.a['id']}/reprocess",
         who(401, 404, 202, viewer=403), unchanged=_a_not_requeued),
+    # auto captions (the owner's): after the reprocess above, A is PENDING again, so the owner's call gets past
+    # sign-in and ownership to the state check (409) and queues nothing
+    Row("POST", "/api/videos/<video_id>/captions/auto", lambda w: f"/api/videos/{w.a['id']}/captions/auto",
+        who(401, 404, 409)),
     # accounts (issue 12): every signed-in user sees their own account; the admin's routes are the admin's
     Row("GET", "/api/me", lambda w: "/api/me", who(401, 200, 200), owner_check=_me_is_alice),
     Row("GET", "/admin", lambda w: "/admin", admin_only(anon_page=True), leak_check=False),
@@ -571,6 +599,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
                                                       {"language": "en", "content": "WEBVTT\n\n00:01.000 --> 00:02.000\nx\n"},
                                                       201),
         ("DELETE", "/api/videos/<video_id>/captions/<language>"): (f"/api/videos/{put_video}/captions/en", None, 204),
+        # past the CSRF check: the video is not COMPLETED, so nothing is transcribed
+        ("POST", "/api/videos/<video_id>/captions/auto"): (f"/api/videos/{put_video}/captions/auto", None, 409),
         ("POST", "/api/tokens"): ("/api/tokens", {"name": "new"}, 201),
         ("DELETE", "/api/tokens/<token_id>"): (f"/api/tokens/{spare.id}", None, 204),
         ("PATCH", "/api/admin/users/<user_id>"): (f"/api/admin/users/{other.id}", {"role": "viewer"}, 200),
@@ -580,7 +610,16 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         ("POST", "/api/runners/jobs/request"): ("/api/runners/jobs/request", {"wait": 0}, 401),  # runner tokens only
         **{("POST", f"/api/runners/jobs/<job_id>/{a}"): (f"/api/runners/jobs/{put_video}/{a}", {"token": "x"}, 401)
            for a in ("uploads", "update", "success", "error", "abort", "chunks", "chunks/claim")},
-        ("POST", "/logout"): ("/logout", None, 302),  # last: it ends the session
+        ("POST", "/api/me/passkeys/options"): ("/api/me/passkeys/options", None, 200),
+        ("POST", "/api/me/passkeys"): ("/api/me/passkeys", {}, 400),  # no credential
+        ("DELETE", "/api/me/passkeys/<passkey_id>"): ("/api/me/passkeys/nope", None, 404),
+        ("POST", "/login/passkey/options"): ("/login/passkey/options", None, 200),
+        ("POST", "/login/passkey"): ("/login/passkey", {}, 400),  # no assertion
+        ("POST", "/login"): ("/login", None, 401),  # no email: refused, still signed in
+        ("POST", "/login/invite"): ("/login/invite", None, 403),  # no invite
+        ("POST", "/account"): ("/account", None, 400),  # no new password
+        ("POST", "/login/switch"): ("/login/switch", None, 401),  # no link: refused, and signed out
+        ("POST", "/logout"): ("/logout", None, 302),
     }
     changing = {(rule.rule, m) for rule in app.url_map.iter_rules()
                 for m in rule.methods & {"POST", "PUT", "PATCH", "DELETE"} if not rule.rule.startswith("/hooks/")}
@@ -599,6 +638,8 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         assert ApiToken.select().where(ApiToken.revoked_at.is_null()).count() == tokens_before
     assert client.get("/api/videos").status_code == 200  # still signed in
     for (method, rule), (path, body, ok) in cases.items():
+        # the session's token as it is now (a refused sign-in link ends the session and starts another)
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/login").get_data(as_text=True)).group(1)
         r = client.open(path, method=method, json=body, headers={"X-CSRF-Token": csrf})
         assert r.status_code == ok, (method, rule, r.status_code, r.get_data(as_text=True)[:200])
 

@@ -161,7 +161,7 @@ def test_doctor_and_token_output(serve):
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.strip().splitlines()
     assert [line.split()[1].rstrip(":") for line in lines] == ["config", "database", "store", "queue", "codecs",
-                                                                 "notifications"]
+                                                                 "speech", "notifications"]
     assert all(line.startswith("ok") for line in lines)
     secrets = (serve.data / "secrets.json").read_text()
     import json

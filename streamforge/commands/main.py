@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from streamforge.config import Config, load_config
 from streamforge.errors import StreamForgeError
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_arguments(p)
     from streamforge.commands import runner  # issue 24: remote runners
     runner.add_parser(sub, _common)
+    from streamforge.commands import backup, migrate
+    migrate.add_parser(sub, _common)
+    backup.add_parsers(sub, _common)
     return parser
 
 
@@ -141,6 +145,8 @@ def _parts(args, cfg: Config) -> tuple[dict[str, list[str]], dict[str, str]]:
     env["STREAMFORGE_SERVER_HOST"] = cfg.server.host
     env["STREAMFORGE_SERVER_PORT"] = str(cfg.server.port)
     terminal = "info" if args.verbose else "warning"
+    # the web app's /metrics adds up what the web and worker processes counted
+    env[METRICS_ENV] = str(_fresh_metrics_dir(cfg.data_dir / "metrics"))
     spawn = {name: self_command(name, *_child_args(args), "--log-file", str(logs.log_dir(cfg.data_dir) / f"{name}.log"),
                                 "--terminal-level", terminal)
              for name in ("web", "worker")}
@@ -181,10 +187,14 @@ def _supervise(procs: dict[str, subprocess.Popen], spawn: dict[str, list[str]], 
                 children.append(procs[name])
 
 
-def _banner(cfg: Config, token: str) -> None:
+def _banner(cfg: Config, ticket: str) -> None:
     """The first screen: where to go, how to sign in, where the data is, how to stop."""
+    from streamforge.commands.local_serve import SIGN_IN_EMAIL
+    from streamforge.store.sessions import TICKET_MINUTES
     print(f"\nStreamForge is running at {cfg.base_url}/\n"
-          f"Sign in: {cfg.base_url}/login?token={token}\n"
+          f"Sign in: {cfg.base_url}/login?token={ticket}\n"
+          f"  (works once, for {TICKET_MINUTES} minutes; a password for later: "
+          f"streamforge user set {SIGN_IN_EMAIL} --password)\n"
           f"Data: {cfg.data_dir.resolve()} (logs in {(cfg.data_dir / 'logs').resolve()})\n"
           "Stop: press Ctrl-C\n", flush=True)
 
@@ -196,7 +206,7 @@ def cmd_serve(args) -> int:
     logs.setup(logging.INFO if args.verbose else logging.WARNING, logs.log_dir(cfg.data_dir) / "serve.log")
     from streamforge.commands import local_serve
     from streamforge.store import db as dbmod
-    from streamforge.store import users, videos
+    from streamforge.store import sessions, users
     dbmod.init_db(cfg.database_url)
     stop = threading.Event()
     children: list[subprocess.Popen] = []
@@ -223,12 +233,12 @@ def cmd_serve(args) -> int:
         children.extend(procs.values())
         with dbmod.db.connection_context():
             user = users.add_user(local_serve.SIGN_IN_EMAIL, users.ADMIN, "Admin")  # the sign-in link's user is an admin
-            _, token = videos.create_token(user, "serve sign-in link")
+            ticket = sessions.create_ticket(user)  # one use, 15 minutes: not an API token
         _wait_until_answering(cfg, procs, stop)
         if _oidc_on(cfg) and not cfg.auth.allow:
             print("OIDC sign-in is on and [auth] allow is empty: only existing users (streamforge user add, "
                   "invites) can sign in", flush=True)
-        _banner(cfg, token)
+        _banner(cfg, ticket)
         local_serve.write_run_file(cfg)  # for `streamforge import` on this data dir
         _supervise(procs, spawn, env, stop, children)
         return 0
@@ -253,10 +263,26 @@ def cmd_serve(args) -> int:
 
 # ---------- web ----------
 
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _fresh_metrics_dir(path: Path) -> Path:
+    """An emptied directory for prometheus_client's multiprocess mode (a stale one would add dead
+    processes' counts to a new run's)."""
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def cmd_web(args) -> int:
     """The web app under gunicorn: [server] workers processes of [server] threads threads each."""
     _setup_part_logging(args)
     cfg = _load(args, host=args.host, port=args.port)
+    if not os.environ.get(METRICS_ENV):
+        # before prometheus_client is imported: each gunicorn process writes its counts there and
+        # /metrics in any of them adds them all up (serve sets it for its web and worker alike)
+        os.environ[METRICS_ENV] = str(_fresh_metrics_dir(cfg.data_dir / "metrics" / f"web-{cfg.server.port}"))
     from streamforge.config import web_processes
     from streamforge.store import db as dbmod
     from streamforge.store.connect import object_store
@@ -318,6 +344,10 @@ def cmd_worker(args) -> int:
                     counts = intake.sweep(cfg, store)
                 if any(counts.values()):
                     log.info("sweeper: %s", counts)
+                    from streamforge.instruments import SWEEPER_TAKEOVERS
+                    for kind, n in counts.items():
+                        if n:
+                            SWEEPER_TAKEOVERS.labels(kind).inc(n)
             except Exception:  # the sweeper must outlive any one failure
                 log.exception("sweeper pass failed")
 
@@ -443,11 +473,22 @@ def cmd_doctor(args) -> int:
             "libx264, libx265, libsvtav1, libvpx-vp9, aac" if not missing else f"missing {', '.join(missing)}")))
     except ImportError as e:
         results.append((False, "codecs", str(e)))
+    if cfg.captions.auto:
+        results.append(_speech_check(cfg))
     for ok, name, detail in results:
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     if results[1][0]:  # the database answered: what its counters say about the store's notifications
         print(_notifications_line(cfg))
     return 0 if all(ok for ok, _, _ in results) else 1
+
+
+def _speech_check(cfg: Config) -> tuple[bool, str, str]:
+    """Doctor's check that the auto captions' model is there (not loaded: the worker's healthcheck runs doctor)."""
+    from streamforge.pipeline import speech
+    try:
+        return True, "speech", speech.check_model(cfg.captions.model)
+    except StreamForgeError as e:
+        return False, "speech", str(e)
 
 
 def _notifications_line(cfg: Config) -> str:
@@ -486,8 +527,27 @@ def cmd_user(args) -> int:
     return run(args, _load(args))
 
 
+def cmd_migrate(args) -> int:
+    """`streamforge migrate --to CONFIG` (streamforge/commands/migrate.py)."""
+    from streamforge.commands.migrate import cmd_migrate as run
+    return run(args, _load(args))
+
+
+def cmd_backup(args) -> int:
+    """`streamforge backup DIR` (streamforge/commands/backup.py)."""
+    from streamforge.commands.backup import cmd_backup as run
+    return run(args, _load(args))
+
+
+def cmd_restore(args) -> int:
+    """`streamforge restore DIR` (streamforge/commands/backup.py)."""
+    from streamforge.commands.backup import cmd_restore as run
+    return run(args, _load(args))
+
+
 COMMANDS = {"import": cmd_import, "serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
-            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user}
+            "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user,
+            "migrate": cmd_migrate, "backup": cmd_backup, "restore": cmd_restore}
 
 
 def cmd_runner(args) -> int:

@@ -27,6 +27,8 @@ def add_parser(sub, common) -> None:
     state.add_argument("--enable", dest="disabled", action="store_const", const=False)
     a.add_argument("--max-bytes", type=_limit, help="bytes quota; 0 = unlimited, 'default' = the config's")
     a.add_argument("--max-videos", type=_limit, help="videos quota; 0 = unlimited, 'default' = the config's")
+    a.add_argument("--password", action="store_true",
+                   help="set their password: asked twice on a terminal, else read from stdin (one line)")
     a = usub.add_parser("invite", help="print a one-use invite link for an email (7 days)")
     common(a)
     a.add_argument("email")
@@ -83,10 +85,13 @@ def cmd_user(args, cfg: Config) -> int:
             user = users.find_user(args.email)
             quota = {k: (None if v is _DEFAULT else v) for k, v in
                      (("max_bytes", args.max_bytes), ("max_videos", args.max_videos)) if v is not None}
-            if args.role is None and args.disabled is None and not quota:
-                raise ValidationError("nothing to change: give --role, --disable/--enable, --max-bytes or --max-videos")
+            if args.role is None and args.disabled is None and not quota and not args.password:
+                raise ValidationError("nothing to change: give --role, --disable/--enable, --max-bytes, --max-videos "
+                                      "or --password")
+            if args.password:
+                user = users.set_password(user, _read_password(user.email))
             user = users.update_user(user, role=args.role, disabled=args.disabled, quota=quota)
-            print(_line(user, cfg, users.usage(user)))
+            print(_line(user, cfg, users.usage(user)) + ("\tpassword set" if args.password else ""))
         elif action == "invite":
             _, plain = users.create_invite(args.email, args.role or cfg.auth.default_role)
             print(f"{cfg.base_url}/login?invite={plain}")
@@ -95,6 +100,21 @@ def cmd_user(args, cfg: Config) -> int:
             tasks.configure(cfg)
             _print_stats()
     return 0
+
+
+def _read_password(email: str) -> str:
+    """The new password: typed twice on a terminal (not echoed), else the first line of stdin."""
+    import getpass
+    import sys
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"New password for {email}: ")
+        if getpass.getpass("The same password again: ") != first:
+            raise ValidationError("the two passwords differ; nothing changed")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise ValidationError("no password on stdin; nothing changed")
+    return line.rstrip("\r\n")
 
 
 def _print_stats() -> None:

@@ -12,7 +12,7 @@ import logging
 from streamforge.config import Config
 from streamforge.errors import StorageError
 from streamforge.jobs import tasks
-from streamforge.store import counters, videos
+from streamforge.store import captions, counters, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, utcnow
 from streamforge.store.objects import ObjectStore
 
@@ -131,7 +131,28 @@ def sweep(config: Config, store: ObjectStore) -> dict:
         if videos.mark_requeued(video.id, video.queued_at):  # one sweeper of many wins
             tasks.enqueue_processing(video.id)
             counts["requeued"] += 1
+    if config.captions.auto:
+        counts["captions_requeued"] = _sweep_transcriptions(now, lease)
     return counts
+
+
+# a transcription still "started" this long after it began is taken for lost (six hours of speech take
+# about half an hour with the default model on two cores)
+TRANSCRIPTION_LOST_AFTER = datetime.timedelta(hours=3)
+
+
+def _sweep_transcriptions(now, lease: datetime.timedelta) -> int:
+    """Enqueue again the auto captions of the last day's videos whose task was lost (a worker killed mid-way,
+    an enqueue that failed); a task still waiting in the queue is left to run."""
+    lost = captions.lost_transcriptions(now - datetime.timedelta(days=1), now - lease,
+                                        now - TRANSCRIPTION_LOST_AFTER)
+    if not lost:
+        return 0
+    waiting = tasks.waiting_caption_ids()
+    again = [video_id for video_id in lost if video_id not in waiting]
+    for video_id in again:
+        tasks.enqueue_captions(video_id)
+    return len(again)
 
 
 # The sweeper recovering this many uploads in a row, with no notification about any upload in between,

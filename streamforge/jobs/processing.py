@@ -25,7 +25,7 @@ from peewee import InterfaceError, OperationalError
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.jobs import heartbeats
-from streamforge.store import captions, videos
+from streamforge.store import captions, chapters, videos
 from streamforge.store import chunks as chunk_rows
 from streamforge.store.connect import object_store
 from streamforge.store.db import db
@@ -253,6 +253,7 @@ class VideoRun:
                           f"audio {_audio_summary(info)}")
             videos.set_original_info(self.video_id, self.token, duration=info.duration, kind=info.kind)
             self.subtitles = original_tracks(src, info)  # text subtitle streams become caption tracks
+            chapters.set_container_chapters(self.video_id, _container_chapters(src, info))  # before playable
         return info
 
     def _on_progress(self, fraction: float, stage: str = "") -> None:
@@ -308,6 +309,7 @@ class VideoRun:
         with self.stage("upload") as st:
             caption_files, self.caption_versions = captions.for_run(self.video_id, outdir, result, self.subtitles)
             result.files[:0] = caption_files  # the tracks go up before the master that lists them
+            result.files[:0] = chapters.write_local(self.video_id, outdir)
             for rel in result.files:
                 if rel not in uploader.uploaded and not rel.endswith(".m3u8"):
                     uploader.submit(rel)
@@ -376,6 +378,7 @@ class VideoRun:
             self.record(result, total)
             captions.after_run(self.store, self.video_id, self.caption_versions)
             chunk_rows.delete_run(self.video_id, self.token)
+            chapters.publish(self.store, videos.get_video_by_id(self.video_id))  # a description edited meanwhile
             try:
                 self.remove_stale_outputs()
             except StorageError as e:
@@ -432,6 +435,12 @@ class VideoRun:
             except (OperationalError, InterfaceError):
                 time.sleep(min(30, 2 ** attempt))
         return "retry"  # the sweeper finds the run by its stopped heartbeat
+
+
+def _container_chapters(src: Path, info) -> list:
+    """The upload's own chapters on the output's clock (its first video frame is 0)."""
+    from streamforge.pipeline.chapters import from_container
+    return from_container(src, start=info.start_time if info.kind == "video" else 0.0)
 
 
 def _audio_tracks(result) -> list:

@@ -17,9 +17,10 @@ from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
-from streamforge.jobs import downloads, heartbeats, notify
+from streamforge.jobs import captioning, downloads, heartbeats, notify
 from streamforge.jobs.processing import run_video
-from streamforge.store import videos
+from streamforge.store import captions, videos
+from streamforge.store.db import private_file
 
 log = logging.getLogger("streamforge.jobs.tasks")
 
@@ -44,7 +45,7 @@ def make_storage(url: str):
     if parts.scheme == "sqlite":
         from pathlib import Path
         path = unquote(url[len("sqlite:///"):])
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(path))
         return _SqliteQueueStorage("streamforge", filename=path, timeout=30)
     return RedisStorage("streamforge", url=url)
 
@@ -79,7 +80,29 @@ def process_video(video_id: str, task=None) -> str:
                 enqueue_processing(video_id)
         except (OperationalError, InterfaceError) as e:  # the sweeper finds the video by its stale state
             log.warning("could not enqueue %s again: %s", video_id, e)
+    if outcome == "completed" and cfg.captions.auto and not captions.has_auto_track(video_id):
+        try:  # after COMPLETED, never before it: the transcription is a task of its own
+            enqueue_captions(video_id)
+        except (OperationalError, InterfaceError) as e:  # POST .../captions/auto runs it later
+            log.warning("could not enqueue the auto captions of %s: %s", video_id, e)
     return str(outcome)
+
+
+@huey.task()
+def auto_captions(video_id: str) -> str:
+    """Transcribe a COMPLETED video into its `auto` caption track (stage `captions` in its log)."""
+    with heartbeats.running():
+        outcome = captioning.caption_video(config(), video_id)
+    if outcome == "handed-back":  # the worker stopped mid-way: the next one transcribes it
+        enqueue_captions(video_id)
+    return outcome
+
+
+def enqueue_captions(video_id: str) -> str:
+    """Put an auto-captions task for the video on the queue; returns the task id."""
+    task = auto_captions.s(video_id)
+    huey.enqueue(task)
+    return task.id
 
 
 def processing_task(video_id: str, delay: float | None = None):
@@ -102,6 +125,11 @@ def enqueue_processing(video_id: str, delay: float | None = None, task=None) -> 
         videos.set_task_id(video_id, task.id)
     huey.enqueue(task)
     return task.id
+
+
+def waiting_caption_ids() -> set[str]:
+    """Ids of the videos whose auto-captions task waits in the queue or its schedule."""
+    return {t.args[0] for t in [*huey.pending(), *huey.scheduled()] if t.name == "auto_captions" and t.args}
 
 
 def waiting_task_ids() -> set[str]:

@@ -21,6 +21,7 @@ from streamforge.captiontext import (  # noqa: F401 (re-exported)
     normalise,
     normalise_language,
     parse_captions,
+    plain_text,
     safe_text,
     subtitle_playlist,
     to_webvtt,

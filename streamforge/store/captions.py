@@ -17,11 +17,20 @@ from peewee import IntegrityError
 
 from streamforge import captiontext as vtt
 from streamforge.errors import StorageError
-from streamforge.store.db import Caption, Video, db, utcnow, write_transaction
+from streamforge.store.db import (
+    Caption,
+    ProcessingLog,
+    ProcessingStatus,
+    Video,
+    db,
+    utcnow,
+    write_transaction,
+)
 
 log = logging.getLogger("streamforge.captions")
 
-UPLOAD, ORIGINAL = "upload", "original"
+UPLOAD, ORIGINAL, AUTO = "upload", "original", "auto"
+MAX_TRANSCRIPT = 500_000  # characters of caption text the search indexes per video
 MASTER_CACHE = "public, max-age=2"
 IMMUTABLE = "public, max-age=31536000, immutable"
 _locks: dict[str, threading.Lock] = {}
@@ -66,12 +75,41 @@ def save_track(video_id: str, language: str, label: str, content: str, source: s
                     Caption.create(video=video_id, language=language, created_at=now, **fields)
             except IntegrityError:  # created at the same moment by another request: replace that one
                 Caption.update(**fields).where(Caption.video == video_id, Caption.language == language).execute()
+    refresh_transcript(video_id)
     return Caption.get(Caption.video == video_id, Caption.language == language)
+
+
+def save_auto_track(video_id: str, language: str, content: str) -> Caption | None:
+    """Store a transcription as the `auto` track of its language, unless an uploaded or original one is there."""
+    existing = Caption.get_or_none(Caption.video == video_id, Caption.language == language)
+    if existing is not None and existing.source != AUTO:
+        return None
+    from streamforge.languages import language_name
+    return save_track(video_id, language, f"{language_name(language) or language} (auto)", content, source=AUTO)
 
 
 def delete_track(video_id: str, language: str) -> bool:
     """Remove the video's track for `language`; False when there is none."""
-    return Caption.delete().where(Caption.video == video_id, Caption.language == language).execute() > 0
+    gone = Caption.delete().where(Caption.video == video_id, Caption.language == language).execute() > 0
+    refresh_transcript(video_id)
+    return gone
+
+
+def refresh_transcript(video_id: str) -> None:
+    """Put the plain text of every caption track of the video where the full-text search finds it."""
+    parts = []
+    for track in tracks_of(video_id):
+        try:
+            parts.append(vtt.plain_text(vtt.parse_captions(track.content)))
+        except vtt.CaptionFormatError:  # stored tracks are normalised WebVTT; an odd one is left out
+            continue
+    text = "\n".join(p for p in parts if p)[:MAX_TRANSCRIPT] or None
+    Video.update(transcript=text).where(Video.id == video_id).execute()
+
+
+def has_auto_track(video_id: str) -> bool:
+    """True when the video has a caption track made by transcription."""
+    return Caption.select().where(Caption.video == video_id, Caption.source == AUTO).exists()
 
 
 def set_original_tracks(video_id: str, tracks: list[vtt.SubtitleTrack]) -> None:
@@ -88,6 +126,7 @@ def set_original_tracks(video_id: str, tracks: list[vtt.SubtitleTrack]) -> None:
     for language, track in wanted.items():
         if taken.get(language) != UPLOAD:
             save_track(video_id, language, track.label, vtt.to_webvtt(track.cues), source=ORIGINAL)
+    refresh_transcript(video_id)
 
 
 def write_local(video_id: str, outdir: Path, master: str, duration: float) -> tuple[list[str], list[str]]:
@@ -166,3 +205,22 @@ def after_run(store, video_id: str, versions: list[str]) -> None:
         republish_if_changed(store, video_id, versions)
     except StorageError as e:
         log.warning("caption tracks of %s changed during its run and could not be republished: %s", video_id, e)
+
+
+def lost_transcriptions(done_after, done_before, started_before, limit: int = 50) -> list[str]:
+    """COMPLETED videos (processed between `done_after` and `done_before`) with no `auto` track whose
+    transcription never ended: no `captions` row since their processing, or only a `started` one from
+    before `started_before` (a worker that died mid-way; one that failed said so and is left alone)."""
+    auto = Caption.select(Caption.video).where(Caption.source == AUTO)
+    found = []
+    for video in (Video.select(Video.id, Video.processed_at)
+                  .where(Video.status == ProcessingStatus.COMPLETED, Video.processed_at > done_after,
+                         Video.processed_at < done_before, Video.id.not_in(auto))
+                  .order_by(Video.processed_at).limit(limit)):
+        last = (ProcessingLog.select(ProcessingLog.status, ProcessingLog.created_at)
+                .where(ProcessingLog.video_id == video.id, ProcessingLog.stage == "captions",
+                       ProcessingLog.created_at >= video.processed_at)
+                .order_by(ProcessingLog.created_at.desc(), ProcessingLog.id.desc()).first())
+        if last is None or (last.status == "started" and last.created_at < started_before):
+            found.append(video.id)
+    return found

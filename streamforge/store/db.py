@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import secrets
 import string
 import time
@@ -112,6 +113,8 @@ class User(BaseModel):
     max_bytes = BigIntegerField(null=True)  # None: [quota] max_bytes_per_user; 0: unlimited
     max_videos = IntegerField(null=True)    # None: [quota] max_videos_per_user; 0: unlimited
     last_seen_at = DateTimeField(null=True)
+    # local accounts (migration 8): an argon2id hash, None for a user who has no password
+    password_hash = CharField(null=True, max_length=200)
 
     class Meta:
         table_name = "users"
@@ -181,7 +184,11 @@ class Video(BaseModel):
     # captions, downloads, audio (migration 4): "video", or "audio" for an audio-only upload
     kind = CharField(max_length=8, default="video", constraints=[SQL("DEFAULT 'video'")])
     # audio tracks (migration 16): [{"name", "language", "label", "default"}] as JSON, in the file's order
-    audio_tracks = ListField(default=list)
+    audio_tracks = ListField(default=list, constraints=[SQL("DEFAULT '[]'")])
+    # speech and chapters (migration 12): the caption tracks' plain text, for the full-text search, and
+    # the upload's own chapters as JSON [{"start", "title"}] (None: it has none; the description's apply)
+    transcript = TextField(null=True)
+    container_chapters = TextField(null=True)
 
     class Meta:
         table_name = "videos"
@@ -315,7 +322,8 @@ class Caption(BaseModel):
     video = ForeignKeyField(Video, backref="caption_tracks", on_delete="CASCADE")
     language = CharField(max_length=35)
     label = CharField(max_length=100, default="")
-    source = CharField(max_length=16, default="upload")  # "upload" or "original" (a stream of the upload)
+    # "upload", "original" (a stream of the upload) or "auto" (transcribed, migration 12: no schema change)
+    source = CharField(max_length=16, default="upload")
     content = TextField()
     version = CharField(max_length=16)  # a hash of the content: its objects' names change with it
     created_at = DateTimeField(default=utcnow)
@@ -403,6 +411,63 @@ class Chunk(BaseModel):
         table_name = "chunks"
 
 
+class UserSession(BaseModel):
+    """A browser session held on the server (migration 8): the cookie names it, deleting the row ends it."""
+
+    id = CharField(primary_key=True, max_length=64)  # the SHA-256 of the cookie's session id
+    user = ForeignKeyField(User, backref="sessions", on_delete="CASCADE", index=True)
+    api_token = CharField(max_length=32, null=True, index=True)  # the API token that opened it, if one did
+    persistent = BooleanField(default=False)  # "stay signed in"
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    last_seen_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "sessions"
+
+
+class SignInTicket(BaseModel):
+    """A one-use sign-in link (the one `serve` prints): short-lived, never an API token."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    token_hash = CharField(unique=True, max_length=64)
+    user = ForeignKeyField(User, backref="tickets", on_delete="CASCADE")
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "sign_in_tickets"
+
+
+class SignInFailure(BaseModel):
+    """One failed password sign-in, by email and by address, for throttling."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    email = CharField(max_length=320, index=True)
+    address = CharField(max_length=64, index=True)
+    created_at = DateTimeField(default=utcnow, index=True)
+
+    class Meta:
+        table_name = "sign_in_failures"
+
+
+class Passkey(BaseModel):
+    """A WebAuthn credential (passkey) a user registered on /account: a second way to sign in."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    user = ForeignKeyField(User, backref="passkeys", on_delete="CASCADE", index=True)
+    credential_id = CharField(unique=True, max_length=1400)  # base64url of the authenticator's credential id
+    public_key = TextField()  # base64url of its COSE public key
+    sign_count = BigIntegerField(default=0)
+    name = CharField(max_length=100, default="")
+    created_at = DateTimeField(default=utcnow)
+    last_used_at = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "passkeys"
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     applied_at = DateTimeField(default=utcnow)
@@ -412,7 +477,7 @@ class SchemaVersion(BaseModel):
 
 
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
-          Caption, DownloadFile, Counter)
+          Caption, DownloadFile, Counter, UserSession, SignInTicket, SignInFailure, Passkey)
 MODELS += (Runner, RunnerJob, Chunk)  # issue 24: remote runners and chunked runs
 
 
@@ -493,6 +558,21 @@ def _slot_not_landed(database) -> None:
     """A number another change of the third round holds; it lands with that change (a no-op until then)."""
 
 
+def _migration_8(database) -> None:
+    """Sign-in: users.password_hash, and the sessions, sign_in_tickets, sign_in_failures and passkeys tables.
+
+    The API tokens earlier `serve` starts minted as their sign-in links (permanent admin tokens, one per
+    start) are revoked: the link is a one-use ticket now."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "password_hash" not in {c.name for c in database.get_columns("users")}:
+        run(migrator.add_column("users", "password_hash", User.password_hash))
+    database.create_tables([UserSession, SignInTicket, SignInFailure, Passkey], safe=True)
+    (ApiToken.update(revoked_at=utcnow())
+     .where((ApiToken.name == "serve sign-in link") & ApiToken.revoked_at.is_null()).execute())
+
+
 def _migration_10(database) -> None:
     """The counters table: notifications the webhook could not act on, uploads the sweeper recovered."""
     database.create_tables([Counter], safe=True)
@@ -512,12 +592,27 @@ def _migration_14(database) -> None:
     database.create_tables([Runner, RunnerJob, Chunk], safe=True)
 
 
+def _migration_12(database) -> None:
+    """Speech and chapters: videos.transcript (in the full-text index) and videos.container_chapters."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+
+    from streamforge.store import search
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    columns = {c.name for c in database.get_columns("videos")}
+    for name in ("transcript", "container_chapters"):
+        if name not in columns:
+            run(migrator.add_column("videos", name, Video._meta.fields[name]))
+    if not search.indexes_transcript(database):
+        search.rebuild(database)
+
+
 # Each later schema change appends a function here (using playhouse.migrate); never edit old ones.
 # A new table's model goes in MODELS too (a fresh database creates it at migration 1), so each
 # migration must be safe to run on a schema that already has its change (create_tables(safe=True),
 # add_column only when the column is missing), like _migration_2.
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
-              _slot_not_landed, _slot_not_landed, _migration_10, _slot_not_landed, _slot_not_landed,
+              _migration_8, _slot_not_landed, _migration_10, _slot_not_landed, _migration_12,
               _slot_not_landed, _migration_14, _slot_not_landed, _migration_16]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -534,6 +629,18 @@ def write_transaction(database=db):
     return database.atomic()
 
 
+def private_file(path: Path) -> None:
+    """Make sure `path` exists and only its owner may read or write it (0600): a SQLite database holds
+    password hashes and sessions. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if extra.exists() and extra.stat().st_mode & 0o077:
+            extra.chmod(0o600)
+
+
 def make_database(url: str, pooled: bool = False):
     """A peewee database for a `sqlite:///path` or `postgresql://...` URL.
 
@@ -547,7 +654,7 @@ def make_database(url: str, pooled: bool = False):
     if parts.scheme == "sqlite":
         path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else parts.path
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))
         # WAL lets the web app read while the worker writes; busy_timeout turns lock contention
         # into a short wait instead of a "database is locked" error reaching a user.
         pragmas = {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": "normal"}

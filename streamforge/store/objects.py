@@ -35,6 +35,7 @@ from minio.error import MinioException, S3Error
 from urllib3.util import Retry, Timeout
 
 from streamforge.errors import ConfigError, StorageError
+from streamforge.instruments import STORE_ERRORS
 from streamforge.store.presign import presign
 
 if TYPE_CHECKING:
@@ -115,6 +116,8 @@ class ObjectStore:
                  region: str = "us-east-1", secure: bool = False, public_url: str = "",
                  cdn_base_url: str = "", connect_timeout: float = 2.0, read_timeout: float = 60.0,
                  retries: int = 2) -> None:
+        self._settings = dict(endpoint=endpoint, access_key=access_key, secret_key=secret_key, bucket=bucket,
+                              region=region, secure=secure, public_url=public_url, cdn_base_url=cdn_base_url)
         self.endpoint = endpoint
         self.bucket = bucket
         self.region = region
@@ -158,6 +161,16 @@ class ObjectStore:
     def _errors(self, op: str, key: str = "") -> Iterator[None]:
         """Turn whatever the SDK or the network raises into a StorageError naming op and key."""
         where = f"{op} {self.bucket}/{key}" if key else f"{op} {self.bucket}"
+        try:
+            with self._translated(where):
+                yield
+        except StorageError:
+            STORE_ERRORS.labels(op).inc()  # GET /metrics: streamforge_store_errors_total{op}
+            raise
+
+    @contextlib.contextmanager
+    def _translated(self, where: str) -> Iterator[None]:
+        """The SDK's and the network's exceptions as StorageError."""
         try:
             yield
         except S3Error as e:
@@ -527,3 +540,41 @@ class ObjectStore:
                     raise StorageError(f"delete_prefix {self.bucket}/{prefix}: {len(bad)} objects "
                                        f"not deleted, first {bad[0].name}: {bad[0].code} {bad[0].message}")
         return len(keys)
+
+    # -- whole-bucket copies (migrate, backup, restore: store/transfer.py) ----------------------
+
+    def patient(self) -> ObjectStore:
+        """The same store with timeouts for bulk copies: urllib3 sends a request body under the connect
+        timeout, and a 16 MiB part to a store busy with eight of them takes longer than 2 s."""
+        return ObjectStore(**self._settings, connect_timeout=30.0, read_timeout=300.0)
+
+    @contextlib.contextmanager
+    def open_read(self, key: str) -> Iterator:
+        """A streaming GET of `key`: a file-like object with `read(n)`, released at the end."""
+        with self._errors("get", key):
+            response = self._client.get_object(bucket_name=self.bucket, object_name=key)
+        try:
+            yield response
+        finally:
+            response.close()
+            response.release_conn()
+
+    def put_stream(self, key: str, stream, length: int, content_type: str, *, part_size: int,
+                   metadata: dict | None = None) -> str:
+        """Upload `length` bytes read from `stream` (one PUT up to `part_size`, else parts of that size)."""
+        with self._errors("put_stream", key):
+            result = self._client.put_object(bucket_name=self.bucket, object_name=key, data=stream, length=length,
+                                             content_type=content_type, metadata=metadata, part_size=part_size)
+        return (result.etag or "").strip('"')
+
+    def user_metadata(self, key: str) -> dict[str, str] | None:
+        """The `x-amz-meta-*` headers of `key` (names lower-case, prefix removed), or None when it is missing."""
+        with self._errors("stat", key):
+            try:
+                obj = self._client.stat_object(bucket_name=self.bucket, object_name=key)
+            except S3Error as e:
+                if e.code in _MISSING_CODES:
+                    return None
+                raise
+        prefix = "x-amz-meta-"
+        return {k.lower()[len(prefix):]: v for k, v in (obj.metadata or {}).items() if k.lower().startswith(prefix)}

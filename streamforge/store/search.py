@@ -1,4 +1,4 @@
-"""Full-text search of public videos by the words of their title, description and tags.
+"""Full-text search of public videos by the words of their title, description, tags and what is said in them.
 
 A real index on each backend, never a scan of the videos table:
 - SQLite: an FTS5 table `video_search` (unicode61 tokenizer: case and accents folded) that triggers
@@ -21,30 +21,37 @@ MAX_TERMS = 8
 MAX_TERM_LENGTH = 40
 _WORD = re.compile(r"[^\W_]+")
 
-_SQLITE_SCHEMA = (
-    """CREATE VIRTUAL TABLE IF NOT EXISTS video_search USING fts5(
-         video_id UNINDEXED, title, tags, description, tokenize = 'unicode61 remove_diacritics 2')""",
-    """CREATE TRIGGER IF NOT EXISTS video_search_insert AFTER INSERT ON videos BEGIN
-         INSERT INTO video_search (video_id, title, tags, description)
-         VALUES (new.id, new.title, new.tags, coalesce(new.description, ''));
-       END""",
-    """CREATE TRIGGER IF NOT EXISTS video_search_update AFTER UPDATE OF title, tags, description ON videos BEGIN
-         DELETE FROM video_search WHERE video_id = old.id;
-         INSERT INTO video_search (video_id, title, tags, description)
-         VALUES (new.id, new.title, new.tags, coalesce(new.description, ''));
-       END""",
-    """CREATE TRIGGER IF NOT EXISTS video_search_delete AFTER DELETE ON videos BEGIN
-         DELETE FROM video_search WHERE video_id = old.id;
-       END""",
-)
+def _sqlite_schema(spoken: bool) -> tuple[str, ...]:
+    """The FTS5 table and its triggers; `spoken`: with the transcript column (migration 12 on)."""
+    cols = "title, tags, description" + (", transcript" if spoken else "")
+    vals = "new.id, new.title, new.tags, coalesce(new.description, '')" + (
+        ", coalesce(new.transcript, '')" if spoken else "")
+    return (
+        f"""CREATE VIRTUAL TABLE IF NOT EXISTS video_search USING fts5(
+             video_id UNINDEXED, {cols}, tokenize = 'unicode61 remove_diacritics 2')""",
+        f"""CREATE TRIGGER IF NOT EXISTS video_search_insert AFTER INSERT ON videos BEGIN
+             INSERT INTO video_search (video_id, {cols}) VALUES ({vals});
+           END""",
+        f"""CREATE TRIGGER IF NOT EXISTS video_search_update AFTER UPDATE OF {cols} ON videos BEGIN
+             DELETE FROM video_search WHERE video_id = old.id;
+             INSERT INTO video_search (video_id, {cols}) VALUES ({vals});
+           END""",
+        """CREATE TRIGGER IF NOT EXISTS video_search_delete AFTER DELETE ON videos BEGIN
+             DELETE FROM video_search WHERE video_id = old.id;
+           END""",
+    )
 
-_POSTGRES_SCHEMA = (
-    """ALTER TABLE videos ADD COLUMN IF NOT EXISTS search_vector tsvector GENERATED ALWAYS AS (
+
+def _postgres_schema(spoken: bool) -> tuple[str, ...]:
+    """The generated tsvector and its GIN index; `spoken`: with the transcript (weight D)."""
+    said = " ||\n         setweight(to_tsvector('simple', coalesce(transcript, '')), 'D')" if spoken else ""
+    return (
+        f"""ALTER TABLE videos ADD COLUMN IF NOT EXISTS search_vector tsvector GENERATED ALWAYS AS (
          setweight(to_tsvector('simple', coalesce(title, '')), 'A') ||
          setweight(to_tsvector('simple', coalesce(tags, '')), 'B') ||
-         setweight(to_tsvector('simple', coalesce(description, '')), 'C')) STORED""",
-    "CREATE INDEX IF NOT EXISTS videos_search_vector ON videos USING GIN (search_vector)",
-)
+         setweight(to_tsvector('simple', coalesce(description, '')), 'C'){said}) STORED""",
+        "CREATE INDEX IF NOT EXISTS videos_search_vector ON videos USING GIN (search_vector)",
+    )
 
 
 def _is_sqlite(database) -> bool:
@@ -52,18 +59,46 @@ def _is_sqlite(database) -> bool:
     return isinstance(target, SqliteDatabase)
 
 
+def _has_transcript(database) -> bool:
+    return "transcript" in {c.name for c in database.get_columns("videos")}
+
+
 def install(database) -> None:
     """Create the index (and, on SQLite, its triggers), filled from the videos already there."""
+    spoken = _has_transcript(database)
     if not _is_sqlite(database):
-        for sql in _POSTGRES_SCHEMA:
+        for sql in _postgres_schema(spoken):
             database.execute_sql(sql)
         return
     fresh = not database.table_exists("video_search")
-    for sql in _SQLITE_SCHEMA:
+    for sql in _sqlite_schema(spoken):
         database.execute_sql(sql)
     if fresh:
-        database.execute_sql("INSERT INTO video_search (video_id, title, tags, description) "
-                             "SELECT id, title, tags, coalesce(description, '') FROM videos")
+        cols = "title, tags, description" + (", transcript" if spoken else "")
+        said = ", coalesce(transcript, '')" if spoken else ""
+        database.execute_sql(f"INSERT INTO video_search (video_id, {cols}) "
+                             f"SELECT id, title, tags, coalesce(description, ''){said} FROM videos")
+
+
+def indexes_transcript(database) -> bool:
+    """True when the index already covers videos.transcript."""
+    if _is_sqlite(database):
+        return "transcript" in {c.name for c in database.get_columns("video_search")}
+    row = database.execute_sql("SELECT generation_expression FROM information_schema.columns "
+                               "WHERE table_name = 'videos' AND column_name = 'search_vector'").fetchone()
+    return bool(row and "transcript" in (row[0] or ""))
+
+
+def rebuild(database) -> None:
+    """Drop the index and create it again from the videos (after a column joined it)."""
+    if _is_sqlite(database):
+        for name in ("insert", "update", "delete"):
+            database.execute_sql(f"DROP TRIGGER IF EXISTS video_search_{name}")
+        database.execute_sql("DROP TABLE IF EXISTS video_search")
+    else:
+        database.execute_sql("DROP INDEX IF EXISTS videos_search_vector")
+        database.execute_sql("ALTER TABLE videos DROP COLUMN IF EXISTS search_vector")
+    install(database)
 
 
 def terms(q: str | None) -> list[str]:
@@ -91,7 +126,7 @@ def _sqlite_plan(words: list[str], tag_words: list[str]) -> _Plan:
     if not words and not tag_words:
         return _Plan()
     parts = ([_fts(words, True)] if words else []) + ([_fts(tag_words, False, "tags")] if tag_words else [])
-    join = ("JOIN (SELECT video_id, bm25(video_search, 0.0, 10.0, 5.0, 2.0) AS score FROM video_search "
+    join = ("JOIN (SELECT video_id, bm25(video_search, 0.0, 10.0, 5.0, 2.0, 1.0) AS score FROM video_search "
             "WHERE video_search MATCH ?) AS hit ON hit.video_id = v.id")
     if not words:
         return _Plan(join, [" AND ".join(f"({x})" for x in parts)])

@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 from peewee import IntegrityError, SqliteDatabase, fn
 
-from streamforge.errors import NotFound, QuotaExceeded, SignInRefused, ValidationError
+from streamforge import passwords
+from streamforge.errors import Conflict, NotFound, QuotaExceeded, SignInRefused, ValidationError
+from streamforge.store import sessions
 from streamforge.store.db import Invite, ProcessingStatus, User, Video, db, utcnow, write_transaction
 from streamforge.store.videos import get_or_create_user, hash_token
 
@@ -84,6 +86,11 @@ def find_user(email_or_id: str) -> User:
     return user
 
 
+def has_account(email: str) -> bool:
+    """True when a user with this email exists."""
+    return User.select().where(User.email == _norm(email)).exists()
+
+
 def list_users() -> list[User]:
     """Every user, oldest first."""
     return list(User.select().order_by(User.created_at, User.id))
@@ -106,7 +113,31 @@ def update_user(user: User, *, role: str | None = None, disabled: bool | None = 
     if fields:
         fields["updated_at"] = utcnow()
         User.update(**fields).where(User.id == user.id).execute()
+    if disabled:
+        sessions.end_sessions_of(user)  # disabling ends every session for good, not only while disabled
     return User.get_by_id(user.id)
+
+
+# ---------- passwords ----------
+
+def set_password(user: User, password: str, keep_session: str | None = None) -> User:
+    """Give `user` this password (refused with the reason when weak) and end their other sessions."""
+    passwords.check_strength(password, [user.email, user.name or ""])
+    User.update(password_hash=passwords.hash_password(password), updated_at=utcnow()).where(
+        User.id == user.id).execute()
+    sessions.end_sessions_of(user, keep=keep_session)
+    return User.get_by_id(user.id)
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user whose email and password these are, or None; as slow for an unknown email as for a known one."""
+    user = User.get_or_none(User.email == _norm(email)) if len(email or "") <= 320 else None
+    stored = user.password_hash if user is not None else None
+    if not passwords.verify_password(stored, password or ""):
+        return None
+    if passwords.needs_rehash(stored):
+        User.update(password_hash=passwords.hash_password(password)).where(User.id == user.id).execute()
+    return user
 
 
 def active_user(user: User | None) -> User | None:
@@ -241,6 +272,10 @@ def create_invite(email: str, role: str = UPLOADER, created_by: User | None = No
     if "@" not in email or len(email) > 320:
         raise ValidationError("email must be an email address")
     check_role(role)
+    if has_account(email):
+        # an invite signs its holder in as its email's user: for an existing user that would hand
+        # their account to whoever holds the link (the admin who made it included)
+        raise Conflict(f"{email} already has an account here; they sign in as themselves")
     plain = INVITE_PREFIX + secrets.token_urlsafe(24)
     row = Invite.create(token_hash=hash_token(plain), email=email, role=role,
                         created_by=created_by.id if created_by else None,
@@ -276,15 +311,22 @@ def _consume(invite: Invite, user: User) -> None:
         raise SignInRefused("That invite link was already used; sign in, or ask the admin for a new one.")
 
 
-def accept_invite_directly(plain: str) -> User:
-    """Without OIDC, the invite link itself signs its email in: the user is created and the invite used."""
+def accept_invite_directly(plain: str, password: str | None = None) -> User:
+    """Without OIDC, the invite makes its person's account (with the password they chose, when
+    passwords are on) and the invite is used; never an account that exists already."""
     with write_transaction():
         invite = check_invite(plain)
-        user = User.get_or_none(User.email == invite.email)
-        if user is None:
-            user = User.create(email=invite.email, role=invite.role)
-        if user.disabled:
-            raise SignInRefused(f"The account {user.email} is disabled on this server; ask its admin.")
+        if has_account(invite.email):
+            raise SignInRefused(f"The account {invite.email} exists already; sign in to it instead.")
+        hashed = None
+        if password is not None:
+            passwords.check_strength(password, [invite.email])
+            hashed = passwords.hash_password(password)
+        try:
+            with db.atomic():
+                user = User.create(email=invite.email, role=invite.role, password_hash=hashed)
+        except IntegrityError:  # the same invite sent twice at once (PostgreSQL: both saw no account)
+            raise SignInRefused("That invite link was already used; sign in, or ask the admin for a new one.") from None
         _consume(invite, user)
     return user
 

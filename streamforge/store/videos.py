@@ -58,8 +58,8 @@ def create_token(user: User, name: str = "") -> tuple[ApiToken, str]:
     return row, plain
 
 
-def user_for_token(plain: str) -> User | None:
-    """The user an unrevoked API token belongs to, or None."""
+def find_token(plain: str) -> ApiToken | None:
+    """An unrevoked API token (its user joined), or None; notes when it was last used."""
     if not plain or len(plain) > 200:
         return None
     row = (ApiToken.select(ApiToken, User).join(User)
@@ -69,7 +69,13 @@ def user_for_token(plain: str) -> User | None:
     now = utcnow()
     if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
         ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute()
-    return row.user
+    return row
+
+
+def user_for_token(plain: str) -> User | None:
+    """The user an unrevoked API token belongs to, or None."""
+    row = find_token(plain)
+    return row.user if row else None
 
 
 def list_tokens(user: User) -> list[ApiToken]:
@@ -79,11 +85,13 @@ def list_tokens(user: User) -> list[ApiToken]:
 
 
 def revoke_token(user: User, token_id: str) -> None:
-    """Revoke one of the user's tokens; NotFound when it is not theirs."""
+    """Revoke one of the user's tokens and end every browser session it opened; NotFound when it is not theirs."""
+    from streamforge.store import sessions  # sessions hashes with hash_token above
     n = (ApiToken.update(revoked_at=utcnow())
          .where((ApiToken.id == token_id) & (ApiToken.user == user) & ApiToken.revoked_at.is_null()).execute())
     if not n:
         raise NotFound("no such token")
+    sessions.end_sessions_of_token(token_id)
 
 
 # ---------- videos ----------

@@ -11,6 +11,11 @@ from streamforge.store import db as dbmod
 from streamforge.store.connect import object_store
 from streamforge.store.objects import ObjectStore
 
+# powerful browser features no page of ours uses are off; the player may go fullscreen, passkeys may run
+PERMISSIONS_POLICY = ("camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), midi=(), "
+                      "display-capture=(), fullscreen=(self), publickey-credentials-get=(self), "
+                      "publickey-credentials-create=(self)")
+
 
 def _origin(url: str) -> str:
     parts = urlsplit(url)
@@ -50,6 +55,8 @@ def create_app(config: Config | None = None, store: ObjectStore | None = None) -
             dbmod.db.close()
 
     _add_security_headers(app, config)
+    from streamforge.web import hosts
+    hosts.init_app(app, config)  # with base_url empty, only trusted Host headers (issue 20)
     _register_blueprints(app)
 
     if not app.debug:
@@ -64,6 +71,9 @@ def _add_security_headers(app: Flask, config: Config) -> None:
     def _security_headers(resp):
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "same-origin")
+        resp.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+        if config.base_url.startswith("https://"):  # reached over TLS: browsers never try plain HTTP again
+            resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if resp.mimetype == "text/html":
             # pages meant for other sites' <iframe>s (the embed page) name who may frame them
             framing = g.get("frame_ancestors") or "'none'"
@@ -88,3 +98,6 @@ def _register_blueprints(app: Flask) -> None:
         area.init_app(app)
     from streamforge.web import runners_api  # issue 24: remote runners
     runners_api.init_app(app)
+    from streamforge.web import metrics, openapi
+    metrics.init_app(app)
+    openapi.init_app(app)

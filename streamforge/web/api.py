@@ -11,7 +11,7 @@ from flask_login import current_user, login_required
 
 from streamforge.errors import Conflict, StorageError, ValidationError
 from streamforge.jobs import intake
-from streamforge.store import users, videos
+from streamforge.store import chapters, users, videos
 from streamforge.store.db import ProcessingStatus, UploadStatus, Visibility, utcnow
 from streamforge.web.common import (
     account_json,
@@ -302,7 +302,10 @@ def patch_video(video_id: str):
         fields["tags"] = _tags(body) or []
     if "visibility" in body:
         fields["visibility"] = _visibility(body)
-    return video_json(videos.update_video(video, **fields))
+    video = videos.update_video(video, **fields)
+    if "description" in fields:  # its timestamps may be the chapters: their file follows the edit
+        chapters.publish(store(), video)
+    return video_json(video)
 
 
 @bp.route("/videos/<video_id>", methods=["DELETE"])

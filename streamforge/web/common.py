@@ -4,13 +4,14 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from flask import current_app, has_request_context, jsonify, request, session
+from flask import abort, current_app, has_request_context, jsonify, request, session
 from werkzeug.exceptions import HTTPException
 
 from streamforge.config import Config
 from streamforge.errors import Conflict, Forbidden, NotFound, StorageError, StreamForgeError, ValidationError
-from streamforge.store import captions, users, videos
+from streamforge.store import captions, chapters, users, videos
 from streamforge.store.objects import ObjectStore
+from streamforge.web.hosts import host_allowed
 
 STATUS_FOR = {NotFound: 404, ValidationError: 400, Conflict: 409, StorageError: 503, Forbidden: 403}
 
@@ -92,9 +93,13 @@ def csrf_ok() -> bool:
 
 
 def app_url() -> str:
-    """The app's absolute URL for links in answers: `[server] base_url`, else the host the client used."""
+    """The app's absolute URL for links in answers: `[server] base_url`, else the host the client used
+    when `[server] allowed_hosts` trusts it; another Host is a 400 (web/hosts.py says why)."""
     if cfg().server.base_url or not has_request_context():
         return cfg().base_url
+    if not host_allowed(request.host, cfg()):
+        abort(400, description=f"the Host {request.host[:100]!r} is not one this server answers for; use its "
+                               f"address, or name the host in [server] allowed_hosts (or set [server] base_url)")
     return request.host_url.rstrip("/")
 
 
@@ -139,6 +144,7 @@ def video_json(video, full: bool = True) -> dict:
         "views": video.views or 0, "watch_seconds": round(float(video.watch_seconds or 0), 1),
         "audio_tracks": [{"language": a.get("language", "und"), "label": a.get("label", ""),
                           "default": bool(a.get("default"))} for a in (video.audio_tracks or [])],
+        **chapters_json(video),
     }
     if full:
         out["renditions"] = [{
@@ -172,6 +178,14 @@ def caption_json(video, track) -> dict:
 def captions_json(video) -> list[dict]:
     """VIDEO.captions: every track of the video."""
     return [caption_json(video, t) for t in captions.tracks_of(video.id)]
+
+
+def chapters_json(video) -> dict:
+    """VIDEO.chapters ([{"start", "title"}]) and `chapters_url`, the WebVTT chapters file the player reads."""
+    found = chapters.chapters_of(video)
+    rel = chapters.relpath(video) if found and video.master_playlist_url else None
+    return {"chapters": [c.as_json() for c in found],
+            "chapters_url": media_url(video, f"{video.s3_processed_path}/{rel}") if rel else None}
 
 
 # `?page=` past this is past the end of any list (and keeps OFFSET within a 64-bit integer)

@@ -19,6 +19,7 @@ from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
 from streamforge.errors import StorageError
+from streamforge.instruments import WEBHOOK_SECONDS
 from streamforge.jobs import intake
 from streamforge.store import counters, videos
 from streamforge.store import db as dbmod
@@ -142,6 +143,10 @@ class StorageHook:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO") != self.PATH:
             return self.app(environ, start_response)
+        with WEBHOOK_SECONDS.time():  # GET /metrics: streamforge_webhook_seconds
+            return self._answer(environ, start_response)
+
+    def _answer(self, environ, start_response):
         try:
             status, body = self.handle(environ)
         except (OperationalError, InterfaceError) as e:

@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify, make_response, redirect, render_template, 
 from flask_login import current_user, login_required
 
 from streamforge import captiontext as vtt
-from streamforge.errors import NotFound, StorageError, ValidationError
+from streamforge.errors import Conflict, NotFound, StorageError, ValidationError
 from streamforge.jobs import tasks
 from streamforge.store import captions, downloads, videos
 from streamforge.store.db import ProcessingStatus, utcnow
@@ -88,6 +88,17 @@ def delete_caption(video_id: str, language: str):
         raise NotFound(f"this video has no {language!r} caption track")
     captions.publish(store(), video)
     return "", 204
+
+
+@bp.route("/videos/<video_id>/captions/auto", methods=["POST"])
+@login_required
+def auto_captions(video_id: str):
+    """Transcribe the video again into its `auto` track, on the worker (the owner): 202."""
+    from streamforge.jobs.tasks import enqueue_captions
+    video = videos.get_video(current_user.row, video_id)
+    if video.status != ProcessingStatus.COMPLETED:
+        raise Conflict(f"only a COMPLETED video can be transcribed; this one is {video.status}")
+    return {"id": video.id, "task": enqueue_captions(video.id), "status": "queued"}, 202
 
 
 @bp.route("/videos/<video_id>/download", methods=["GET"])
