@@ -205,6 +205,8 @@ def succeed(config: Config, runner: Runner, job_id: str, token: str, body: dict)
     runners.drop(runner, job_id, token, "done" if outcome == "completed" else "failed")
     if outcome == "retry":
         tasks.enqueue_processing(job_id, delay=5)
+    if outcome == "completed" and config.captions.auto and not captions.has_auto_track(job_id):
+        tasks.enqueue_captions(job_id)  # as after a local run: the transcription is a worker's task of its own
     return outcome
 
 
