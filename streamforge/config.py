@@ -101,6 +101,9 @@ class PipelineConfig:
     quality: dict = field(default_factory=dict)
     # an H.264 upload that fits the top rung keeps its own pictures for that rung (no re-encode)
     passthrough: bool = True
+    # a video longer than twice this is cut into chunks of about this many seconds that several workers
+    # and runners encode at once (issue 24); 0: never
+    chunk_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

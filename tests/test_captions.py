@@ -8,7 +8,8 @@ import pytest
 import requests
 from media_live import attrs, fetch, ffmpeg, get, upload
 
-from streamforge.pipeline import captions as vtt
+from streamforge import captiontext as vtt
+from streamforge.pipeline.captions import extract_subtitles
 
 VTT_EN = ("WEBVTT\n\n00:00:00.500 --> 00:00:01.500\nHello from the English track\n\n"
           "00:00:01.600 --> 00:00:02.800\nA second English cue\n")
@@ -95,7 +96,7 @@ def test_text_subtitle_streams_are_extracted(tmp_path, name, codec, language, wa
     src = _with_subtitles(tmp_path, name, codec, language)
     info = probe(src)
     assert [s[0] for s in info.subtitle_streams] == [2]
-    tracks = vtt.extract_subtitles(src, start=info.start_time)  # on the output's clock: 0 is the first picture
+    tracks = extract_subtitles(src, start=info.start_time)  # on the output's clock: 0 is the first picture
     assert [t.language for t in tracks] == [want]
     cues = tracks[0].cues
     assert [(c.start, c.end) for c in cues] == [(0.4, 1.8), (2.0, 2.6)]

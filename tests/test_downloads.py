@@ -11,11 +11,13 @@ import av
 import media_live
 import pytest
 import requests
+from conftest import drain_queue
 from media_live import fetch, ffmpeg, get, upload
 
 from streamforge.pipeline.remux import top_level_boxes
 from streamforge.store import db as dbmod
 from streamforge.store.db import DownloadFile
+from streamforge.web import media_api
 
 live, live_env = media_live.live, media_live.live_env  # the fixtures, for pytest to find
 
@@ -28,9 +30,24 @@ def _clip(tmp_path) -> Path:
     return path
 
 
-def _download(live, vid, rendition, headers=None):
+@pytest.fixture(autouse=True)
+def _short_wait(monkeypatch):
+    """A request waits this long for the worker's MP4 before answering 202 (no worker runs here)."""
+    monkeypatch.setattr(media_api, "PREPARING_WAIT", 0.3)
+
+
+def _ask(live, vid, rendition, headers=None):
     return requests.get(f"{live.url}/api/videos/{vid}/download", params={"rendition": rendition},
                         headers=live.h if headers is None else headers, allow_redirects=False, timeout=120)
+
+
+def _download(live, vid, rendition, headers=None):
+    """The answer once the worker had its turn: a 202 runs the queued download job, then asks again."""
+    r = _ask(live, vid, rendition, headers)
+    if r.status_code == 202:
+        drain_queue()
+        r = _ask(live, vid, rendition, headers)
+    return r
 
 
 def _video_packets(path: Path) -> list[int]:
@@ -46,12 +63,17 @@ def test_a_rendition_downloads_as_a_progressive_mp4_made_once(live, tmp_path):
     answers = [None, None]
 
     def ask(i):
-        answers[i] = _download(live, vid, rung["name"])
+        answers[i] = _ask(live, vid, rung["name"])
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    # no worker yet: both wait a moment, then hear that it is being prepared, and one job was queued
+    assert [a.status_code for a in answers] == [202, 202], [a.text[:200] for a in answers]
+    assert all(a.json() == {"status": "preparing"} and int(a.headers["Retry-After"]) > 0 for a in answers)
+    assert [str(x) for x in drain_queue()] == ["ready"]  # made once, by the worker side
+    answers = [_ask(live, vid, rung["name"]) for _ in range(2)]
     assert [a.status_code for a in answers] == [302, 302], [a.text[:200] for a in answers]
     assert all(a.headers["Location"].startswith("http") for a in answers)
     data = fetch(answers[0].headers["Location"]).content
@@ -114,3 +136,22 @@ def test_who_may_download_follows_the_setting(live, tmp_path, want):
     assert _download(live, vid, "original", {}).status_code == 404
     assert requests.patch(f"{live.url}/api/videos/{vid}", json={"visibility": "public"}, headers=live.h).status_code == 200
     assert _permissions(live, vid) == want
+
+
+@pytest.mark.parametrize("live_env", [{"STREAMFORGE_QUEUE_WORKERS": "0"}], ids=["runners-only"])
+def test_with_no_worker_a_rendition_download_says_so_instead_of_preparing_forever(live, tmp_path):
+    vid = upload(live, _clip(tmp_path))
+    rung = get(live, vid)["renditions"][0]["name"]
+    r = _ask(live, vid, rung)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_worker" and "worker" in r.json()["error"]["message"]
+    assert _ask(live, vid, "original").status_code == 302  # the original needs no worker
+
+
+def test_a_browser_following_the_download_link_gets_a_page_that_asks_again(live, tmp_path):
+    vid = upload(live, _clip(tmp_path))
+    rung = get(live, vid)["renditions"][0]["name"]
+    page = _ask(live, vid, rung, {**live.h, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 202 and page.headers["Content-Type"].startswith("text/html")
+    assert 'http-equiv="refresh"' in page.text and "Preparing your download" in page.text
+    drain_queue()
+    assert _ask(live, vid, rung, {**live.h, "Accept": "text/html"}).status_code == 302

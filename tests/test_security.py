@@ -25,7 +25,7 @@ from media_factory import make_video
 from streamforge import playback
 from streamforge.jobs import tasks
 from streamforge.store import db as dbmod
-from streamforge.store import users, videos
+from streamforge.store import runners, users, videos
 from streamforge.store.db import ApiToken
 
 ANON, OTHER, OTHER_BEARER, OWNER = "anonymous", "other user", "other user (bearer)", "owner"
@@ -62,6 +62,7 @@ class World:
     adam: str = ""            # an admin's token
     dan: str = ""             # a disabled uploader's token
     dan_session: dict = None  # the disabled uploader's browser, signed in before the account was disabled
+    runner_id: str = ""      # a runner the admin's DELETE row revokes
     sam_id: str = ""          # a user the admin's PATCH row changes
 
     def activate(self) -> None:
@@ -147,6 +148,7 @@ def world(seaweed, tmp_path_factory):
             dan = users.add_user("dan-sec@example.com")
             _, w.dan = videos.create_token(dan, "main")
             w.sam_id = users.add_user("sam-sec@example.com").id
+            w.runner_id = runners.create_runner("sec-runner")[0].id
         w.alice_prefix = w.alice[:10]
         w.marker = "alice-private-" + w.alice[3:11]
         w.a = _upload_and_process(w, clip.read_bytes(), w.marker)
@@ -422,6 +424,17 @@ MATRIX = [
         who(401, 404, 204)),
     Row("GET", "/playlists", lambda w: "/playlists", who(302, 200, 200)),
     Row("GET", "/playlists/<slug>", lambda w: f"/playlists/{_playlist(w)['slug']}", who(404, 404, 200)),
+    # remote runners (issue 24): the admin manages them; the runners' API takes runner tokens only
+    Row("GET", "/api/admin/runners", lambda w: "/api/admin/runners", admin_only(), leak_check=False),
+    Row("POST", "/api/admin/runners", lambda w: "/api/admin/runners", admin_only(ok=201),
+        body=lambda w: {"name": "sec-made"}, leak_check=False),
+    Row("DELETE", "/api/admin/runners/<runner_id>", lambda w: f"/api/admin/runners/{w.runner_id}",
+        admin_only(ok=204), leak_check=False),
+    *[Row("POST", f"/api/runners/jobs/<job_id>/{action}", lambda w, a=action: f"/api/runners/jobs/{w.a['id']}/{a}",
+          who(401, 401, 401, viewer=401, admin=401), body=lambda w: {"token": "x"})
+      for action in ("uploads", "update", "success", "error", "abort", "chunks", "chunks/claim")],
+    Row("POST", "/api/runners/jobs/request", lambda w: "/api/runners/jobs/request",
+        who(401, 401, 401, viewer=401, admin=401), body=lambda w: {"wait": 0}),
 ]
 
 
@@ -590,6 +603,7 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
         other = users.add_user("csrf-other@example.com")
         _, tok = videos.create_token(user, "browser")
         spare, _ = videos.create_token(user, "spare")
+        spare_runner, _ = runners.create_runner("csrf-runner")
     h = {"Authorization": f"Bearer {tok}"}
     csrf = _login(client, tok)
 
@@ -641,6 +655,11 @@ def test_every_cookie_authenticated_change_needs_the_csrf_token(csrf_app, seawee
                                                                       None, 204),
         ("DELETE", "/api/playlists/<playlist_id>"): (f"/api/playlists/{doomed_list}", None, 204),
         ("PUT", "/api/videos/<video_id>/cover"): (f"/api/videos/{put_video}/cover", {"time": 0}, 409),
+        ("POST", "/api/admin/runners"): ("/api/admin/runners", {"name": "csrf-made"}, 201),
+        ("DELETE", "/api/admin/runners/<runner_id>"): (f"/api/admin/runners/{spare_runner.id}", None, 204),
+        ("POST", "/api/runners/jobs/request"): ("/api/runners/jobs/request", {"wait": 0}, 401),  # runner tokens only
+        **{("POST", f"/api/runners/jobs/<job_id>/{a}"): (f"/api/runners/jobs/{put_video}/{a}", {"token": "x"}, 401)
+           for a in ("uploads", "update", "success", "error", "abort", "chunks", "chunks/claim")},
         ("POST", "/api/me/passkeys/options"): ("/api/me/passkeys/options", None, 200),
         ("POST", "/api/me/passkeys"): ("/api/me/passkeys", {}, 400),  # no credential
         ("DELETE", "/api/me/passkeys/<passkey_id>"): ("/api/me/passkeys/nope", None, 404),

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description=importer.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     importer.add_arguments(p)
+    from streamforge.commands import runner  # issue 24: remote runners
+    runner.add_parser(sub, _common)
     from streamforge.commands import backup, migrate
     migrate.add_parser(sub, _common)
     backup.add_parsers(sub, _common)
@@ -357,8 +359,15 @@ def cmd_worker(args) -> int:
             self._restart, self._graceful = False, True
 
     threading.Thread(target=sweeper, name="sf-sweeper", daemon=True).start()
-    beat = heartbeats.start(stop)  # the admin's stats list this worker and its last heartbeat
     workers = args.concurrency or cfg.queue.workers
+    if workers == 0:  # [queue] workers = 0: runners do all the work; this process only sweeps (and is no worker)
+        log.info("worker: [queue] workers = 0, leaving the work to remote runners; sweeping only")
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+        while not stop.wait(1.0):
+            pass
+        return 0
+    beat = heartbeats.start(stop)  # the admin's stats list this worker and its last heartbeat
     consumer = HandBackConsumer(tasks.huey, workers=workers, worker_type="thread", periodic=False,
                                 initial_delay=0.05, backoff=1.15, max_delay=0.25, check_worker_health=True)
     consumer.shutdown_timeout = 30
@@ -539,6 +548,27 @@ def cmd_restore(args) -> int:
 COMMANDS = {"import": cmd_import, "serve": cmd_serve, "web": cmd_web, "worker": cmd_worker, "storage": cmd_storage,
             "token": cmd_token, "transcode": cmd_transcode, "doctor": cmd_doctor, "user": cmd_user,
             "migrate": cmd_migrate, "backup": cmd_backup, "restore": cmd_restore}
+
+
+def cmd_runner(args) -> int:
+    """A remote runner (streamforge/commands/runner.py): HTTP only, no database, queue or store."""
+    from streamforge.commands import runner
+    return runner.cmd_runner(args)
+
+
+def cmd_runner_token(args) -> int:
+    """Create a runner and print its token alone on stdout."""
+    cfg = _load(args)
+    from streamforge.store import db as dbmod
+    from streamforge.store import runners
+    dbmod.init_db(cfg.database_url)
+    with dbmod.db.connection_context():
+        _, token = runners.create_runner(args.name)
+    print(token)
+    return 0
+
+
+COMMANDS.update({"runner": cmd_runner, "runner-token": cmd_runner_token})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,9 @@ from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
+from streamforge.jobs import heartbeats
 from streamforge.store import captions, chapters, videos
+from streamforge.store import chunks as chunk_rows
 from streamforge.store.connect import object_store
 from streamforge.store.db import db
 from streamforge.store.objects import ObjectStore
@@ -67,32 +69,64 @@ class Outcome(str):
         return self
 
 
-def _stage_logger(video_id: str, attempt: int):
+def original_tracks(src: Path, info) -> list:
+    """The upload's text subtitle streams (`info` is its probe); [] when it has none or they cannot be read."""
+    if not getattr(info, "subtitle_streams", ()):
+        return []
+    from streamforge.pipeline.captions import extract_subtitles
+    try:
+        return extract_subtitles(src, start=info.start_time if info.kind == "video" else 0.0)
+    except MediaError as e:  # subtitles never fail a video
+        log.warning("the subtitle streams of %s could not be read: %s", src.name, e)
+        return []
+
+
+def checked_original(config: Config, store: ObjectStore, video):
+    """The original's object info; MediaError when a run may not take it (missing, over the limit, or
+    replaced after it was accepted)."""
+    info = store.stat(video.original_key)
+    if info is None:
+        raise MediaError(f"the original {video.original_file_name!r} is not in the store")
+    if info.size > config.upload.max_size:
+        raise MediaError(f"the original is {info.size} bytes, over the {config.upload.max_size} byte limit")
+    if info.size != video.original_file_size or (video.original_etag and info.etag != video.original_etag):
+        # the upload URL outlives the upload: refuse bytes swapped in after they were checked
+        raise MediaError(f"the original was replaced after its upload was accepted (now {info.size} bytes, "
+                         f"{video.original_file_size} were declared and checked); upload the video again")
+    return info
+
+
+def _stage_logger(video_id: str, attempt: int, by: str):
     def stage(name: str):
-        return _Stage(video_id, attempt, name)
+        return _Stage(video_id, attempt, name, by)
     return stage
 
 
-class _Stage:
-    """Context manager writing the started / completed / failed rows of one stage."""
+def signed(message: str, by: str) -> str:
+    """A log message that names who did the stage ("... (by worker host:pid)", "... (by runner desktop)")."""
+    return f"{message} (by {by})" if by else message
 
-    def __init__(self, video_id: str, attempt: int, name: str):
-        self.video_id, self.attempt, self.name = video_id, attempt, name
+
+class _Stage:
+    """Context manager writing the started / completed / failed rows of one stage, naming who did it."""
+
+    def __init__(self, video_id: str, attempt: int, name: str, by: str = ""):
+        self.video_id, self.attempt, self.name, self.by = video_id, attempt, name, by
         self.message = ""
 
     def __enter__(self):
         self.t0 = time.monotonic()
-        videos.log_stage(self.video_id, self.attempt, self.name, "started", f"{self.name} started")
+        videos.log_stage(self.video_id, self.attempt, self.name, "started", signed(f"{self.name} started", self.by))
         return self
 
     def __exit__(self, exc_type, exc, tb):
         took = round(time.monotonic() - self.t0, 3)
         if exc is None:
             videos.log_stage(self.video_id, self.attempt, self.name, "completed",
-                             self.message or f"{self.name} completed", took)
+                             signed(self.message or f"{self.name} completed", self.by), took)
         elif not isinstance(exc, (LeaseLost, HandBack)):
             code = getattr(exc, "code", None) or type(exc).__name__
-            videos.log_stage(self.video_id, self.attempt, self.name, "failed", describe(exc), took,
+            videos.log_stage(self.video_id, self.attempt, self.name, "failed", signed(describe(exc), self.by), took,
                              error_code=str(code), error_details=repr(exc))
         return False
 
@@ -150,12 +184,14 @@ class Uploader:
 class VideoRun:
     """The state of one run: the video, its lease, its temp dir and what it published."""
 
-    def __init__(self, config: Config, store: ObjectStore, video, token: str, emit: EventSink = no_events):
+    def __init__(self, config: Config, store: ObjectStore, video, token: str, emit: EventSink = no_events,
+                 by: str = ""):
         self.config, self.store, self.video, self.token = config, store, video, token
         self.emit = emit
         self.video_id = video.id
         self.attempt = video.attempts
-        self.stage = _stage_logger(video.id, video.attempts)
+        self.by = by or f"worker {heartbeats.worker_name()}"
+        self.stage = _stage_logger(video.id, video.attempts, self.by)
         first_run = video.processed_at is None and video.attempts <= 1
         # a rerun writes beside the old output and switches at the end, so no viewer sees a mix
         self.prefix = f"processed/{video.id}" if first_run else f"processed/{video.id}/r-{token[-8:]}"
@@ -166,7 +202,13 @@ class VideoRun:
         self._lost = threading.Event()
         self.uploader: Uploader | None = None
         self.subtitles: list = []  # the upload's own subtitle streams, read after the probe
+        self.info = None  # the probe's result
         self.caption_versions: list[str] = []  # the caption tracks this run's master lists
+
+    def relabel(self, by: str) -> None:
+        """Name someone else as who does the stages from now on (the instance publishing a runner's work)."""
+        self.by = by
+        self.stage = _stage_logger(self.video_id, self.attempt, by)
 
     # ----- lease -----
 
@@ -192,17 +234,7 @@ class VideoRun:
 
     def download(self, workdir: Path) -> Path:
         with self.stage("download") as st:
-            info = self.store.stat(self.video.original_key)
-            if info is None:
-                raise MediaError(f"the original {self.video.original_file_name!r} is not in the store")
-            if info.size > self.config.upload.max_size:
-                raise MediaError(f"the original is {info.size} bytes, over the {self.config.upload.max_size} "
-                                 f"byte limit")
-            if info.size != self.video.original_file_size or (
-                    self.video.original_etag and info.etag != self.video.original_etag):
-                # the upload URL outlives the upload: refuse bytes swapped in after they were checked
-                raise MediaError(f"the original was replaced after its upload was accepted (now {info.size} bytes, "
-                                 f"{self.video.original_file_size} were declared and checked); upload the video again")
+            info = checked_original(self.config, self.store, self.video)
             suffix = Path(self.video.original_file_name).suffix[:10]
             src = workdir / f"original{suffix}"
             self.store.download(self.video.original_key, str(src))
@@ -220,7 +252,7 @@ class VideoRun:
             st.message = (f"{info.width}x{info.height}, {info.duration:.2f} s, "
                           f"audio {_audio_summary(info)}")
             videos.set_original_info(self.video_id, self.token, duration=info.duration, kind=info.kind)
-            self.subtitles = captions.original_tracks(src, info)  # text subtitle streams become caption tracks
+            self.subtitles = original_tracks(src, info)  # text subtitle streams become caption tracks
             chapters.set_container_chapters(self.video_id, _container_chapters(src, info))  # before playable
         return info
 
@@ -232,7 +264,12 @@ class VideoRun:
 
     def transcode(self, src: Path, outdir: Path, uploader: Uploader):
         from streamforge.pipeline import PipelineOptions, run_pipeline
+        from streamforge.pipeline.chunks import plan_chunks
         opts = dataclasses.replace(PipelineOptions.from_config(self.config.pipeline), live=self.live)
+        info = self.info
+        plans = plan_chunks(info, opts, self.config.pipeline.chunk_seconds) if info is not None else []
+        if plans:  # a long video: chunks that several workers and runners encode at once
+            return self.transcode_chunked(src, info, outdir, uploader, plans)
         master_seen = threading.Event()
 
         def on_file(kind: str, relpath: str) -> None:
@@ -255,6 +292,16 @@ class VideoRun:
             st.message = "; ".join([f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
                                     + (" (copied)" if getattr(r, "copied", False) else "")
                                     for r in result.renditions] + list(getattr(result, "notes", [])))
+            th.message = f"{len(result.thumbnails)} thumbnail files"
+        return result
+
+    def transcode_chunked(self, src: Path, info, outdir: Path, uploader: Uploader, plans: list):
+        from streamforge.jobs import chunkwork, tasks
+        outdir.mkdir(parents=True, exist_ok=True)
+        with self.stage("transcode") as st, self.stage("thumbnails") as th:
+            result = chunkwork.coordinate(self, src, info, outdir, uploader, plans, tasks.enqueue_chunk)
+            st.message = "; ".join([f"{r.name} {r.codec} {r.width}x{r.height} {r.segment_count} segments"
+                                    for r in result.renditions] + list(result.notes))
             th.message = f"{len(result.thumbnails)} thumbnail files"
         return result
 
@@ -325,11 +372,12 @@ class VideoRun:
         uploader = self.uploader = Uploader(self.store, workdir / "out", self.prefix)
         try:
             src = self.download(workdir)
-            self.probe(src)
+            self.info = self.probe(src)
             result = self.transcode(src, workdir / "out", uploader)
             total = self.upload(workdir / "out", result, uploader)
             self.record(result, total)
             captions.after_run(self.store, self.video_id, self.caption_versions)
+            chunk_rows.delete_run(self.video_id, self.token)
             chapters.publish(self.store, videos.get_video_by_id(self.video_id))  # a description edited meanwhile
             try:
                 self.remove_stale_outputs()

@@ -17,7 +17,7 @@ from huey.storage import MemoryStorage, RedisStorage, SqliteStorage
 from peewee import InterfaceError, OperationalError
 
 from streamforge.config import Config
-from streamforge.jobs import captioning, heartbeats, notify
+from streamforge.jobs import captioning, downloads, heartbeats, notify
 from streamforge.jobs.processing import run_video
 from streamforge.store import captions, videos
 from streamforge.store.db import private_file
@@ -155,3 +155,25 @@ def deliver_webhook(url: str, body: str, attempt: int) -> bool:
     if attempt < cfg.notify.max_attempts:
         deliver_webhook.schedule((url, body, attempt + 1), delay=notify.backoff(attempt))
     return False
+
+
+@huey.task()
+def make_download(video_id: str, rendition: str) -> str:
+    """Make a rendition's progressive MP4 (GET /api/videos/{id}/download answers 202 until it exists)."""
+    return downloads.make_download(config(), video_id, rendition)
+
+
+@huey.task()
+def process_chunk(chunk_id: str) -> str:
+    """Encode one chunk of a chunked run, unless another worker or a runner has it already."""
+    from streamforge.jobs import chunkwork
+    with heartbeats.running():
+        return chunkwork.run_chunk_task(config(), chunk_id, f"worker {heartbeats.worker_name()}")
+
+
+def enqueue_chunk(chunk_id: str) -> None:
+    """Put a chunk's task on the queue (for the local workers; runners claim chunks over HTTP)."""
+    try:
+        process_chunk(chunk_id)
+    except (OperationalError, InterfaceError) as e:  # the run encodes a chunk nobody took itself
+        log.warning("could not enqueue chunk %s: %s", chunk_id, e)

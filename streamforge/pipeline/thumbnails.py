@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from streamforge.captiontext import vtt_time
 from streamforge.pipeline.ladder import fit_box
 
 COVER, PREVIEW, TIMELINE = "COVER", "PREVIEW", "TIMELINE"
@@ -44,15 +45,6 @@ def encode_jpeg(frame: av.VideoFrame, quality: int = 3) -> bytes:
     ctx.qscale = True
     ctx.qmin = ctx.qmax = quality
     return b"".join(bytes(p) for p in ctx.encode(frame) + ctx.encode(None))
-
-
-def vtt_time(seconds: float) -> str:
-    """WebVTT timestamp HH:MM:SS.mmm."""
-    ms = round(seconds * 1000)
-    h, rest = divmod(ms, 3600_000)
-    m, rest = divmod(rest, 60_000)
-    s, ms = divmod(rest, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
 class Thumbnailer:

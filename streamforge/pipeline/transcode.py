@@ -513,14 +513,15 @@ def _audio_encoder(plan: AudioPlan, opts: PipelineOptions, timeline: Timeline, t
 
 
 def _feed(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
-          report: _Progress) -> int:
-    """Start the threads, decode into them, wait for them; raise the first failure. Returns output frames."""
+          report: _Progress, decode: Callable[..., int] | None = None) -> int:
+    """Start the threads, decode into them (with `decode`, a chunk's decoder, else the whole file), wait for
+    them; raise the first failure. Returns output frames."""
     for worker in run.workers:
         worker.start()
     decoded = False
     frames = 0
     try:
-        frames = _decode(src, info, timeline, opts, run, report)
+        frames = (decode or _decode)(src, info, timeline, opts, run, report)
         decoded = True
     except Aborted:
         pass  # a worker failed: its error is raised below

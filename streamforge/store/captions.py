@@ -15,8 +15,8 @@ from pathlib import Path
 
 from peewee import IntegrityError
 
-from streamforge.errors import MediaError, StorageError
-from streamforge.pipeline import captions as vtt
+from streamforge import captiontext as vtt
+from streamforge.errors import StorageError
 from streamforge.store.db import (
     Caption,
     ProcessingLog,
@@ -84,7 +84,7 @@ def save_auto_track(video_id: str, language: str, content: str) -> Caption | Non
     existing = Caption.get_or_none(Caption.video == video_id, Caption.language == language)
     if existing is not None and existing.source != AUTO:
         return None
-    from streamforge.pipeline.languages import language_name
+    from streamforge.languages import language_name
     return save_track(video_id, language, f"{language_name(language) or language} (auto)", content, source=AUTO)
 
 
@@ -190,17 +190,6 @@ def republish_if_changed(store, video_id: str, versions: list[str]) -> None:
         video = Video.get_or_none(Video.id == video_id)
         if video is not None:
             publish(store, video)
-
-
-def original_tracks(src: Path, info) -> list[vtt.SubtitleTrack]:
-    """The upload's text subtitle streams (`info` is its probe); [] when it has none or they cannot be read."""
-    if not getattr(info, "subtitle_streams", ()):
-        return []
-    try:
-        return vtt.extract_subtitles(src, start=info.start_time if info.kind == "video" else 0.0)
-    except MediaError as e:  # subtitles never fail a video
-        log.warning("the subtitle streams of %s could not be read: %s", src.name, e)
-        return []
 
 
 def for_run(video_id: str, outdir: Path, result, tracks: list[vtt.SubtitleTrack]) -> tuple[list[str], list[str]]:

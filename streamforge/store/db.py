@@ -357,6 +357,60 @@ class Counter(BaseModel):
         table_name = "counters"
 
 
+class Runner(BaseModel):
+    """A remote runner (`streamforge runner`): its name and the hash of its token; it processes videos over HTTP."""
+
+    id = CharField(primary_key=True, max_length=32, default=new_id)
+    name = CharField(max_length=200)
+    token_hash = CharField(max_length=64, unique=True)
+    created_at = DateTimeField(default=utcnow)
+    last_seen_at = DateTimeField(null=True)
+    revoked_at = DateTimeField(null=True)
+    done = IntegerField(default=0)
+    failed = IntegerField(default=0)
+
+    class Meta:
+        table_name = "runners"
+
+
+class RunnerJob(BaseModel):
+    """A piece of work a runner holds now: a video's run, by the run's lease token (the row goes when it ends)."""
+
+    id = CharField(primary_key=True, max_length=80)  # the job id the runner uses: the video's id
+    runner = ForeignKeyField(Runner, backref="jobs", on_delete="CASCADE", index=True)
+    video = ForeignKeyField(Video, backref="runner_jobs", on_delete="CASCADE", index=True)
+    token = CharField(max_length=32)  # the run's lease token, or the chunk's
+    kind = CharField(max_length=16, default="run")  # "run" or "chunk"
+    started_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "runner_jobs"
+
+
+class Chunk(BaseModel):
+    """One chunk of a chunked run: output frames [start_frame, end_frame), encoded by any worker or runner."""
+
+    id = CharField(primary_key=True, max_length=80)  # "{video id}.{run token}.{index}"
+    video = ForeignKeyField(Video, backref="chunks", on_delete="CASCADE", index=True)
+    run_token = CharField(max_length=32)  # the run the chunk belongs to
+    index = IntegerField()
+    count = IntegerField()  # chunks in the run
+    start_frame = IntegerField()
+    end_frame = IntegerField(null=True)  # None: to the end
+    first_segment = IntegerField()
+    prefix = CharField(max_length=400)  # where the run writes its output
+    state = CharField(max_length=16, default="waiting")  # waiting, running, done
+    lease = CharField(max_length=32, null=True)  # the holder's token
+    holder = CharField(max_length=200, null=True)  # "worker host:pid" or "runner NAME"
+    heartbeat_at = DateTimeField(null=True)
+    attempts = IntegerField(default=0)
+    result = TextField(null=True)  # JSON: what the chunk wrote (pipeline/chunks.py encode_chunk)
+    updated_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "chunks"
+
+
 class UserSession(BaseModel):
     """A browser session held on the server (migration 8): the cookie names it, deleting the row ends it."""
 
@@ -471,6 +525,7 @@ class SchemaVersion(BaseModel):
 MODELS = (User, ApiToken, Video, Rendition, Thumbnail, ProcessingLog, ViewSession, FrameThumbnail, Invite, Worker,
           Caption, DownloadFile, Counter, UserSession, SignInTicket, SignInFailure, Passkey,
           WatchHistory, Playlist, PlaylistItem)
+MODELS += (Runner, RunnerJob, Chunk)  # issue 24: remote runners and chunked runs
 
 
 def _migration_1(database) -> None:
@@ -579,6 +634,11 @@ def _migration_16(database) -> None:
         run(migrator.add_column("videos", "audio_tracks", Video.audio_tracks))
 
 
+def _migration_14(database) -> None:
+    """Issue 24: runners (remote runners and their tokens), runner_jobs (the work each holds), chunks."""
+    database.create_tables([Runner, RunnerJob, Chunk], safe=True)
+
+
 def _migration_12(database) -> None:
     """Speech and chapters: videos.transcript (in the full-text index) and videos.container_chapters."""
     from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
@@ -605,7 +665,7 @@ def _migration_13(database) -> None:
 # add_column only when the column is missing), like _migration_2.
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
               _migration_8, _slot_not_landed, _migration_10, _slot_not_landed, _migration_12,
-              _migration_13, _slot_not_landed, _slot_not_landed, _migration_16]
+              _migration_13, _migration_14, _slot_not_landed, _migration_16]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

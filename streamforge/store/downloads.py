@@ -1,23 +1,20 @@
-"""Downloads: a rendition as a progressive MP4, made on first request and kept beside the HLS output.
+"""Downloads: a rendition as a progressive MP4, made once by a worker and kept beside the HLS output.
 
-The first request for a file inserts its `download_files` row ("making") and remuxes; a request that
-finds the row waits for it to turn "ready" instead of making the file again (in any process, on any
-host: the row is the lock). A maker that died leaves a row that goes stale and is taken over.
+A request that finds no file inserts its `download_files` row ("making") and has the worker side make
+it (streamforge/jobs/downloads.py: fetch the HLS track from here, remux, put it back here); requests
+that find the row wait or answer 202 until it turns "ready" (in any process, on any host: the row is
+the lock). A maker that died leaves a row that goes stale and is claimed again.
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import posixpath
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from peewee import IntegrityError
 
 from streamforge.errors import NotFound, StorageError
-from streamforge.pipeline.remux import join_track, remux_mp4
 from streamforge.store import videos
 from streamforge.store.db import DownloadFile, Video, utcnow
 
@@ -25,7 +22,6 @@ log = logging.getLogger("streamforge.downloads")
 
 MAKING, READY = "making", "ready"
 STALE_AFTER = datetime.timedelta(minutes=10)
-WAIT_SECONDS = 300
 
 
 def key_for(video: Video, rendition: str) -> str:
@@ -33,25 +29,55 @@ def key_for(video: Video, rendition: str) -> str:
     return f"{video.s3_processed_path.rstrip('/')}/downloads/{rendition}.mp4"
 
 
-def ensure_mp4(store, video: Video, rendition: str, temp_dir: str | None = None) -> str:
-    """The key of `rendition`'s progressive MP4, making it first when no one has; NotFound for no such rendition."""
+def rendition_of(video: Video, rendition: str):
+    """The rendition row named `rendition`; NotFound for no such rendition."""
     row = next((r for r in videos.renditions_of(video) if r.name == rendition), None)
     if row is None:
         raise NotFound(f"this video has no rendition named {rendition!r}; use one of its renditions' names or original")
+    return row
+
+
+def request(store, video: Video, rendition: str) -> tuple[str, str]:
+    """(state, key) of `rendition`'s MP4: READY (it exists), MAKING (someone makes it) or "mine" (the caller
+    must have it made: its row is claimed); NotFound for no such rendition."""
+    rendition_of(video, rendition)
     key = key_for(video, rendition)
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
+    for _ in range(3):
         state = _claim(video.id, key)
-        if state == READY and store.exists(key):
-            return key
-        if state == READY:  # the row outlived its object (a cleanup): make it again
+        if state == READY and not store.exists(key):  # the row outlived its object (a cleanup): make it again
             DownloadFile.delete().where(DownloadFile.key == key).execute()
             continue
-        if state == "mine":
-            return _make(store, video, row, key, temp_dir)
-        if time.monotonic() > deadline:
-            raise StorageError("the download is still being prepared; try again in a minute")
-        time.sleep(0.25)
+        return state, key
+    return MAKING, key
+
+
+def state_of(key: str) -> str | None:
+    """The row's state for `key`, None when it has none (a failed maker removed it)."""
+    row = DownloadFile.get_or_none(DownloadFile.key == key)
+    return row.state if row else None
+
+
+def claim_for_job(video_id: str, key: str) -> bool:
+    """A download job takes the row over (true unless the file is ready or the video gone)."""
+    n = DownloadFile.update(state=MAKING, started_at=utcnow()).where(
+        DownloadFile.key == key, DownloadFile.state == MAKING).execute()
+    if n:
+        return True
+    try:
+        DownloadFile.create(key=key, video=video_id, state=MAKING, started_at=utcnow())
+        return True
+    except IntegrityError:
+        return False
+
+
+def mark_ready(key: str, size: int) -> None:
+    """The file is in the store."""
+    DownloadFile.update(state=READY, size=size).where(DownloadFile.key == key).execute()
+
+
+def forget(key: str) -> None:
+    """Making the file failed: drop its row, so the next request tries again."""
+    DownloadFile.delete().where(DownloadFile.key == key).execute()
 
 
 def _claim(video_id: str, key: str) -> str:
@@ -72,27 +98,8 @@ def _claim(video_id: str, key: str) -> str:
     return found.state
 
 
-def _make(store, video: Video, rendition, key: str, temp_dir: str | None) -> str:
-    work = Path(tempfile.mkdtemp(prefix=f"sf-download-{video.id}-", dir=temp_dir or None))
-    try:
-        prefix = video.s3_processed_path.rstrip("/")
-        tracks = [_fetch_track(store, rendition.s3_key, work / "video")]
-        audio_playlist = f"{prefix}/audio/index.m3u8"
-        if rendition.s3_key != audio_playlist and store.exists(audio_playlist):
-            tracks.append(_fetch_track(store, audio_playlist, work / "audio"))
-        out = remux_mp4(tracks, work / "download.mp4")
-        store.upload_file(key, str(out), content_type="video/mp4", cache_control="private, max-age=31536000")
-        DownloadFile.update(state=READY, size=out.stat().st_size).where(DownloadFile.key == key).execute()
-        return key
-    except BaseException:
-        DownloadFile.delete().where(DownloadFile.key == key).execute()  # the next request tries again
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _fetch_track(store, playlist_key: str, folder: Path) -> Path:
-    """Download one HLS track (init + segments of its media playlist) and join it into one fMP4 file."""
+def fetch_track(store, playlist_key: str, folder: Path) -> list[Path]:
+    """Download one HLS track (init + segments of its media playlist) into `folder`; returns their paths."""
     base = posixpath.dirname(playlist_key)
     text = store.get_bytes(playlist_key).decode("utf-8")
     init, segments = None, []
@@ -111,7 +118,7 @@ def _fetch_track(store, playlist_key: str, folder: Path) -> Path:
             raise StorageError(f"{playlist_key} names a file outside its folder: {name!r}")
         store.download(f"{base}/{name}", folder / name)
         local.append(folder / name)
-    return join_track(local[0], local[1:], folder.with_suffix(".mp4"))
+    return local
 
 
 def download_name(video: Video, rendition: str) -> str:

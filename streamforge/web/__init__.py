@@ -96,6 +96,8 @@ def _register_blueprints(app: Flask) -> None:
     from streamforge.web import admin, api, auth, hooks, media_api, pages, play, share, viewing
     for area in (auth, admin, api, hooks, pages, play, share, viewing, media_api):
         area.init_app(app)
+    from streamforge.web import runners_api  # issue 24: remote runners
+    runners_api.init_app(app)
     from streamforge.web import metrics, openapi
     metrics.init_app(app)
     openapi.init_app(app)

@@ -119,8 +119,10 @@ def get_stats():
 @role_required(users.ADMIN)
 def page():
     """The admin's page: users, invites and stats."""
+    from streamforge.web.runners_api import runners_json
     return render_template("admin.html", users=all_users_json(), stats=collect_stats(), roles=users.ROLES,
-                           invites=users.list_invites(), default_role=cfg().auth.default_role, human_size=human_size)
+                           invites=users.list_invites(), default_role=cfg().auth.default_role, human_size=human_size,
+                           runners=runners_json())
 
 
 def init_app(app) -> None:

@@ -1,18 +1,22 @@
 """Captions and downloads of a video (API.md, "Captions, downloads and audio").
 
 Captions are changed by the video's owner and read by whoever may watch it. A download is a 302 to
-a signed store URL that lives a few minutes: a rendition's progressive MP4 (made on first request,
-see store/downloads.py) or the original file; `[playback] downloads` says who may have one.
+a signed store URL that lives a few minutes: a rendition's progressive MP4 (made by a worker on first
+request, see jobs/downloads.py: 202 with Retry-After until it exists) or the original file; `[playback] downloads` says who may have one.
 """
 from __future__ import annotations
 
-from flask import Blueprint, redirect, request
+import datetime
+import time
+
+from flask import Blueprint, jsonify, make_response, redirect, render_template, request
 from flask_login import current_user, login_required
 
-from streamforge.errors import Conflict, NotFound, ValidationError
-from streamforge.pipeline import captions as vtt
+from streamforge import captiontext as vtt
+from streamforge.errors import Conflict, NotFound, StorageError, ValidationError
+from streamforge.jobs import tasks
 from streamforge.store import captions, downloads, videos
-from streamforge.store.db import ProcessingStatus
+from streamforge.store.db import ProcessingStatus, utcnow
 from streamforge.web.common import caption_json, captions_json, cfg, error, handle_errors, store
 from streamforge.web.viewing import watchable
 
@@ -21,6 +25,8 @@ MAX_CAPTION_BYTES = 1024 * 1024
 # the JSON around 1 MiB of caption text, escaped (\u00e9 is six bytes for one character)
 MAX_CAPTION_BODY = 7 * MAX_CAPTION_BYTES
 DOWNLOAD_URL_TTL = 300
+PREPARING_WAIT = 5.0  # seconds a request waits for a small file before answering 202
+PREPARING_RETRY_AFTER = 3
 
 
 def _is_owner(video) -> bool:
@@ -116,11 +122,54 @@ def download(video_id: str):
     else:
         if video.status != ProcessingStatus.COMPLETED:
             return error(409, "not_ready", f"the video is {video.status}; renditions download once it is COMPLETED")
-        key = downloads.ensure_mp4(store(), video, rendition, cfg().pipeline.temp_dir or None)
+        key = _prepared_mp4(video, rendition)
+        if key is None and cfg().queue.workers == 0 and not _a_worker_is_alive():
+            return error(503, "no_worker", "renditions are made into MP4 downloads by a worker, and this server "
+                                           "runs none ([queue] workers = 0) and none has reported in the last "
+                                           "minute; start `streamforge worker` or download the original")
+        if key is None:
+            resp = _preparing(video, rendition)
+            resp.headers["Retry-After"] = str(PREPARING_RETRY_AFTER)
+            resp.headers["Cache-Control"] = "no-store"
+            return resp
     url = store().presigned_get(key, DOWNLOAD_URL_TTL, download_name=downloads.download_name(video, rendition))
     resp = redirect(url, code=302)
     resp.headers["Cache-Control"] = "no-store"
     return resp
+
+
+def _prepared_mp4(video, rendition: str) -> str | None:
+    """The key of the rendition's MP4 once a worker has made it; None while it is being made (the first
+    request to find none has a job make it, then every request waits for it a few seconds)."""
+    state, key = downloads.request(store(), video, rendition)
+    if state == "mine":
+        tasks.make_download(video.id, rendition)
+    deadline = time.monotonic() + PREPARING_WAIT
+    while state != downloads.READY and time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = downloads.state_of(key)
+        if state is None:  # the job failed and dropped the row: the next request claims it again
+            raise StorageError("the download could not be prepared; try again")
+    return key if state == downloads.READY else None
+
+
+def _preparing(video, rendition: str):
+    """202 while a worker makes the MP4: {"status": "preparing"}, or for a browser's link a page that asks again."""
+    wants_page = request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+    if wants_page:
+        resp = make_response(render_template("preparing.html", title=video.title, rendition=rendition,
+                                             retry_after=PREPARING_RETRY_AFTER), 202)
+    else:
+        resp = jsonify({"status": "preparing"})
+        resp.status_code = 202
+    return resp
+
+
+def _a_worker_is_alive() -> bool:
+    """True when a worker process (any host) has beaten in the last minute."""
+    from streamforge.store import workers
+    recent = utcnow() - datetime.timedelta(seconds=60)
+    return any(w.last_seen_at >= recent for w in workers.list_workers())
 
 
 def may_download(owner: bool) -> bool:

@@ -74,3 +74,17 @@ inviteForm?.addEventListener('submit', async (event) => {
     show(box, err.message)
   }
 })
+
+// Runners: revoking one stops it at once and hands its running work back to the queue
+document.getElementById('runners')?.addEventListener('click', async (event) => {
+  const button = event.target.closest('button[data-action=revoke-runner]')
+  if (!button) return
+  if (!window.confirm('Revoke this runner? Its running work goes back to the queue.')) return
+  try {
+    await api('DELETE', `/api/admin/runners/${button.dataset.runnerId}`)
+    button.closest('tr').remove()
+    toast('Runner revoked')
+  } catch (err) {
+    toast(err.message)
+  }
+})

@@ -1,0 +1,419 @@
+"""Chunked encoding: one long video cut on segment boundaries into chunks that several machines encode at once.
+
+A chunk is a range of output frames [start, end) whose start is a segment boundary of the whole video's
+timeline. Its encoder sees exactly the output frames an unchunked run would give those frame numbers
+(the same constant-rate clock, fed from a keyframe before the chunk), encodes every rung of them as a
+video of its own (so a chunk starts with an IDR frame, as an unchunked run's segment does), and its
+fragments are then moved onto the whole video's clock: tfdt and the fragment sequence numbers are
+shifted by what comes before the chunk, and the segment files take the whole video's numbers. Joined,
+the chunks are the unchunked ladder's segments: the same frames, continuous timestamps, one init
+segment per rung (checked: every chunk's must be byte for byte the first chunk's).
+
+The audio is never chunked: one pass over the whole file encodes it (and takes the thumbnails), and
+`finish_chunked` writes the playlists and master once every chunk is in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import struct
+import threading
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+
+from streamforge.errors import MediaError
+from streamforge.pipeline import hls
+from streamforge.pipeline.aac import AudioAligner, audio_bits, plan_audio
+from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec, plan_ladder
+from streamforge.pipeline.probe import ProbeResult, open_input
+from streamforge.pipeline.segments import Timeline, plan_timeline
+from streamforge.pipeline.thumbnails import Thumbnailer
+from streamforge.pipeline.transcode import (
+    FileCallback,
+    PipelineResult,
+    RenditionOutput,
+    _audio_encoder,
+    _encoder_threads,
+    _feed,
+    _FrameClock,
+    _nice_steps,
+    _Prefilter,
+    _Progress,
+    _Run,
+    _RungEncoder,
+    _Shrinker,
+    audio_outputs,
+)
+
+SEEK_BACK = 2.0  # seconds before a chunk's start where its decoding begins (then from the keyframe before)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """One chunk: output frames [start, end) (end None: to the end), and the segments before it."""
+
+    index: int
+    start: int
+    end: int | None
+    first_segment: int
+
+    def seconds(self, rate: Fraction) -> tuple[float, float | None]:
+        """(start, end) in seconds."""
+        return float(self.start / rate), (float(self.end / rate) if self.end is not None else None)
+
+
+def chunk_options(opts: PipelineOptions) -> PipelineOptions:
+    """The options every part of a chunked run uses: no short first segment, no passthrough copy."""
+    return dataclasses.replace(opts, live=False, passthrough=False)
+
+
+def whole_timeline(info: ProbeResult, opts: PipelineOptions) -> tuple[list[RenditionSpec], Timeline]:
+    """The ladder and the whole video's segment timeline, as every chunk computes them."""
+    opts = chunk_options(opts)
+    rungs = plan_ladder(info, opts)
+    return rungs, plan_timeline(rungs[0].frame_rate, opts, info.duration)
+
+
+def plan_chunks(info: ProbeResult, opts: PipelineOptions, chunk_seconds: float) -> list[ChunkPlan]:
+    """Chunks of about `chunk_seconds` on segment boundaries; [] when the video is not longer than two of
+    them, `chunk_seconds` is 0, or the input cannot be cut (interlaced: its deinterlacer needs neighbours)."""
+    if chunk_seconds <= 0 or info.kind != "video" or info.duration <= 2 * chunk_seconds or info.interlaced:
+        return []
+    _, timeline = whole_timeline(info, opts)
+    per_chunk = max(1, round(chunk_seconds / float(timeline.gop / timeline.rate))) * timeline.gop
+    total = round(info.duration * timeline.rate)
+    starts = list(range(0, total - per_chunk // 2, per_chunk))  # a short tail joins the last chunk
+    if len(starts) < 2:
+        return []
+    return [ChunkPlan(index=i, start=s, end=starts[i + 1] if i + 1 < len(starts) else None,
+                      first_segment=s // timeline.gop) for i, s in enumerate(starts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One chunk
+
+
+class _ChunkClock(_FrameClock):
+    """The run's frame clock, emitting only output frames [start, end), renumbered from 0."""
+
+    def __init__(self, *args, start: int, end: int | None):
+        super().__init__(*args)
+        self.start, self.end = start, end
+        self.n = start
+
+    def emit_until(self, limit: float) -> None:
+        pending = self.pending
+        src_range = int(pending.color_range or 0) or None
+        while (self.n + 0.5) * self.frame_duration < limit and (self.end is None or self.n < self.end):
+            for encoder in self.run.encoders:
+                encoder.put((pending, self.n - self.start, src_range))
+            self.n += 1
+        if self.end is not None and self.n >= self.end:
+            raise _ChunkDone()
+        self.report(0.97 * min(1.0, (self.n - self.start) / max(1, (self.end or self.expected) - self.start)),
+                    "transcode")
+
+
+class _ChunkDone(Exception):
+    """Every frame of the chunk went to the encoders: stop decoding."""
+
+
+def _decode_chunk(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOptions, run: _Run,
+                  report: _Progress, chunk: ChunkPlan) -> int:
+    clock = _ChunkClock(info, timeline, opts, run, report, start=chunk.start, end=chunk.end)
+    prefilter, shrink = _Prefilter(info), _Shrinker(info, run.encoders)
+    with open_input(src) as container:
+        video = container.streams[info.video_stream_index]
+        video.thread_type = "AUTO"
+        begin = chunk.start / timeline.rate - SEEK_BACK
+        if chunk.start > 0 and begin > 0:
+            container.seek(int((begin + info.start_time) / video.time_base), stream=video, backward=True,
+                           any_frame=False)
+        try:
+            for frame in container.decode(video):
+                for filtered in prefilter.push(frame) if prefilter.active else (frame,):
+                    t = (filtered.time or 0.0) - info.start_time
+                    if chunk.start > 0 and clock.pending is None and t > (chunk.start + 0.5) / timeline.rate:
+                        raise MediaError("the chunk's first picture could not be found: its keyframe is too far back")
+                    clock.take(shrink(filtered))
+            if prefilter.active:
+                for filtered in prefilter.push(None):
+                    clock.take(shrink(filtered))
+            clock.finish(src)
+        except _ChunkDone:
+            pass
+    for encoder in run.encoders:
+        encoder.finish_input()
+    return clock.n - chunk.start
+
+
+def encode_chunk(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions, chunk: ChunkPlan,
+                 progress=None, on_file: FileCallback | None = None) -> dict:
+    """Encode every rung of one chunk under `outdir` (segment files named as in the whole video); returns
+    what `finish_chunked` needs, as JSON: {"frames", "rungs": [{"name", "init", "init_sha256", "codecs",
+    "segments": [{"index", "filename", "duration", "size", "iframe_size"}]}]}."""
+    src, outdir = Path(src), Path(outdir)
+    rungs, timeline = whole_timeline(info, opts)
+    report = _Progress(progress)
+    emit = on_file or (lambda kind, relpath: None)
+    local = _local_timeline(timeline, chunk)
+    publisher = hls.Publisher(outdir, False, lambda kind, relpath: None)
+    abort = threading.Event()
+    target = max(1, round(timeline.gop / timeline.rate))
+    encoders = []
+    for spec in rungs:
+        track = hls.TrackOutput(name=spec.name, kind="video", target_duration=target,
+                                frame_duration=timeline.frame_duration, init=f"init_c{chunk.index:04d}.mp4")
+        encoders.append(_RungEncoder(spec, chunk_options(opts), local, _encoder_threads(spec, rungs), track, outdir,
+                                     publisher, abort, nice=_nice_steps(spec, rungs)))
+    thumbs = _NoThumbnails()
+    run = _Run(rungs=rungs, video=encoders, audio={}, thumbnailer=thumbs, abort=abort)
+    frames = _feed(src, info, local, opts, run, report,
+                   decode=lambda *a: _decode_chunk(src, info, timeline, opts, run, report, chunk))
+    out = {"index": chunk.index, "frames": frames, "rate": [timeline.rate.numerator, timeline.rate.denominator],
+           "gop": timeline.gop, "rungs": []}
+    for spec, encoder in zip(rungs, encoders):
+        rung = _shift_rung(outdir, encoder.track, timeline, chunk, emit)
+        rung.update(codec=spec.codec, width=spec.width, height=spec.height, bitrate=spec.bitrate_text,
+                    planned_peak=max(spec.maxrate, int(spec.bitrate * 1.5)))
+        out["rungs"].append(rung)
+    report(1.0, "done", force=True)
+    return out
+
+
+def _local_timeline(timeline: Timeline, chunk: ChunkPlan) -> Timeline:
+    """The whole timeline seen from the chunk's first frame (its boundaries fall on the same pictures)."""
+    return dataclasses.replace(timeline, first=timeline.gop, skip_after=timeline.skip_after - chunk.start,
+                               skip_until=timeline.skip_until - chunk.start)
+
+
+class _NoThumbnails:
+    def offer(self, *args) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _shift_rung(outdir: Path, track: hls.TrackOutput, timeline: Timeline, chunk: ChunkPlan, emit) -> dict:
+    """Move the rung's segments onto the whole video's clock and numbering; announce them."""
+    folder = outdir / track.name
+    init = (folder / track.init).read_bytes()
+    info = hls.parse_init(init)
+    ticks = Fraction(info.timescale) * chunk.start / timeline.rate
+    if ticks.denominator != 1:
+        raise MediaError(f"{track.name}: the chunk's start is not a whole number of ticks")
+    segments = []
+    # from the last: a segment's new number is higher than its own, so it never lands on one not yet moved
+    for seg in reversed(track.segments):
+        index = seg.index + chunk.first_segment
+        name = f"seg_{index:05d}.m4s"
+        data = _shift_fragments((folder / seg.filename).read_bytes(), int(ticks), chunk.first_segment)
+        (folder / seg.filename).unlink()
+        (folder / name).write_bytes(data)
+        segments.insert(0, {"index": index, "filename": name, "duration": seg.duration, "size": len(data),
+                            "iframe_size": seg.iframe_size})
+    emit("segment", f"{track.name}/{track.init}")
+    for seg in segments:
+        emit("segment", f"{track.name}/{seg['filename']}")
+    return {"name": track.name, "init": track.init, "init_sha256": hashlib.sha256(init).hexdigest(),
+            "codecs": track.codecs, "segments": segments}
+
+
+def _shift_fragments(data: bytes, ticks: int, fragments_before: int) -> bytes:
+    """The segment's moof boxes with tfdt + `ticks` and mfhd sequence numbers + `fragments_before`."""
+    out = bytearray(data)
+    for kind, offset, size, header in hls.iter_boxes(data):
+        if kind != "moof":
+            continue
+        for sub, sub_off, sub_size, sub_header in hls.iter_boxes(data, offset + header, offset + size):
+            body = sub_off + sub_header
+            if sub == "mfhd":
+                seq = struct.unpack_from(">I", data, body + 4)[0]
+                struct.pack_into(">I", out, body + 4, seq + fragments_before)
+            elif sub == "traf":
+                for leaf, leaf_off, _leaf_size, leaf_header in hls.iter_boxes(data, body, sub_off + sub_size):
+                    if leaf != "tfdt":
+                        continue
+                    pos = leaf_off + leaf_header
+                    if data[pos] == 1:
+                        struct.pack_into(">Q", out, pos + 4, struct.unpack_from(">Q", data, pos + 4)[0] + ticks)
+                    else:
+                        value = struct.unpack_from(">I", data, pos + 4)[0] + ticks
+                        if value >= 2 ** 32:
+                            raise MediaError("a chunk's timestamps overflow its 32-bit tfdt")
+                        struct.pack_into(">I", out, pos + 4, value)
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The audio and the thumbnails, whole
+
+
+def encode_audio(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
+                 on_file: FileCallback | None = None) -> dict:
+    """Every audio track of the whole file (never chunked: no click at a seam), reading only the audio
+    streams, so it takes seconds even for an hour. {"audio": [{"name", "language", "label", "default",
+    "codecs", "init", "segments"}, ...]} as JSON ([] for a silent video)."""
+    src, outdir = Path(src), Path(outdir)
+    plans = plan_audio(info)
+    if not plans:
+        return {"audio": []}
+    _, timeline = whole_timeline(info, opts)
+    publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
+    abort = threading.Event()
+    target = max(1, round(timeline.gop / timeline.rate))
+    fragment = max(0.1, float(min(Fraction(1, 2), Fraction(timeline.gop, 4) / timeline.rate)))
+    encoders = {plan.stream_index: _audio_encoder(plan, opts, timeline, target, outdir, publisher, fragment, abort)
+                for plan in plans}
+    aligners = {index: AudioAligner(info.start_time, encoder.put) for index, encoder in encoders.items()}
+    for encoder in encoders.values():
+        encoder.start()
+    fed = False
+    try:
+        _demux_audio(src, aligners)
+        for index, encoder in encoders.items():
+            aligners[index].push(None)
+            encoder.finish_input()
+        fed = True
+    finally:
+        if not fed:  # also for what a callback raised: stop the encoder threads first
+            abort.set()
+            for encoder in encoders.values():
+                encoder.stop()
+        for encoder in encoders.values():
+            encoder.join()
+    failed = next((e.error for e in encoders.values() if e.error is not None), None)
+    if failed is not None:
+        raise MediaError(f"the audio could not be encoded: {failed}")
+    for encoder in encoders.values():
+        if not encoder.track.segments:
+            publisher.drop_audio(encoder.track.name)
+    return {"audio": [{"name": a.track.name, "language": a.language, "label": a.name, "default": a.default,
+                       "codecs": a.track.codecs, "init": a.track.init,
+                       "segments": [dataclasses.asdict(x) for x in a.track.segments]} for a in publisher.audios]}
+
+
+def _demux_audio(src: Path, aligners: dict) -> None:
+    """Decode the audio streams alone into their aligners; broken sound never fails a video."""
+    with open_input(src) as container:
+        streams = [container.streams[index] for index in aligners]
+        try:
+            for packet in container.demux(streams):
+                try:
+                    for frame in packet.decode():
+                        aligners[packet.stream.index].push(frame)
+                except av.FFmpegError:
+                    continue
+        except av.FFmpegError:
+            pass
+
+
+def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
+                      progress=None, on_file: FileCallback | None = None) -> dict:
+    """The thumbnails (cover, previews, timeline sprites) of the whole file: {"thumbnails": [...]}, as JSON."""
+    src, outdir = Path(src), Path(outdir)
+    _, timeline = whole_timeline(info, opts)
+    publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
+    thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce)
+    run = _Run(rungs=[], video=[], audio={}, thumbnailer=thumbnailer, abort=threading.Event())
+    _feed(src, info, timeline, opts, run, _Progress(progress))
+    return {"thumbnails": [dataclasses.asdict(t) for t in thumbnailer.outputs]}
+
+
+def encode_audio_and_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
+                                progress=None, on_file: FileCallback | None = None) -> dict:
+    """Both whole passes: {"audio": ..., "thumbnails": [...]}."""
+    return {**encode_audio(src, outdir, info, opts, on_file),
+            **encode_thumbnails(src, outdir, info, opts, progress, on_file)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Finishing
+
+
+def finish_chunked(outdir: str | Path, chunks: list[dict], whole: dict, audio_bitrate: str,
+                   duration: float) -> PipelineResult:
+    """Write every rung's playlists and the master over the chunks' segments (in chunk order) and the whole
+    pass's audio; MediaError when a chunk is missing or its rungs do not join the first chunk's."""
+    outdir = Path(outdir)
+    chunks = sorted(chunks, key=lambda c: c["index"])
+    if not chunks or [c["index"] for c in chunks] != list(range(len(chunks))):
+        raise MediaError("a chunk is missing: the ladder cannot be finished")
+    publisher = _publisher(outdir, False, chunks, whole, audio_bitrate, lambda kind, relpath: None)
+    for track in publisher._tracks():
+        (outdir / track.name).mkdir(parents=True, exist_ok=True)
+    publisher.finish()
+    rate = Fraction(*chunks[0]["rate"])
+    audio_peak, audio_avg = hls.audio_bandwidth(publisher.audios, final=True)
+    renditions = []
+    for rung, v in zip(chunks[0]["rungs"], publisher.variants):
+        sizes = [s.size for s in v.track.segments]
+        renditions.append(RenditionOutput(
+            name=rung["name"], codec=rung["codec"], width=rung["width"], height=rung["height"], bitrate=rung["bitrate"],
+            bandwidth=v.track.peak_bandwidth() + audio_peak, average_bandwidth=v.track.average_bandwidth() + audio_avg,
+            codecs=v.track.codecs, playlist=v.track.playlist, segment_count=len(sizes),
+            segment_size=int(sum(sizes) / max(1, len(sizes))), frame_rate=float(rate),
+            iframe_playlist=v.track.iframe_playlist))
+    tracks = audio_outputs(publisher.audios, audio_bitrate)
+    thumbnails = [_thumbnail(t) for t in whole.get("thumbnails", [])]
+    files = [f"{t.name}/{t.init}" for t in publisher._tracks()]
+    files += [f"{t.name}/{s.filename}" for t in publisher._tracks() for s in t.segments] + [t.path for t in thumbnails]
+    files += [f for f in publisher.files if f != "master.m3u8"] + ["master.m3u8"]
+    notes = [f"chunked: {len(chunks)} chunks of about {math.ceil(chunks[0]['frames'] / rate)} s, joined into one "
+             f"track per rung"]
+    return PipelineResult(probe=SimpleNamespace(duration=duration), master="master.m3u8", renditions=renditions,
+                          audio=next((a for a in tracks if a.default), None), audio_tracks=tracks,
+                          thumbnails=thumbnails, files=list(dict.fromkeys(files)), notes=notes)
+
+
+def _publisher(outdir: Path, live: bool, chunks: list[dict], whole: dict, audio_bitrate: str, emit) -> hls.Publisher:
+    """A publisher over the chunks' video segments (each rung joined in chunk order) and the whole audio."""
+    publisher = hls.Publisher(outdir, live, emit)
+    rate = Fraction(*chunks[0]["rate"])
+    target = max(1, round(chunks[0]["gop"] / rate))
+    for i, first in enumerate(chunks[0]["rungs"]):
+        parts = [c["rungs"][i] for c in chunks]
+        if any(p["name"] != first["name"] or p["init_sha256"] != first["init_sha256"] for p in parts):
+            raise MediaError(f"{first['name']}: the chunks' init segments differ; they cannot be joined into one track")
+        track = hls.TrackOutput(name=first["name"], kind="video", target_duration=target,
+                                frame_duration=float(1 / rate), init=first["init"], codecs=first["codecs"])
+        if not live:
+            track.segments = [hls.Segment(**s) for p in parts for s in p["segments"]]
+        publisher.add_variant(hls.VariantInfo(track=track, width=first["width"], height=first["height"],
+                                              frame_rate=float(rate), planned_peak=first["planned_peak"]))
+    for a in whole.get("audio") or []:
+        track = hls.TrackOutput(name=a["name"], kind="audio", target_duration=target, init=a["init"],
+                                codecs=a["codecs"])
+        if not live:
+            track.segments = [hls.Segment(**s) for s in a["segments"]]
+        publisher.add_audio(hls.AudioRendition(track=track, planned_peak=int(audio_bits(audio_bitrate) * 1.2),
+                                               language=a["language"], name=a["label"], default=a["default"]))
+    return publisher
+
+
+def _thumbnail(values: dict):
+    from streamforge.pipeline.thumbnails import ThumbnailOutput
+    return ThumbnailOutput(**values)
+
+
+def first_chunk_master(outdir: str | Path, first: dict, whole: dict, audio_bitrate: str) -> list[str]:
+    """Playable early: EVENT playlists over the first chunk's segments and the audio, and the master; returns
+    the files written (playlists first, master last)."""
+    outdir = Path(outdir)
+    written: list[str] = []
+    publisher = _publisher(outdir, True, [first], whole, audio_bitrate, lambda kind, relpath: written.append(relpath))
+    feed = [(v.track, first["rungs"][i]["segments"]) for i, v in enumerate(publisher.variants)]
+    feed += [(a.track, w["segments"]) for a, w in zip(publisher.audios, whole.get("audio") or [])]
+    for track, segments in feed:
+        (outdir / track.name).mkdir(parents=True, exist_ok=True)
+        for s in segments:
+            track.segments.append(hls.Segment(**s))
+            publisher.on_segment(track, track.segments[-1])
+    files = [f for f in dict.fromkeys(written) if f != "master.m3u8" and not f.endswith(".m4s") and
+             not f.endswith(".mp4")]
+    return files + (["master.m3u8"] if "master.m3u8" in written else [])
