@@ -197,6 +197,8 @@ def stack_env(store, port: int, **extra: str) -> dict:
         "STREAMFORGE_WEBHOOK_TOKEN": store.webhook_token,
         "STREAMFORGE_SERVER_SECRET_KEY": "faults-" + secrets.token_hex(16),
         "STREAMFORGE_SERVER_BASE_URL": f"http://127.0.0.1:{port}", "STREAMFORGE_PIPELINE_HEIGHTS": "240",
+        # no transcription after each run: it would load the speech model into the worker being measured
+        "STREAMFORGE_CAPTIONS_AUTO": "false",
         "PYTHONPATH": str(ROOT)})
     env.update(extra)
     return env

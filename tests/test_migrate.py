@@ -27,7 +27,11 @@ VTT = "WEBVTT\n\n00:00.500 --> 00:02.000\nMoved along\n"
 
 
 def write_toml(path: Path, sections: dict) -> Path:
-    """A config file from {section: {key: value}} (strings, integers and lists: JSON is TOML for these)."""
+    """A config file from {section: {key: value}} (strings, integers and lists: JSON is TOML for these).
+
+    Auto captions are off unless a section says otherwise (test_speech covers them; here a transcription
+    would only add a task to every drained queue)."""
+    sections = {**sections, "captions": {"auto": False, **sections.get("captions", {})}}
     lines = []
     for section, keys in sections.items():
         lines.append(f"[{section}]")
