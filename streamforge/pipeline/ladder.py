@@ -25,8 +25,11 @@ QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
 # clip, which is what lets the crf defaults above sit 5 CRF higher, for about 1.5x veryfast's encoding
 # time; "fast" scored alike but its longer lookahead held a live run's first segment back by a second
 # (bench/README.md). abr keeps "veryfast" as it always had.
-DEFAULT_PRESETS = {"crf": {"h264": "faster"}, "abr": {}}
+DEFAULT_PRESETS = {"crf": {"h264": "veryfast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
+# crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys
+# is lower; 0 turns the per-title choice off
+DEFAULT_TARGET_QUALITY = 98.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class PipelineOptions:
     quality: dict = field(default_factory=dict, compare=False)
     # keep an H.264 upload's own pictures for the rung of its size (see pipeline/passthrough.py)
     passthrough: bool = True
+    # crf mode: the VMAF the top rungs aim at, each title's levels chosen by a probe encode
+    # (pipeline/pertitle.py); 0: the fixed levels above
+    target_quality: float = DEFAULT_TARGET_QUALITY
 
     @classmethod
     def from_config(cls, config) -> PipelineOptions:
@@ -65,7 +71,7 @@ class PipelineOptions:
         values = {}
         for name in ("preset", "segment_seconds", "max_duration", "max_width", "max_height", "max_streams",
                      "max_fps", "run_timeout", "live", "first_segment_seconds", "audio_bitrate",
-                     "preview_count", "rate_control", "passthrough"):
+                     "preview_count", "rate_control", "passthrough", "target_quality"):
             value = getattr(config, name, None)
             if value is not None:
                 values[name] = value
@@ -143,9 +149,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
         for name, w, h in sizes:
-            kbps = REFERENCE_KBPS[codec] * (w * h / REFERENCE_PIXELS) ** 0.75
-            kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
-            bitrate = int(round(max(kbps, 64) / 10) * 10) * 1000
+            bitrate = target_bitrate(codec, w, h, rate)
             name = name if codec == "h264" else f"{name}-{codec}"
             if opts.rate_control == "abr":
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
@@ -157,6 +161,13 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                                            maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
                                            crf=rung_quality(codec, box_height(w, h), opts)))
     return rungs
+
+
+def target_bitrate(codec: str, width: int, height: int, rate: Fraction) -> int:
+    """A rung's target bitrate in bit/s: the codec's 1080p30 reference scaled by pixels^0.75 and frame rate."""
+    kbps = REFERENCE_KBPS[codec] * (width * height / REFERENCE_PIXELS) ** 0.75
+    kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
+    return int(round(max(kbps, 64) / 10) * 10) * 1000
 
 
 def encoder_preset(codec: str, opts: PipelineOptions) -> str:
