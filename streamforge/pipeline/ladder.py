@@ -17,7 +17,7 @@ RATE_CONTROLS = ("crf", "abr")
 # SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
 # the levels with the fewest corpus bytes whose VMAF stayed within 1.5 of the target bitrate's on every clip.
-DEFAULT_QUALITY = {"h264": 22.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
+DEFAULT_QUALITY = {"h264": 18.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
 # (rungs at least this tall, minus), tall as in box_height; < 360 extrapolated
 QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
 # The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264

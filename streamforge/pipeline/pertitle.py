@@ -1,16 +1,16 @@
 """Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
 
-The probe takes `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (each starting on
-the keyframe a seek lands on, so only those frames are decoded), scales them to the 360p box and
-encodes them as the ladder would: once at the target bitrate (what `rate_control = "abr"` gives the
-rung) and at each of `LEVELS` under the rung's cap. Every encode is scored with VMAF against the
-scaled samples, all in one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its
-XPSNR to VMAF predicted unseen clips with R^2 0.32, see bench/README.md). The level chosen is the
-highest (interpolated between the probe's levels, on half steps) whose VMAF reaches the aim:
-`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. Each
-rung takes that level shifted by the QUALITY_OFFSETS between the 360p box and its own, within
-LEVEL_RANGE, and stays capped at its peak. Content no level meets (heavy grain) gets the bottom of
-the range, so it rides its cap as before.
+The probe takes `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video and encodes them as
+the ladder would, at two sizes, the 720p box (the top rungs) and the 360p box (the small ones): once at
+the size's target bitrate (what `rate_control = "abr"` gives a rung) and at each of `LEVELS` under the
+size's cap. Every encode is scaled up to the 720p-box samples and scored there with VMAF, as a player
+scales a small rung up, all in one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit
+of its XPSNR to VMAF predicted unseen clips with R^2 0.32, bench/README.md). Per size the level chosen
+is the highest (linear between the probe's levels, on half steps) whose VMAF reaches the aim:
+`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. Rungs
+of the 720p box and up take the top level, of the 360p box and below the small one (a step lower per
+box below), 480p the mean. Every rung stays capped at its peak; content no level meets (heavy grain)
+gets the bottom of LEVEL_RANGE, so it rides its cap as before.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
 from streamforge.pipeline.ladder import (
-    QUALITY_OFFSETS,
     PipelineOptions,
     RenditionSpec,
     box_height,
@@ -41,45 +40,34 @@ from streamforge.pipeline.ladder import (
 from streamforge.pipeline.probe import ProbeResult, open_input
 
 SAMPLES = 3  # stretches of the video the probe encodes
-SAMPLE_FRAMES = 20  # frames per stretch
-PROBE_BOX = (640, 360)  # the probe's picture: the 360p rung's box
+SAMPLE_FRAMES = 12  # frames per stretch
+TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
 PROBE_RATE = Fraction(25)
+SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0, 30.0)  # x264 CRF the probe encodes at; the choice interpolates between them
-LEVEL_RANGE = (18.0, 34.0)  # the levels a rung may get
+LEVEL_RANGE = (16.0, 34.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
-VMAF_TIMEOUT = 120  # seconds the scoring run may take
+VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
 
 @dataclass(frozen=True)
 class ProbePoint:
-    """One probe encode: its level (None: the target bitrate), bits per second and VMAF."""
+    """One probe encode: its size, level, the bitrate it takes in the ladder (kbit/s) and its VMAF."""
 
-    level: float | None
+    size: tuple[int, int]
+    level: float
     kbps: float
     vmaf: float
 
 
 @dataclass(frozen=True)
-class TitleChoice:
-    """The per-title decision: the probe's level, the aim it met and every measurement on the way."""
+class SizeChoice:
+    """The level chosen at one probe size and the aim it met."""
 
-    probe_level: float
+    size: tuple[int, int]
+    level: float
     aim: float
-    met: bool  # False: no level in range met the aim (hard content: the rungs ride their caps)
-    points: tuple[ProbePoint, ...]
-    levels: dict  # rung name -> level
-    seconds: float
-    frames: int = 0  # pictures the probe encoded
-
-    def note(self) -> str:
-        """The processing log's line: the choice and its measurements."""
-        measured = ", ".join(f"{'abr' if p.level is None else f'crf {p.level:g}'} {p.kbps:.0f} kbit/s "
-                             f"VMAF {p.vmaf:.1f}" for p in self.points)
-        levels = ", ".join(f"{name} {level:g}" for name, level in self.levels.items())
-        verdict = (f"level {self.probe_level:g} meets the aim VMAF {self.aim:.1f}" if self.met else
-                   f"no level meets the aim VMAF {self.aim:.1f} (hard content): the rungs ride their caps")
-        return (f"per-title levels: {levels}; probe of {self.frames} frames at the 360p box in "
-                f"{self.seconds:.2f} s: {verdict}; measured {measured}")
+    met: bool  # False: no level in range met the aim (hard content: its rungs ride their caps)
 
 
 def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
@@ -91,125 +79,155 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     started = time.monotonic()
     try:
         frames = sample_frames(src, info)
-        points = measure(frames, opts)
+        points = measure(frames, probe_sizes(info), opts)
     except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError) as e:
         return rungs, f"per-title levels: not measured ({' '.join(str(e).split())[:300]}); the fixed levels"
-    level, aim, met = pick_level(points, opts.target_quality)
-    levels = {r.name: rung_level(level, r, met) for r in targets}
+    choices = [pick_level([p for p in points if p.size == size], size, opts.target_quality)
+               for size in dict.fromkeys(p.size for p in points)]
+    levels = {r.name: rung_level(choices, r) for r in targets}
     chosen = [dataclasses.replace(r, crf=levels[r.name]) if r.name in levels else r for r in rungs]
-    choice = TitleChoice(probe_level=level, aim=aim, met=met, points=tuple(points), levels=levels,
-                         seconds=time.monotonic() - started, frames=len(frames))
-    return chosen, choice.note()
+    return chosen, note(levels, choices, points, len(frames), time.monotonic() - started)
 
 
-def pick_level(points: list[ProbePoint], target: float) -> tuple[float, float, bool]:
-    """(level, aim, met): the highest level, on half steps, whose VMAF (linear between probes) reaches the aim."""
-    reference = next(p for p in points if p.level is None)
-    aim = min(float(target), reference.vmaf - MARGIN)
-    curve = sorted((p for p in points if p.level is not None), key=lambda p: p.level)
+def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], frames: int, seconds: float) -> str:
+    """The processing log's line: the levels, the choice per probe size and every measurement."""
+    text = [f"per-title levels: {', '.join(f'{name} {level:g}' for name, level in levels.items())}; "
+            f"probe of {frames} frames in {seconds:.2f} s"]
+    for choice in choices:
+        size = f"{choice.size[0]}x{choice.size[1]}"
+        verdict = (f"level {choice.level:g} meets the aim VMAF {choice.aim:.1f}" if choice.met else
+                   f"no level meets the aim VMAF {choice.aim:.1f} (hard content: capped)")
+        measured = ", ".join(f"crf {p.level:g} {p.kbps:.0f} kbit/s VMAF {p.vmaf:.1f}"
+                             for p in points if p.size == choice.size)
+        text.append(f"{size}: {verdict}; measured {measured}")
+    return "; ".join(text)
+
+
+def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -> SizeChoice:
+    """The highest level, on half steps, whose VMAF (linear between probes) reaches the aim: `target`, or
+    what the size's target bitrate buys (at_target) minus MARGIN when that is lower."""
+    bought = at_target(points, target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000)
+    aim = min(float(target), bought - MARGIN)
+    curve = sorted(points, key=lambda p: p.level)
     if curve[0].vmaf < aim:
-        return LEVEL_RANGE[0], aim, False
+        return SizeChoice(size, LEVEL_RANGE[0], aim, False)
     best = curve[0].level
     for low, high in zip(curve, curve[1:]):
         if high.vmaf >= aim:
             best = high.level
             continue
-        fraction = (low.vmaf - aim) / (low.vmaf - high.vmaf)  # low meets the aim, high does not
-        best = low.level + fraction * (high.level - low.level)
+        best = low.level + (low.vmaf - aim) / (low.vmaf - high.vmaf) * (high.level - low.level)
         break
-    else:  # the highest probe still meets it: step on at the last slope, at most one step
-        if len(curve) > 1 and curve[-2].vmaf > curve[-1].vmaf:
-            slope = (curve[-2].vmaf - curve[-1].vmaf) / (curve[-1].level - curve[-2].level)
-            best = curve[-1].level + min(curve[-1].level - curve[-2].level, (curve[-1].vmaf - aim) / slope)
-        else:
-            best = LEVEL_RANGE[1]
-    return min(LEVEL_RANGE[1], math.floor(best * 2) / 2), aim, True
+    else:  # the highest probe still meets it: on at the last slope, at most one more step
+        step = curve[-1].level - curve[-2].level if len(curve) > 1 else 0.0
+        drop = (curve[-2].vmaf - curve[-1].vmaf) / step if step else 0.0
+        best = curve[-1].level + (min(step, (curve[-1].vmaf - aim) / drop) if drop > 0 else step)
+    return SizeChoice(size, min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], math.floor(best * 2) / 2)), aim, True)
 
 
-def rung_level(probe_level: float, rung: RenditionSpec, met: bool) -> float:
-    """A rung's level from the probe's: shifted by the QUALITY_OFFSETS between the 360p box and the rung's."""
-    if not met:
-        return LEVEL_RANGE[0]
-    level = probe_level + _offset(PROBE_BOX[1]) - _offset(box_height(rung.width, rung.height))
-    return min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], level))
+def rung_level(choices: list[SizeChoice], rung: RenditionSpec) -> float:
+    """A rung's level: the top probe's for the 720p box and up, the small one's for 360p (one lower below
+    it), the mean of the two for the boxes between."""
+    top, small = choices[0], choices[-1]
+    box = box_height(rung.width, rung.height)
+    if box >= TOP_BOX[1]:
+        return top.level
+    if box >= 480:
+        return math.floor(top.level + small.level) / 2
+    return max(LEVEL_RANGE[0], small.level - (1.0 if box < SMALL_BOX[1] else 0.0))
 
 
-def _offset(height: int) -> float:
-    return next(minus for tall, minus in QUALITY_OFFSETS if height >= tall)
+def probe_sizes(info: ProbeResult) -> list[tuple[int, int]]:
+    """The probe's picture sizes for this source: the 720p and the 360p box (one when they coincide)."""
+    return list(dict.fromkeys(fit_box(info.width, info.height, *box) for box in (TOP_BOX, SMALL_BOX)))
 
 
-def measure(frames: list, opts: PipelineOptions) -> list[ProbePoint]:
-    """Encode the samples at the target bitrate and at every probe level; their bitrates and VMAF."""
-    width, height = frames[0].width, frames[0].height
-    bitrate = target_bitrate("h264", width, height, PROBE_RATE)
-    seconds = len(frames) / float(PROBE_RATE)
-    levels: list[float | None] = [None, *LEVELS]
+def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions) -> list[ProbePoint]:
+    """Encode the samples at each size and probe level: the bitrate each takes in the ladder, and VMAF."""
+    gop = max(1, round(opts.segment_seconds * float(PROBE_RATE)))
+    runs = [(size, level) for size in sizes for level in LEVELS]
     with tempfile.TemporaryDirectory(prefix="sf-pertitle-") as tmp:
         work = Path(tmp)
         write_raw(frames, work / "reference.yuv")
-        sizes = []
-        for i, level in enumerate(levels):
-            data = encode_samples(frames, probe_options(level, bitrate, opts))
-            (work / f"{i}.h264").write_bytes(data)
-            sizes.append(len(data))
-        scores = vmaf_scores(work, len(levels), width, height)
-    return [ProbePoint(level=level, kbps=size * 8 / seconds / 1000, vmaf=score)
-            for level, size, score in zip(levels, sizes, scores)]
+        rates = []
+        for size in sizes:
+            pictures = scaled(frames, size)
+            for level in LEVELS:
+                data, per_frame = encode_samples(pictures, probe_options(level, opts), gop)
+                (work / f"{len(rates)}.h264").write_bytes(data)
+                rates.append(per_frame * float(PROBE_RATE) / 1000)
+        scores = vmaf_scores(work, len(runs), frames[0].width, frames[0].height)
+    return [ProbePoint(size=size, level=level, kbps=kbps, vmaf=score)
+            for (size, level), kbps, score in zip(runs, rates, scores)]
 
 
-def probe_options(level: float | None, bitrate: int, opts: PipelineOptions) -> dict:
-    """x264 options of one probe encode: as abr encodes (level None: its preset, 1.5x peak) or as crf does."""
+def at_target(points: list[ProbePoint], kbps: float) -> float:
+    """The VMAF the curve reaches at `kbps` (linear in log bitrate between probes): what the target
+    bitrate buys. Above the lowest level's bitrate, that level's VMAF; below the highest's, the line on."""
+    curve = sorted(points, key=lambda p: p.kbps)
+    if kbps >= curve[-1].kbps:
+        return curve[-1].vmaf
+    pairs = list(zip(curve, curve[1:]))
+    low, high = next(((a, b) for a, b in pairs if kbps <= b.kbps), pairs[-1])
+    span = math.log(high.kbps / low.kbps)
+    return low.vmaf + (high.vmaf - low.vmaf) * (math.log(kbps / low.kbps) / span if span > 0 else 0.0)
+
+
+def scaled(frames: list, size: tuple[int, int]) -> list:
+    """The samples at another size (bicubic), or themselves."""
+    if (frames[0].width, frames[0].height) == size:
+        return frames
+    reformatter = VideoReformatter()
+    return [reformatter.reformat(f, size[0], size[1], "yuv420p", interpolation=Interpolation.BICUBIC)
+            for f in frames]
+
+
+def probe_options(level: float, opts: PipelineOptions) -> dict:
+    """x264 options of one probe encode: the level at crf's preset. No VBV: the stretches are too short
+    for a buffer to behave as over a whole video; the probe measures the content's curve, and the real
+    encode's cap does the capping."""
     params = f"keyint={SAMPLE_FRAMES}:min-keyint={SAMPLE_FRAMES}:scenecut=0:open-gop=0:partitions=i8x8"
-    if level is None:
-        abr = dataclasses.replace(opts, rate_control="abr", preset="")
-        return {"b": str(bitrate), "maxrate": str(int(bitrate * 1.5)), "bufsize": str(bitrate * 2),
-                "preset": encoder_preset("h264", abr), "x264-params": params, "threads": "2"}
-    return {"crf": f"{level:g}", "maxrate": str(bitrate), "bufsize": str(bitrate * 2),
-            "preset": encoder_preset("h264", opts), "x264-params": params + ":vbv-init=0.5", "threads": "2"}
+    return {"crf": f"{level:g}", "preset": encoder_preset("h264", opts), "x264-params": params, "threads": "2"}
 
 
 def sample_frames(src: Path, info: ProbeResult) -> list:
-    """Up to SAMPLES stretches of SAMPLE_FRAMES frames spread over the video, scaled to the 360p box.
+    """SAMPLES stretches of SAMPLE_FRAMES frames spread over the video, scaled to the 720p box.
 
-    Each stretch starts on the first keyframe at or after its point (the demuxer's index finds it and
-    nothing before it is decoded, however long the GOPs); a keyframe already taken is not taken twice,
-    and a video with too few keyframes gets its first stretch from the start.
+    Each stretch starts at its point, or on the keyframe a seek lands on when that is less than
+    SEEK_SLACK seconds before it; in a long GOP the frames up to the point are decoded with the
+    non-reference ones skipped.
     """
-    width, height = fit_box(info.width, info.height, *PROBE_BOX)
+    width, height = fit_box(info.width, info.height, *TOP_BOX)
     reformatter = VideoReformatter()
-    stretches: dict[float, list] = {}
+    frames: list = []
     with open_input(src) as container:
         stream = container.streams[info.video_stream_index]
         stream.thread_type = "AUTO"
-        points = [info.start_time + info.duration * (i + 0.5) / SAMPLES for i in range(SAMPLES)]
-        for at in [*points, info.start_time]:
-            if len(stretches) == SAMPLES:
-                break
-            try:
-                container.seek(int(at / stream.time_base), stream=stream, backward=at <= info.start_time,
-                               any_frame=False)
-            except av.FFmpegError:
-                continue
+        done = -math.inf  # where the previous stretch ended, seconds
+        for i in range(SAMPLES):
+            at = max(done, info.start_time + info.duration * (i + 0.5) / SAMPLES)
+            container.seek(int(at / stream.time_base), stream=stream, backward=True, any_frame=False)
             taken: list = []
             for frame in container.decode(stream):
-                if not taken and (frame.time in stretches or any(frame.time is not None and
-                                  start <= frame.time <= start + SAMPLE_FRAMES / float(PROBE_RATE)
-                                  for start in stretches)):
-                    break  # a stretch already taken
+                if not taken and (frame.time is None or frame.time <= done or frame.time < at - SEEK_SLACK):
+                    stream.codec_context.skip_frame = "NONREF"  # on to the point: only what later frames need
+                    continue
+                stream.codec_context.skip_frame = "DEFAULT"
                 taken.append(reformatter.reformat(frame, width, height, "yuv420p",
                                                   interpolation=Interpolation.BICUBIC))
+                done = frame.time if frame.time is not None else done
                 if len(taken) == SAMPLE_FRAMES:
                     break
-            if taken:
-                stretches[taken[0].time if taken[0].time is not None else at] = taken
-    frames = [frame for start in sorted(stretches) for frame in stretches[start]]
+            stream.codec_context.skip_frame = "DEFAULT"
+            frames += taken
     if not frames:
         raise MediaError("no pictures to probe")
     return frames
 
 
-def encode_samples(frames: list, options: dict) -> bytes:
-    """The samples as an H.264 Annex B stream, an IDR at each stretch's start."""
+def encode_samples(frames: list, options: dict, gop: int) -> tuple[bytes, float]:
+    """The samples as an H.264 Annex B stream (an IDR at each stretch's start) and the bits a frame takes
+    in the ladder, where a keyframe comes once every `gop` frames instead of once a stretch."""
     encoder = av.CodecContext.create("libx264", "w")
     encoder.width, encoder.height, encoder.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
     encoder.time_base = 1 / PROBE_RATE
@@ -222,7 +240,10 @@ def encode_samples(frames: list, options: dict) -> bytes:
         frame.pict_type = PictureType.I if n % SAMPLE_FRAMES == 0 else PictureType.NONE
         packets += encoder.encode(frame)
     packets += encoder.encode(None)
-    return b"".join(bytes(p) for p in packets)
+    keys = [p.size for p in packets if p.is_keyframe] or [0]
+    others = [p.size for p in packets if not p.is_keyframe] or keys
+    per_frame = 8 * (sum(keys) / len(keys) + (gop - 1) * sum(others) / len(others)) / gop
+    return b"".join(bytes(p) for p in packets), per_frame
 
 
 def write_raw(frames: list, path: Path) -> None:
@@ -247,14 +268,16 @@ def ffmpeg_with_vmaf() -> str:
 
 
 def vmaf_scores(work: Path, count: int, width: int, height: int) -> list[float]:
-    """VMAF of each of `count` probe streams (work/N.h264) against work/reference.yuv, in one FFmpeg run."""
+    """VMAF of each of `count` probe streams (work/N.h264), scaled up bicubically to the samples' size,
+    against work/reference.yuv, in one FFmpeg run."""
     raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", "25"]
     args = [ffmpeg_with_vmaf(), "-hide_banner", "-nostats", "-loglevel", "error", *raw, "-i", "reference.yuv"]
     for i in range(count):
         args += ["-f", "h264", "-framerate", "25", "-i", f"{i}.h264"]
     graph = [f"[0:v]settb=1/25,setpts=N,split={count}" + "".join(f"[r{i}]" for i in range(count))]
     for i in range(count):
-        graph.append(f"[{i + 1}:v]settb=1/25,setpts=N[d{i}];[d{i}][r{i}]libvmaf=n_threads=2:n_subsample=2:"
+        graph.append(f"[{i + 1}:v]scale={width}:{height}:flags=bicubic,settb=1/25,setpts=N[d{i}];"
+                     f"[d{i}][r{i}]libvmaf=n_threads=2:n_subsample=2:"
                      f"log_fmt=json:log_path=vmaf{i}.json")
     args += ["-filter_complex", ";".join(graph), "-f", "null", "-"]
     subprocess.run(args, cwd=work, capture_output=True, timeout=VMAF_TIMEOUT, check=True)
