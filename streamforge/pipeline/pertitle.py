@@ -40,12 +40,12 @@ from streamforge.pipeline.ladder import (
 from streamforge.pipeline.probe import ProbeResult, open_input
 
 SAMPLES = 3  # stretches of the video the probe encodes
-SAMPLE_FRAMES = 12  # frames per stretch
+SAMPLE_FRAMES = 20  # frames per stretch
 TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
 PROBE_RATE = Fraction(25)
 SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
-LEVELS = (18.0, 22.0, 26.0, 30.0)  # x264 CRF the probe encodes at; the choice interpolates between them
-LEVEL_RANGE = (16.0, 34.0)  # the levels a rung may get
+LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
+LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
@@ -162,15 +162,17 @@ def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions) -
 
 
 def at_target(points: list[ProbePoint], kbps: float) -> float:
-    """The VMAF the curve reaches at `kbps` (linear in log bitrate between probes): what the target
-    bitrate buys. Above the lowest level's bitrate, that level's VMAF; below the highest's, the line on."""
+    """The VMAF the curve reaches at `kbps`, linear in log bitrate between the probes and on past them
+    (at most 100): what the target bitrate buys. Past the lowest level's bitrate the line goes on up, as
+    an encoder with bits to spare keeps refining a still picture."""
     curve = sorted(points, key=lambda p: p.kbps)
-    if kbps >= curve[-1].kbps:
-        return curve[-1].vmaf
+    if len(curve) == 1:
+        return curve[0].vmaf
     pairs = list(zip(curve, curve[1:]))
     low, high = next(((a, b) for a, b in pairs if kbps <= b.kbps), pairs[-1])
-    span = math.log(high.kbps / low.kbps)
-    return low.vmaf + (high.vmaf - low.vmaf) * (math.log(kbps / low.kbps) / span if span > 0 else 0.0)
+    span = math.log(high.kbps / low.kbps) if low.kbps > 0 and high.kbps > low.kbps else 0.0
+    slope = (high.vmaf - low.vmaf) / span if span > 0 else 0.0
+    return min(100.0, high.vmaf + slope * math.log(kbps / high.kbps))
 
 
 def scaled(frames: list, size: tuple[int, int]) -> list:
@@ -277,7 +279,7 @@ def vmaf_scores(work: Path, count: int, width: int, height: int) -> list[float]:
     graph = [f"[0:v]settb=1/25,setpts=N,split={count}" + "".join(f"[r{i}]" for i in range(count))]
     for i in range(count):
         graph.append(f"[{i + 1}:v]scale={width}:{height}:flags=bicubic,settb=1/25,setpts=N[d{i}];"
-                     f"[d{i}][r{i}]libvmaf=n_threads=2:n_subsample=2:"
+                     f"[d{i}][r{i}]libvmaf=n_threads=2:n_subsample=3:"
                      f"log_fmt=json:log_path=vmaf{i}.json")
     args += ["-filter_complex", ";".join(graph), "-f", "null", "-"]
     subprocess.run(args, cwd=work, capture_output=True, timeout=VMAF_TIMEOUT, check=True)
