@@ -171,13 +171,15 @@ def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr
     wall, _, stdout = run([sys.executable, "-c", code], cpus)
     notes = json.loads(stdout.strip().splitlines()[-1])["notes"]
     levels = next((n for n in notes if n.startswith("per-title levels: ")), "")
+    if levels:
+        print(f"  crf run: {levels[:160]}...", flush=True)
     return wall, {name: float(level) for name, level in re.findall(r"(\w+) ([0-9.]+)", levels.split(";")[0][18:])}
 
 
 def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) -> list[str]:
     """ffmpeg's one-process ladder at the crf default's settings: each rung's level (per title, as the
     StreamForge run chose it), capped at its target bitrate with a 2x buffer half full, crf's preset."""
-    from streamforge.pipeline import PipelineOptions, encoder_preset
+    from streamforge.pipeline.ladder import PipelineOptions, encoder_preset
 
     cmd = ffmpeg_one_process(src, out, rungs, gop)
     preset = encoder_preset("h264", PipelineOptions())

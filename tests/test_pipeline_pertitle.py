@@ -1,52 +1,61 @@
 """Per-title levels: the probe's choice of each rung's constant-quality level (pipeline/pertitle.py)."""
 from __future__ import annotations
 
+import random
 from fractions import Fraction
 
 import av
 import media_factory as mf
 import pytest
 
-from streamforge.pipeline import PipelineOptions, plan_ladder, probe, run_pipeline
-from streamforge.pipeline import pertitle
-from streamforge.pipeline.pertitle import LEVEL_RANGE, ProbePoint, choose_levels, pick_level
+from streamforge.pipeline import PipelineOptions, pertitle, plan_ladder, probe, run_pipeline
+from streamforge.pipeline.ladder import target_bitrate
+from streamforge.pipeline.pertitle import LEVEL_RANGE, ProbePoint, SizeChoice, choose_levels, pick_level
 
 OPTS = PipelineOptions(heights=(720, 480, 360), target_quality=98.0)
+SIZE = (640, 360)
+TARGET = target_bitrate("h264", *SIZE, Fraction(25)) / 1000  # kbit/s
 
 
-def _curve(abr: float, *vmafs: float) -> list[ProbePoint]:
-    return [ProbePoint(None, 800, abr)] + [ProbePoint(level, 800 - 20 * level, v)
-                                           for level, v in zip(pertitle.LEVELS, vmafs)]
+def _curve(*points: tuple[float, float, float]) -> list[ProbePoint]:
+    """(level, kbit/s as a multiple of the target bitrate, VMAF) -> probe points."""
+    return [ProbePoint(SIZE, level, share * TARGET, vmaf) for level, share, vmaf in points]
 
 
-def test_the_level_is_the_highest_that_keeps_within_the_margin_of_abr():
-    # abr 94 -> aim 93: between 22 (94) and 26 (92) the line crosses at 24
-    level, aim, met = pick_level(_curve(94.0, 95.0, 94.0, 92.0, 88.0), target=98.0)
-    assert (level, aim, met) == (24.0, 93.0, True)
-    # target_quality below what the target bitrate buys is the aim
-    level, aim, _ = pick_level(_curve(99.5, 99.8, 99.2, 97.0, 93.0), target=95.0)
-    assert aim == 95.0 and 26.0 < level < 30.0
+def test_the_level_is_the_highest_within_the_margin_of_what_the_target_bitrate_buys():
+    # the target bitrate buys 94 (level 22's) -> aim 93: between 22 (94) and 26 (90) the line crosses at 23
+    choice = pick_level(_curve((18, 2.0, 95.0), (22, 1.0, 94.0), (26, 0.5, 90.0)), SIZE, target=98.0)
+    assert (choice.level, choice.aim, choice.met) == (23.0, 93.0, True)
+    # a target_quality below what the target bitrate buys is the aim
+    choice = pick_level(_curve((18, 2.0, 99.5), (22, 1.0, 99.0), (26, 0.5, 96.0)), SIZE, target=95.0)
+    assert choice.aim == 95.0 and 26.0 < choice.level <= 28.0
 
 
 def test_easy_content_gets_a_higher_level_than_hard_content():
-    easy, _, _ = pick_level(_curve(97.0, 98.5, 98.2, 97.6, 96.5), target=98.0)  # a slideshow
-    hard, _, _ = pick_level(_curve(90.0, 91.0, 89.5, 85.0, 79.0), target=98.0)  # camera motion
-    assert easy > hard
-    assert LEVEL_RANGE[0] <= hard < easy <= LEVEL_RANGE[1]
+    easy = pick_level(_curve((18, 0.4, 99.0), (22, 0.25, 98.8), (26, 0.15, 98.5)), SIZE, 98.0)  # a screen
+    hard = pick_level(_curve((18, 1.0, 90.0), (22, 0.5, 85.0), (26, 0.25, 79.0)), SIZE, 98.0)  # camera motion
+    assert easy.met and hard.met
+    assert LEVEL_RANGE[0] <= hard.level < easy.level <= LEVEL_RANGE[1]
+    assert hard.level == 18.5 and easy.level == LEVEL_RANGE[1]
 
 
-def test_grain_that_no_level_meets_keeps_the_cap():
-    level, aim, met = pick_level(_curve(86.0, 84.0, 83.5, 80.0, 72.0), target=98.0)
-    assert (level, met) == (LEVEL_RANGE[0], False) and aim == 85.0
+def test_grain_keeps_the_cap():
+    # every level takes more than the target bitrate: the cap decides, the rung rides it
+    grain = pick_level(_curve((18, 4.0, 80.0), (22, 3.0, 79.0), (26, 2.0, 77.0)), SIZE, 98.0)
+    assert (grain.level, grain.met) == (LEVEL_RANGE[0], False)
+    # or no level reaches what the target bitrate buys
+    starved = pick_level(_curve((18, 0.9, 84.0), (22, 0.6, 80.0), (26, 0.4, 75.0)), SIZE, 98.0)
+    assert (starved.level, starved.met) == (LEVEL_RANGE[0], False)
 
 
-def test_rung_levels_follow_the_offsets_and_stay_in_range():
-    info = probe_result(1920, 1080)
-    rungs = plan_ladder(info, PipelineOptions(heights=(1080, 720, 480, 360, 240)))
-    levels = {r.name: pertitle.rung_level(24.0, r, met=True) for r in rungs}
-    assert levels == {"1080p": 26.0, "720p": 26.0, "480p": 25.0, "360p": 24.0, "240p": 23.0}
-    assert max(pertitle.rung_level(33.5, r, met=True) for r in rungs) == LEVEL_RANGE[1]
-    assert {pertitle.rung_level(24.0, r, met=False) for r in rungs} == {LEVEL_RANGE[0]}
+def test_rung_levels_come_from_the_probe_size_of_their_box_and_stay_in_range():
+    rungs = plan_ladder(probe_result(1920, 1080), PipelineOptions(heights=(1080, 720, 480, 360, 240)))
+    choices = [SizeChoice((1280, 720), 20.0, 90.0, True), SizeChoice((640, 360), 23.0, 80.0, True)]
+    levels = {r.name: pertitle.rung_level(choices, r) for r in rungs}
+    assert levels == {"1080p": 20.0, "720p": 20.0, "480p": 21.5, "360p": 23.0, "240p": 22.0}
+    capped = [SizeChoice((1280, 720), LEVEL_RANGE[0], 90.0, False), SizeChoice((640, 360), 23.0, 80.0, True)]
+    assert pertitle.rung_level(capped, rungs[0]) == LEVEL_RANGE[0]
+    assert all(LEVEL_RANGE[0] <= pertitle.rung_level(choices, r) <= LEVEL_RANGE[1] for r in rungs)
 
 
 def probe_result(width: int, height: int):
@@ -58,16 +67,23 @@ def probe_result(width: int, height: int):
                        interlaced=False, start_time=0.0, has_audio=False)
 
 
-def _still(path, seconds=2.0):
-    """A static picture: the easiest content there is."""
-    frame = av.VideoFrame(640, 360, "yuv420p")
-    for i, plane in enumerate(frame.planes):
-        memoryview(plane)[:] = bytes((n * 7 + i * 50) % 200 + 20 for n in range(plane.buffer_size))
+def _clip(path, kind: str, seconds: float = 2.0):
+    """640x360 at 25 fps: "still", one smooth picture held (the easiest content there is), or "noise",
+    new random pixels every frame (grain no level keeps up with)."""
+    rng = random.Random(7)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
-        stream.codec_context.options = {"crf": "10", "preset": "ultrafast"}
+        stream.codec_context.options = {"crf": "12", "preset": "ultrafast"}
+        frame = av.VideoFrame(640, 360, "yuv420p")
         for n in range(int(seconds * 25)):
+            for i, plane in enumerate(frame.planes):
+                if kind == "noise":
+                    data = rng.randbytes(plane.buffer_size)
+                else:
+                    row = bytes((16 + x // 4 + i * 40) % 236 for x in range(plane.line_size))
+                    data = row * (plane.buffer_size // plane.line_size)
+                memoryview(plane)[:] = data
             frame.pts = n
             for packet in stream.encode(frame):
                 out.mux(packet)
@@ -76,20 +92,20 @@ def _still(path, seconds=2.0):
     return path
 
 
-def test_a_real_probe_gives_a_still_a_higher_level_than_moving_stripes(tmp_path):
-    still = _still(tmp_path / "still.mp4")
-    stripes = mf.make_video(tmp_path / "stripes.mp4", width=640, height=360, seconds=2.0, audio=None,
-                            options={"crf": "10"})
+def test_a_real_probe_gives_a_still_a_high_level_and_grain_the_cap(tmp_path):
     chosen = {}
-    for name, src in (("still", still), ("stripes", stripes)):
+    for kind in ("still", "noise"):
+        src = _clip(tmp_path / f"{kind}.mp4", kind)
         info = probe(src)
         planned = plan_ladder(info, OPTS)
         rungs, note = choose_levels(src, info, planned, OPTS)
+        # the caps are the plan's, whatever the level
         assert [(r.name, r.maxrate, r.bufsize) for r in rungs] == [(r.name, r.maxrate, r.bufsize) for r in planned]
-        assert note.startswith("per-title levels: 360p ") and "abr " in note and "crf 18 " in note
-        assert "VMAF" in note and "kbit/s" in note
-        chosen[name] = rungs[0].crf
-    assert chosen["still"] > chosen["stripes"]
+        assert note.startswith("per-title levels: 360p ") and "640x360: " in note
+        assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note
+        chosen[kind] = (rungs[0].crf, note)
+    assert chosen["still"][0] > chosen["noise"][0] == LEVEL_RANGE[0], chosen
+    assert "hard content" in chosen["noise"][1]
 
 
 def test_the_processing_notes_carry_the_choice_and_off_means_the_fixed_levels(tmp_path):

@@ -40,6 +40,7 @@ from streamforge.pipeline.ladder import (
 from streamforge.pipeline.probe import ProbeResult, open_input
 
 SAMPLES = 3  # stretches of the video the probe encodes
+LIVE_SAMPLES = 1  # a live run's quick estimate: one stretch, mid-video, so the first segments are not held back
 SAMPLE_FRAMES = 20  # frames per stretch
 TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
 PROBE_RATE = Fraction(25)
@@ -78,7 +79,7 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
         return rungs, None
     started = time.monotonic()
     try:
-        frames = sample_frames(src, info)
+        frames = sample_frames(src, info, LIVE_SAMPLES if opts.live else SAMPLES)
         points = measure(frames, probe_sizes(info), opts)
     except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError) as e:
         return rungs, f"per-title levels: not measured ({' '.join(str(e).split())[:300]}); the fixed levels"
@@ -105,9 +106,11 @@ def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], fram
 
 def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -> SizeChoice:
     """The highest level, on half steps, whose VMAF (linear between probes) reaches the aim: `target`, or
-    what the size's target bitrate buys (at_target) minus MARGIN when that is lower."""
-    bought = at_target(points, target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000)
-    aim = min(float(target), bought - MARGIN)
+    what the size's target bitrate buys (at_target) minus MARGIN when that is lower. When no level
+    reaches it, or the one that does would take more than the target bitrate anyway (heavy grain: the
+    cap decides), the bottom of LEVEL_RANGE, so the rung rides its cap."""
+    kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
+    aim = min(float(target), at_target(points, kbps) - MARGIN)
     curve = sorted(points, key=lambda p: p.level)
     if curve[0].vmaf < aim:
         return SizeChoice(size, LEVEL_RANGE[0], aim, False)
@@ -122,7 +125,22 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
         step = curve[-1].level - curve[-2].level if len(curve) > 1 else 0.0
         drop = (curve[-2].vmaf - curve[-1].vmaf) / step if step else 0.0
         best = curve[-1].level + (min(step, (curve[-1].vmaf - aim) / drop) if drop > 0 else step)
-    return SizeChoice(size, min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], math.floor(best * 2) / 2)), aim, True)
+    level = min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], math.floor(best * 2) / 2))
+    if kbps_at(curve, level) >= kbps:
+        return SizeChoice(size, LEVEL_RANGE[0], aim, False)
+    return SizeChoice(size, level, aim, True)
+
+
+def kbps_at(curve: list[ProbePoint], level: float) -> float:
+    """The bitrate the curve takes at `level`, linear in log bitrate between the probes and on past them."""
+    if len(curve) == 1:
+        return curve[0].kbps
+    pairs = list(zip(curve, curve[1:]))
+    low, high = next(((a, b) for a, b in pairs if level <= b.level), pairs[-1])
+    if min(low.kbps, high.kbps) <= 0 or high.level == low.level:
+        return low.kbps
+    slope = math.log(high.kbps / low.kbps) / (high.level - low.level)
+    return low.kbps * math.exp(slope * (level - low.level))
 
 
 def rung_level(choices: list[SizeChoice], rung: RenditionSpec) -> float:
@@ -162,17 +180,21 @@ def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions) -
 
 
 def at_target(points: list[ProbePoint], kbps: float) -> float:
-    """The VMAF the curve reaches at `kbps`, linear in log bitrate between the probes and on past them
-    (at most 100): what the target bitrate buys. Past the lowest level's bitrate the line goes on up, as
-    an encoder with bits to spare keeps refining a still picture."""
-    curve = sorted(points, key=lambda p: p.kbps)
+    """The VMAF the curve reaches at `kbps`, linear in log bitrate between neighbouring levels and on past
+    the ends at the end pair's slope (at most 100): what the target bitrate buys. Past the lowest level
+    the line goes on up, as an encoder with bits to spare keeps refining a still picture; a pair whose
+    bitrates hardly differ (a still: every level about as small) carries no slope."""
+    curve = sorted(points, key=lambda p: p.level)
     if len(curve) == 1:
         return curve[0].vmaf
-    pairs = list(zip(curve, curve[1:]))
-    low, high = next(((a, b) for a, b in pairs if kbps <= b.kbps), pairs[-1])
-    span = math.log(high.kbps / low.kbps) if low.kbps > 0 and high.kbps > low.kbps else 0.0
-    slope = (high.vmaf - low.vmaf) / span if span > 0 else 0.0
-    return min(100.0, high.vmaf + slope * math.log(kbps / high.kbps))
+    pairs = list(zip(curve, curve[1:]))  # each (lower level: more bits, higher level)
+    rich, lean = next(((a, b) for a, b in pairs if b.kbps <= kbps <= a.kbps),
+                      pairs[0] if kbps > curve[0].kbps else pairs[-1])
+    span = math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
+    if span < 0.05:
+        return min(rich.vmaf, 100.0) if kbps >= lean.kbps else lean.vmaf
+    slope = (rich.vmaf - lean.vmaf) / span
+    return min(100.0, lean.vmaf + slope * math.log(kbps / lean.kbps))
 
 
 def scaled(frames: list, size: tuple[int, int]) -> list:
@@ -192,8 +214,8 @@ def probe_options(level: float, opts: PipelineOptions) -> dict:
     return {"crf": f"{level:g}", "preset": encoder_preset("h264", opts), "x264-params": params, "threads": "2"}
 
 
-def sample_frames(src: Path, info: ProbeResult) -> list:
-    """SAMPLES stretches of SAMPLE_FRAMES frames spread over the video, scaled to the 720p box.
+def sample_frames(src: Path, info: ProbeResult, samples: int = SAMPLES) -> list:
+    """`samples` stretches of SAMPLE_FRAMES frames spread over the video, scaled to the 720p box.
 
     Each stretch starts at its point, or on the keyframe a seek lands on when that is less than
     SEEK_SLACK seconds before it; in a long GOP the frames up to the point are decoded with the
@@ -206,8 +228,8 @@ def sample_frames(src: Path, info: ProbeResult) -> list:
         stream = container.streams[info.video_stream_index]
         stream.thread_type = "AUTO"
         done = -math.inf  # where the previous stretch ended, seconds
-        for i in range(SAMPLES):
-            at = max(done, info.start_time + info.duration * (i + 0.5) / SAMPLES)
+        for i in range(samples):
+            at = max(done, info.start_time + info.duration * (i + 0.5) / samples)
             container.seek(int(at / stream.time_base), stream=stream, backward=True, any_frame=False)
             taken: list = []
             for frame in container.decode(stream):
