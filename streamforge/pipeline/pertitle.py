@@ -1,16 +1,19 @@
 """Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
 
-The probe takes `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video and encodes them as
-the ladder would, at two sizes, the 720p box (the top rungs) and the 360p box (the small ones): once at
-the size's target bitrate (what `rate_control = "abr"` gives a rung) and at each of `LEVELS` under the
-size's cap. Every encode is scaled up to the 720p-box samples and scored there with VMAF, as a player
-scales a small rung up, all in one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit
-of its XPSNR to VMAF predicted unseen clips with R^2 0.32, bench/README.md). Per size the level chosen
+The probe takes `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (a live run: one, a
+quick estimate that keeps the first segments on time) and encodes them at two sizes, the 720p box (for
+the top rungs) and the 360p box (the small ones), at each of `LEVELS` with crf's preset. Each encode's
+bitrate is counted as the ladder would spend it (a keyframe a segment, not a stretch) and its pictures
+are scaled up to the 720p-box samples and scored with VMAF, as a player scales a small rung up, all in
+one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted
+unseen clips with R^2 0.32 only, bench/README.md). That gives each size a curve of VMAF against bitrate;
+where the size's target bitrate falls on it is what `rate_control = "abr"` would buy. The level chosen
 is the highest (linear between the probe's levels, on half steps) whose VMAF reaches the aim:
-`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. Rungs
-of the 720p box and up take the top level, of the 360p box and below the small one (a step lower per
-box below), 480p the mean. Every rung stays capped at its peak; content no level meets (heavy grain)
-gets the bottom of LEVEL_RANGE, so it rides its cap as before.
+`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. Rungs of
+the 720p box and up take the top size's level, 360p the small size's (one lower below it), 480p the
+lower of the two. Every rung stays capped at its planned peak. Hard content (heavy grain: no level
+reaches the aim, or the level that does would take more than the target bitrate anyway) gets the
+bottom of LEVEL_RANGE, so it rides its cap as before.
 """
 from __future__ import annotations
 
@@ -145,7 +148,7 @@ def kbps_at(curve: list[ProbePoint], level: float) -> float:
 
 def rung_level(choices: list[SizeChoice], rung: RenditionSpec) -> float:
     """A rung's level: the top probe's for the 720p box and up, the small one's for 360p (one lower below
-    it), the mean of the two for the boxes between."""
+    it), the lower of the two for the boxes between."""
     top, small = choices[0], choices[-1]
     box = box_height(rung.width, rung.height)
     if box >= TOP_BOX[1]:
