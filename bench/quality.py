@@ -330,21 +330,20 @@ def probe_vmaf(reference: list, distorted: list, workdir: Path) -> float:
 
 
 def calibrate(corpus: dict[str, Path], workdir: Path, args) -> int:
-    """The probe's XPSNR against libvmaf's VMAF of the same encodes: the fit pipeline/pertitle.py uses."""
-    from streamforge.pipeline import pertitle, probe
+    """XPSNR (PyAV's FFmpeg has it) against libvmaf's VMAF of the same probe encodes, at the 360p box: how
+    well a fit of one to the other would predict VMAF (the reason pipeline/pertitle.py scores with VMAF)."""
+    from streamforge.pipeline import PipelineOptions, pertitle, probe
 
     points = {}
-    levels = [None, 16.0, 19.0, 22.0, 25.0, 28.0, 31.0, 34.0]
+    levels = [16.0, 19.0, 22.0, 25.0, 28.0, 31.0, 34.0]
     for kind, src in corpus.items():
-        frames = pertitle.sample_frames(src, probe(src))
-        probing = pertitle.Probe(frames, options("crf", args.heights))
+        frames = pertitle.scaled(pertitle.sample_frames(src, probe(src)), (640, 360))
         for level in levels:
-            packets, _ = pertitle.encode_samples(frames, probing._options(level))
-            decoded = pertitle.decode_samples(packets)
-            x = pertitle.xpsnr(frames, decoded)
-            points[(kind, level)] = (x, probe_vmaf(frames, decoded, workdir))
-        print(f"  {kind:<10} " + "  ".join(f"{'abr' if lv is None else f'{lv:g}'}: {points[(kind, lv)][0]:5.2f} dB "
-                                           f"VMAF {points[(kind, lv)][1]:5.1f}" for lv in levels), flush=True)
+            data, _ = pertitle.encode_samples(frames, pertitle.probe_options(level, PipelineOptions()), 100)
+            decoded = _decode(data)
+            points[(kind, level)] = (_xpsnr(frames, decoded), probe_vmaf(frames, decoded, workdir))
+        print(f"  {kind:<10} " + "  ".join(f"{lv:g}: {points[(kind, lv)][0]:5.2f} dB VMAF {points[(kind, lv)][1]:5.1f}"
+                                           for lv in levels), flush=True)
     tune = [v for (kind, _), v in points.items() if CLIPS[kind] == "tune"]
     a, b = fit(tune)
     print(f"\nfit on the tuning half: VMAF = {a:.2f} + {b:.3f} x XPSNR")
@@ -357,6 +356,40 @@ def calibrate(corpus: dict[str, Path], workdir: Path, args) -> int:
             print(f"  {half}: R^2 {r2:.3f}, RMSE {math.sqrt(sum(e * e for e in errors) / len(errors)):.2f} VMAF, "
                   f"worst {max(errors, key=abs):+.1f} over {len(pts)} encodes")
     return 0
+
+
+def _decode(data: bytes) -> list:
+    import av
+
+    decoder = av.CodecContext.create("h264", "r")
+    frames = []
+    for packet in decoder.parse(data):
+        frames += decoder.decode(packet)
+    return frames + decoder.decode(None)
+
+
+def _xpsnr(reference: list, distorted: list) -> float:
+    """Mean luma XPSNR (dB, a frame at most 60) with PyAV's filter graph."""
+    from fractions import Fraction
+
+    import av.filter
+
+    graph = av.filter.Graph()
+    first = reference[0]
+    sources = [graph.add_buffer(width=first.width, height=first.height, format="yuv420p",
+                                time_base=Fraction(1, 25)) for _ in range(2)]
+    measure, sink = graph.add("xpsnr"), graph.add("buffersink")
+    sources[0].link_to(measure, 0, 0)
+    sources[1].link_to(measure, 0, 1)
+    measure.link_to(sink)
+    graph.configure()
+    scores = []
+    for n, (ref, dist) in enumerate(zip(reference, distorted)):
+        dist.pts = ref.pts = n
+        sources[0].push(dist)
+        sources[1].push(ref)
+        scores.append(min(60.0, float(graph.vpull().metadata.get("lavfi.xpsnr.xpsnr.y", "inf"))))
+    return sum(scores) / len(scores)
 
 
 def fit(pairs: list[tuple[float, float]]) -> tuple[float, float]:
