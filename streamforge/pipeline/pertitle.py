@@ -51,6 +51,7 @@ SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
+SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
 
@@ -220,36 +221,55 @@ def probe_options(level: float, opts: PipelineOptions) -> dict:
 def sample_frames(src: Path, info: ProbeResult, samples: int = SAMPLES) -> list:
     """`samples` stretches of SAMPLE_FRAMES frames spread over the video, scaled to the 720p box.
 
-    Each stretch starts at its point, or on the keyframe a seek lands on when that is less than
-    SEEK_SLACK seconds before it; in a long GOP the frames up to the point are decoded with the
-    non-reference ones skipped.
+    Each starts on the first keyframe after its point when that comes before the next point (nothing
+    but the stretch is decoded); otherwise (long GOPs, short videos) at the point, decoding from the
+    keyframe before it with the frames no later one needs skipped.
     """
     width, height = fit_box(info.width, info.height, *TOP_BOX)
     reformatter = VideoReformatter()
     frames: list = []
+    span = SAMPLE_FRAMES / float(PROBE_RATE)
     with open_input(src) as container:
         stream = container.streams[info.video_stream_index]
         stream.thread_type = "AUTO"
         done = -math.inf  # where the previous stretch ended, seconds
         for i in range(samples):
             at = max(done, info.start_time + info.duration * (i + 0.5) / samples)
-            container.seek(int(at / stream.time_base), stream=stream, backward=True, any_frame=False)
-            taken: list = []
-            for frame in container.decode(stream):
-                if not taken and (frame.time is None or frame.time <= done or frame.time < at - SEEK_SLACK):
-                    stream.codec_context.skip_frame = "NONREF"  # on to the point: only what later frames need
-                    continue
-                stream.codec_context.skip_frame = "DEFAULT"
-                taken.append(reformatter.reformat(frame, width, height, "yuv420p",
-                                                  interpolation=Interpolation.BICUBIC))
-                done = frame.time if frame.time is not None else done
-                if len(taken) == SAMPLE_FRAMES:
-                    break
-            stream.codec_context.skip_frame = "DEFAULT"
-            frames += taken
+            until = info.start_time + info.duration * (i + 1) / samples - span
+            taken = _stretch(container, stream, at, until, done, forward=True)
+            if not taken:
+                taken = _stretch(container, stream, at, math.inf, done, forward=False)
+            frames += [reformatter.reformat(f, width, height, "yuv420p", interpolation=Interpolation.BICUBIC)
+                       for f in taken]
+            done = max([done] + [f.time for f in taken if f.time is not None])
     if not frames:
         raise MediaError("no pictures to probe")
     return frames
+
+
+def _stretch(container, stream, at: float, until: float, done: float, forward: bool) -> list:
+    """SAMPLE_FRAMES decoded frames from `at` on: from the keyframe after it (forward; none when that is
+    past `until`), or from the keyframe before it, skipping to `at`."""
+    try:
+        container.seek(int(at / stream.time_base), stream=stream, backward=not forward, any_frame=False)
+    except av.FFmpegError:
+        return []
+    taken: list = []
+    try:
+        for frame in container.decode(stream):
+            if not taken:
+                if frame.time is None or (forward and (frame.time > until or frame.time <= done)):
+                    return []
+                if frame.time <= done or frame.time < at - SEEK_SLACK:
+                    stream.codec_context.skip_frame = "NONREF"  # on to the point: only what later frames need
+                    continue
+                stream.codec_context.skip_frame = "DEFAULT"
+            taken.append(frame)
+            if len(taken) == SAMPLE_FRAMES:
+                break
+    finally:
+        stream.codec_context.skip_frame = "DEFAULT"
+    return taken
 
 
 def encode_samples(frames: list, options: dict, gop: int) -> tuple[bytes, float]:
@@ -296,17 +316,33 @@ def ffmpeg_with_vmaf() -> str:
 
 def vmaf_scores(work: Path, count: int, width: int, height: int) -> list[float]:
     """VMAF of each of `count` probe streams (work/N.h264), scaled up bicubically to the samples' size,
-    against work/reference.yuv, in one FFmpeg run."""
-    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", "25"]
-    args = [ffmpeg_with_vmaf(), "-hide_banner", "-nostats", "-loglevel", "error", *raw, "-i", "reference.yuv"]
-    for i in range(count):
-        args += ["-f", "h264", "-framerate", "25", "-i", f"{i}.h264"]
-    graph = [f"[0:v]settb=1/25,setpts=N,split={count}" + "".join(f"[r{i}]" for i in range(count))]
-    for i in range(count):
-        graph.append(f"[{i + 1}:v]scale={width}:{height}:flags=bicubic,settb=1/25,setpts=N[d{i}];"
-                     f"[d{i}][r{i}]libvmaf=n_threads=2:n_subsample=3:"
-                     f"log_fmt=json:log_path=vmaf{i}.json")
-    args += ["-filter_complex", ";".join(graph), "-f", "null", "-"]
-    subprocess.run(args, cwd=work, capture_output=True, timeout=VMAF_TIMEOUT, check=True)
+    against work/reference.yuv: two FFmpeg runs side by side (a filter graph runs on one core)."""
+    half = (count + 1) // 2
+    runs = [subprocess.Popen(_vmaf_command(range(start, min(count, start + half)), width, height), cwd=work,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for start in range(0, count, half)]
+    for run in runs:
+        try:
+            _, err = run.communicate(timeout=VMAF_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for other in runs:
+                other.kill()
+            raise
+        if run.returncode != 0:
+            raise RuntimeError(f"VMAF scoring failed: {err.decode(errors='replace')[-300:]}")
     return [json.loads((work / f"vmaf{i}.json").read_text())["pooled_metrics"]["vmaf"]["mean"]
             for i in range(count)]
+
+
+def _vmaf_command(streams: range, width: int, height: int) -> list[str]:
+    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", "25"]
+    args = [ffmpeg_with_vmaf(), "-hide_banner", "-nostats", "-loglevel", "error", *raw, "-i", "reference.yuv"]
+    for i in streams:
+        args += ["-f", "h264", "-framerate", "25", "-i", f"{i}.h264"]
+    # every SCORE_EVERY-th picture only, picked before the scaling (the same ones on both sides)
+    pick = f"select='not(mod(n\\,{SCORE_EVERY}))',settb=1/25,setpts=N"
+    graph = [f"[0:v]{pick},split={len(streams)}" + "".join(f"[r{i}]" for i in streams)]
+    for n, i in enumerate(streams):
+        graph.append(f"[{n + 1}:v]{pick},scale={width}:{height}:flags=bicubic[d{i}];"
+                     f"[d{i}][r{i}]libvmaf=n_threads=1:log_fmt=json:log_path=vmaf{i}.json")
+    return [*args, "-filter_complex", ";".join(graph), "-f", "null", "-"]
