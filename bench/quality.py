@@ -124,7 +124,7 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
     if kind == "talking":  # a still, blurred room and one moving picture in the middle of it
         return [*loop, "-i", str(BIKES), *loop, "-i", str(BBB), "-filter_complex",
                 "[0:v]trim=end_frame=1,loop=-1:1,scale=1280:720,boxblur=8[bg];[1:v]scale=480:270[fg];"
-                "[bg][fg]overlay=400:200"]
+                "[bg][fg]overlay=400:200,setsar=1"]
     if kind == "fractal":  # drawn animation: moving smooth gradients with a test pattern in a corner
         return ["-f", "lavfi", "-i", f"gradients=s=1280x720:r=25:speed=0.03:n=5:d={t}", "-f", "lavfi", "-i",
                 f"testsrc2=s=320x180:r=25:d={t}", "-filter_complex", "[0:v][1:v]overlay=900:480"]
