@@ -17,14 +17,16 @@ RATE_CONTROLS = ("crf", "abr")
 # SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
 # the levels with the fewest corpus bytes whose VMAF stayed within 1.5 of the target bitrate's on every clip.
+# H.264's are the fixed levels: in crf mode each title's are chosen by pipeline/pertitle.py's probe, and
+# these (x264 veryfast's safe level, bench/README.md's preset table) serve only with target_quality = 0
+# or when the probe cannot run.
 DEFAULT_QUALITY = {"h264": 18.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
 # (rungs at least this tall, minus), tall as in box_height; < 360 extrapolated
 QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
-# The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
-# "faster" (subme 4, trellis, 2 refs) gave 1.5 to 3 VMAF more than "veryfast" at equal bytes on every
-# clip, which is what lets the crf defaults above sit 5 CRF higher, for about 1.5x veryfast's encoding
-# time; "fast" scored alike but its longer lookahead held a live run's first segment back by a second
-# (bench/README.md). abr keeps "veryfast" as it always had.
+# The encoder preset when [pipeline] preset is left empty, per rate control and codec. x264 "faster" gave
+# 1.5 to 3 VMAF more than "veryfast" at equal bytes, but took 1.45x the abr ladder's time; the default
+# ladder must stay within 1.1x of it, probe included, so crf encodes at "veryfast" too and the per-title
+# levels (pipeline/pertitle.py) take the bytes where the picture allows (bench/README.md).
 DEFAULT_PRESETS = {"crf": {"h264": "veryfast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
 # crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys
