@@ -85,7 +85,8 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     try:
         frames = sample_frames(src, info, LIVE_SAMPLES if opts.live else SAMPLES)
         points = measure(frames, probe_sizes(info), opts)
-    except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError) as e:
+    except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError,
+            ImportError) as e:
         return rungs, f"per-title levels: not measured ({' '.join(str(e).split())[:300]}); the fixed levels"
     choices = [pick_level([p for p in points if p.size == size], size, opts.target_quality)
                for size in dict.fromkeys(p.size for p in points)]
