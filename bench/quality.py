@@ -137,10 +137,10 @@ def _stills(video: Path, times: tuple, workdir: Path, seconds: float, tag: str, 
     for i, at in enumerate(times):
         still = workdir / f"still-{tag}{i}.png"
         if not still.exists():
-            ff(["-ss", str(at), "-i", str(video), "-frames:v", "1", *(["-vf", f"scale={size}"] if size else []),
+            ff(["-ss", str(at), "-i", str(video), "-frames:v", "1", *(["-vf", f"scale={size},setsar=1"] if size else []),
                 str(still)])
         inputs += ["-loop", "1", "-t", f"{seconds / 3:.3f}", "-framerate", "25", "-i", str(still)]
-    return [*inputs, "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1"]
+    return [*inputs, "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1,setsar=1"]
 
 
 def make_corpus(workdir: Path, seconds: float, kinds) -> dict[str, Path]:
