@@ -7,7 +7,7 @@ Bunny clip, then on the 30 s input runs, one after the other on the same machine
 
   * StreamForge: run_pipeline, 1080/720/480/360, veryfast, 4 s segments (audio and thumbnails included),
     `rate_control = "abr"` (the same target bitrates as ffmpeg's), and beside it the default `"crf"` mode
-    (capped constant quality at its default preset, x264 faster), whose time is reported without a goal;
+    (per-title levels, probe included, capped constant quality at x264 veryfast);
   * ffmpeg one process: one decode, `split` into four `scale`s, four libx264 outputs, AAC, HLS fMP4;
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 
@@ -16,7 +16,9 @@ keyframes. It prints wall times (best and median of --repeat runs, interleaved) 
 scaled to 720p, and StreamForge's peak RSS on the 30 s and the 120 s input. --cpus pins everything to
 those cores (e.g. to measure "two cores" on a bigger machine).
 
-RESULT: PASS when the median ratios meet the goals (<= 0.85 of ffmpeg one-process, <= 0.60 of per-rung),
+Also ffmpeg's one-process ladder at the crf run's settings (its per-title levels, the same caps, preset
+and VBV start). RESULT: PASS when the median ratios meet the goals (<= 0.85 of ffmpeg one-process, <= 0.60
+of per-rung; the crf ladder <= 1.10x the abr ladder and <= 0.85x ffmpeg's at the same settings),
 the 720p PSNR is at most 0.2 dB below ffmpeg's and the 120 s peak RSS is within 1.25x of the 30 s one.
 """
 from __future__ import annotations

@@ -1,34 +1,37 @@
-"""Benchmark: bytes and VMAF per rung of `rate_control = "crf"` against `"abr"` and PeerTube's VOD settings.
+"""Benchmark: bytes and VMAF per rung of `rate_control = "crf"` (per-title levels) against `"abr"`.
 
-    python bench/quality.py [--workdir DIR] [--seconds 6] [--heights 720,480,360] [--sweep 19,21,23,25]
-                            [--codec h264|hevc|av1|vp9] [--preset NAME]
+    python bench/quality.py [--workdir DIR] [--seconds 4] [--heights 1080,720,480,360] [--half tune|held|all]
+                            [--clips a,b] [--sweep 19,21,23,25] [--calibrate] [--peertube] [--preset NAME]
 
-Needs the bench extra (`pip install -e .[bench]`): imageio-ffmpeg's FFmpeg build carries libvmaf (Debian's
-ffmpeg does not); StreamForge itself never needs it.
+Scores with imageio-ffmpeg's FFmpeg (it carries libvmaf; Debian's ffmpeg does not), which StreamForge
+itself now depends on for the per-title probe (pipeline/pertitle.py).
 
-The corpus is made in code (once, cached in the workdir) from ../shared/media, at 25 fps, no audio, as
-x264 CRF 10 masters (the VMAF references):
+The corpus is made in code (once, cached in the workdir) from ../shared/media and FFmpeg's generators,
+at 25 fps, no audio, as x264 CRF 10 masters (the VMAF references), in two halves:
 
-  * animation: Big Buck Bunny 720p, looped;
-  * slideshow: three stills of it, each held for a third of the clip;
-  * camera: the bikes clip (real camera footage, pans and motion) scaled to 1280x544;
-  * grain: Big Buck Bunny under heavy temporal film grain (FFmpeg's noise filter).
+  * tuning half (the probe's rules and margins were chosen on these): animation (Big Buck Bunny 720p),
+    slideshow (three stills of it), screen (an editor scrolling source code, black on white), grain
+    (Big Buck Bunny under heavy temporal noise), sport (a fast pan across the bikes clip scaled up),
+    dark (Big Buck Bunny darkened), anim1080 (Big Buck Bunny at 1080p);
+  * held-out half (never looked at while tuning): camera (the bikes clip at 1280x544), talking (a
+    still, blurred room with one moving picture in it), slides2 (stills of the bikes clip), screen2 (a
+    terminal, light on dark, with a clock), grain2 (finer grain on camera footage), night (the bikes
+    clip darkened), pan1080 (a 1080p pan across Big Buck Bunny), fractal (moving gradients and a test
+    pattern).
 
-Each goes through StreamForge's pipeline (the configured ladder, 4 s segments) three ways: `abr` (the
-target bitrates, x264 veryfast, as before), `crf` (the defaults of pipeline/ladder.py: per-rung CRF, x264
-faster) and `peertube` (PeerTube's VOD profile: x264 veryfast at CRF 23 capped at the target bitrate with a
-2x buffer, i.e. our crf mode at a flat 23 and abr's preset).
-Every rung is scored with VMAF (the default model, scaled up bicubically to the source's size, every
---subsample-th frame) against its master. Then passthrough: a 720p H.264 upload (2 s keyframes, under
-the 720p rung's peak) through the pipeline with passthrough on and off: wall and CPU seconds, bytes.
+Each clip goes through StreamForge's pipeline (the configured ladder, 4 s segments) as `abr` (the target
+bitrates, x264 veryfast) and `crf` (the defaults: per-title levels, x264 veryfast), with --peertube also
+PeerTube's VOD profile (x264 veryfast, CRF 23 capped at the target). Every rung is scored with VMAF (the
+default model, scaled up bicubically to the master's size, every --subsample-th frame) against its
+master. Then passthrough: a 720p H.264 upload (2 s keyframes) with passthrough on and off.
 
-RESULT: PASS when every crf rung's VMAF >= abr's - 1.5, the corpus takes <= 0.75x abr's bytes, the slideshow
-<= 0.40x, the grain <= 1.05x, and passthrough copied the 720p rung and spent less CPU than encoding it.
+The tables are printed per half. RESULT: PASS when, in each half, every crf rung's VMAF >= abr's - 1.5
+and the bytes are <= 0.70x abr's, the whole corpus <= 0.70x, the slideshow <= 0.40x, the grain
+<= 1.05x, and passthrough copied the 720p rung for less CPU than encoding it.
 
 --sweep runs only the crf mode at each flat CRF given (plus abr) and prints VMAF and bytes per rung and
-CRF against abr: the curve the defaults in pipeline/ladder.py were chosen from (bench/README.md); with
---codec hevc|av1|vp9 the same for that encoder (each against its own abr), with --preset NAME at another
-preset than the crf default (abr stays at veryfast).
+CRF against abr; --calibrate prints the probe's XPSNR (PyAV's FFmpeg has it) against VMAF of the same
+encodes and how well a line fitted on the tuning half predicts the held-out half.
 """
 from __future__ import annotations
 
