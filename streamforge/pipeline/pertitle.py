@@ -111,13 +111,14 @@ def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], fram
 
 def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -> SizeChoice:
     """The highest level, on half steps, whose VMAF (linear between probes) reaches the aim: `target`, or
-    what the size's target bitrate buys (at_target) minus MARGIN when that is lower. When no level
-    reaches it, or the one that does would take more than the target bitrate anyway (heavy grain: the
-    cap decides), the bottom of LEVEL_RANGE, so the rung rides its cap."""
+    what the size's target bitrate buys (at_target) minus MARGIN when that is lower. Hard content gets
+    the bottom of LEVEL_RANGE, so the rung rides its cap: when no level reaches the aim, when even the
+    highest level probed takes more than the target bitrate (heavy grain: what the target buys is then
+    a guess below the curve, and the cap decides anyway), or when the level that reaches it would."""
     kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
     aim = min(float(target), at_target(points, kbps) - MARGIN)
     curve = sorted(points, key=lambda p: p.level)
-    if curve[0].vmaf < aim:
+    if curve[0].vmaf < aim or kbps < min(p.kbps for p in curve):
         return SizeChoice(size, LEVEL_RANGE[0], aim, False)
     best = curve[0].level
     for low, high in zip(curve, curve[1:]):
@@ -156,7 +157,7 @@ def rung_level(choices: list[SizeChoice], rung: RenditionSpec) -> float:
     if box >= TOP_BOX[1]:
         return top.level
     if box >= 480:
-        return math.floor(top.level + small.level) / 2
+        return min(top.level, small.level)
     return max(LEVEL_RANGE[0], small.level - (1.0 if box < SMALL_BOX[1] else 0.0))
 
 
