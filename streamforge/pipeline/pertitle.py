@@ -43,7 +43,9 @@ from streamforge.pipeline.ladder import (
 from streamforge.pipeline.probe import ProbeResult, open_input
 
 SAMPLES = 3  # stretches of the video the probe encodes
-LIVE_SAMPLES = 1  # a live run's quick estimate: one stretch, mid-video, so the first segments are not held back
+# a live run's quick estimate: one stretch, mid-video (0: a live run keeps the fixed levels, the probe
+# then costs its first segments nothing)
+LIVE_SAMPLES = 1
 SAMPLE_FRAMES = 20  # frames per stretch
 TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
 PROBE_RATE = Fraction(25)
@@ -81,9 +83,12 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     targets = [r for r in rungs if r.codec == "h264" and r.crf is not None]
     if not targets or not opts.target_quality or opts.rate_control != "crf":
         return rungs, None
+    samples = LIVE_SAMPLES if opts.live else SAMPLES
+    if not samples:
+        return rungs, "per-title levels: not measured in a live run; the fixed levels"
     started = time.monotonic()
     try:
-        frames = sample_frames(src, info, LIVE_SAMPLES if opts.live else SAMPLES)
+        frames = sample_frames(src, info, samples)
         points = measure(frames, probe_sizes(info), opts)
     except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError,
             ImportError) as e:
