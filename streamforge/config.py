@@ -100,7 +100,7 @@ class PipelineConfig:
     passthrough: bool = True
     # crf mode: the VMAF a title's probe encode aims at when choosing its levels (pipeline/pertitle.py);
     # 0: the fixed levels of `quality`
-    target_quality: float = 98.0
+    target_quality: float = 100.0
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ DEFAULT_PRESETS = {"crf": {"h264": "veryfast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
 # crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys
 # is lower; 0 turns the per-title choice off
-DEFAULT_TARGET_QUALITY = 98.0
+DEFAULT_TARGET_QUALITY = 100.0
 
 
 @dataclass(frozen=True)

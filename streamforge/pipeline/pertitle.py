@@ -53,7 +53,7 @@ SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
-SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe
+SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe (its motion feature still sees them all)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
 
@@ -346,10 +346,9 @@ def _vmaf_command(streams: range, width: int, height: int) -> list[str]:
     args = [ffmpeg_with_vmaf(), "-hide_banner", "-nostats", "-loglevel", "error", *raw, "-i", "reference.yuv"]
     for i in streams:
         args += ["-f", "h264", "-framerate", "25", "-i", f"{i}.h264"]
-    # every SCORE_EVERY-th picture only, picked before the scaling (the same ones on both sides)
-    pick = f"select='not(mod(n\\,{SCORE_EVERY}))',settb=1/25,setpts=N"
+    pick = "settb=1/25,setpts=N"
     graph = [f"[0:v]{pick},split={len(streams)}" + "".join(f"[r{i}]" for i in streams)]
     for n, i in enumerate(streams):
         graph.append(f"[{n + 1}:v]{pick},scale={width}:{height}:flags=bicubic[d{i}];"
-                     f"[d{i}][r{i}]libvmaf=n_threads=1:log_fmt=json:log_path=vmaf{i}.json")
+                     f"[d{i}][r{i}]libvmaf=n_threads=1:n_subsample={SCORE_EVERY}:log_fmt=json:log_path=vmaf{i}.json")
     return [*args, "-filter_complex", ";".join(graph), "-f", "null", "-"]
