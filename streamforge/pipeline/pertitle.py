@@ -9,9 +9,9 @@ one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its X
 unseen clips with R^2 0.32 only, bench/README.md). That gives each size a curve of VMAF against bitrate;
 where the size's target bitrate falls on it is what `rate_control = "abr"` would buy. The level chosen
 is the highest (linear between the probe's levels, on half steps) whose VMAF reaches the aim:
-`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. Rungs of
-the 720p box and up take the top size's level, 360p the small size's (one lower below it), 480p the
-lower of the two. Every rung stays capped at its planned peak. Hard content (heavy grain: no level
+`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. The top
+rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it),
+the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned peak. Hard content (heavy grain: no level
 reaches the aim, or the level that does would take more than the target bitrate anyway) gets the
 bottom of LEVEL_RANGE, so it rides its cap as before.
 """
@@ -95,7 +95,8 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
         return rungs, f"per-title levels: not measured ({' '.join(str(e).split())[:300]}); the fixed levels"
     choices = [pick_level([p for p in points if p.size == size], size, opts.target_quality)
                for size in dict.fromkeys(p.size for p in points)]
-    levels = {r.name: rung_level(choices, r) for r in targets}
+    top_box = max(box_height(r.width, r.height) for r in targets)
+    levels = {r.name: rung_level(choices, r, top_box) for r in targets}
     chosen = [dataclasses.replace(r, crf=levels[r.name]) if r.name in levels else r for r in rungs]
     return chosen, note(levels, choices, points, len(frames), time.monotonic() - started)
 
@@ -154,12 +155,13 @@ def kbps_at(curve: list[ProbePoint], level: float) -> float:
     return low.kbps * math.exp(slope * (level - low.level))
 
 
-def rung_level(choices: list[SizeChoice], rung: RenditionSpec) -> float:
-    """A rung's level: the top probe's for the 720p box and up, the small one's for 360p (one lower below
-    it), the lower of the two for the boxes between."""
+def rung_level(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = TOP_BOX[1]) -> float:
+    """A rung's level: the top probe's for the ladder's top rung of the 720p box or more, the small one's
+    for 360p (one lower below it), the lower of the two between (a 720p rung under a 1080p one included:
+    it is watched scaled up, as the 360p probe is scored)."""
     top, small = choices[0], choices[-1]
     box = box_height(rung.width, rung.height)
-    if box >= TOP_BOX[1]:
+    if box >= TOP_BOX[1] and box >= top_box:
         return top.level
     if box >= 480:
         return min(top.level, small.level)
