@@ -7,7 +7,7 @@ Bunny clip, then on the 30 s input runs, one after the other on the same machine
 
   * StreamForge: run_pipeline, 1080/720/480/360, veryfast, 4 s segments (audio and thumbnails included),
     `rate_control = "abr"` (the same target bitrates as ffmpeg's), and beside it the default `"crf"` mode
-    (capped constant quality at its default preset, x264 faster), whose time is reported without a goal;
+    (per-title levels, probe included, capped constant quality at x264 veryfast);
   * ffmpeg one process: one decode, `split` into four `scale`s, four libx264 outputs, AAC, HLS fMP4;
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 
@@ -16,7 +16,9 @@ keyframes. It prints wall times (best and median of --repeat runs, interleaved) 
 scaled to 720p, and StreamForge's peak RSS on the 30 s and the 120 s input. --cpus pins everything to
 those cores (e.g. to measure "two cores" on a bigger machine).
 
-RESULT: PASS when the median ratios meet the goals (<= 0.85 of ffmpeg one-process, <= 0.60 of per-rung),
+Also ffmpeg's one-process ladder at the crf run's settings (its per-title levels, the same caps, preset
+and VBV start). RESULT: PASS when the median ratios meet the goals (<= 0.85 of ffmpeg one-process, <= 0.60
+of per-rung; the crf ladder <= 1.10x the abr ladder and <= 0.85x ffmpeg's at the same settings),
 the 720p PSNR is at most 0.2 dB below ffmpeg's and the 120 s peak RSS is within 1.25x of the 30 s one.
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 HEIGHTS = (1080, 720, 480, 360)
 PRESET = "veryfast"
 SEGMENT = 4
-GOALS = {"one_process": 0.85, "per_rung": 0.60, "psnr_drop": 0.2}
+GOALS = {"one_process": 0.85, "per_rung": 0.60, "psnr_drop": 0.2, "crf_vs_abr": 1.10, "crf_vs_ffmpeg": 0.85}
 
 SF_CHILD = r"""
 import json, sys, time
@@ -51,7 +53,8 @@ opts = PipelineOptions(codecs=("h264",), heights={heights!r}, preset={preset!r},
 started = time.monotonic()
 result = run_pipeline({src!r}, {out!r}, opts)
 print(json.dumps({{"wall": time.monotonic() - started,
-                  "rungs": [(r.name, r.width, r.height, r.bitrate) for r in result.renditions]}}))
+                  "rungs": [(r.name, r.width, r.height, r.bitrate) for r in result.renditions],
+                  "notes": result.notes}}))
 """
 
 
@@ -159,15 +162,36 @@ def psnr(encoded: Path, src: Path, width: int, height: int) -> float:
     return float(match[1])
 
 
-def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr") -> float:
-    """Run the pipeline in a fresh process (the interpreter's start included); wall seconds."""
+def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr") -> tuple[float, dict]:
+    """Run the pipeline in a fresh process (the interpreter's start included): wall seconds, and the
+    per-title levels it chose (rung name -> level; empty in abr mode)."""
     shutil.rmtree(out, ignore_errors=True)
     # crf runs at its own default preset (pipeline/ladder.py's DEFAULT_PRESETS), as `serve` would
     preset = PRESET if rate_control == "abr" else ""
     code = SF_CHILD.format(root=str(ROOT), heights=HEIGHTS, preset=preset, segment=SEGMENT, src=str(src),
                            out=str(out), rate_control=rate_control)
-    wall, _, _ = run([sys.executable, "-c", code], cpus)
-    return wall
+    wall, _, stdout = run([sys.executable, "-c", code], cpus)
+    notes = json.loads(stdout.strip().splitlines()[-1])["notes"]
+    levels = next((n for n in notes if n.startswith("per-title levels: ")), "")
+    if levels:
+        print(f"  crf run: {levels[:160]}...", flush=True)
+    return wall, {name: float(level) for name, level in re.findall(r"(\w+) ([0-9.]+)", levels.split(";")[0][18:])}
+
+
+def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) -> list[str]:
+    """ffmpeg's one-process ladder at the crf default's settings: each rung's level (per title, as the
+    StreamForge run chose it), capped at its target bitrate with a 2x buffer half full, crf's preset."""
+    from streamforge.pipeline.ladder import PipelineOptions, encoder_preset
+
+    cmd = ffmpeg_one_process(src, out, rungs, gop)
+    preset = encoder_preset("h264", PipelineOptions())
+    cmd[cmd.index("-preset") + 1] = preset
+    cmd[cmd.index("-x264-params") + 1] = "open-gop=0:vbv-init=0.5"
+    for i, r in enumerate(rungs):
+        at = cmd.index(f"-b:v:{i}")
+        cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(r.bitrate),
+                          f"-bufsize:v:{i}", str(r.bitrate * 2)]
+    return cmd
 
 
 def rss_of(src: Path, out: Path, cpus: str | None) -> int:
@@ -197,12 +221,18 @@ def main() -> int:
     print(f"input {src} | ladder " + ", ".join(f"{r.name} {r.width}x{r.height} {r.bitrate_text}" for r in rungs)
           + f" | {PRESET}, {SEGMENT} s segments, GOP {gop} | ffmpeg {FFMPEG} | cores {args.cpus or os.cpu_count()}",
           flush=True)
-    times: dict[str, list[float]] = {"streamforge": [], "one_process": [], "per_rung": [], "crf": []}
+    times: dict[str, list[float]] = {"streamforge": [], "one_process": [], "per_rung": [], "crf": [],
+                                     "ffmpeg_crf": []}
     sf_out, one_out, rung_out = workdir / "out-streamforge", workdir / "out-ffmpeg-one", workdir / "out-ffmpeg-rung"
     for attempt in range(args.repeat):
         # interleaved, so a noisy neighbour hurts every contender alike
-        times["streamforge"].append(streamforge(src, sf_out, args.cpus))
-        times["crf"].append(streamforge(src, workdir / "out-streamforge-crf", args.cpus, rate_control="crf"))
+        times["streamforge"].append(streamforge(src, sf_out, args.cpus)[0])
+        wall, levels = streamforge(src, workdir / "out-streamforge-crf", args.cpus, rate_control="crf")
+        times["crf"].append(wall)
+        shutil.rmtree(one_out, ignore_errors=True)
+        one_out.mkdir(parents=True)
+        wall, _, _ = run(ffmpeg_crf_one_process(src, one_out, rungs, gop, levels), args.cpus)
+        times["ffmpeg_crf"].append(wall)
         shutil.rmtree(one_out, ignore_errors=True)
         (one_out).mkdir(parents=True)
         wall, _, _ = run(ffmpeg_one_process(src, one_out, rungs, gop), args.cpus)
@@ -236,7 +266,11 @@ def main() -> int:
                   f"  (goal <= {GOALS[key]})")
     results["best"] = best
     print(f"  StreamForge crf mode  {best['crf']:7.1f} s  {med['crf']:7.1f} s   ratio to abr best "
-          f"{best['crf'] / best['streamforge']:.2f}, median {med['crf'] / med['streamforge']:.2f}  (no goal: reported)")
+          f"{best['crf'] / best['streamforge']:.2f}, median {med['crf'] / med['streamforge']:.2f}  "
+          f"(the default ladder, probe included; goal <= {GOALS['crf_vs_abr']}); levels {levels}")
+    print(f"  ffmpeg crf one process{best['ffmpeg_crf']:7.1f} s  {med['ffmpeg_crf']:7.1f} s   crf ratio best "
+          f"{best['crf'] / best['ffmpeg_crf']:.2f}, median {med['crf'] / med['ffmpeg_crf']:.2f}  "
+          f"(same levels, caps and preset; goal <= {GOALS['crf_vs_ffmpeg']})")
     print(f"PSNR 720p vs source: StreamForge {sf_psnr:.2f} dB, ffmpeg {ff_psnr:.2f} dB, "
           f"difference {sf_psnr - ff_psnr:+.2f} dB (goal >= -{GOALS['psnr_drop']})")
     if not args.skip_rss:
@@ -250,6 +284,8 @@ def main() -> int:
     # the verdict on the medians: one lucky or unlucky run of either side does not decide it
     ok = sf_psnr - ff_psnr >= -GOALS["psnr_drop"]
     ok &= all(med["streamforge"] / med[key] <= GOALS[key] for key in ("one_process", "per_rung") if key in med)
+    ok &= med["crf"] / med["streamforge"] <= GOALS["crf_vs_abr"]
+    ok &= med["crf"] / med["ffmpeg_crf"] <= GOALS["crf_vs_ffmpeg"]
     if "rss_mib" in results:
         ok &= results["rss_mib"]["120s"] <= 1.25 * results["rss_mib"]["30s"]
     print(f"\nRESULT: {'PASS' if ok else 'FAIL'}")

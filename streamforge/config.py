@@ -104,6 +104,9 @@ class PipelineConfig:
     # a video longer than twice this is cut into chunks of about this many seconds that several workers
     # and runners encode at once (issue 24); 0: never
     chunk_seconds: float = 60.0
+    # crf mode: the VMAF a title's probe encode aims at when choosing its levels (pipeline/pertitle.py);
+    # 0: the fixed levels of `quality`
+    target_quality: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -418,6 +421,8 @@ def _validate(cfg: Config) -> None:
 
 
 def _validate_quality(p: PipelineConfig) -> None:
+    if not isinstance(p.target_quality, (int, float)) or not 0 <= p.target_quality <= 100:
+        raise ConfigError(f"[pipeline] target_quality: a VMAF from 0 to 100 (0: off), got {p.target_quality!r}")
     if p.rate_control not in ("crf", "abr"):
         raise ConfigError(f"[pipeline] rate_control: \"crf\" or \"abr\", got {p.rate_control!r}")
     for codec, level in p.quality.items():

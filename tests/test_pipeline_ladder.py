@@ -76,14 +76,14 @@ def test_crf_rungs_are_capped_and_smaller_rungs_get_a_lower_crf():
     assert all(r.crf is not None and r.maxrate == r.bitrate and r.bufsize == 2 * r.bitrate for r in rungs)
     assert [r.crf for r in h264] == sorted((r.crf for r in h264), reverse=True)
     assert h264[0].crf > h264[-1].crf
-    assert [(r.name, r.crf) for r in h264] == [("1080p", 22), ("720p", 22), ("480p", 21), ("360p", 20)]
+    assert [(r.name, r.crf) for r in h264] == [("1080p", 18), ("720p", 18), ("480p", 17), ("360p", 16)]
     small = plan_ladder(source(426, 240), PipelineOptions(heights=(240,)))[0]
-    assert small.crf == 19
+    assert small.crf == 15
     # a film's or a phone's rungs take the level of the box they fill, as a 16:9 rung of that name does
     film = plan_ladder(source(1280, 544), PipelineOptions(heights=(720, 480, 360)))
-    assert [(r.width, r.height, r.crf) for r in film] == [(1280, 544, 22), (854, 362, 21), (640, 272, 20)]
+    assert [(r.width, r.height, r.crf) for r in film] == [(1280, 544, 18), (854, 362, 17), (640, 272, 16)]
     phone = plan_ladder(source(720, 1280), PipelineOptions(heights=(720, 480)))
-    assert [(r.width, r.height, r.crf) for r in phone] == [(720, 1280, 22), (480, 854, 21)]
+    assert [(r.width, r.height, r.crf) for r in phone] == [(720, 1280, 18), (480, 854, 17)]
     custom = plan_ladder(source(1280, 720), PipelineOptions(heights=(720, 480), quality={"h264": 26}))
     assert [r.crf for r in custom] == [26, 25]
     with pytest.raises(ValueError, match="rate_control"):
@@ -91,7 +91,7 @@ def test_crf_rungs_are_capped_and_smaller_rungs_get_a_lower_crf():
 
 
 def test_the_preset_is_the_configured_one_or_the_measured_default_of_the_rate_control():
-    assert encoder_preset("h264", PipelineOptions()) == "faster"  # crf: the measured default
+    assert encoder_preset("h264", PipelineOptions()) == "veryfast"  # crf: per-title levels at abr's speed
     assert encoder_preset("h264", PipelineOptions(rate_control="abr")) == "veryfast"  # as it always was
     assert encoder_preset("hevc", PipelineOptions()) == "veryfast"
     assert encoder_preset("h264", PipelineOptions(preset="ultrafast")) == "ultrafast"

@@ -17,16 +17,21 @@ RATE_CONTROLS = ("crf", "abr")
 # SVT-AV1 and VP9 CRF 0-63), and how much lower a smaller rung goes: a small rung is watched scaled up,
 # so its pixels count more. Measured with bench/quality.py (the curves are in bench/README.md): per rung,
 # the levels with the fewest corpus bytes whose VMAF stayed within 1.5 of the target bitrate's on every clip.
-DEFAULT_QUALITY = {"h264": 22.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
+# H.264's are the fixed levels: in crf mode each title's are chosen by pipeline/pertitle.py's probe, and
+# these (x264 veryfast's safe level, bench/README.md's preset table) serve only with target_quality = 0
+# or when the probe cannot run.
+DEFAULT_QUALITY = {"h264": 18.0, "hevc": 20.0, "av1": 33.0, "vp9": 23.0}
 # (rungs at least this tall, minus), tall as in box_height; < 360 extrapolated
 QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
-# The encoder preset when [pipeline] preset is left empty, per rate control and codec. In crf mode x264
-# "faster" (subme 4, trellis, 2 refs) gave 1.5 to 3 VMAF more than "veryfast" at equal bytes on every
-# clip, which is what lets the crf defaults above sit 5 CRF higher, for about 1.5x veryfast's encoding
-# time; "fast" scored alike but its longer lookahead held a live run's first segment back by a second
-# (bench/README.md). abr keeps "veryfast" as it always had.
-DEFAULT_PRESETS = {"crf": {"h264": "faster"}, "abr": {}}
+# The encoder preset when [pipeline] preset is left empty, per rate control and codec. x264 "faster" gave
+# 1.5 to 3 VMAF more than "veryfast" at equal bytes, but took 1.45x the abr ladder's time; the default
+# ladder must stay within 1.1x of it, probe included, so crf encodes at "veryfast" too and the per-title
+# levels (pipeline/pertitle.py) take the bytes where the picture allows (bench/README.md).
+DEFAULT_PRESETS = {"crf": {"h264": "veryfast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
+# crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys
+# is lower; 0 turns the per-title choice off
+DEFAULT_TARGET_QUALITY = 100.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class PipelineOptions:
     quality: dict = field(default_factory=dict, compare=False)
     # keep an H.264 upload's own pictures for the rung of its size (see pipeline/passthrough.py)
     passthrough: bool = True
+    # crf mode: the VMAF the top rungs aim at, each title's levels chosen by a probe encode
+    # (pipeline/pertitle.py); 0: the fixed levels above
+    target_quality: float = DEFAULT_TARGET_QUALITY
 
     @classmethod
     def from_config(cls, config) -> PipelineOptions:
@@ -65,7 +73,7 @@ class PipelineOptions:
         values = {}
         for name in ("preset", "segment_seconds", "max_duration", "max_width", "max_height", "max_streams",
                      "max_fps", "run_timeout", "live", "first_segment_seconds", "audio_bitrate",
-                     "preview_count", "rate_control", "passthrough"):
+                     "preview_count", "rate_control", "passthrough", "target_quality"):
             value = getattr(config, name, None)
             if value is not None:
                 values[name] = value
@@ -143,9 +151,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
         for name, w, h in sizes:
-            kbps = REFERENCE_KBPS[codec] * (w * h / REFERENCE_PIXELS) ** 0.75
-            kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
-            bitrate = int(round(max(kbps, 64) / 10) * 10) * 1000
+            bitrate = target_bitrate(codec, w, h, rate)
             name = name if codec == "h264" else f"{name}-{codec}"
             if opts.rate_control == "abr":
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
@@ -157,6 +163,13 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                                            maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
                                            crf=rung_quality(codec, box_height(w, h), opts)))
     return rungs
+
+
+def target_bitrate(codec: str, width: int, height: int, rate: Fraction) -> int:
+    """A rung's target bitrate in bit/s: the codec's 1080p30 reference scaled by pixels^0.75 and frame rate."""
+    kbps = REFERENCE_KBPS[codec] * (width * height / REFERENCE_PIXELS) ** 0.75
+    kbps *= min(1.5, max(0.6, math.sqrt(float(rate) / 30)))
+    return int(round(max(kbps, 64) / 10) * 10) * 1000
 
 
 def encoder_preset(codec: str, opts: PipelineOptions) -> str:

@@ -26,7 +26,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
-from streamforge.pipeline import hls, passthrough
+from streamforge.pipeline import hls, passthrough, pertitle
 from streamforge.pipeline.aac import AudioAligner, AudioEncoder, AudioPlan, audio_bits, plan_audio
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
 from streamforge.pipeline.placement import FileCallback, publish_built, remove_written
@@ -405,7 +405,8 @@ class _Progress:
 def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: PipelineOptions,
                        report: _Progress, emit: FileCallback) -> PipelineResult:
     """The ladder of a probed video under `outdir` (see pipeline/run.py's run_pipeline for the contract)."""
-    rungs = plan_ladder(info, opts)
+    report(0.0, "levels", force=True)
+    rungs, levels_note = pertitle.choose_levels(src, info, plan_ladder(info, opts), opts)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     if opts.live:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +427,8 @@ def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
                 remove_written(work, publisher.files, folders)
             else:
                 shutil.rmtree(work, ignore_errors=True)
+    if levels_note:
+        result.notes.insert(0, levels_note)
     if not opts.live:
         publish_built(work, outdir, result.files, emit)
     report(1.0, "done", force=True)

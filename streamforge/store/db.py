@@ -602,7 +602,7 @@ def _migration_7(database) -> None:
 
 
 def _slot_not_landed(database) -> None:
-    """A number another change of the third round holds; it lands with that change (a no-op until then)."""
+    """A number the third round reserved for a change that needed no schema change: a no-op."""
 
 
 def _migration_8(database) -> None:

@@ -1,0 +1,356 @@
+"""Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
+
+The probe takes `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (a live run: one, a
+quick estimate that keeps the first segments on time) and encodes them at two sizes, the 720p box (for
+the top rungs) and the 360p box (the small ones), at each of `LEVELS` with crf's preset. Each encode's
+bitrate is counted as the ladder would spend it (a keyframe a segment, not a stretch) and its pictures
+are scaled up to the 720p-box samples and scored with VMAF, as a player scales a small rung up, all in
+one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted
+unseen clips with R^2 0.32 only, bench/README.md). That gives each size a curve of VMAF against bitrate;
+where the size's target bitrate falls on it is what `rate_control = "abr"` would buy. The level chosen
+is the highest (linear between the probe's levels, on half steps) whose VMAF reaches the aim:
+`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. The top
+rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it),
+the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned peak. Hard content (heavy grain: no level
+reaches the aim, or the level that does would take more than the target bitrate anyway) gets the
+bottom of LEVEL_RANGE, so it rides its cap as before.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.video.frame import PictureType
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from streamforge.errors import MediaError
+from streamforge.pipeline.ladder import (
+    PipelineOptions,
+    RenditionSpec,
+    box_height,
+    encoder_preset,
+    fit_box,
+    target_bitrate,
+)
+from streamforge.pipeline.probe import ProbeResult, open_input
+
+SAMPLES = 3  # stretches of the video the probe encodes
+# a live run's quick estimate: one stretch, mid-video (0: a live run keeps the fixed levels, the probe
+# then costs its first segments nothing)
+LIVE_SAMPLES = 1
+SAMPLE_FRAMES = 20  # frames per stretch
+TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
+PROBE_RATE = Fraction(25)
+SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
+LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
+LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
+MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
+SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe (its motion feature still sees them all)
+VMAF_TIMEOUT = 300  # seconds the scoring run may take
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """One probe encode: its size, level, the bitrate it takes in the ladder (kbit/s) and its VMAF."""
+
+    size: tuple[int, int]
+    level: float
+    kbps: float
+    vmaf: float
+
+
+@dataclass(frozen=True)
+class SizeChoice:
+    """The level chosen at one probe size and the aim it met."""
+
+    size: tuple[int, int]
+    level: float
+    aim: float
+    met: bool  # False: no level in range met the aim (hard content: its rungs ride their caps)
+
+
+def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
+                  opts: PipelineOptions) -> tuple[list[RenditionSpec], str | None]:
+    """The rungs with their per-title levels (H.264 crf rungs), and the log line; unchanged when off."""
+    targets = [r for r in rungs if r.codec == "h264" and r.crf is not None]
+    if not targets or not opts.target_quality or opts.rate_control != "crf":
+        return rungs, None
+    samples = LIVE_SAMPLES if opts.live else SAMPLES
+    if not samples:
+        return rungs, "per-title levels: not measured in a live run; the fixed levels"
+    started = time.monotonic()
+    try:
+        frames = sample_frames(src, info, samples)
+        points = measure(frames, probe_sizes(info), opts)
+    except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError,
+            ImportError) as e:
+        return rungs, f"per-title levels: not measured ({' '.join(str(e).split())[:300]}); the fixed levels"
+    choices = [pick_level([p for p in points if p.size == size], size, opts.target_quality)
+               for size in dict.fromkeys(p.size for p in points)]
+    top_box = max(box_height(r.width, r.height) for r in targets)
+    levels = {r.name: rung_level(choices, r, top_box) for r in targets}
+    chosen = [dataclasses.replace(r, crf=levels[r.name]) if r.name in levels else r for r in rungs]
+    return chosen, note(levels, choices, points, len(frames), time.monotonic() - started)
+
+
+def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], frames: int, seconds: float) -> str:
+    """The processing log's line: the levels, the choice per probe size and every measurement."""
+    text = [f"per-title levels: {', '.join(f'{name} {level:g}' for name, level in levels.items())}; "
+            f"probe of {frames} frames in {seconds:.2f} s"]
+    for choice in choices:
+        size = f"{choice.size[0]}x{choice.size[1]}"
+        verdict = (f"level {choice.level:g} meets the aim VMAF {choice.aim:.1f}" if choice.met else
+                   f"no level meets the aim VMAF {choice.aim:.1f} (hard content: capped)")
+        measured = ", ".join(f"crf {p.level:g} {p.kbps:.0f} kbit/s VMAF {p.vmaf:.1f}"
+                             for p in points if p.size == choice.size)
+        text.append(f"{size}: {verdict}; measured {measured}")
+    return "; ".join(text)
+
+
+def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -> SizeChoice:
+    """The highest level, on half steps, whose VMAF (linear between probes) reaches the aim: `target`, or
+    what the size's target bitrate buys (at_target) minus MARGIN when that is lower. Hard content gets
+    the bottom of LEVEL_RANGE, so the rung rides its cap: when no level reaches the aim, when even the
+    highest level probed takes more than the target bitrate (heavy grain: what the target buys is then
+    a guess below the curve, and the cap decides anyway), or when the level that reaches it would."""
+    kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
+    aim = min(float(target), at_target(points, kbps) - MARGIN)
+    curve = sorted(points, key=lambda p: p.level)
+    if curve[0].vmaf < aim or kbps < min(p.kbps for p in curve):
+        return SizeChoice(size, LEVEL_RANGE[0], aim, False)
+    best = curve[0].level
+    for low, high in zip(curve, curve[1:]):
+        if high.vmaf >= aim:
+            best = high.level
+            continue
+        best = low.level + (low.vmaf - aim) / (low.vmaf - high.vmaf) * (high.level - low.level)
+        break
+    else:  # the highest probe still meets it: on at the last slope, at most one more step
+        step = curve[-1].level - curve[-2].level if len(curve) > 1 else 0.0
+        drop = (curve[-2].vmaf - curve[-1].vmaf) / step if step else 0.0
+        best = curve[-1].level + (min(step, (curve[-1].vmaf - aim) / drop) if drop > 0 else step)
+    level = min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], math.floor(best * 2) / 2))
+    if kbps_at(curve, level) >= kbps:
+        return SizeChoice(size, LEVEL_RANGE[0], aim, False)
+    return SizeChoice(size, level, aim, True)
+
+
+def kbps_at(curve: list[ProbePoint], level: float) -> float:
+    """The bitrate the curve takes at `level`, linear in log bitrate between the probes and on past them."""
+    if len(curve) == 1:
+        return curve[0].kbps
+    pairs = list(zip(curve, curve[1:]))
+    low, high = next(((a, b) for a, b in pairs if level <= b.level), pairs[-1])
+    if min(low.kbps, high.kbps) <= 0 or high.level == low.level:
+        return low.kbps
+    slope = math.log(high.kbps / low.kbps) / (high.level - low.level)
+    return low.kbps * math.exp(slope * (level - low.level))
+
+
+def rung_level(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = TOP_BOX[1]) -> float:
+    """A rung's level: the top probe's for the ladder's top rung of the 720p box or more, the small one's
+    for 360p (one lower below it), the lower of the two between (a 720p rung under a 1080p one included:
+    it is watched scaled up, as the 360p probe is scored)."""
+    top, small = choices[0], choices[-1]
+    box = box_height(rung.width, rung.height)
+    if box >= TOP_BOX[1] and box >= top_box:
+        return top.level
+    if box >= 480:
+        return min(top.level, small.level)
+    return max(LEVEL_RANGE[0], small.level - (1.0 if box < SMALL_BOX[1] else 0.0))
+
+
+def probe_sizes(info: ProbeResult) -> list[tuple[int, int]]:
+    """The probe's picture sizes for this source: the 720p and the 360p box (one when they coincide)."""
+    return list(dict.fromkeys(fit_box(info.width, info.height, *box) for box in (TOP_BOX, SMALL_BOX)))
+
+
+def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions) -> list[ProbePoint]:
+    """Encode the samples at each size and probe level: the bitrate each takes in the ladder, and VMAF."""
+    gop = max(1, round(opts.segment_seconds * float(PROBE_RATE)))
+    runs = [(size, level) for size in sizes for level in LEVELS]
+    with tempfile.TemporaryDirectory(prefix="sf-pertitle-") as tmp:
+        work = Path(tmp)
+        write_raw(frames, work / "reference.yuv")
+        rates = []
+        for size in sizes:
+            pictures = scaled(frames, size)
+            for level in LEVELS:
+                data, per_frame = encode_samples(pictures, probe_options(level, opts), gop)
+                (work / f"{len(rates)}.h264").write_bytes(data)
+                rates.append(per_frame * float(PROBE_RATE) / 1000)
+        scores = vmaf_scores(work, len(runs), frames[0].width, frames[0].height)
+    return [ProbePoint(size=size, level=level, kbps=kbps, vmaf=score)
+            for (size, level), kbps, score in zip(runs, rates, scores)]
+
+
+def at_target(points: list[ProbePoint], kbps: float) -> float:
+    """The VMAF the curve reaches at `kbps`, linear in log bitrate between neighbouring levels and on past
+    the ends at the end pair's slope (at most 100): what the target bitrate buys. Past the lowest level
+    the line goes on up, as an encoder with bits to spare keeps refining a still picture; a pair whose
+    bitrates hardly differ (a still: every level about as small) carries no slope."""
+    curve = sorted(points, key=lambda p: p.level)
+    if len(curve) == 1:
+        return curve[0].vmaf
+    pairs = list(zip(curve, curve[1:]))  # each (lower level: more bits, higher level)
+    rich, lean = next(((a, b) for a, b in pairs if b.kbps <= kbps <= a.kbps),
+                      pairs[0] if kbps > curve[0].kbps else pairs[-1])
+    span = math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
+    if span < 0.05:
+        return min(rich.vmaf, 100.0) if kbps >= lean.kbps else lean.vmaf
+    slope = (rich.vmaf - lean.vmaf) / span
+    return min(100.0, lean.vmaf + slope * math.log(kbps / lean.kbps))
+
+
+def scaled(frames: list, size: tuple[int, int]) -> list:
+    """The samples at another size (bicubic), or themselves."""
+    if (frames[0].width, frames[0].height) == size:
+        return frames
+    reformatter = VideoReformatter()
+    return [reformatter.reformat(f, size[0], size[1], "yuv420p", interpolation=Interpolation.BICUBIC)
+            for f in frames]
+
+
+def probe_options(level: float, opts: PipelineOptions) -> dict:
+    """x264 options of one probe encode: the level at crf's preset. No VBV: the stretches are too short
+    for a buffer to behave as over a whole video; the probe measures the content's curve, and the real
+    encode's cap does the capping."""
+    params = f"keyint={SAMPLE_FRAMES}:min-keyint={SAMPLE_FRAMES}:scenecut=0:open-gop=0:partitions=i8x8"
+    return {"crf": f"{level:g}", "preset": encoder_preset("h264", opts), "x264-params": params, "threads": "2"}
+
+
+def sample_frames(src: Path, info: ProbeResult, samples: int = SAMPLES) -> list:
+    """`samples` stretches of SAMPLE_FRAMES frames spread over the video, scaled to the 720p box.
+
+    Each starts on the first keyframe after its point when that comes before the next point (nothing
+    but the stretch is decoded); otherwise (long GOPs, short videos) at the point, decoding from the
+    keyframe before it with the frames no later one needs skipped.
+    """
+    width, height = fit_box(info.width, info.height, *TOP_BOX)
+    reformatter = VideoReformatter()
+    frames: list = []
+    span = SAMPLE_FRAMES / float(PROBE_RATE)
+    with open_input(src) as container:
+        stream = container.streams[info.video_stream_index]
+        stream.thread_type = "AUTO"
+        done = -math.inf  # where the previous stretch ended, seconds
+        for i in range(samples):
+            at = max(done, info.start_time + info.duration * (i + 0.5) / samples)
+            until = info.start_time + info.duration * (i + 1) / samples - span
+            taken = _stretch(container, stream, at, until, done, forward=True)
+            if not taken:
+                taken = _stretch(container, stream, at, math.inf, done, forward=False)
+            frames += [reformatter.reformat(f, width, height, "yuv420p", interpolation=Interpolation.BICUBIC)
+                       for f in taken]
+            done = max([done] + [f.time for f in taken if f.time is not None])
+    if not frames:
+        raise MediaError("no pictures to probe")
+    return frames
+
+
+def _stretch(container, stream, at: float, until: float, done: float, forward: bool) -> list:
+    """SAMPLE_FRAMES decoded frames from `at` on: from the keyframe after it (forward; none when that is
+    past `until`), or from the keyframe before it, skipping to `at`."""
+    try:
+        container.seek(int(at / stream.time_base), stream=stream, backward=not forward, any_frame=False)
+    except av.FFmpegError:
+        return []
+    taken: list = []
+    try:
+        for frame in container.decode(stream):
+            if not taken:
+                if frame.time is None or (forward and (frame.time > until or frame.time <= done)):
+                    return []
+                if frame.time <= done or frame.time < at - SEEK_SLACK:
+                    stream.codec_context.skip_frame = "NONREF"  # on to the point: only what later frames need
+                    continue
+                stream.codec_context.skip_frame = "DEFAULT"
+            taken.append(frame)
+            if len(taken) == SAMPLE_FRAMES:
+                break
+    finally:
+        stream.codec_context.skip_frame = "DEFAULT"
+    return taken
+
+
+def encode_samples(frames: list, options: dict, gop: int) -> tuple[bytes, float]:
+    """The samples as an H.264 Annex B stream (an IDR at each stretch's start) and the bits a frame takes
+    in the ladder, where a keyframe comes once every `gop` frames instead of once a stretch."""
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = frames[0].width, frames[0].height, "yuv420p"
+    encoder.time_base = 1 / PROBE_RATE
+    encoder.framerate = PROBE_RATE
+    encoder.options = options
+    packets: list = []
+    for n, frame in enumerate(frames):
+        frame.pts = n
+        frame.time_base = encoder.time_base
+        frame.pict_type = PictureType.I if n % SAMPLE_FRAMES == 0 else PictureType.NONE
+        packets += encoder.encode(frame)
+    packets += encoder.encode(None)
+    keys = [p.size for p in packets if p.is_keyframe] or [0]
+    others = [p.size for p in packets if not p.is_keyframe] or keys
+    per_frame = 8 * (sum(keys) / len(keys) + (gop - 1) * sum(others) / len(others)) / gop
+    return b"".join(bytes(p) for p in packets), per_frame
+
+
+def write_raw(frames: list, path: Path) -> None:
+    """yuv420p frames as one raw file, rows without their padding (FFmpeg's rawvideo input)."""
+    with open(path, "wb") as f:
+        for frame in frames:
+            for i, plane in enumerate(frame.planes):
+                width = frame.width if i == 0 else (frame.width + 1) // 2
+                data = memoryview(plane)
+                if plane.line_size == width:
+                    f.write(data[: width * plane.height])
+                    continue
+                for row in range(plane.height):
+                    f.write(data[row * plane.line_size: row * plane.line_size + width])
+
+
+def ffmpeg_with_vmaf() -> str:
+    """imageio-ffmpeg's FFmpeg (built with libvmaf); RuntimeError when it is missing."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def vmaf_scores(work: Path, count: int, width: int, height: int) -> list[float]:
+    """VMAF of each of `count` probe streams (work/N.h264), scaled up bicubically to the samples' size,
+    against work/reference.yuv: two FFmpeg runs side by side (a filter graph runs on one core)."""
+    half = (count + 1) // 2
+    runs = [subprocess.Popen(_vmaf_command(range(start, min(count, start + half)), width, height), cwd=work,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for start in range(0, count, half)]
+    for run in runs:
+        try:
+            _, err = run.communicate(timeout=VMAF_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for other in runs:
+                other.kill()
+            raise
+        if run.returncode != 0:
+            raise RuntimeError(f"VMAF scoring failed: {err.decode(errors='replace')[-300:]}")
+    return [json.loads((work / f"vmaf{i}.json").read_text())["pooled_metrics"]["vmaf"]["mean"]
+            for i in range(count)]
+
+
+def _vmaf_command(streams: range, width: int, height: int) -> list[str]:
+    raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", "25"]
+    args = [ffmpeg_with_vmaf(), "-hide_banner", "-nostats", "-loglevel", "error", *raw, "-i", "reference.yuv"]
+    for i in streams:
+        args += ["-f", "h264", "-framerate", "25", "-i", f"{i}.h264"]
+    pick = "settb=1/25,setpts=N"
+    graph = [f"[0:v]{pick},split={len(streams)}" + "".join(f"[r{i}]" for i in streams)]
+    for n, i in enumerate(streams):
+        graph.append(f"[{n + 1}:v]{pick},scale={width}:{height}:flags=bicubic[d{i}];"
+                     f"[d{i}][r{i}]libvmaf=n_threads=1:n_subsample={SCORE_EVERY}:log_fmt=json:log_path=vmaf{i}.json")
+    return [*args, "-filter_complex", ";".join(graph), "-f", "null", "-"]

@@ -1,0 +1,133 @@
+"""Per-title levels: the probe's choice of each rung's constant-quality level (pipeline/pertitle.py)."""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import av
+import media_factory as mf
+import pytest
+
+from streamforge.pipeline import PipelineOptions, pertitle, plan_ladder, probe, run_pipeline
+from streamforge.pipeline.ladder import target_bitrate
+from streamforge.pipeline.pertitle import LEVEL_RANGE, ProbePoint, SizeChoice, choose_levels, pick_level
+
+OPTS = PipelineOptions(heights=(720, 480, 360), target_quality=98.0)
+SIZE = (640, 360)
+TARGET = target_bitrate("h264", *SIZE, Fraction(25)) / 1000  # kbit/s
+
+
+def _curve(*points: tuple[float, float, float]) -> list[ProbePoint]:
+    """(level, kbit/s as a multiple of the target bitrate, VMAF) -> probe points."""
+    return [ProbePoint(SIZE, level, share * TARGET, vmaf) for level, share, vmaf in points]
+
+
+def test_the_level_is_the_highest_within_the_margin_of_what_the_target_bitrate_buys():
+    # the target bitrate buys 94 (level 22's) -> aim 93: between 22 (94) and 26 (90) the line crosses at 23
+    choice = pick_level(_curve((18, 2.0, 95.0), (22, 1.0, 94.0), (26, 0.5, 90.0)), SIZE, target=98.0)
+    assert (choice.level, choice.aim, choice.met) == (23.0, 93.0, True)
+    # a target_quality below what the target bitrate buys is the aim
+    choice = pick_level(_curve((18, 2.0, 99.5), (22, 1.0, 99.0), (26, 0.5, 96.0)), SIZE, target=95.0)
+    assert choice.aim == 95.0 and 26.0 < choice.level <= 28.0
+
+
+def test_easy_content_gets_a_higher_level_than_hard_content():
+    easy = pick_level(_curve((18, 0.4, 99.0), (22, 0.25, 98.8), (26, 0.15, 98.5)), SIZE, 98.0)  # a screen
+    hard = pick_level(_curve((18, 1.0, 90.0), (22, 0.5, 85.0), (26, 0.25, 79.0)), SIZE, 98.0)  # camera motion
+    assert easy.met and hard.met
+    assert LEVEL_RANGE[0] <= hard.level < easy.level <= LEVEL_RANGE[1]
+    assert hard.level == 18.5 and easy.level == LEVEL_RANGE[1]
+
+
+def test_grain_keeps_the_cap():
+    # every level takes more than the target bitrate: the cap decides, the rung rides it
+    grain = pick_level(_curve((18, 4.0, 80.0), (22, 3.0, 79.0), (26, 2.0, 77.0)), SIZE, 98.0)
+    assert (grain.level, grain.met) == (LEVEL_RANGE[0], False)
+    # or no level reaches what the target bitrate buys
+    starved = pick_level(_curve((18, 0.9, 84.0), (22, 0.6, 80.0), (26, 0.4, 75.0)), SIZE, 98.0)
+    assert (starved.level, starved.met) == (LEVEL_RANGE[0], False)
+
+
+def test_rung_levels_come_from_the_probe_size_of_their_box_and_stay_in_range():
+    rungs = plan_ladder(probe_result(1920, 1080), PipelineOptions(heights=(1080, 720, 480, 360, 240)))
+    choices = [SizeChoice((1280, 720), 20.0, 90.0, True), SizeChoice((640, 360), 23.0, 80.0, True)]
+    levels = {r.name: pertitle.rung_level(choices, r, top_box=1080) for r in rungs}
+    assert levels == {"1080p": 20.0, "720p": 20.0, "480p": 20.0, "360p": 23.0, "240p": 22.0}
+    # a 720p rung under a 1080p one is watched scaled up: the lower of the two sizes' levels
+    lower_top = [SizeChoice((1280, 720), 25.0, 90.0, True), SizeChoice((640, 360), 22.0, 80.0, True)]
+    assert pertitle.rung_level(lower_top, rungs[0], top_box=1080) == 25.0
+    assert pertitle.rung_level(lower_top, rungs[1], top_box=1080) == 22.0
+    assert pertitle.rung_level(lower_top, rungs[1], top_box=720) == 25.0
+    capped = [SizeChoice((1280, 720), LEVEL_RANGE[0], 90.0, False), SizeChoice((640, 360), 23.0, 80.0, True)]
+    assert pertitle.rung_level(capped, rungs[0]) == LEVEL_RANGE[0]
+    assert all(LEVEL_RANGE[0] <= pertitle.rung_level(choices, r) <= LEVEL_RANGE[1] for r in rungs)
+
+
+def probe_result(width: int, height: int):
+    from streamforge.pipeline.probe import ProbeResult
+
+    return ProbeResult(path="x.mp4", format_name="mp4", duration=10.0, width=width, height=height,
+                       coded_width=width, coded_height=height, sample_aspect_ratio=Fraction(1), fps=25.0,
+                       frame_rate=Fraction(25), rotation=0, video_codec="h264", pix_fmt="yuv420p",
+                       interlaced=False, start_time=0.0, has_audio=False)
+
+
+def _clip(path, kind: str, seconds: float = 2.0):
+    """640x360 at 25 fps: "still", one smooth picture held (the easiest content there is), or "noise",
+    new random pixels every frame (grain no level keeps up with)."""
+    rng = random.Random(7)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.codec_context.options = {"crf": "12", "preset": "ultrafast"}
+        frame = av.VideoFrame(640, 360, "yuv420p")
+        for n in range(int(seconds * 25)):
+            for i, plane in enumerate(frame.planes):
+                if kind == "noise":
+                    data = rng.randbytes(plane.buffer_size)
+                else:
+                    row = bytes((16 + x // 4 + i * 40) % 236 for x in range(plane.line_size))
+                    data = row * (plane.buffer_size // plane.line_size)
+                memoryview(plane)[:] = data
+            frame.pts = n
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_a_real_probe_gives_a_still_a_high_level_and_grain_the_cap(tmp_path):
+    chosen = {}
+    for kind in ("still", "noise"):
+        src = _clip(tmp_path / f"{kind}.mp4", kind)
+        info = probe(src)
+        planned = plan_ladder(info, OPTS)
+        rungs, note = choose_levels(src, info, planned, OPTS)
+        # the caps are the plan's, whatever the level
+        assert [(r.name, r.maxrate, r.bufsize) for r in rungs] == [(r.name, r.maxrate, r.bufsize) for r in planned]
+        assert note.startswith("per-title levels: 360p ") and "640x360: " in note
+        assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note
+        chosen[kind] = (rungs[0].crf, note)
+    assert chosen["still"][0] > chosen["noise"][0] == LEVEL_RANGE[0], chosen
+    assert "hard content" in chosen["noise"][1]
+
+
+def test_the_processing_notes_carry_the_choice_and_off_means_the_fixed_levels(tmp_path):
+    src = mf.make_video(tmp_path / "in.mp4", width=640, height=360, seconds=1.0, audio=None)
+    result = run_pipeline(src, tmp_path / "out", OPTS)
+    assert result.notes[0].startswith("per-title levels: 360p ")
+    fixed = run_pipeline(src, tmp_path / "fixed", PipelineOptions(heights=(720, 480, 360), target_quality=0))
+    assert not any(n.startswith("per-title") for n in fixed.notes)
+    abr = run_pipeline(src, tmp_path / "abr", PipelineOptions(heights=(360,), rate_control="abr"))
+    assert not any(n.startswith("per-title") for n in abr.notes)
+
+
+@pytest.mark.parametrize("value", ["-1", "101", "high"])
+def test_target_quality_config_is_checked(tmp_path, value):
+    from streamforge.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="target_quality"):
+        load_config(data_dir=tmp_path, env={"STREAMFORGE_PIPELINE_TARGET_QUALITY": value})
+    config = load_config(data_dir=tmp_path, env={"STREAMFORGE_PIPELINE_TARGET_QUALITY": "95"})
+    assert PipelineOptions.from_config(config.pipeline).target_quality == 95.0
