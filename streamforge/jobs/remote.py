@@ -210,22 +210,29 @@ def succeed(config: Config, runner: Runner, job_id: str, token: str, body: dict)
     return outcome
 
 
+def _upload_and_record(run: VideoRun, outdir: Path, result, tracks: list, then=None) -> str:
+    """The upload and database stages of a run whose files a runner wrote (checked and now under `outdir`)."""
+    uploader = run.uploader = _uploaded(run, outdir, result)
+    run.subtitles = tracks
+    total = run.upload(outdir, result, uploader)
+    run.record(result, total)
+    captions.after_run(run.store, run.video_id, run.caption_versions)
+    if then is not None:
+        then()
+    try:
+        run.remove_stale_outputs()
+    except StorageError as e:
+        log.warning("old outputs of %s stay in the store: %s", run.video_id, e)
+    return "completed"
+
+
 def _publish(run: VideoRun, result, sizes: dict[str, int], tracks: list) -> str:
     run.relabel(f"the instance, for {run.by}")  # upload and database: the web side publishes what the runner wrote
     work = Path(tempfile.mkdtemp(prefix=f"sf-remote-{run.video_id}-", dir=run.config.pipeline.temp_dir or None))
     try:
         outdir = work / "out"
         _check_written(run, result, sizes, outdir)
-        uploader = run.uploader = _uploaded(run, outdir, result)
-        run.subtitles = tracks
-        total = run.upload(outdir, result, uploader)
-        run.record(result, total)
-        captions.after_run(run.store, run.video_id, run.caption_versions)
-        try:
-            run.remove_stale_outputs()
-        except StorageError as e:
-            log.warning("old outputs of %s stay in the store: %s", run.video_id, e)
-        return "completed"
+        return _upload_and_record(run, outdir, result, tracks)
     finally:
         run._stop.set()
         if run.uploader is not None:
@@ -422,17 +429,8 @@ def finish_chunked_run(run: VideoRun, body: dict) -> str:
         outdir = work / "out"
         result = pchunks.finish_chunked(outdir, results, chunked["whole"], chunked["audio_bitrate"],
                                         float(chunked["duration"]))
-        uploader = run.uploader = _uploaded(run, outdir, result)
-        run.subtitles = _tracks(body)
-        total = run.upload(outdir, result, uploader)
-        run.record(result, total)
-        captions.after_run(run.store, run.video_id, run.caption_versions)
-        chunks.delete_run(run.video_id, run.token)
-        try:
-            run.remove_stale_outputs()
-        except StorageError as e:
-            log.warning("old outputs of %s stay in the store: %s", run.video_id, e)
-        return "completed"
+        return _upload_and_record(run, outdir, result, _tracks(body),
+                                  then=lambda: chunks.delete_run(run.video_id, run.token))
     finally:
         run._stop.set()
         if run.uploader is not None:

@@ -385,15 +385,21 @@ class ObjectStore:
 
     # -- objects ----------------------------------------------------------------------------
 
-    def stat(self, key: str) -> ObjectInfo | None:
-        """HEAD `key`: its size, ETag, type and date, or None when there is no such object."""
+    def _head(self, key: str):
+        """The SDK's HEAD answer for `key`, or None when there is no such object."""
         with self._errors("stat", key):
             try:
-                obj = self._client.stat_object(bucket_name=self.bucket, object_name=key)
+                return self._client.stat_object(bucket_name=self.bucket, object_name=key)
             except S3Error as e:
                 if e.code in _MISSING_CODES:
                     return None
                 raise
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        """HEAD `key`: its size, ETag, type and date, or None when there is no such object."""
+        obj = self._head(key)
+        if obj is None:
+            return None
         headers = obj.metadata or {}
         return ObjectInfo(key=key, size=obj.size or 0, etag=(obj.etag or "").strip('"'),
                           content_type=obj.content_type, last_modified=obj.last_modified,
@@ -569,12 +575,8 @@ class ObjectStore:
 
     def user_metadata(self, key: str) -> dict[str, str] | None:
         """The `x-amz-meta-*` headers of `key` (names lower-case, prefix removed), or None when it is missing."""
-        with self._errors("stat", key):
-            try:
-                obj = self._client.stat_object(bucket_name=self.bucket, object_name=key)
-            except S3Error as e:
-                if e.code in _MISSING_CODES:
-                    return None
-                raise
+        obj = self._head(key)
+        if obj is None:
+            return None
         prefix = "x-amz-meta-"
         return {k.lower()[len(prefix):]: v for k, v in (obj.metadata or {}).items() if k.lower().startswith(prefix)}
