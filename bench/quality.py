@@ -311,22 +311,13 @@ def sweep(corpus: dict[str, Path], workdir: Path, args) -> int:
     return 0
 
 
-def _raw(frames: list, path: Path) -> Path:
-    """yuv420p frames as one raw file (rows without their padding), for FFmpeg's rawvideo demuxer."""
-    with open(path, "wb") as f:
-        for frame in frames:
-            for i, plane in enumerate(frame.planes):
-                width = frame.width if i == 0 else (frame.width + 1) // 2
-                data = bytes(plane)
-                for row in range(plane.height):
-                    f.write(data[row * plane.line_size: row * plane.line_size + width])
-    return path
-
-
 def probe_vmaf(reference: list, distorted: list, workdir: Path) -> float:
     """VMAF of the probe's decoded pictures against its samples, at the probe's size."""
+    from streamforge.pipeline.pertitle import write_raw
     size = f"{reference[0].width}x{reference[0].height}"
-    ref, dist = _raw(reference, workdir / "ref.yuv"), _raw(distorted, workdir / "dist.yuv")
+    ref, dist = workdir / "ref.yuv", workdir / "dist.yuv"
+    write_raw(reference, ref)
+    write_raw(distorted, dist)
     raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", size, "-r", "25", "-i"]
     text = ff([*raw, str(dist), *raw, str(ref), "-lavfi", "[0:v][1:v]libvmaf=n_threads=2", "-f", "null", "-"])
     return float(re.search(r"VMAF score: ([0-9.]+)", text)[1])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import requests
 from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamforge.commands.local_serve import wait_healthy
 from streamforge.store import db as dbmod
 from streamforge.store import videos, workers
 from streamforge.store.db import ProcessingStatus, Rendition, Video
@@ -103,15 +103,7 @@ def test_gunicorn_processes_add_up(seaweed, tmp_path):
                              "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
-            time.sleep(0.2)
+        assert wait_healthy(url, 60) and proc.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
         sent = 0
         while len(webhook_pids(tmp_path / "d" / "metrics")) < 2:  # fresh connections, until both processes took some
             assert sent < 400, "one gunicorn process took every request"

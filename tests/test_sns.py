@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from streamforge.commands.local_serve import wait_healthy
 from streamforge.store import db as dbmod
 from streamforge.store import videos
 from streamforge.web import sns
@@ -564,15 +565,7 @@ def test_a_slow_certificate_host_holds_back_nothing_else(seaweed, tmp_path, keys
                                env={**env, "PYTHONPATH": str(root)}, stdout=out, stderr=subprocess.STDOUT, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-2000:]
-            time.sleep(0.2)
+        assert wait_healthy(url, 60), (tmp_path / "web.log").read_text()[-2000:]
 
         def deliver_slow(i: int):
             msg = sign({"Type": sns.NOTIFY, "MessageId": str(uuid.uuid4()), "TopicArn": TOPIC, "Message": "{}",
