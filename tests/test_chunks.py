@@ -58,12 +58,18 @@ def _assert_continuous(pts: list[int], frames: int) -> None:
 
 
 def test_chunks_join_into_the_unchunked_ladder(tmp_path):
+    import dataclasses
+
     src = _clip(tmp_path, 12)
-    # the fixed levels on both sides: a chunked run does not choose levels per title (yet), and this
-    # test is about the seams, not the levels
-    opts = PipelineOptions(heights=(240,), segment_seconds=1, passthrough=False, target_quality=0)
-    whole = run_pipeline(src, tmp_path / "whole", opts)
+    opts = PipelineOptions(heights=(240,), segment_seconds=1, passthrough=False)
     info = probe(src, opts)
+    # the run chooses the title's levels once (a probe); every chunk and the unchunked run use them
+    levels, note = pchunks.choose_levels(src, info, opts)
+    assert note.startswith("per-title levels: 240p ") and "not measured" not in note, note
+    assert [name for name, _ in levels] == ["240p"] and 16 <= levels[0][1] <= 28
+    opts = dataclasses.replace(opts, levels=tuple(tuple(pair) for pair in levels))
+    whole = run_pipeline(src, tmp_path / "whole", opts)
+    assert not any("per-title" in n for n in whole.notes)  # chosen already: no second probe
     plans = pchunks.plan_chunks(info, opts, 3)
     assert [(p.start, p.end, p.first_segment) for p in plans] == [(0, 75, 0), (75, 150, 3), (150, 225, 6),
                                                                   (225, None, 9)]
@@ -150,6 +156,10 @@ def test_two_runners_share_a_chunked_video_and_a_dead_ones_chunk_goes_to_the_oth
                                            & (Chunk.state == "running"))
             time.sleep(0.05)
         assert victim is not None, (tmp_path / "beta.log").read_text()[-2000:]
+        # alpha chose the title's levels once and every chunk's job carries them
+        with dbmod.db.connection_context():
+            levels = {c.levels for c in Chunk.select().where(Chunk.video == vid)}
+        assert len(levels) == 1 and json.loads(levels.pop())[0][0] == "240p", levels
         procs[1].send_signal(signal.SIGKILL)
         procs[1].wait(10)
         procs.append(_start_runner(live, tokens[1], "beta", tmp_path))  # beta back, with a new process
@@ -161,6 +171,10 @@ def test_two_runners_share_a_chunked_video_and_a_dead_ones_chunk_goes_to_the_oth
         assert len(rows) == 8
         who = {r["message"].split(" (by ", 1)[1] for r in rows}
         assert who == {"runner alpha)", "runner beta)"}, who
+        probe_rows = [r for r in requests.get(f"{live.url}/api/videos/{vid}/logs", headers=live.h, timeout=10
+                                              ).json()["items"] if r["stage"] == "probe" and r["status"] == "completed"]
+        assert any("per-title levels: 240p " in r["message"] and "(by runner alpha)" in r["message"]
+                   for r in probe_rows), probe_rows
         killed = [r for r in rows if r["message"].startswith(f"chunk {victim.index + 1}/8 ")]
         assert len(killed) == 1  # done once, by whoever took it over
         parts, segments = _rung_parts(v)
@@ -187,6 +201,8 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
     rows = _chunk_rows(live, vid)
     assert sorted(r["message"].split(" (", 1)[0] for r in rows) == [f"chunk {i}/4" for i in range(1, 5)]
     assert all("(by worker " in r["message"] for r in rows)
+    logs = requests.get(f"{live.url}/api/videos/{vid}/logs", headers=live.h, timeout=10).json()["items"]
+    assert any("per-title levels: " in r["message"] for r in logs)  # chosen once by the run, for every chunk
     parts, segments = _rung_parts(v)
     assert segments == 8
     pts, _ = _decode_joined(parts, tmp_path, "served")

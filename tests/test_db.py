@@ -1,5 +1,6 @@
 """The data model on SQLite and on PostgreSQL: every seed field, constraints, cascades, migrations."""
 import datetime
+import json
 
 import pytest
 from conftest import fresh_database_url
@@ -135,3 +136,25 @@ def test_a_version_1_database_is_migrated_forward(tmp_path):
         assert "original_etag" in {c.name for c in database.get_columns("videos")}
         assert max(r.version for r in SchemaVersion.select()) == dbmod.SCHEMA_VERSION
         assert Video.get_by_id("cold1").title == "t"  # the data survived
+
+
+def test_migration_17_gives_chunks_their_levels(database):
+    """A database from before per-title levels in chunked runs (version 16) gets chunks.levels, rows kept."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+
+    from streamforge.store import chunks
+    with database.connection_context():
+        migrator = (SqliteMigrator if isinstance(database, dbmod.SqliteDatabase) else PostgresqlMigrator)(database)
+        run(migrator.drop_column("chunks", "levels"))
+        SchemaVersion.delete().where(SchemaVersion.version > 16).execute()
+        assert "levels" not in {c.name for c in database.get_columns("chunks")}
+        assert dbmod.migrate(database) == dbmod.SCHEMA_VERSION == 17
+        assert "levels" in {c.name for c in database.get_columns("chunks")}
+        user = videos.get_or_create_user("levels@example.com")
+        v = videos.create_video(user, title="c", filename="c.mp4", size=10, content_type="video/mp4", bucket="b",
+                                description=None, tags=[], visibility="private",
+                                expires_at=datetime.datetime(2030, 1, 1))
+        (cid,) = chunks.create(v.id, "run1", f"processed/{v.id}", [{"index": 0, "start": 0, "end": None,
+                                                                    "first_segment": 0}], [["720p", 21.5]])
+        assert json.loads(chunks.get(cid).levels) == [["720p", 21.5]]

@@ -233,10 +233,13 @@ class RemoteJob:
         others do too, and hand the whole pass to the instance, which finishes once every chunk is in."""
         import dataclasses
 
-        from streamforge.pipeline.chunks import encode_audio, encode_thumbnails
+        from streamforge.pipeline.chunks import choose_levels, encode_audio, encode_thumbnails
         from streamforge.pipeline.result_json import options_from_dict
         opts = options_from_dict(self.job["options"])
-        self.call("chunks", {"plan": [dataclasses.asdict(p) for p in plans]}).raise_for_status()
+        with self.stage("probe") as lv:  # the title's levels, chosen once here for every chunk
+            levels, note = choose_levels(src, info, opts)
+            lv.message = note or "the fixed levels"
+        self.call("chunks", {"plan": [dataclasses.asdict(p) for p in plans], "levels": levels}).raise_for_status()
         emitted: list[str] = []
 
         def on_file(kind: str, rel: str) -> None:

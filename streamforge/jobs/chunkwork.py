@@ -10,6 +10,7 @@ by the holder of its lease (store/chunks.py), so neither two finishers nor a chu
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import datetime
 import json
 import logging
@@ -39,6 +40,13 @@ def plan_of(row) -> pchunks.ChunkPlan:
     return pchunks.ChunkPlan(index=row.index, start=row.start_frame, end=row.end_frame, first_segment=row.first_segment)
 
 
+def options_of(config: Config, row) -> PipelineOptions:
+    """The encoder settings of a chunk: the instance's, with the levels its run chose for the title."""
+    opts = PipelineOptions.from_config(config.pipeline)
+    levels = json.loads(row.levels) if row.levels else []
+    return dataclasses.replace(opts, levels=tuple((str(name), float(level)) for name, level in levels))
+
+
 def describe_chunk(row, result: dict) -> str:
     """The processing log's message for a finished chunk (who encoded it is added by `signed`)."""
     rate = result["rate"][0] / result["rate"][1]
@@ -57,7 +65,7 @@ def log_chunk_done(row, result: dict, took: float, by: str) -> None:
 def encode_here(config: Config, store, row, lease: str, src: Path, info, by: str,
                 stop: threading.Event | None = None) -> dict:
     """Encode a claimed chunk on this machine, its files straight into the store; record it done (once)."""
-    opts = PipelineOptions.from_config(config.pipeline)
+    opts = options_of(config, row)
     work = Path(tempfile.mkdtemp(prefix=f"sf-chunk-{row.index}-", dir=config.pipeline.temp_dir or None))
     uploader = Uploader(store, work, row.prefix)
     lost = threading.Event()
@@ -185,7 +193,8 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     config = run.config
     opts = PipelineOptions.from_config(config.pipeline)
     rows = [{"index": p.index, "start": p.start, "end": p.end, "first_segment": p.first_segment} for p in plans]
-    for cid in chunks.create(run.video_id, run.token, run.prefix, rows):
+    levels, levels_note = pchunks.choose_levels(src, info, opts)
+    for cid in chunks.create(run.video_id, run.token, run.prefix, rows, levels):
         enqueue(cid)
     on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
     whole = pchunks.encode_audio(src, outdir, info, opts, on_file)  # seconds: only the audio stream is read
@@ -199,6 +208,8 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     if "thumbnails" not in whole:
         thumbnails()
     result = pchunks.finish_chunked(outdir, results, whole, opts.audio_bitrate, info.duration)
+    if levels_note:
+        result.notes.insert(0, levels_note)
     uploader.uploaded.update(f for f in result.files if not f.endswith(".m3u8"))
     return result
 

@@ -26,7 +26,7 @@ from streamforge import captiontext
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError, ValidationError
 from streamforge.jobs import tasks
-from streamforge.jobs.chunkwork import log_chunk_done
+from streamforge.jobs.chunkwork import log_chunk_done, options_of
 from streamforge.jobs.processing import VideoRun, checked_original, describe, signed
 from streamforge.pipeline import PipelineOptions
 from streamforge.pipeline.result_json import options_to_dict, result_from_dict
@@ -106,7 +106,7 @@ def _chunk_job(config: Config, row, lease: str) -> dict:
                       "first_segment": row.first_segment},
             "input": {"url": store.presigned_get(video.original_key, INPUT_URL_TTL),
                       "filename": video.original_file_name, "size": video.original_file_size},
-            "options": options_to_dict(PipelineOptions.from_config(config.pipeline))}
+            "options": options_to_dict(options_of(config, row))}
 
 
 def _chunk_of(runner: Runner, job_id: str, token: str):
@@ -350,9 +350,11 @@ def revoke(config: Config, runner_id: str) -> None:
 
 # ---------- a runner that holds a chunked run ----------
 
-def plan_chunks(config: Config, runner: Runner, job_id: str, token: str, plan) -> dict:
-    """The runner that holds a run cut it into chunks: record them (waiting for any worker or runner)."""
+def plan_chunks(config: Config, runner: Runner, job_id: str, token: str, plan, levels=None) -> dict:
+    """The runner that holds a run cut it into chunks: record them (waiting for any worker or runner), with the
+    levels it chose for the title ([[rung name, level], ...]), which every chunk's job then carries."""
     run = _run_of(config, runner, job_id, token)
+    levels = _levels(levels)
     try:
         rows = [{"index": int(p["index"]), "start": int(p["start"]),
                  "end": None if p["end"] is None else int(p["end"]), "first_segment": int(p["first_segment"])}
@@ -363,10 +365,23 @@ def plan_chunks(config: Config, runner: Runner, job_id: str, token: str, plan) -
         a["end"] == b["start"] and a["start"] < b["start"] for a, b in zip(rows, rows[1:])) and rows[-1]["end"] is None
     if not ok or len(rows) > 10000:
         raise ValidationError("plan: chunks must follow each other from frame 0 to the end")
-    ids = chunks.create(run.video_id, run.token, run.prefix, rows)
+    ids = chunks.create(run.video_id, run.token, run.prefix, rows, levels)
     for cid in ids:
         tasks.enqueue_chunk(cid)
     return {"ids": ids}
+
+
+def _levels(levels) -> list:
+    """A chunked run's levels as a runner sent them: [[rung name, level 0-63], ...] (none: the fixed levels)."""
+    if levels is None:
+        return []
+    try:
+        pairs = [[str(name), float(level)] for name, level in levels]
+    except (TypeError, ValueError):
+        raise ValidationError("levels: a list of [rung name, level]") from None
+    if len(pairs) > 64 or not all(0 <= level <= 63 and 0 < len(name) <= 40 for name, level in pairs):
+        raise ValidationError("levels: a list of [rung name, level], each level 0-63")
+    return pairs
 
 
 def claim_own_chunk(config: Config, runner: Runner, job_id: str, token: str, whole: dict | None = None) -> dict:

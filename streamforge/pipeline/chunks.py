@@ -71,6 +71,15 @@ def chunk_options(opts: PipelineOptions) -> PipelineOptions:
     return dataclasses.replace(opts, live=False, passthrough=False)
 
 
+def choose_levels(src: Path, info: ProbeResult, opts: PipelineOptions) -> tuple[list, str | None]:
+    """The run's levels, [[rung name, level], ...], chosen once for every chunk (per title in crf mode: one
+    probe of the whole video, pipeline/pertitle.py), and the log line."""
+    from streamforge.pipeline import pertitle
+    chunked = chunk_options(opts)
+    rungs, note = pertitle.choose_levels(src, info, plan_ladder(info, chunked), chunked)
+    return [list(pair) for pair in pertitle.levels_of(rungs)], note
+
+
 def whole_timeline(info: ProbeResult, opts: PipelineOptions) -> tuple[list[RenditionSpec], Timeline]:
     """The ladder and the whole video's segment timeline, as every chunk computes them."""
     opts = chunk_options(opts)

@@ -65,6 +65,9 @@ class PipelineOptions:
     # crf mode: the VMAF the top rungs aim at, each title's levels chosen by a probe encode
     # (pipeline/pertitle.py); 0: the fixed levels above
     target_quality: float = DEFAULT_TARGET_QUALITY
+    # levels already chosen for this title, ((rung name, level), ...): a chunked run's, chosen once by the
+    # run and used by every chunk (plan_ladder applies them; no probe then)
+    levels: tuple = ()
 
     @classmethod
     def from_config(cls, config) -> PipelineOptions:
@@ -147,6 +150,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
     if opts.rate_control not in RATE_CONTROLS:
         raise ValueError(f"unknown rate_control {opts.rate_control!r}; choose from {', '.join(RATE_CONTROLS)}")
     rungs = []
+    chosen = {str(name): float(level) for name, level in opts.levels}
     for codec in opts.codecs:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
@@ -161,7 +165,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                 # about the target's bytes; a 1.5x cap would let them average up to 1.5x it
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
                                            maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
-                                           crf=rung_quality(codec, box_height(w, h), opts)))
+                                           crf=chosen.get(name, rung_quality(codec, box_height(w, h), opts))))
     return rungs
 
 

@@ -81,7 +81,7 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
                   opts: PipelineOptions) -> tuple[list[RenditionSpec], str | None]:
     """The rungs with their per-title levels (H.264 crf rungs), and the log line; unchanged when off."""
     targets = [r for r in rungs if r.codec == "h264" and r.crf is not None]
-    if not targets or not opts.target_quality or opts.rate_control != "crf":
+    if not targets or not opts.target_quality or opts.rate_control != "crf" or opts.levels:
         return rungs, None
     samples = LIVE_SAMPLES if opts.live else SAMPLES
     if not samples:
@@ -99,6 +99,11 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     levels = {r.name: rung_level(choices, r, top_box) for r in targets}
     chosen = [dataclasses.replace(r, crf=levels[r.name]) if r.name in levels else r for r in rungs]
     return chosen, note(levels, choices, points, len(frames), time.monotonic() - started)
+
+
+def levels_of(rungs: list[RenditionSpec]) -> tuple:
+    """The chosen levels of a ladder, ((rung name, level), ...), for PipelineOptions.levels."""
+    return tuple((r.name, r.crf) for r in rungs if r.codec == "h264" and r.crf is not None)
 
 
 def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], frames: int, seconds: float) -> str:

@@ -24,6 +24,8 @@ def options_from_dict(data: dict) -> PipelineOptions:
     for name in ("codecs", "heights"):
         if name in values:
             values[name] = tuple(values[name])
+    if "levels" in values:
+        values["levels"] = tuple((str(name), float(level)) for name, level in values["levels"])
     return PipelineOptions(**values)
 
 

@@ -20,9 +20,9 @@ def chunk_id(video_id: str, run_token: str, index: int) -> str:
     return f"{video_id}.{run_token}.{index}"
 
 
-def create(video_id: str, run_token: str, prefix: str, plans: list[dict]) -> list[str]:
+def create(video_id: str, run_token: str, prefix: str, plans: list[dict], levels: list | None = None) -> list[str]:
     """The run's chunks (dicts with index, start, end, first_segment), waiting; other runs' chunks go.
-    Returns their ids."""
+    `levels` ([[rung name, level], ...]) are the run's per-title levels, every chunk's. Returns their ids."""
     with db.atomic():
         Chunk.delete().where((Chunk.video == video_id) & (Chunk.run_token != run_token)).execute()
         ids = []
@@ -30,7 +30,8 @@ def create(video_id: str, run_token: str, prefix: str, plans: list[dict]) -> lis
             cid = chunk_id(video_id, run_token, p["index"])
             Chunk.insert(id=cid, video=video_id, run_token=run_token, index=p["index"], count=len(plans),
                          start_frame=p["start"], end_frame=p["end"], first_segment=p["first_segment"],
-                         prefix=prefix).on_conflict_ignore().execute()
+                         prefix=prefix, levels=json.dumps(levels) if levels else None
+                         ).on_conflict_ignore().execute()
             ids.append(cid)
     return ids
 

@@ -405,6 +405,7 @@ class Chunk(BaseModel):
     heartbeat_at = DateTimeField(null=True)
     attempts = IntegerField(default=0)
     result = TextField(null=True)  # JSON: what the chunk wrote (pipeline/chunks.py encode_chunk)
+    levels = TextField(null=True)  # JSON [[rung name, level], ...]: the run's per-title levels, every chunk's
     updated_at = DateTimeField(default=utcnow)
 
     class Meta:
@@ -634,6 +635,15 @@ def _migration_16(database) -> None:
         run(migrator.add_column("videos", "audio_tracks", Video.audio_tracks))
 
 
+def _migration_17(database) -> None:
+    """Per-title levels in chunked runs: chunks.levels, chosen once by the run, the same in every chunk."""
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+    from playhouse.migrate import migrate as run
+    migrator = (SqliteMigrator if isinstance(database, SqliteDatabase) else PostgresqlMigrator)(database)
+    if "levels" not in {c.name for c in database.get_columns("chunks")}:
+        run(migrator.add_column("chunks", "levels", Chunk.levels))
+
+
 def _migration_14(database) -> None:
     """Issue 24: runners (remote runners and their tokens), runner_jobs (the work each holds), chunks."""
     database.create_tables([Runner, RunnerJob, Chunk], safe=True)
@@ -665,7 +675,7 @@ def _migration_13(database) -> None:
 # add_column only when the column is missing), like _migration_2.
 MIGRATIONS = [_migration_1, _migration_2, _migration_3, _migration_4, _migration_5, _migration_6, _migration_7,
               _migration_8, _slot_not_landed, _migration_10, _slot_not_landed, _migration_12,
-              _migration_13, _migration_14, _slot_not_landed, _migration_16]
+              _migration_13, _migration_14, _slot_not_landed, _migration_16, _migration_17]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -171,10 +171,12 @@ def job_abort(job_id: str):
 @bp.route("/api/runners/jobs/<job_id>/chunks", methods=["POST"])
 @runner_required
 def plan_chunks(job_id: str):
-    """The runner holding a run cut it into chunks: {"token", "plan": [{index, start, end, first_segment}]}."""
+    """The runner holding a run cut it into chunks: {"token", "plan": [{index, start, end, first_segment}],
+    "levels": [[rung name, level], ...] (optional: the title's levels, every chunk's)}."""
     body = _body()
     try:
-        return remote.plan_chunks(cfg(), g.runner, job_id, body.get("token"), body.get("plan")), 201
+        return remote.plan_chunks(cfg(), g.runner, job_id, body.get("token"), body.get("plan"),
+                                  body.get("levels")), 201
     except remote.JobGone:
         return _gone()
 
