@@ -158,7 +158,9 @@ def main() -> int:
         raise SystemExit("taskset is missing (util-linux)")
     _exit_on_sigterm()
     load0 = os.getloadavg()[0]
-    stack = Stack(env={"STREAMFORGE_PIPELINE_HEIGHTS": args.heights, "STREAMFORGE_UPLOAD_MAX_SIZE": str(20 * 2 ** 30)},
+    # no auto captions: their task would run after COMPLETED, on the next round's workers
+    stack = Stack(env={"STREAMFORGE_PIPELINE_HEIGHTS": args.heights, "STREAMFORGE_UPLOAD_MAX_SIZE": str(20 * 2 ** 30),
+                       "STREAMFORGE_CAPTIONS_AUTO": "false"},
                   keep=args.keep, tag="scaleout")
     try:
         src = args.input or make_input(stack.tmp / "input-1080p.mp4", args.seconds)
@@ -173,7 +175,7 @@ def main() -> int:
                 label = f"{'chunked' if chunk else 'whole'}-{workers}w"
                 print(f"== {label}: {workers} worker(s), one core each, chunk_seconds {chunk:g}", flush=True)
                 ids[label], times[label] = run_round(stack, token, src, label, workers, chunk, args.timeout)
-                print(f"   COMPLETED after {times[label]:.1f} s", flush=True)
+                print(f"   COMPLETED after {times[label]:.1f} s ({time.strftime('%H:%M:%S')})", flush=True)
         base = times["whole-1w"]
         print("\n| workers | unchunked | chunked |\n| --- | --- | --- |")
         for w in (1, 2):
