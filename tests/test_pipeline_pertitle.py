@@ -43,9 +43,20 @@ def test_grain_keeps_the_cap():
     # every level takes more than the target bitrate: the cap decides, the rung rides it
     grain = pick_level(_curve((18, 4.0, 80.0), (22, 3.0, 79.0), (26, 2.0, 77.0)), SIZE, 98.0)
     assert (grain.level, grain.met) == (LEVEL_RANGE[0], False)
-    # or no level reaches what the target bitrate buys
-    starved = pick_level(_curve((18, 0.9, 84.0), (22, 0.6, 80.0), (26, 0.4, 75.0)), SIZE, 98.0)
+    # or no level in range reaches what the target bitrate buys (the steep curve of starved pictures)
+    starved = pick_level(_curve((18, 0.5, 70.0), (22, 0.3, 60.0), (26, 0.2, 50.0)), SIZE, 98.0)
     assert (starved.level, starved.met) == (LEVEL_RANGE[0], False)
+
+
+def test_past_the_richest_probe_the_curve_flattens_and_levels_below_it_are_chosen():
+    # the target bitrate is 1/0.6 of what level 18 takes: abr buys more than 18's VMAF, but at half the
+    # slope between 18 and 22 (VMAF saturates): 93 + 0.5 * (5 / ln(0.6/0.36)) * ln(1/0.6) = 95.5; aim 94.5,
+    # at 1.25 VMAF a level: 16.8, level 16.5 on half steps
+    choice = pick_level(_curve((18, 0.6, 93.0), (22, 0.36, 88.0), (26, 0.2, 83.0)), SIZE, 100.0)
+    assert choice.met and choice.level == 16.5 and round(choice.aim, 2) == 94.5
+    # a little over level 18's bitrate: the level falls between 18 and 22 (it used to ride the cap at 16)
+    bbb = pick_level(_curve((18, 0.8, 95.4), (22, 0.43, 92.2), (26, 0.25, 87.3)), SIZE, 100.0)
+    assert bbb.met and bbb.level == 18.5
 
 
 def test_rung_levels_come_from_the_probe_size_of_their_box_and_stay_in_range():

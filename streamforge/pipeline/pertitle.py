@@ -42,11 +42,10 @@ from streamforge.pipeline.ladder import (
 )
 from streamforge.pipeline.probe import ProbeResult, open_input
 
-SAMPLES = 3  # stretches of the video the probe encodes
-# a live run's quick estimate: one stretch, mid-video (0: a live run keeps the fixed levels, the probe
-# then costs its first segments nothing)
-LIVE_SAMPLES = 1
-SAMPLE_FRAMES = 20  # frames per stretch
+SAMPLES = 3  # stretches of the video the probe encodes (a live run's as well: what the bench measures is
+# what a first upload gets)
+SAMPLE_FRAMES = 20  # frames per stretch (shorter ones miss what pictures cost far from a keyframe: at 10
+# frames Big Buck Bunny's 720p probe at level 18 counted 1134 kbit/s against 1924 at 20)
 TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
 PROBE_RATE = Fraction(25)
 SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
@@ -54,6 +53,7 @@ LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpo
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
 SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe (its motion feature still sees them all)
+EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
 
@@ -83,13 +83,10 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     targets = [r for r in rungs if r.codec == "h264" and r.crf is not None]
     if not targets or not opts.target_quality or opts.rate_control != "crf" or opts.levels:
         return rungs, None
-    samples = LIVE_SAMPLES if opts.live else SAMPLES
-    if not samples:
-        return rungs, "per-title levels: not measured in a live run; the fixed levels"
     started = time.monotonic()
     try:
-        frames = sample_frames(src, info, samples)
-        points = measure(frames, probe_sizes(info), opts)
+        frames = sample_frames(src, info, SAMPLES)
+        points = measure(frames, probe_sizes(info), opts, opts.target_quality)
     except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError,
             ImportError) as e:
         return rungs, f"per-title levels: not measured ({' '.join(str(e).split())[:300]}); the fixed levels"
@@ -123,27 +120,42 @@ def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], fram
 def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -> SizeChoice:
     """The highest level, on half steps, whose VMAF (linear between probes) reaches the aim: `target`, or
     what the size's target bitrate buys (at_target) minus MARGIN when that is lower. Hard content gets
-    the bottom of LEVEL_RANGE, so the rung rides its cap: when no level reaches the aim, when even the
-    highest level probed takes more than the target bitrate (heavy grain: what the target buys is then
-    a guess below the curve, and the cap decides anyway), or when the level that reaches it would."""
+    the bottom of LEVEL_RANGE, so the rung rides its cap: when even the highest level probed takes more
+    than the target bitrate (heavy grain: what the target buys is then a guess below the curve, and the
+    cap decides anyway), when the level that reaches the aim is below LEVEL_RANGE, or when it would take
+    the target bitrate anyway."""
     kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
     aim = min(float(target), at_target(points, kbps) - MARGIN)
     curve = sorted(points, key=lambda p: p.level)
-    if curve[0].vmaf < aim or kbps < min(p.kbps for p in curve):
+    if kbps < min(p.kbps for p in curve):
         return SizeChoice(size, LEVEL_RANGE[0], aim, False)
-    best = curve[0].level
+    best = level_for(curve, aim)
+    if best < LEVEL_RANGE[0]:
+        return SizeChoice(size, LEVEL_RANGE[0], aim, False)
+    return _capped_or(size, points, best, aim, kbps)
+
+
+def level_for(curve: list[ProbePoint], aim: float) -> float:
+    """The level where the curve (sorted by level) falls to `aim`: linear between the probes; past the
+    richest one on at its first slope (a level under the lowest probed); past the leanest at most one
+    more step at its last slope."""
+    if len(curve) < 2:
+        return curve[0].level
+    if curve[0].vmaf < aim:
+        per_level = (curve[0].vmaf - curve[1].vmaf) / (curve[1].level - curve[0].level)
+        return curve[0].level - (aim - curve[0].vmaf) / per_level if per_level > 0 else -math.inf
     for low, high in zip(curve, curve[1:]):
-        if high.vmaf >= aim:
-            best = high.level
-            continue
-        best = low.level + (low.vmaf - aim) / (low.vmaf - high.vmaf) * (high.level - low.level)
-        break
-    else:  # the highest probe still meets it: on at the last slope, at most one more step
-        step = curve[-1].level - curve[-2].level if len(curve) > 1 else 0.0
-        drop = (curve[-2].vmaf - curve[-1].vmaf) / step if step else 0.0
-        best = curve[-1].level + (min(step, (curve[-1].vmaf - aim) / drop) if drop > 0 else step)
+        if high.vmaf < aim:
+            return low.level + (low.vmaf - aim) / (low.vmaf - high.vmaf) * (high.level - low.level)
+    step = curve[-1].level - curve[-2].level
+    drop = (curve[-2].vmaf - curve[-1].vmaf) / step if step else 0.0
+    return curve[-1].level + (min(step, (curve[-1].vmaf - aim) / drop) if drop > 0 else step)
+
+
+def _capped_or(size: tuple[int, int], points: list[ProbePoint], best: float, aim: float, kbps: float) -> SizeChoice:
+    """`best` on half steps within LEVEL_RANGE, unless it would take the target bitrate anyway (capped)."""
     level = min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], math.floor(best * 2) / 2))
-    if kbps_at(curve, level) >= kbps:
+    if kbps_at(sorted(points, key=lambda p: p.level), level) >= kbps:
         return SizeChoice(size, LEVEL_RANGE[0], aim, False)
     return SizeChoice(size, level, aim, True)
 
@@ -178,21 +190,43 @@ def probe_sizes(info: ProbeResult) -> list[tuple[int, int]]:
     return list(dict.fromkeys(fit_box(info.width, info.height, *box) for box in (TOP_BOX, SMALL_BOX)))
 
 
-def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions) -> list[ProbePoint]:
-    """Encode the samples at each size and probe level: the bitrate each takes in the ladder, and VMAF."""
+def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions, target: float = 100.0
+            ) -> list[ProbePoint]:
+    """Encode the samples at each size and probe level: the bitrate each takes in the ladder, and VMAF.
+    First at the two lower levels; the highest only at the sizes whose choice may lie past the second
+    (pick_level needs it there: the target bitrate is below what the second takes, or its VMAF still
+    meets the aim). Easy and middling pictures take a third less probing."""
     gop = max(1, round(opts.segment_seconds * float(PROBE_RATE)))
-    runs = [(size, level) for size in sizes for level in LEVELS]
     with tempfile.TemporaryDirectory(prefix="sf-pertitle-") as tmp:
         work = Path(tmp)
         write_raw(frames, work / "reference.yuv")
-        rates = []
-        for size in sizes:
-            pictures = scaled(frames, size)
-            for level in LEVELS:
-                data, per_frame = encode_samples(pictures, probe_options(level, opts), gop)
-                (work / f"{len(rates)}.h264").write_bytes(data)
-                rates.append(per_frame * float(PROBE_RATE) / 1000)
-        scores = vmaf_scores(work, len(runs), frames[0].width, frames[0].height)
+        pictures = {size: scaled(frames, size) for size in sizes}
+        points = _measure_runs(work, frames, pictures, [(s, level) for s in sizes for level in LEVELS[:2]], opts, gop)
+        more = [(size, level) for size in sizes for level in LEVELS[2:]
+                if _past_second(size, [p for p in points if p.size == size], target)]
+        if more:
+            points += _measure_runs(work, frames, pictures, more, opts, gop, first=len(points))
+    return sorted(points, key=lambda p: (sizes.index(p.size), p.level))
+
+
+def _past_second(size: tuple[int, int], points: list[ProbePoint], target: float) -> bool:
+    """Whether this size's choice may lie past the second probe level (pick_level then needs the third)."""
+    kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
+    lean = max(points, key=lambda p: p.level)
+    if kbps < lean.kbps:
+        return True
+    return lean.vmaf >= min(float(target), at_target(points, kbps) - MARGIN)
+
+
+def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: PipelineOptions, gop: int,
+                  first: int = 0) -> list[ProbePoint]:
+    """Encode the samples for each (size, level) as work/N.h264 (N from `first`) and score them."""
+    rates = []
+    for n, (size, level) in enumerate(runs, start=first):
+        data, per_frame = encode_samples(pictures[size], probe_options(level, opts), gop)
+        (work / f"{n}.h264").write_bytes(data)
+        rates.append(per_frame * float(PROBE_RATE) / 1000)
+    scores = vmaf_scores(work, range(first, first + len(runs)), frames[0].width, frames[0].height)
     return [ProbePoint(size=size, level=level, kbps=kbps, vmaf=score)
             for (size, level), kbps, score in zip(runs, rates, scores)]
 
@@ -212,6 +246,8 @@ def at_target(points: list[ProbePoint], kbps: float) -> float:
     if span < 0.05:
         return min(rich.vmaf, 100.0) if kbps >= lean.kbps else lean.vmaf
     slope = (rich.vmaf - lean.vmaf) / span
+    if kbps > rich.kbps:  # past the richest probe the curve flattens: on at EXTRAPOLATE of the slope
+        return min(100.0, rich.vmaf + EXTRAPOLATE * slope * math.log(kbps / rich.kbps))
     return min(100.0, lean.vmaf + slope * math.log(kbps / lean.kbps))
 
 
@@ -328,13 +364,13 @@ def ffmpeg_with_vmaf() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def vmaf_scores(work: Path, count: int, width: int, height: int) -> list[float]:
-    """VMAF of each of `count` probe streams (work/N.h264), scaled up bicubically to the samples' size,
-    against work/reference.yuv: two FFmpeg runs side by side (a filter graph runs on one core)."""
-    half = (count + 1) // 2
-    runs = [subprocess.Popen(_vmaf_command(range(start, min(count, start + half)), width, height), cwd=work,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for start in range(0, count, half)]
+def vmaf_scores(work: Path, streams: range, width: int, height: int) -> list[float]:
+    """VMAF of each probe stream (work/N.h264 for N in `streams`), scaled up bicubically to the samples'
+    size, against work/reference.yuv: two FFmpeg runs side by side (a filter graph runs on one core)."""
+    half = (len(streams) + 1) // 2
+    parts = [streams[i:i + half] for i in range(0, len(streams), half)]
+    runs = [subprocess.Popen(_vmaf_command(part, width, height), cwd=work, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE) for part in parts]
     for run in runs:
         try:
             _, err = run.communicate(timeout=VMAF_TIMEOUT)
@@ -344,8 +380,7 @@ def vmaf_scores(work: Path, count: int, width: int, height: int) -> list[float]:
             raise
         if run.returncode != 0:
             raise RuntimeError(f"VMAF scoring failed: {err.decode(errors='replace')[-300:]}")
-    return [json.loads((work / f"vmaf{i}.json").read_text())["pooled_metrics"]["vmaf"]["mean"]
-            for i in range(count)]
+    return [json.loads((work / f"vmaf{i}.json").read_text())["pooled_metrics"]["vmaf"]["mean"] for i in streams]
 
 
 def _vmaf_command(streams: range, width: int, height: int) -> list[str]:
