@@ -12,8 +12,10 @@ notifies the webhook right then):
   * time to COMPLETED.
 
 It prints those beside Mux's published medians for reference (2.0 s for 0-1 min videos, 9.0 s for
-5-20 min), then the wall time of a multi-codec ladder (H.264 + HEVC + AV1 in one decode) against the
-same encoders run separately, one decode each. Goal: <= 5 s to first playable, for every length.
+5-20 min), where the time went (from the processing log: when each stage started and ended, counted
+from the same moment, and the per-title probe's own time), then the wall time of a multi-codec ladder (H.264 + HEVC + AV1 in one decode) against the
+same encoders run separately, one decode each. Goals: <= 5 s to first playable for every length, and
+<= 2 s for inputs up to a minute.
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 MEDIA = ROOT.parent / "shared" / "media"
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 MUX = {"0-1 min": 2.0, "5-20 min": 9.0}
-GOAL = 5.0
+GOAL = 5.0  # every length (issue 5)
+SHORT_GOAL = 2.0  # inputs up to a minute (issue 26: Mux publishes medians of 1.8-2.0 s for those)
 
 
 def make_input(workdir: Path, seconds: int) -> Path:
@@ -128,6 +131,7 @@ def measure(svc: Serve, src: Path, until_complete: bool = True) -> tuple[float, 
     r = requests.post(svc.url + "/api/videos", json={"title": src.name, "filename": src.name, "size": size,
                                                      "content_type": "video/mp4"}, headers=svc.headers).json()
     up, vid = r["upload"], r["video"]["id"]
+    svc.last = vid
     if up["method"] == "PUT":
         with open(src, "rb") as f:
             requests.put(up["url"], data=f, headers=up["headers"], timeout=600).raise_for_status()
@@ -141,7 +145,7 @@ def measure(svc: Serve, src: Path, until_complete: bool = True) -> tuple[float, 
                 parts.append({"part_number": n, "etag": resp.headers["ETag"]})
         requests.post(f"{svc.url}/api/videos/{vid}/upload/complete", json={"parts": parts},
                       headers=svc.headers).raise_for_status()
-    t0 = time.monotonic()
+    t0, svc.started = time.monotonic(), time.time()
     playable = None
     while time.monotonic() - t0 < 3600:
         v = requests.get(f"{svc.url}/api/videos/{vid}", headers=svc.headers).json()
@@ -149,6 +153,7 @@ def measure(svc: Serve, src: Path, until_complete: bool = True) -> tuple[float, 
             raise SystemExit(f"{src.name} FAILED: {v['error_message']}")
         if playable is None and v.get("master_playlist_url") and first_segments_fetchable(v["master_playlist_url"]):
             playable = time.monotonic() - t0
+            svc.timeline = timeline(svc, vid, v)
             if not until_complete:
                 download = download_seconds(svc, vid)
                 requests.delete(f"{svc.url}/api/videos/{vid}", headers=svc.headers).raise_for_status()
@@ -158,6 +163,23 @@ def measure(svc: Serve, src: Path, until_complete: bool = True) -> tuple[float, 
                     download_seconds(svc, vid))
         time.sleep(0.05)
     raise SystemExit("timed out")
+
+
+def timeline(svc: Serve, vid: str, video: dict) -> list[str]:
+    """Where the time went up to the master: each processing-log row and `playable_at`, in seconds from
+    the moment the store had the bytes (wall clocks of this machine)."""
+    import datetime
+
+    def at(stamp: str) -> float:
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        return when.timestamp() - svc.started
+
+    items = requests.get(f"{svc.url}/api/videos/{vid}/logs", headers=svc.headers).json()["items"]
+    out = [f"{at(i['created_at']):6.2f} s  {i['stage']} {i['status']}" + (f" ({i['duration']:.2f} s)" if i["duration"] else "")
+           for i in items]
+    if video.get("playable_at"):
+        out.append(f"{at(video['playable_at']):6.2f} s  playable_at (the master published)")
+    return out
 
 
 def download_seconds(svc: Serve, vid: str) -> float | None:
@@ -198,15 +220,20 @@ def main() -> int:
         for n in lengths:
             playable, complete, download = measure(svc, inputs[n], until_complete=not args.playable_only)
             rows.append((n, inputs[n].stat().st_size, playable, complete, download))
+            print("\n".join(f"        {line}" for line in getattr(svc, "timeline", [])))
+            if complete is not None:
+                probe = [i["message"] for i in requests.get(f"{svc.url}/api/videos/{svc.last}/logs", headers=svc.headers
+                                                            ).json()["items"] if "per-title levels" in (i["message"] or "")]
+                print("\n".join(f"        {m[m.index('per-title levels'):][:160]}" for m in probe))
             print(f"  {n:>5} s input: playable after {playable:5.2f} s, COMPLETED after "
                   f"{'-' if complete is None else f'{complete:.1f} s'}", flush=True)
-    print("\nlength   size      first playable  (download)   complete   Mux median (reference)   goal <= 5 s")
+    print("\nlength   size      first playable  (download)   complete   Mux median (reference)   goal (5 s; 2 s to 1 min)")
     for n, size, playable, complete, download in rows:
         ref = MUX["0-1 min"] if n <= 60 else MUX["5-20 min"]
         done = "-" if complete is None else f"{complete:.1f} s"
         dl = "?" if download is None else f"{download:.2f} s"
         print(f"{n:>5} s  {size / 2**20:5.0f} MiB  {playable:9.2f} s    ({dl:>7})  {done:>9}   {ref:17.1f} s        "
-              f"{'ok' if playable <= GOAL else 'MISSED'}")
+              f"{'ok' if playable <= goal(n) else 'MISSED'}")
     if not args.skip_codecs:
         src = inputs[min(lengths)]
         out = workdir / "codecs"
@@ -216,7 +243,14 @@ def main() -> int:
         print(f"\nmulti-codec ladder (h264+hevc+av1, 720/480/360, {min(lengths)} s input): one decode "
               f"{together:.1f} s, separately {separately:.1f} s, ratio {together / separately:.2f}")
         shutil.rmtree(out, ignore_errors=True)
-    return 0 if all(row[2] <= GOAL for row in rows) else 1
+    ok = all(row[2] <= goal(row[0]) for row in rows)
+    print(f"RESULT: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+def goal(length: int) -> float:
+    """Seconds to first playable an input of this length may take."""
+    return SHORT_GOAL if length <= 60 else GOAL
 
 
 if __name__ == "__main__":

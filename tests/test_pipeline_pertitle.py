@@ -1,6 +1,7 @@
 """Per-title levels: the probe's choice of each rung's constant-quality level (pipeline/pertitle.py)."""
 from __future__ import annotations
 
+import math
 import random
 from fractions import Fraction
 
@@ -10,7 +11,14 @@ import pytest
 
 from streamforge.pipeline import PipelineOptions, pertitle, plan_ladder, probe, run_pipeline
 from streamforge.pipeline.ladder import target_bitrate
-from streamforge.pipeline.pertitle import LEVEL_RANGE, ProbePoint, SizeChoice, choose_levels, pick_level
+from streamforge.pipeline.pertitle import (
+    LEVEL_RANGE,
+    MARGIN,
+    ProbePoint,
+    SizeChoice,
+    choose_levels,
+    pick_level,
+)
 
 OPTS = PipelineOptions(heights=(720, 480, 360), target_quality=98.0)
 SIZE = (640, 360)
@@ -22,10 +30,16 @@ def _curve(*points: tuple[float, float, float]) -> list[ProbePoint]:
     return [ProbePoint(SIZE, level, share * TARGET, vmaf) for level, share, vmaf in points]
 
 
+def _half_steps_down(level: float) -> float:
+    return math.floor(level * 2) / 2
+
+
 def test_the_level_is_the_highest_within_the_margin_of_what_the_target_bitrate_buys():
-    # the target bitrate buys 94 (level 22's) -> aim 93: between 22 (94) and 26 (90) the line crosses at 23
+    # the target bitrate buys 94 (level 22's) -> aim 94 - MARGIN: between 22 (94) and 26 (90) on the line
     choice = pick_level(_curve((18, 2.0, 95.0), (22, 1.0, 94.0), (26, 0.5, 90.0)), SIZE, target=98.0)
-    assert (choice.level, choice.aim, choice.met) == (23.0, 93.0, True)
+    aim = 94.0 - MARGIN
+    assert (choice.level, choice.aim, choice.met) == (_half_steps_down(22 + (94 - aim) / 4 * 4), aim, True)
+    assert 22.0 < choice.level < 26.0
     # a target_quality below what the target bitrate buys is the aim
     choice = pick_level(_curve((18, 2.0, 99.5), (22, 1.0, 99.0), (26, 0.5, 96.0)), SIZE, target=95.0)
     assert choice.aim == 95.0 and 26.0 < choice.level <= 28.0
@@ -33,10 +47,12 @@ def test_the_level_is_the_highest_within_the_margin_of_what_the_target_bitrate_b
 
 def test_easy_content_gets_a_higher_level_than_hard_content():
     easy = pick_level(_curve((18, 0.4, 99.0), (22, 0.25, 98.8), (26, 0.15, 98.5)), SIZE, 98.0)  # a screen
-    hard = pick_level(_curve((18, 1.0, 90.0), (22, 0.5, 85.0), (26, 0.25, 79.0)), SIZE, 98.0)  # camera motion
+    hard = pick_level(_curve((18, 1.2, 90.0), (22, 0.5, 85.0), (26, 0.25, 79.0)), SIZE, 98.0)  # camera motion
     assert easy.met and hard.met
     assert LEVEL_RANGE[0] <= hard.level < easy.level <= LEVEL_RANGE[1]
-    assert hard.level == 18.5 and easy.level == LEVEL_RANGE[1]
+    # the target buys 85 + 5 * ln(1/0.5) / ln(1.2/0.5) between 22 and 18; the level is where the aim falls
+    aim = 85 + 5 * math.log(2) / math.log(2.4) - MARGIN
+    assert hard.level == _half_steps_down(18 + (90 - aim) / 5 * 4) and easy.level == LEVEL_RANGE[1]
 
 
 def test_grain_keeps_the_cap():
@@ -50,13 +66,14 @@ def test_grain_keeps_the_cap():
 
 def test_past_the_richest_probe_the_curve_flattens_and_levels_below_it_are_chosen():
     # the target bitrate is 1/0.6 of what level 18 takes: abr buys more than 18's VMAF, but at half the
-    # slope between 18 and 22 (VMAF saturates): 93 + 0.5 * (5 / ln(0.6/0.36)) * ln(1/0.6) = 95.5; aim 94.5,
-    # at 1.25 VMAF a level: 16.8, level 16.5 on half steps
+    # slope between 18 and 22 (VMAF saturates); the level is on under 18 at 1.25 VMAF a level
     choice = pick_level(_curve((18, 0.6, 93.0), (22, 0.36, 88.0), (26, 0.2, 83.0)), SIZE, 100.0)
-    assert choice.met and choice.level == 16.5 and round(choice.aim, 2) == 94.5
-    # a little over level 18's bitrate: the level falls between 18 and 22 (it used to ride the cap at 16)
+    aim = 93 + 0.5 * 5 / math.log(0.6 / 0.36) * math.log(1 / 0.6) - MARGIN
+    assert choice.met and round(choice.aim, 6) == round(aim, 6)
+    assert choice.level == _half_steps_down(18 - (aim - 93) / 1.25) and LEVEL_RANGE[0] <= choice.level < 18
+    # a little over level 18's bitrate (Big Buck Bunny's 720p): near 18, where it used to ride the cap at 16
     bbb = pick_level(_curve((18, 0.8, 95.4), (22, 0.43, 92.2), (26, 0.25, 87.3)), SIZE, 100.0)
-    assert bbb.met and bbb.level == 18.5
+    assert bbb.met and 17.0 <= bbb.level <= 18.5
 
 
 def test_rung_levels_come_from_the_probe_size_of_their_box_and_stay_in_range():

@@ -51,7 +51,8 @@ PROBE_RATE = Fraction(25)
 SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
-MARGIN = 1.0  # VMAF the aim keeps below what the target bitrate buys on the probe
+MARGIN = 0.5  # VMAF the aim keeps below what the target bitrate buys on the probe (1.0 left the tuning half's
+# screen 480p 1.8 below abr: the probe's error on a rung reaches a point either way)
 SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe (its motion feature still sees them all)
 EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
