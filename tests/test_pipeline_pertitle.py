@@ -159,3 +159,8 @@ def test_target_quality_config_is_checked(tmp_path, value):
         load_config(data_dir=tmp_path, env={"STREAMFORGE_PIPELINE_TARGET_QUALITY": value})
     config = load_config(data_dir=tmp_path, env={"STREAMFORGE_PIPELINE_TARGET_QUALITY": "95"})
     assert PipelineOptions.from_config(config.pipeline).target_quality == 95.0
+
+
+def test_the_probe_takes_more_stretches_of_longer_videos_and_a_live_run_at_most_two():
+    assert [pertitle.samples_for(d, live=False) for d in (4, 59, 60, 299, 300, 3600)] == [1, 1, 2, 2, 3, 3]
+    assert [pertitle.samples_for(d, live=True) for d in (4, 120, 3600)] == [1, 2, 2]

@@ -1,19 +1,21 @@
 """Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
 
-The probe takes `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (a live run: one, a
-quick estimate that keeps the first segments on time) and encodes them at two sizes, the 720p box (for
-the top rungs) and the 360p box (the small ones), at each of `LEVELS` with crf's preset. Each encode's
+The probe takes up to `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (samples_for:
+one under a minute, so the probe stays a few percent of the ladder's CPU) and encodes them at two sizes,
+the 720p box (for the top rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the
+third level only where the choice may lie past the second). Each encode's
 bitrate is counted as the ladder would spend it (a keyframe a segment, not a stretch) and its pictures
 are scaled up to the 720p-box samples and scored with VMAF, as a player scales a small rung up, all in
 one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted
 unseen clips with R^2 0.32 only, bench/README.md). That gives each size a curve of VMAF against bitrate;
 where the size's target bitrate falls on it is what `rate_control = "abr"` would buy. The level chosen
 is the highest (linear between the probe's levels, on half steps) whose VMAF reaches the aim:
-`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower. The top
+`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower (past the
+richest probe the curve is taken on at half its slope, and levels under it down to LEVEL_RANGE's). The top
 rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it),
 the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned peak. Hard content (heavy grain: no level
-reaches the aim, or the level that does would take more than the target bitrate anyway) gets the
-bottom of LEVEL_RANGE, so it rides its cap as before.
+in range reaches the aim, or the level that does would take more than the target bitrate anyway) gets
+the bottom of LEVEL_RANGE, so it rides its cap as before.
 """
 from __future__ import annotations
 
@@ -42,8 +44,10 @@ from streamforge.pipeline.ladder import (
 )
 from streamforge.pipeline.probe import ProbeResult, open_input
 
-SAMPLES = 3  # stretches of the video the probe encodes (a live run's as well: what the bench measures is
-# what a first upload gets)
+SAMPLES = 3  # stretches of the video the probe encodes, at most: one under a minute, two under five, three
+# beyond (the probe's CPU stays a few percent of the ladder's; a live run, whose probe delays the first
+# segments, takes at most two)
+LIVE_SAMPLES = 2
 SAMPLE_FRAMES = 20  # frames per stretch (shorter ones miss what pictures cost far from a keyframe: at 10
 # frames Big Buck Bunny's 720p probe at level 18 counted 1134 kbit/s against 1924 at 20)
 TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
@@ -86,7 +90,7 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
         return rungs, None
     started = time.monotonic()
     try:
-        frames = sample_frames(src, info, SAMPLES)
+        frames = sample_frames(src, info, samples_for(info.duration, opts.live))
         points = measure(frames, probe_sizes(info), opts, opts.target_quality)
     except (MediaError, av.FFmpegError, OSError, RuntimeError, subprocess.SubprocessError, ValueError,
             ImportError) as e:
@@ -97,6 +101,12 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     levels = {r.name: rung_level(choices, r, top_box) for r in targets}
     chosen = [dataclasses.replace(r, crf=levels[r.name]) if r.name in levels else r for r in rungs]
     return chosen, note(levels, choices, points, len(frames), time.monotonic() - started)
+
+
+def samples_for(duration: float, live: bool) -> int:
+    """How many stretches the probe takes of a video this long (seconds)."""
+    samples = 1 if duration < 60 else 2 if duration < 300 else SAMPLES
+    return min(samples, LIVE_SAMPLES) if live else samples
 
 
 def levels_of(rungs: list[RenditionSpec]) -> tuple:
