@@ -56,9 +56,10 @@ def test_easy_content_gets_a_higher_level_than_hard_content():
 
 
 def test_grain_keeps_the_cap():
-    # every level takes more than the target bitrate: the cap decides, the rung rides it
+    # every level takes more than the target bitrate: the cap decides, the rung rides it at the highest
+    # level probed (a low one would spend the nearly full buffer a short video starts with on top)
     grain = pick_level(_curve((18, 4.0, 80.0), (22, 3.0, 79.0), (26, 2.0, 77.0)), SIZE, 98.0)
-    assert (grain.level, grain.met) == (LEVEL_RANGE[0], False)
+    assert (grain.level, grain.met) == (pertitle.LEVELS[-1], False)
     # or no level in range reaches what the target bitrate buys (the steep curve of starved pictures)
     starved = pick_level(_curve((18, 0.5, 70.0), (22, 0.3, 60.0), (26, 0.2, 50.0)), SIZE, 98.0)
     assert (starved.level, starved.met) == (LEVEL_RANGE[0], False)
@@ -137,7 +138,7 @@ def test_a_real_probe_gives_a_still_a_high_level_and_grain_the_cap(tmp_path):
         assert note.startswith("per-title levels: 360p ") and "640x360: " in note
         assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note
         chosen[kind] = (rungs[0].crf, note)
-    assert chosen["still"][0] > chosen["noise"][0] == LEVEL_RANGE[0], chosen
+    assert chosen["still"][0] > chosen["noise"][0] == pertitle.LEVELS[-1], chosen
     assert "hard content" in chosen["noise"][1]
 
 
@@ -164,3 +165,4 @@ def test_target_quality_config_is_checked(tmp_path, value):
 def test_the_probe_takes_more_stretches_of_longer_videos_and_a_live_run_at_most_two():
     assert [pertitle.samples_for(d, live=False) for d in (4, 59, 60, 299, 300, 3600)] == [1, 1, 2, 2, 3, 3]
     assert [pertitle.samples_for(d, live=True) for d in (4, 120, 3600)] == [1, 2, 2]
+
