@@ -13,9 +13,10 @@ is the highest (linear between the probe's levels, on half steps) whose VMAF rea
 `[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower (past the
 richest probe the curve is taken on at half its slope, and levels under it down to LEVEL_RANGE's). The top
 rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it),
-the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned peak. Hard content (heavy grain: no level
-in range reaches the aim, or the level that does would take more than the target bitrate anyway) gets
-the bottom of LEVEL_RANGE, so it rides its cap as before.
+the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its
+planned peak. Hard content (heavy grain: no level in range reaches the aim, or the level that does would
+take more than the target bitrate anyway) gets the level where its curve spends the target bitrate (the
+highest probed for grain), so it rides its cap about as abr spends.
 """
 from __future__ import annotations
 
