@@ -294,3 +294,36 @@ def test_a_worker_downloads_an_original_once_for_all_its_chunks(live, tmp_path):
     finally:
         sources.clear()
     assert not third.exists() and not second.exists()
+
+
+def test_a_chunked_runs_thumbnails_decode_only_what_they_need(tmp_path):
+    """The whole-file thumbnails pass of a chunked run decodes only the keyframe intervals holding a wanted
+    picture, and makes the same thumbnails as a whole decode does."""
+    from streamforge.pipeline import thumbnails
+    src = tmp_path / "long.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=320x240:rate={RATE}:duration=200", "-c:v", "libx264",
+           "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", src)
+    opts = PipelineOptions(heights=(240,), segment_seconds=1, passthrough=False)
+    info = probe(src, opts)
+    offered = []
+    original = thumbnails.Thumbnailer.offer
+
+    def counting(self, frame, t, step):
+        offered.append(t)
+        return original(self, frame, t, step)
+
+    thumbnails.Thumbnailer.offer = counting
+    try:
+        sparse = pchunks.encode_thumbnails(src, tmp_path / "sparse", info, opts)["thumbnails"]
+    finally:
+        thumbnails.Thumbnailer.offer = original
+    assert len(offered) < 200 * RATE / 1.5  # a keyframe a second, a picture wanted every 2 s: a third skipped
+    whole = run_pipeline(src, tmp_path / "whole", opts).thumbnails
+    assert [(t["type"], t["path"], t["timestamp"], t["width"], t["height"]) for t in sparse] == \
+        [(t.type, t.path, t.timestamp, t.width, t.height) for t in whole]
+    # the same pictures: the sprite sheets match the whole decode's to within JPEG noise
+    for t in whole:
+        if t.path.endswith(".jpg"):
+            a = av.open(str(tmp_path / "sparse" / t.path)).decode(video=0).__next__().to_ndarray(format="gray")
+            b = av.open(str(tmp_path / "whole" / t.path)).decode(video=0).__next__().to_ndarray(format="gray")
+            assert a.shape == b.shape and abs(a.astype(int) - b.astype(int)).mean() < 3, t.path

@@ -237,7 +237,7 @@ class RemoteJob:
         from streamforge.pipeline.result_json import options_from_dict
         opts = options_from_dict(self.job["options"])
         with self.stage("probe") as lv:  # the title's levels, chosen once here for every chunk
-            levels, note = choose_levels(src, info, opts)
+            levels, note = choose_levels(src, info, opts, live=bool(self.job.get("live")))
             lv.message = note or "the fixed levels"
         self.call("chunks", {"plan": [dataclasses.asdict(p) for p in plans], "levels": levels}).raise_for_status()
         emitted: list[str] = []

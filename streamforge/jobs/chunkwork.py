@@ -193,7 +193,7 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     config = run.config
     opts = PipelineOptions.from_config(config.pipeline)
     rows = [{"index": p.index, "start": p.start, "end": p.end, "first_segment": p.first_segment} for p in plans]
-    levels, levels_note = pchunks.choose_levels(src, info, opts)
+    levels, levels_note = pchunks.choose_levels(src, info, opts, live=run.live)
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows, levels):
         enqueue(cid)
     on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
@@ -215,28 +215,36 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
 
 
 def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue) -> list[dict]:
-    """Encode waiting chunks here, take back stale ones, publish the first chunk early, call `idle` once when no
-    chunk is left to take; every chunk's result."""
+    """Encode waiting chunks here, take back stale ones, publish the first chunk early, call `idle` once (the
+    thumbnails) after this worker's first chunk or when no chunk is left to take; every chunk's result."""
     lease = datetime.timedelta(seconds=run.config.sweeper.lease_seconds)
     published = not run.live
+
+    def rows_now() -> list:
+        nonlocal published
+        rows = chunks.of_run(run.video_id, run.token)
+        run.progress = min(0.95, 0.1 + 0.85 * sum(r.state == chunks.DONE for r in rows) / max(1, len(rows)))
+        if not published and rows and rows[0].state == chunks.DONE:
+            _publish_early(run, outdir, uploader, json.loads(rows[0].result), whole, opts)
+            published = True
+        return rows
+
     while True:
         run.check_lease()
         if SHUTDOWN.is_set():
             raise HandBack()
-        rows = chunks.of_run(run.video_id, run.token)
-        run.progress = min(0.95, 0.1 + 0.85 * sum(r.state == chunks.DONE for r in rows) / max(1, len(rows)))
+        rows = rows_now()
         claim = chunks.claim(run.by, video_id=run.video_id)
         if claim is not None:
             try:
                 encode_here(run.config, run.store, claim[0], claim[1], src, info, run.by)
             except ChunkLost:
                 run.check_lease()
+            if "thumbnails" not in whole:
+                rows_now()  # the first chunk's master first (playable early)
+                idle()  # then the thumbnails, while the other workers go on with their chunks
             continue
-        rows = chunks.of_run(run.video_id, run.token)
         done = [r for r in rows if r.state == chunks.DONE]
-        if not published and rows and rows[0].state == chunks.DONE:
-            _publish_early(run, outdir, uploader, json.loads(rows[0].result), whole, opts)
-            published = True
         if rows and len(done) == len(rows):
             results = [json.loads(r.result) for r in rows]
             _check_in_store(run, results)

@@ -36,6 +36,7 @@ from streamforge.pipeline.transcode import (
     FileCallback,
     PipelineResult,
     RenditionOutput,
+    _as_media_error,
     _audio_encoder,
     _encoder_threads,
     _feed,
@@ -71,12 +72,13 @@ def chunk_options(opts: PipelineOptions) -> PipelineOptions:
     return dataclasses.replace(opts, live=False, passthrough=False)
 
 
-def choose_levels(src: Path, info: ProbeResult, opts: PipelineOptions) -> tuple[list, str | None]:
+def choose_levels(src: Path, info: ProbeResult, opts: PipelineOptions, live: bool = False) -> tuple[list, str | None]:
     """The run's levels, [[rung name, level], ...], chosen once for every chunk (per title in crf mode: one
-    probe of the whole video, pipeline/pertitle.py), and the log line."""
+    probe of the whole video, pipeline/pertitle.py, as an unchunked run that is `live` or not would probe
+    it), and the log line."""
     from streamforge.pipeline import pertitle
     chunked = chunk_options(opts)
-    rungs, note = pertitle.choose_levels(src, info, plan_ladder(info, chunked), chunked)
+    rungs, note = pertitle.choose_levels(src, info, plan_ladder(info, chunked), dataclasses.replace(chunked, live=live))
     return [list(pair) for pair in pertitle.levels_of(rungs)], note
 
 
@@ -324,14 +326,58 @@ def _demux_audio(src: Path, aligners: dict) -> None:
 
 def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
                       progress=None, on_file: FileCallback | None = None) -> dict:
-    """The thumbnails (cover, previews, timeline sprites) of the whole file: {"thumbnails": [...]}, as JSON."""
+    """The thumbnails (cover, previews, timeline sprites) of the whole file: {"thumbnails": [...]}, as JSON.
+    Only the keyframe intervals that hold a wanted picture are decoded (thumbnail_pictures)."""
     src, outdir = Path(src), Path(outdir)
-    _, timeline = whole_timeline(info, opts)
     publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
     thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce)
-    run = _Run(rungs=[], video=[], audio={}, thumbnailer=thumbnailer, abort=threading.Event())
-    _feed(src, info, timeline, opts, run, _Progress(progress))
+    try:
+        last, t = thumbnail_pictures(src, info, thumbnailer, _Progress(progress))
+    except BaseException as e:
+        thumbnailer.abort()
+        if isinstance(e, av.FFmpegError):
+            raise _as_media_error(e) from e
+        raise
+    thumbnailer.finish(last, t)
     return {"thumbnails": [dataclasses.asdict(t) for t in thumbnailer.outputs]}
+
+
+def thumbnail_pictures(src: Path, info: ProbeResult, thumbnailer: Thumbnailer, report) -> tuple:
+    """Offer `thumbnailer` the pictures it wants, decoding only the keyframe intervals that hold one: an
+    interval whose next keyframe (at most the longest interval seen so far away) comes before the next
+    wanted picture is skipped unread (its packets never reach the decoder). A 10-minute video's thumbnails take a fraction of
+    a whole decode, which a chunked run's holder would otherwise do alone at the end. Returns the last
+    picture offered and its output time."""
+    prefilter = _Prefilter(info)
+    step = 1 / float(info.frame_rate) if info.frame_rate else 0.04
+    last, last_t, key_at, longest, skipping = None, 0.0, None, 0.0, False
+
+    def offer(frames) -> None:
+        nonlocal last, last_t
+        for frame in frames:
+            last, last_t = frame, (frame.time or 0.0) - info.start_time
+            thumbnailer.offer(frame, last_t, step)
+
+    with open_input(src) as container:
+        stream = container.streams[info.video_stream_index]
+        stream.thread_type = "AUTO"
+        for packet in container.demux(stream):
+            if packet.is_keyframe and packet.pts is not None:
+                t = float(packet.pts * stream.time_base) - info.start_time
+                longest = max(longest, t - key_at) if key_at is not None else longest
+                key_at = t
+                wanted = thumbnailer.next_wanted()
+                if wanted is None:
+                    break
+                skipping = longest > 0 and t + longest <= wanted + step / 2  # the next keyframe still comes first
+                report(min(0.99, t / max(info.duration, 0.001)), "thumbnails")
+            if skipping and packet.size:
+                continue
+            for frame in stream.codec_context.decode(packet):
+                offer(prefilter.push(frame) if prefilter.active else (frame,))
+        if prefilter.active:
+            offer(prefilter.push(None))
+    return last, last_t
 
 
 def encode_audio_and_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,

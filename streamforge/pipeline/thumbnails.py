@@ -97,6 +97,10 @@ class Thumbnailer:
         if wanted:
             self._put((frame, t, wanted))
 
+    def next_wanted(self) -> float | None:
+        """The output time of the next picture a thumbnail still wants; None when none is left."""
+        return self._requests[self._next][0] if self._next < len(self._requests) else None
+
     def finish(self, last_frame: av.VideoFrame | None, t: float) -> list[ThumbnailOutput]:
         """Serve what is left with the last frame, wait for the thread, write sprite sheets and VTT."""
         rest = self._requests[self._next:]
