@@ -148,7 +148,7 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
                 f"text='StreamForge news - per-title encoding - chunks - runners - captions':fontsize=44:"
                 f"fontcolor=white:x=w-t*240:y=618,drawtext={text}text='%{{pts\\:hms}}':fontsize=36:fontcolor=white:x=40:y=40"]
     if kind == "shake":  # handheld: the camera clip shaking
-        return [*loop, "-i", str(BIKES), "-vf", "scale=1400:596:flags=bicubic,crop=1280:544:x='60+50*sin(t*17)':y='26+22*cos(t*23)'"]
+        return [*loop, "-i", str(BIKES), "-vf", "scale=1400:596:flags=bicubic,crop=1280:544:x='60+50*sin(t*17)':y='26+22*cos(t*23)',setsar=1"]
     if kind == "lowlight":  # a dim room: dark camera footage with sensor noise
         return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544,eq=brightness=-0.15:gamma=0.55,noise=c0s=14:c0f=t"]
     if kind == "fade":  # a fade to black and back in (transitions)
