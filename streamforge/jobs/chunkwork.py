@@ -25,6 +25,7 @@ from streamforge.errors import MediaError, StorageError
 from streamforge.jobs.processing import LIVE, SHORT, SHUTDOWN, HandBack, Uploader, signed
 from streamforge.pipeline import PipelineOptions
 from streamforge.pipeline import chunks as pchunks
+from streamforge.pipeline.ladder import as_levels
 from streamforge.store import chunks, videos
 from streamforge.store.db import utcnow
 
@@ -43,8 +44,7 @@ def plan_of(row) -> pchunks.ChunkPlan:
 def options_of(config: Config, row) -> PipelineOptions:
     """The encoder settings of a chunk: the instance's, with the levels its run chose for the title."""
     opts = PipelineOptions.from_config(config.pipeline)
-    levels = json.loads(row.levels) if row.levels else []
-    return dataclasses.replace(opts, levels=tuple((str(name), float(level)) for name, level in levels))
+    return dataclasses.replace(opts, levels=as_levels(json.loads(row.levels) if row.levels else []))
 
 
 def describe_chunk(row, result: dict) -> str:

@@ -49,6 +49,7 @@ from streamforge.pipeline.transcode import (
     _Shrinker,
     audio_outputs,
 )
+from streamforge.pipeline.workers import queue_frames
 
 SEEK_BACK = 2.0  # seconds before a chunk's start where its decoding begins (then from the keyframe before)
 
@@ -330,7 +331,8 @@ def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, op
     Only the keyframe intervals that hold a wanted picture are decoded (thumbnail_pictures)."""
     src, outdir = Path(src), Path(outdir)
     publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
-    thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce)
+    thumbnailer = Thumbnailer(outdir, info.width, info.height, info.duration, opts.preview_count, publisher.announce,
+                              queue_size=queue_frames(info.coded_width, info.coded_height, most=4))
     try:
         last, t = thumbnail_pictures(src, info, thumbnailer, _Progress(progress))
     except BaseException as e:
@@ -345,9 +347,9 @@ def encode_thumbnails(src: str | Path, outdir: str | Path, info: ProbeResult, op
 def thumbnail_pictures(src: Path, info: ProbeResult, thumbnailer: Thumbnailer, report) -> tuple:
     """Offer `thumbnailer` the pictures it wants, decoding only the keyframe intervals that hold one: an
     interval whose next keyframe (at most the longest interval seen so far away) comes before the next
-    wanted picture is skipped unread (its packets never reach the decoder). A 10-minute video's thumbnails take a fraction of
-    a whole decode, which a chunked run's holder would otherwise do alone at the end. Returns the last
-    picture offered and its output time."""
+    wanted picture is skipped unread (its packets never reach the decoder). A 10-minute video's thumbnails
+    take a fraction of a whole decode, which a chunked run's holder would otherwise do alone at the end.
+    Returns the last picture offered and its output time."""
     prefilter = _Prefilter(info)
     step = 1 / float(info.frame_rate) if info.frame_rate else 0.04
     last, last_t, key_at, longest, skipping = None, 0.0, None, 0.0, False

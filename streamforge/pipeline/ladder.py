@@ -93,6 +93,11 @@ class PipelineOptions:
         return cls(**values)
 
 
+def as_levels(pairs) -> tuple:
+    """PipelineOptions.levels from [[rung name, level], ...] as JSON carries them."""
+    return tuple((str(name), float(level)) for name, level in pairs)
+
+
 @dataclass(frozen=True)
 class RenditionSpec:
     """One video rung to encode."""
@@ -150,7 +155,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
     if opts.rate_control not in RATE_CONTROLS:
         raise ValueError(f"unknown rate_control {opts.rate_control!r}; choose from {', '.join(RATE_CONTROLS)}")
     rungs = []
-    chosen = {str(name): float(level) for name, level in opts.levels}
+    chosen = dict(as_levels(opts.levels))
     for codec in opts.codecs:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")

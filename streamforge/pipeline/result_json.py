@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from types import SimpleNamespace
 
-from streamforge.pipeline.ladder import PipelineOptions
+from streamforge.pipeline.ladder import PipelineOptions, as_levels
 from streamforge.pipeline.thumbnails import ThumbnailOutput
 from streamforge.pipeline.transcode import AudioOutput, PipelineResult, RenditionOutput
 
@@ -25,7 +25,7 @@ def options_from_dict(data: dict) -> PipelineOptions:
         if name in values:
             values[name] = tuple(values[name])
     if "levels" in values:
-        values["levels"] = tuple((str(name), float(level)) for name, level in values["levels"])
+        values["levels"] = as_levels(values["levels"])
     return PipelineOptions(**values)
 
 
