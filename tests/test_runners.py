@@ -223,3 +223,32 @@ def test_a_runner_waits_for_a_restarting_instance(live, tmp_path):
         _stop(proc)
         if again is not None:
             again.__exit__()
+
+
+def test_a_runners_output_urls_reach_only_its_own_work(live, tmp_path):
+    """A runner gets PUT URLs only for output paths of the work it holds, with the token it got it with."""
+    token = _admin(live, "POST", "/api/admin/runners", {"name": "scoped"}).json()["token"]
+    vid = upload(live, _clip(tmp_path), process=False)
+    h = {"Authorization": f"Bearer {token}"}
+    job = requests.post(f"{live.url}/api/runners/jobs/request", json={"wait": 5}, headers=h, timeout=30).json()["job"]
+    assert job["video_id"] == vid
+    url = f"{live.url}/api/runners/jobs/{job['id']}/uploads"
+    for bad in ("../other/x.m4s", "downloads/720p.mp4", "/abs.m4s"):
+        r = requests.post(url, json={"token": job["token"], "files": [bad]}, headers=h, timeout=10)
+        assert r.status_code == 400, (bad, r.status_code)
+    r = requests.post(url, json={"token": "not-the-job-token", "files": ["240p/seg_00000.m4s"]}, headers=h, timeout=10)
+    assert r.status_code in (404, 409, 410), r.status_code
+    good = requests.post(url, json={"token": job["token"], "files": ["240p/seg_00000.m4s"]}, headers=h, timeout=10)
+    assert good.status_code == 200
+    signed = good.json()["urls"]["240p/seg_00000.m4s"]
+    target = signed["url"] if isinstance(signed, dict) else signed
+    assert f"/processed/{vid}/" in requests.utils.unquote(target) and "240p/seg_00000.m4s" in target
+    # the URL is signed for its key: the same signature on another key is refused by the store
+    other = target.replace("seg_00000.m4s", "seg_00001.m4s")
+    put = requests.put(other, data=b"x", headers=signed.get("headers", {}) if isinstance(signed, dict) else {},
+                       timeout=10)
+    assert put.status_code == 403, put.status_code
+    # gives the work back
+    back = requests.post(f"{live.url}/api/runners/jobs/{job['id']}/abort", json={"token": job["token"]}, headers=h,
+                         timeout=10)
+    assert back.status_code == 200
