@@ -90,7 +90,7 @@ class PipelineConfig:
     # where runs keep the original and the output while they work; empty: the system's temp dir
     temp_dir: str = ""
     # the first segment of every rung, short so a video becomes playable within seconds
-    first_segment_seconds: float = 1.0
+    first_segment_seconds: float = 0.5
     audio_bitrate: str = "128k"
     preview_count: int = 5
     # extra encoder options per codec, e.g. {h264 = {tune = "film"}, av1 = {preset = "10"}}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import pytest
+
 from streamforge.pipeline import hls
 from streamforge.pipeline.ladder import PipelineOptions
 from streamforge.pipeline.segments import plan_timeline
@@ -56,6 +58,9 @@ def test_timeline_boundaries_and_tail_merge():
     assert [n for n in range(300) if timeline.is_boundary(n)] == [0, 100]
     assert timeline.boundary_time(2) == 12
     live = plan_timeline(Fraction(30000, 1001), PipelineOptions(segment_seconds=4, live=True), duration=60)
+    assert [n for n in range(300) if live.is_boundary(n)] == [0, 15, 135, 255]  # a first segment of 0.5 s
+    live = plan_timeline(Fraction(30000, 1001), PipelineOptions(segment_seconds=4, live=True, first_segment_seconds=1),
+                         duration=60)
     assert [n for n in range(300) if live.is_boundary(n)] == [0, 30, 150, 270]
 
 
@@ -72,3 +77,45 @@ def test_encoder_options_from_config_add_to_ours():
     assert options["x264-params"].startswith("keyint=100:min-keyint=100:scenecut=0")
     assert options["x264-params"].endswith(":partitions=all")
     assert options["b"] == "2500000" and options["maxrate"] == "3750000" and options["forced-idr"] == "1"
+
+
+def _mux_into(sink, size: tuple[int, int], frames: range) -> None:
+    import av
+    from av.video.frame import PictureType
+    with av.open(sink, "w", format="mp4", options={"movflags": "empty_moov+default_base_moof+frag_keyframe"}) as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.codec_context.options = {"preset": "ultrafast", "x264-params": "keyint=25:scenecut=0:stitchable=1"}
+        for n in frames:
+            frame = av.VideoFrame(*size, "yuv420p")
+            frame.pts, frame.pict_type = n, PictureType.I if n % 25 == 0 else PictureType.NONE
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def test_a_resumed_sink_takes_a_second_muxer_on_the_first_ones_clock_and_refuses_other_headers(tmp_path):
+    """A rung that goes on at another level (pipeline/levelswitch.py): the second muxer's fragments follow the
+    first one's in time and numbering under the one init segment; a second muxer with other headers fails."""
+    import av
+    track = hls.TrackOutput(name="r", kind="video", target_duration=1, frame_duration=0.04)
+    sink = hls.FragmentSink(track, tmp_path, lambda k: float(k), 0.02, lambda t, s: None, lambda t: None)
+    _mux_into(sink, (64, 48), range(0, 25))
+    sink.resume()
+    _mux_into(sink, (64, 48), range(25, 50))
+    sink.close()
+    assert [s.filename for s in track.segments] == ["seg_00001.m4s", "seg_00002.m4s"]
+    joined = tmp_path / "joined.mp4"
+    joined.write_bytes(b"".join((tmp_path / n).read_bytes() for n in ("init.mp4", "seg_00001.m4s", "seg_00002.m4s")))
+    with av.open(str(joined)) as f:
+        assert [float(fr.time) for fr in f.decode(video=0)] == [n / 25 for n in range(50)]
+    other = hls.TrackOutput(name="o", kind="video", target_duration=1, frame_duration=0.04)
+    sink = hls.FragmentSink(other, tmp_path / "o", lambda k: float(k), 0.02, lambda t, s: None, lambda t: None)
+    (tmp_path / "o").mkdir()
+    _mux_into(sink, (64, 48), range(0, 25))
+    sink.resume()
+    _mux_into(sink, (32, 24), range(25, 50))
+    with pytest.raises(ValueError, match="init segment differs"):
+        sink.close()
+    assert len(other.segments) == 1

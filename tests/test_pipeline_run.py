@@ -188,7 +188,7 @@ def test_live_mode_publishes_event_playlists_then_vod(tmp_path):
             assert mf.decode_segment(init, path.read_bytes())  # complete when announced
         seen.append((kind, relpath, text))
 
-    opts = dataclasses.replace(SMALL, segment_seconds=2, live=True)
+    opts = dataclasses.replace(SMALL, segment_seconds=2, live=True, first_segment_seconds=1.0)
     result = run_pipeline(src, out, opts, on_file=on_file)
     masters = [i for i, (kind, _, _) in enumerate(seen) if kind == "master"]
     assert len(masters) == 2

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import struct
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -224,7 +223,10 @@ def _shift_rung(outdir: Path, track: hls.TrackOutput, timeline: Timeline, chunk:
     for seg in reversed(track.segments):
         index = seg.index + chunk.first_segment
         name = f"seg_{index:05d}.m4s"
-        data = _shift_fragments((folder / seg.filename).read_bytes(), int(ticks), chunk.first_segment)
+        try:
+            data = hls.shift_fragments((folder / seg.filename).read_bytes(), int(ticks), chunk.first_segment)
+        except ValueError as e:
+            raise MediaError(f"{track.name}: a chunk's segment cannot be moved: {e}") from e
         (folder / seg.filename).unlink()
         (folder / name).write_bytes(data)
         segments.insert(0, {"index": index, "filename": name, "duration": seg.duration, "size": len(data),
@@ -234,32 +236,6 @@ def _shift_rung(outdir: Path, track: hls.TrackOutput, timeline: Timeline, chunk:
         emit("segment", f"{track.name}/{seg['filename']}")
     return {"name": track.name, "init": track.init, "init_sha256": hashlib.sha256(init).hexdigest(),
             "codecs": track.codecs, "segments": segments}
-
-
-def _shift_fragments(data: bytes, ticks: int, fragments_before: int) -> bytes:
-    """The segment's moof boxes with tfdt + `ticks` and mfhd sequence numbers + `fragments_before`."""
-    out = bytearray(data)
-    for kind, offset, size, header in hls.iter_boxes(data):
-        if kind != "moof":
-            continue
-        for sub, sub_off, sub_size, sub_header in hls.iter_boxes(data, offset + header, offset + size):
-            body = sub_off + sub_header
-            if sub == "mfhd":
-                seq = struct.unpack_from(">I", data, body + 4)[0]
-                struct.pack_into(">I", out, body + 4, seq + fragments_before)
-            elif sub == "traf":
-                for leaf, leaf_off, _leaf_size, leaf_header in hls.iter_boxes(data, body, sub_off + sub_size):
-                    if leaf != "tfdt":
-                        continue
-                    pos = leaf_off + leaf_header
-                    if data[pos] == 1:
-                        struct.pack_into(">Q", out, pos + 4, struct.unpack_from(">Q", data, pos + 4)[0] + ticks)
-                    else:
-                        value = struct.unpack_from(">I", data, pos + 4)[0] + ticks
-                        if value >= 2 ** 32:
-                            raise MediaError("a chunk's timestamps overflow its 32-bit tfdt")
-                        struct.pack_into(">I", out, pos + 4, value)
-    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -333,6 +333,16 @@ class FragmentSink:
         self._origin: int | None = None
         self._pending: list[Fragment] = []
         self._next_boundary = 1  # index into boundaries of the next segment's start
+        self._ticks = 0  # decode time the fragments taken so far cover, and how many there were
+        self._fragments = 0
+        self._resumed: tuple[int, int, bytearray] | None = None  # a second muxer's shift and its init
+
+    def resume(self) -> None:
+        """A second muxer takes over after the first was closed (a rung going on at another level,
+        pipeline/levelswitch.py): its init segment must be the first one's, byte for byte (it is not
+        written again), and its fragments are moved onto the first one's clock and numbering."""
+        self.check()
+        self._resumed = (self._ticks, self._fragments, bytearray())
 
     def write(self, data) -> int:
         """Take bytes from the muxer; cut complete top-level boxes out of them."""
@@ -367,6 +377,15 @@ class FragmentSink:
             self._box(kind.decode("latin-1"), box)
 
     def _box(self, kind: str, box: bytes) -> None:
+        if self._resumed is not None:
+            ticks, fragments, init = self._resumed
+            if kind in ("ftyp", "moov"):
+                init += box
+                if kind == "moov" and init != self._init:
+                    raise ValueError(f"{self.track.name}: the second encoder's init segment differs from the first's")
+                return
+            if kind == "moof":
+                box = shift_fragments(box, ticks, fragments)
         if kind in ("ftyp", "moov"):
             self._init += box
             if kind == "moov":
@@ -382,6 +401,8 @@ class FragmentSink:
         # mfra, sidx and free boxes are not part of any HLS segment
 
     def _fragment(self, fragment: Fragment) -> None:
+        self._ticks = fragment.decode_time + sum(fragment.durations)
+        self._fragments += 1
         start = fragment.decode_time + fragment.first_cts
         if self._origin is None:
             self._origin = start
@@ -423,6 +444,32 @@ class FragmentSink:
         _write_atomic(self.directory / segment.filename, data)
         self.track.segments.append(segment)
         self.on_segment(self.track, segment)
+
+
+def shift_fragments(data: bytes, ticks: int, fragments_before: int) -> bytes:
+    """The segment's moof boxes with tfdt + `ticks` and mfhd sequence numbers + `fragments_before`."""
+    out = bytearray(data)
+    for kind, offset, size, header in iter_boxes(data):
+        if kind != "moof":
+            continue
+        for sub, sub_off, sub_size, sub_header in iter_boxes(data, offset + header, offset + size):
+            body = sub_off + sub_header
+            if sub == "mfhd":
+                seq = struct.unpack_from(">I", data, body + 4)[0]
+                struct.pack_into(">I", out, body + 4, seq + fragments_before)
+            elif sub == "traf":
+                for leaf, leaf_off, _leaf_size, leaf_header in iter_boxes(data, body, sub_off + sub_size):
+                    if leaf != "tfdt":
+                        continue
+                    pos = leaf_off + leaf_header
+                    if data[pos] == 1:
+                        struct.pack_into(">Q", out, pos + 4, struct.unpack_from(">Q", data, pos + 4)[0] + ticks)
+                    else:
+                        value = struct.unpack_from(">I", data, pos + 4)[0] + ticks
+                        if value >= 2 ** 32:
+                            raise ValueError("the timestamps overflow a 32-bit tfdt")
+                        struct.pack_into(">I", out, pos + 4, value)
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ class PipelineOptions:
     run_timeout: int = 4 * 3600
     # publish EVENT playlists while encoding, with a short first segment (see run_pipeline)
     live: bool = False
-    first_segment_seconds: float = 1.0
+    first_segment_seconds: float = 0.5  # (1.0 put a 30 s upload's first playable 0.7 s later)
     audio_bitrate: str = "128k"
     preview_count: int = 5
     # extra encoder options per codec, e.g. {"h264": {"tune": "film"}}; they override the defaults

@@ -25,8 +25,8 @@ MAX_GAP_SEGMENTS = 2  # keyframes further apart than this many segment_seconds: 
 SPREAD = 0.5  # keyframe intervals further than this fraction from their median: irregular
 TAIL_SECONDS = 0.5  # a last segment shorter than this is merged into the one before
 # a run that is playable early (live) copies a rung only when its first segment, cut on the upload's
-# keyframes, is at most this many first_segment_seconds long: a longer one holds the master back
-LIVE_FIRST_SEGMENTS = 2
+# keyframes, is at most this many seconds long: a longer one holds the master back
+LIVE_FIRST_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def _late_first_segment(starts: list[int], rate: Fraction, duration: float, opts
     if not opts.live:
         return ""
     first = starts[0] / float(rate) if starts else duration
-    limit = LIVE_FIRST_SEGMENTS * float(opts.first_segment_seconds)
+    limit = max(LIVE_FIRST_SECONDS, float(opts.first_segment_seconds))
     if first > limit + 0.5 / float(rate):
         return (f"its first keyframe after the start is {first:.1f} s in: a copied rung's first segment would "
                 f"hold the video's first playable moment back past {limit:g} s")

@@ -10,6 +10,7 @@ segments start at exactly the same times.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -17,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from av.video.frame import PictureType
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
-from streamforge.pipeline import hls, passthrough, pertitle
+from streamforge.pipeline import hls, levelswitch, passthrough, pertitle
 from streamforge.pipeline.aac import AudioAligner, AudioEncoder, AudioPlan, audio_bits, plan_audio
 from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
 from streamforge.pipeline.placement import FileCallback, publish_built, remove_written
@@ -165,7 +166,9 @@ def _x264_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> d
     # 0.05 dB of PSNR at 720p veryfast (measured with bench/ladder.py's input); override it in
     # [pipeline] encoder_options if you would rather spend the CPU.
     rate = {"crf": _level(spec.crf)} if spec.crf is not None else {"b": str(spec.bitrate)}
-    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8"
+    # stitchable: headers that do not depend on the level, so a rung may go on at another one with the
+    # same init segment (pipeline/levelswitch.py)
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8:stitchable=1"
     if spec.crf is not None:
         # a half-full VBV buffer at the start: at x264's 0.9 a short clip of heavy grain took 1.11x the
         # target's bytes, at 0.5 0.97x (bench/quality.py); ABR's own rate control does not need it
@@ -217,10 +220,13 @@ class _RungEncoder(Worker):
 
     def __init__(self, spec: RenditionSpec, opts: PipelineOptions, timeline: Timeline, threads: int,
                  track: hls.TrackOutput, root: Path, publisher: hls.Publisher, abort: threading.Event,
-                 nice: int = 0, queue_size: int = QUEUE_FRAMES):
+                 nice: int = 0, queue_size: int = QUEUE_FRAMES, levels: levelswitch.LevelsLater | None = None):
         super().__init__(f"rung-{spec.name}", abort, maxsize=queue_size)
         self.spec, self.opts, self.timeline, self.threads = spec, opts, timeline, threads
         self.nice = nice
+        self.levels = levels  # per-title levels still being chosen: switch to this rung's at the first boundary
+        self._context = None  # the open encoder's codec context
+        self._colors: dict | None = None  # the source's colour description, from its first picture
         self.track, self.root, self.publisher = track, root, publisher
         (root / track.name).mkdir(parents=True, exist_ok=True)
         self.sink = hls.FragmentSink(track, root / track.name, timeline.boundary_time,
@@ -229,12 +235,44 @@ class _RungEncoder(Worker):
 
     def work(self) -> None:
         lower_priority(self.nice)
-        spec, rate = self.spec, self.timeline.rate
-        keyint = max(self.timeline.gop, self.timeline.keyint)
-        codec_name, options = encoder_settings(spec, self.opts, keyint, self.threads)
-        if spec.codec == "av1":
+        if self.spec.codec == "av1":
             # SVT-AV1 prints its banner and warnings straight to stderr unless told otherwise
             os.environ.setdefault("SVT_LOG", "1")
+        try:
+            if self.levels is None:
+                self._encode(self.spec, self._pictures())
+            else:
+                self._encode_switching(self._pictures())
+        except Aborted:
+            return  # another thread failed while this one waited for the levels: its error is the run's
+        if not self.abort.is_set():
+            self.sink.close()
+
+    def _encode_switching(self, pictures) -> None:
+        """The first segment at the planned level and the rest at the level the probe chose for the rung:
+        two encoders and muxers, one after the other, into the same sink (pipeline/levelswitch.py). The
+        first encoder is flushed at the boundary, so the first segment is out before the probe is done."""
+        pictures, held = iter(pictures), []
+
+        def first_segment():
+            for frame in pictures:
+                if frame.pts >= self.timeline.first:
+                    held.append(frame)
+                    return
+                yield frame
+
+        self._encode(self.spec, first_segment())
+        if not held or self.abort.is_set():
+            return  # the video ended within its first segment, or the run failed
+        level = self.levels.wait(self.abort).get(self.spec.name, self.spec.crf)
+        self.sink.resume()
+        self._encode(replace(self.spec, crf=level), itertools.chain(held, pictures))
+
+    def _encode(self, spec: RenditionSpec, pictures) -> None:
+        """Encode `pictures` as `spec` says through one mp4 muxer into the rung's sink."""
+        rate = self.timeline.rate
+        keyint = max(self.timeline.gop, self.timeline.keyint)
+        codec_name, options = encoder_settings(spec, self.opts, keyint, self.threads)
         time_base = Fraction(1, 1) / rate
         with av.open(self.sink, "w", format="mp4", options={"movflags": VIDEO_MOVFLAGS}) as container:
             stream = container.add_stream(codec_name, rate=rate)
@@ -245,17 +283,19 @@ class _RungEncoder(Worker):
             stream.codec_context.options = options
             if spec.codec == "hevc":
                 stream.codec_tag = "hvc1"  # Apple players refuse hev1
-            encode_frames(stream, container, self._pictures(stream, time_base), self.sink, self.abort)
-        if not self.abort.is_set():
-            self.sink.close()
+            self._context = stream.codec_context
+            if self._colors is not None:
+                _tag_colors(self._context, self._colors)
+            encode_frames(stream, container, pictures, self.sink, self.abort)
 
-    def _pictures(self, stream, time_base: Fraction):
+    def _pictures(self):
         """The queued frames scaled to the rung, numbered, keyframes forced on the segment boundaries."""
-        spec, reformatter, tagged = self.spec, VideoReformatter(), False
+        spec, reformatter = self.spec, VideoReformatter()
+        time_base = Fraction(1, 1) / self.timeline.rate
         for frame, n, src_range in self.items():
-            if not tagged:
-                _tag_colors(stream.codec_context, frame)
-                tagged = True
+            if self._colors is None:  # before the encoder opens on the first picture
+                self._colors = _colors_of(frame)
+                _tag_colors(self._context, self._colors)
             out = reformatter.reformat(frame, spec.width, spec.height, "yuv420p",
                                        interpolation=Interpolation.BICUBIC, threads=1,
                                        src_color_range=src_range, dst_color_range=1)
@@ -290,13 +330,17 @@ class _CopiedRung(Worker):
             self.sink.close()
 
 
-def _tag_colors(ctx, frame: av.VideoFrame) -> None:
-    """Carry the source's colour description into the encoder (players guess wrong without it)."""
+def _colors_of(frame: av.VideoFrame) -> dict:
+    """The source's colour description as the encoder takes it (unspecified ones left out)."""
     unspecified = 2
-    for name in ("colorspace", "color_primaries", "color_trc"):
-        value = int(getattr(frame, name, 0) or 0)
-        if value and value != unspecified:
-            setattr(ctx, name, value)
+    values = {name: int(getattr(frame, name, 0) or 0) for name in ("colorspace", "color_primaries", "color_trc")}
+    return {name: value for name, value in values.items() if value and value != unspecified}
+
+
+def _tag_colors(ctx, colors: dict) -> None:
+    """Carry the source's colour description into the encoder (players guess wrong without it)."""
+    for name, value in colors.items():
+        setattr(ctx, name, value)
     ctx.color_range = 1  # rungs are always converted to limited ("TV") range
 
 
@@ -406,7 +450,12 @@ def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
                        report: _Progress, emit: FileCallback) -> PipelineResult:
     """The ladder of a probed video under `outdir` (see pipeline/run.py's run_pipeline for the contract)."""
     report(0.0, "levels", force=True)
-    rungs, levels_note = pertitle.choose_levels(src, info, plan_ladder(info, opts), opts)
+    later = None  # a live run of a long enough video chooses its levels while its first segment encodes
+    if levelswitch.switches(info, opts):
+        rungs, levels_note = plan_ladder(info, opts), None
+        later = levelswitch.LevelsLater(src, info, rungs, opts).start()
+    else:
+        rungs, levels_note = pertitle.choose_levels(src, info, plan_ladder(info, opts), opts)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     if opts.live:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -418,8 +467,10 @@ def run_video_pipeline(src: Path, outdir: Path, info: ProbeResult, opts: Pipelin
     publisher = hls.Publisher(work, opts.live, live_emit)
     result = None
     try:
-        result = _transcode(src, work, info, rungs, opts, publisher, report)
+        result = _transcode(src, work, info, rungs, opts, publisher, report, later)
     finally:
+        if later is not None:
+            levels_note = later.join()
         if result is None:  # failed (or interrupted): leave nothing behind, above all no master
             if opts.live:
                 folders = [spec.name for spec in rungs] + [a.name for a in plan_audio(info)]
@@ -457,11 +508,12 @@ class _Run:
 
 
 def _transcode(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
-               publisher: hls.Publisher, report: _Progress) -> PipelineResult:
+               publisher: hls.Publisher, report: _Progress, later: levelswitch.LevelsLater | None = None
+               ) -> PipelineResult:
     plan, why_not = passthrough.plan_passthrough(src, info, rungs, opts)
     notes = [_passthrough_note(plan, why_not)] if plan or why_not else []
     timeline = plan_timeline(rungs[0].frame_rate, opts, info.duration, plan.starts if plan else None)
-    run = _prepare(src, work, info, rungs, opts, publisher, timeline, plan)
+    run = _prepare(src, work, info, rungs, opts, publisher, timeline, plan, later)
     frames = _feed(src, info, timeline, opts, run, report)
     report(0.98, "package", force=True)
     _publish(src, work, run, frames, publisher)
@@ -477,7 +529,8 @@ def _passthrough_note(plan: passthrough.PassthroughPlan | None, why_not: str) ->
 
 
 def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions,
-             publisher: hls.Publisher, timeline: Timeline, plan: passthrough.PassthroughPlan | None) -> _Run:
+             publisher: hls.Publisher, timeline: Timeline, plan: passthrough.PassthroughPlan | None,
+             later: levelswitch.LevelsLater | None = None) -> _Run:
     """Register every track with the publisher and build (not start) its thread."""
     rate = timeline.rate
     target = max(1, round(max(timeline.gop, timeline.keyint) / rate))
@@ -494,8 +547,10 @@ def _prepare(src: Path, work: Path, info: ProbeResult, rungs: list[RenditionSpec
         if plan is not None and spec is plan.rung:
             video.append(_CopiedRung(src, info, timeline, track, work, publisher, abort))
         else:
+            switch = later if spec.codec == "h264" and spec.crf is not None else None
             video.append(_RungEncoder(spec, opts, timeline, _encoder_threads(spec, encoded), track, work,
-                                      publisher, abort, nice=_nice_steps(spec, encoded), queue_size=depth))
+                                      publisher, abort, nice=_nice_steps(spec, encoded), queue_size=depth,
+                                      levels=switch))
     first = timeline.first / rate
     fragment = max(0.1, float(min(Fraction(1, 2), first / 2, Fraction(timeline.gop, 4) / rate)))
     audio = {plan.stream_index: _audio_encoder(plan, opts, timeline, target, work, publisher, fragment, abort)

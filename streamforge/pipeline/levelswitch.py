@@ -1,0 +1,75 @@
+"""Per-title levels chosen while a live run's first segment encodes (first playable within seconds).
+
+A live run of a video at least SWITCH_MIN_SECONDS long does not wait for the per-title probe
+(pipeline/pertitle.py, about a second and a half of two cores) before it encodes: its H.264 rungs start
+at the fixed levels, the probe runs beside them at a lower priority, and at the first segment boundary
+each rung waits for the probe's levels and goes on at its own. The first segment (first_segment_seconds,
+a few percent of such a video) keeps the fixed levels; every later segment has the per-title ones.
+
+The switch is a second libx264 encoder opened at the new level with every other setting the same: x264's
+`stitchable` keeps the sequence and picture parameter sets free of the level, so both encoders' headers
+are byte for byte the same and one init segment serves the whole rung (SwitchingEncoder checks it and
+keeps the first encoder when they differ). The boundary is a forced IDR, so no picture after it refers
+to one before it. Shorter videos probe first, as non-live runs do: their first segment would be a large
+share of the bytes at levels not chosen for them.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from streamforge.pipeline import pertitle
+from streamforge.pipeline.ladder import PipelineOptions, RenditionSpec
+from streamforge.pipeline.probe import ProbeResult
+from streamforge.pipeline.workers import Aborted, lower_priority
+
+SWITCH_MIN_SECONDS = 10.0  # shorter live runs probe before they encode (the first segment is >5 % of them)
+PROBE_NICE = 10  # the probe thread's priority below the encoders' while they encode the first segment
+
+
+class LevelsLater:
+    """The per-title levels of a live run, chosen by a probe thread while the rungs encode."""
+
+    def __init__(self, src: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions):
+        self.levels: dict[str, float] = {}
+        self.note: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._choose, args=(src, info, rungs, opts),
+                                        name="per-title-probe", daemon=True)
+
+    def start(self) -> LevelsLater:
+        self._thread.start()
+        return self
+
+    def _choose(self, src: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions) -> None:
+        lower_priority(PROBE_NICE)  # x264's threads and the VMAF processes it starts inherit it
+        try:
+            chosen, note = pertitle.choose_levels(src, info, rungs, opts)
+            self.levels = dict(pertitle.levels_of(chosen))
+            self.note = note
+        except Exception as e:  # noqa: BLE001 - the run goes on at the fixed levels, and says why
+            self.note = f"per-title levels: not measured ({type(e).__name__}: {e}); the fixed levels"
+        finally:
+            self._done.set()
+
+    def wait(self, abort: threading.Event) -> dict[str, float]:
+        """The chosen levels by rung name (empty: keep the fixed ones); raise Aborted if the run fails."""
+        while not self._done.wait(0.1):
+            if abort.is_set():
+                raise Aborted()
+        return self.levels
+
+    def join(self) -> str | None:
+        """Wait for the probe (it is bounded by its own timeouts); its processing-log line."""
+        self._thread.join()
+        if self.note and "not measured" not in self.note:
+            return self.note + "; the first segment at the fixed levels while the probe ran"
+        return self.note
+
+
+def switches(info: ProbeResult, opts: PipelineOptions) -> bool:
+    """Whether this run encodes its first segment while the probe runs: a live run of a long enough video
+    whose levels are still to choose, with x264's options as ours (an admin's own could make the headers
+    depend on the level)."""
+    return (opts.live and not opts.levels and bool(opts.target_quality) and opts.rate_control == "crf"
+            and info.duration >= SWITCH_MIN_SECONDS and not (opts.encoder_options or {}).get("h264"))
