@@ -73,6 +73,10 @@ def test_chunks_join_into_the_unchunked_ladder(tmp_path):
     plans = pchunks.plan_chunks(info, opts, 3)
     assert [(p.start, p.end, p.first_segment) for p in plans] == [(0, 75, 0), (75, 150, 3), (150, 225, 6),
                                                                   (225, None, 9)]
+    # a run published while it encodes starts with its first segment alone (its master goes out once it is in)
+    head = pchunks.plan_chunks(info, opts, 3, head=True)
+    assert [(p.start, p.end, p.first_segment) for p in head] == [(0, 25, 0), (25, 100, 1), (100, 175, 4),
+                                                                 (175, 250, 7), (250, None, 10)]
     joined = tmp_path / "chunked"
     results = []
     for plan in plans:  # each chunk on its own, as on another machine
@@ -200,6 +204,8 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
     assert v["status"] == "COMPLETED" and v["playable_at"]
     rows = _chunk_rows(live, vid)
     assert sorted(r["message"].split(" (", 1)[0] for r in rows) == [f"chunk {i}/4" for i in range(1, 5)]
+    # a first run: the first chunk is the first segment alone, so the master went out after 1 s of video
+    assert any(r["message"].startswith("chunk 1/4 (0.0-1.0 s)") for r in rows), [r["message"] for r in rows]
     assert all("(by worker " in r["message"] for r in rows)
     logs = requests.get(f"{live.url}/api/videos/{vid}/logs", headers=live.h, timeout=10).json()["items"]
     assert any("per-title levels: " in r["message"] for r in logs)  # chosen once by the run, for every chunk
@@ -209,7 +215,7 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
     _assert_continuous(pts, 8 * RATE)
     with dbmod.db.connection_context():
         assert Chunk.select().where(Chunk.video == vid).count() == 0  # a finished run keeps no chunk rows
-    # and hls.js plays it from start to end across the chunk boundaries (2, 4 and 6 s)
+    # and hls.js plays it from start to end across the chunk boundaries (1, 3 and 5 s)
     require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     token = live.h["Authorization"].split()[1]
@@ -225,7 +231,7 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
                      lambda s: s["ended"] or s["err"], timeout=60)
         assert state["ended"] and not state["err"] and state["t"] > 7.5, state
         seen = page.evaluate("() => window.__seen")
-        # it went through every chunk boundary (2, 4, 6 s) without a jump back or a stall past the end
+        # it went through every chunk boundary (1, 3, 5 s) without a jump back or a stall past the end
         assert all(b >= a for a, b in zip(seen, seen[1:])) and any(t > 7 for t in seen), seen[:50]
         assert errors == []
 

@@ -226,7 +226,8 @@ class RemoteJob:
     def _plans(self, info) -> list:
         from streamforge.pipeline.chunks import plan_chunks
         from streamforge.pipeline.result_json import options_from_dict
-        return plan_chunks(info, options_from_dict(self.job["options"]), float(self.job.get("chunk_seconds") or 0))
+        return plan_chunks(info, options_from_dict(self.job["options"]), float(self.job.get("chunk_seconds") or 0),
+                           head=bool(self.job.get("live")))
 
     def _coordinate(self, src: Path, info, subtitles: list, work: Path, uploads: Uploads, plans: list) -> str:
         """Hold a chunked run: record its chunks, encode the audio and thumbnails whole, encode chunks while

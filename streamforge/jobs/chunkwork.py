@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from streamforge.config import Config
@@ -197,16 +198,26 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows, levels):
         enqueue(cid)
     on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
-    whole = pchunks.encode_audio(src, outdir, info, opts, on_file)  # seconds: only the audio stream is read
-    uploader.barrier()
+    whole: dict = {}
+    # the audio, whole (only its streams are read: seconds, 8 s for 10 minutes), beside the first chunk;
+    # a run that fails or is handed back does not wait for it
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf-audio")
+    audio = background.submit(pchunks.encode_audio, src, outdir, info, opts, on_file)
+    background.shutdown(wait=False)
+
+    def audio_done() -> None:  # before the first master and the finish
+        if "audio" not in whole:
+            whole.update(audio.result())
+            uploader.barrier()
 
     def thumbnails() -> None:  # the whole file decoded once more: done while others finish their chunks
         whole.update(pchunks.encode_thumbnails(src, outdir, info, opts, on_file=on_file))
         uploader.barrier()
 
-    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails, enqueue)
+    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails, enqueue, audio_done)
     if "thumbnails" not in whole:
         thumbnails()
+    audio_done()
     result = pchunks.finish_chunked(outdir, results, whole, opts.audio_bitrate, info.duration)
     if levels_note:
         result.notes.insert(0, levels_note)
@@ -214,9 +225,11 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     return result
 
 
-def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue) -> list[dict]:
-    """Encode waiting chunks here, take back stale ones, publish the first chunk early, call `idle` once (the
-    thumbnails) after this worker's first chunk or when no chunk is left to take; every chunk's result."""
+def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue,
+             audio_done) -> list[dict]:
+    """Encode waiting chunks here, take back stale ones, publish the first chunk early (once `audio_done()`
+    has the audio in `whole`), call `idle` once (the thumbnails) after this worker's first chunk or when no
+    chunk is left to take; every chunk's result."""
     lease = datetime.timedelta(seconds=run.config.sweeper.lease_seconds)
     published = not run.live
 
@@ -225,6 +238,7 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
         rows = chunks.of_run(run.video_id, run.token)
         run.progress = min(0.95, 0.1 + 0.85 * sum(r.state == chunks.DONE for r in rows) / max(1, len(rows)))
         if not published and rows and rows[0].state == chunks.DONE:
+            audio_done()
             _publish_early(run, outdir, uploader, json.loads(rows[0].result), whole, opts)
             published = True
         return rows

@@ -267,7 +267,7 @@ class VideoRun:
         from streamforge.pipeline.chunks import plan_chunks
         opts = dataclasses.replace(PipelineOptions.from_config(self.config.pipeline), live=self.live)
         info = self.info
-        plans = plan_chunks(info, opts, self.config.pipeline.chunk_seconds) if info is not None else []
+        plans = plan_chunks(info, opts, self.config.pipeline.chunk_seconds, head=self.live) if info is not None else []
         if plans:  # a long video: chunks that several workers and runners encode at once
             return self.transcode_chunked(src, info, outdir, uploader, plans)
         master_seen = threading.Event()

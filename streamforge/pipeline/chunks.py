@@ -89,15 +89,20 @@ def whole_timeline(info: ProbeResult, opts: PipelineOptions) -> tuple[list[Rendi
     return rungs, plan_timeline(rungs[0].frame_rate, opts, info.duration)
 
 
-def plan_chunks(info: ProbeResult, opts: PipelineOptions, chunk_seconds: float) -> list[ChunkPlan]:
+def plan_chunks(info: ProbeResult, opts: PipelineOptions, chunk_seconds: float, head: bool = False
+                ) -> list[ChunkPlan]:
     """Chunks of about `chunk_seconds` on segment boundaries; [] when the video is not longer than two of
-    them, `chunk_seconds` is 0, or the input cannot be cut (interlaced: its deinterlacer needs neighbours)."""
+    them, `chunk_seconds` is 0, or the input cannot be cut (interlaced: its deinterlacer needs neighbours).
+    With `head` (a run published while it encodes) the first chunk is the first segment alone: the master
+    goes out once it is in, seconds after the start instead of a whole chunk's encoding later."""
     if chunk_seconds <= 0 or info.kind != "video" or info.duration <= 2 * chunk_seconds or info.interlaced:
         return []
     _, timeline = whole_timeline(info, opts)
     per_chunk = max(1, round(chunk_seconds / float(timeline.gop / timeline.rate))) * timeline.gop
     total = round(info.duration * timeline.rate)
-    starts = list(range(0, total - per_chunk // 2, per_chunk))  # a short tail joins the last chunk
+    first = timeline.gop if head else 0
+    # a short tail joins the last chunk
+    starts = ([0] if head else []) + list(range(first, total - per_chunk // 2, per_chunk))
     if len(starts) < 2:
         return []
     return [ChunkPlan(index=i, start=s, end=starts[i + 1] if i + 1 < len(starts) else None,
