@@ -108,6 +108,21 @@ def test_chunks_join_into_the_unchunked_ladder(tmp_path):
         (joined / rung / "index.m3u8").read_text()
 
 
+def test_the_whole_audio_hands_out_its_head_once_it_covers_the_first_chunk(tmp_path):
+    """A first run's early master need not wait for the whole file's audio (8 s for 10 minutes)."""
+    src = _clip(tmp_path, 12)
+    opts = PipelineOptions(heights=(240,), segment_seconds=1, passthrough=False)
+    info = probe(src, opts)
+    seen = []
+    whole = pchunks.encode_audio(src, tmp_path / "a", info, opts, early=seen.append, early_frames=2 * RATE)
+    assert len(seen) == 1
+    (head,), (full,) = seen[0]["audio"], whole["audio"]
+    covered = sum(s["duration"] for s in head["segments"])
+    assert 2 - 0.05 <= covered < sum(s["duration"] for s in full["segments"]) - 5
+    assert head["segments"] == full["segments"][:len(head["segments"])]
+    assert all((tmp_path / "a" / head["name"] / s["filename"]).is_file() for s in head["segments"])
+
+
 @pytest.fixture
 def live_env():
     return {"STREAMFORGE_PIPELINE_CHUNK_SECONDS": "2", "STREAMFORGE_PIPELINE_SEGMENT_SECONDS": "1",

@@ -199,25 +199,17 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
         enqueue(cid)
     on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
     whole: dict = {}
-    # the audio, whole (only its streams are read: seconds, 8 s for 10 minutes), beside the first chunk;
-    # a run that fails or is handed back does not wait for it
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf-audio")
-    audio = background.submit(pchunks.encode_audio, src, outdir, info, opts, on_file)
-    background.shutdown(wait=False)
-
-    def audio_done() -> None:  # before the first master and the finish
-        if "audio" not in whole:
-            whole.update(audio.result())
-            uploader.barrier()
+    audio = _WholeAudio(src, outdir, info, opts, on_file, plans[0].end or 0)
 
     def thumbnails() -> None:  # the whole file decoded once more: done while others finish their chunks
         whole.update(pchunks.encode_thumbnails(src, outdir, info, opts, on_file=on_file))
         uploader.barrier()
 
-    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails, enqueue, audio_done)
+    results = _collect(run, src, info, outdir, uploader, whole, opts, thumbnails, enqueue, audio.head)
     if "thumbnails" not in whole:
         thumbnails()
-    audio_done()
+    whole.update(audio.whole())
+    uploader.barrier()
     result = pchunks.finish_chunked(outdir, results, whole, opts.audio_bitrate, info.duration)
     if levels_note:
         result.notes.insert(0, levels_note)
@@ -225,11 +217,39 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     return result
 
 
+class _WholeAudio:
+    """The audio, whole (only its streams are read: 8 s for 10 minutes), encoded beside the chunks: the first
+    chunk's master takes its first segments as soon as they cover that chunk (its first `head_frames`
+    frames). A run that fails or is handed back does not wait for the rest."""
+
+    def __init__(self, src: Path, outdir: Path, info, opts, on_file, head_frames: int):
+        self._head: dict = {}
+        self._ready = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf-audio")
+        self._future = pool.submit(pchunks.encode_audio, src, outdir, info, opts, on_file, self._early, head_frames)
+        pool.shutdown(wait=False)
+
+    def _early(self, audio: dict) -> None:
+        self._head.update(audio)
+        self._ready.set()
+
+    def head(self) -> dict:
+        """The audio so far, once it covers the first chunk (all of it if it ended first)."""
+        while not self._ready.wait(0.1):
+            if self._future.done():
+                return self._future.result()
+        return self._head
+
+    def whole(self) -> dict:
+        """All of it; raises what its encoding raised."""
+        return self._future.result()
+
+
 def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue,
-             audio_done) -> list[dict]:
-    """Encode waiting chunks here, take back stale ones, publish the first chunk early (once `audio_done()`
-    has the audio in `whole`), call `idle` once (the thumbnails) after this worker's first chunk or when no
-    chunk is left to take; every chunk's result."""
+             audio_head) -> list[dict]:
+    """Encode waiting chunks here, take back stale ones, publish the first chunk early (with the audio
+    `audio_head()` gives), call `idle` once (the thumbnails) after this worker's first chunk or when no chunk
+    is left to take; every chunk's result."""
     lease = datetime.timedelta(seconds=run.config.sweeper.lease_seconds)
     published = not run.live
 
@@ -238,8 +258,7 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
         rows = chunks.of_run(run.video_id, run.token)
         run.progress = min(0.95, 0.1 + 0.85 * sum(r.state == chunks.DONE for r in rows) / max(1, len(rows)))
         if not published and rows and rows[0].state == chunks.DONE:
-            audio_done()
-            _publish_early(run, outdir, uploader, json.loads(rows[0].result), whole, opts)
+            _publish_early(run, outdir, uploader, json.loads(rows[0].result), audio_head(), opts)
             published = True
         return rows
 

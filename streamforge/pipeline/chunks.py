@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import math
 import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -248,16 +249,31 @@ def _shift_rung(outdir: Path, track: hls.TrackOutput, timeline: Timeline, chunk:
 
 
 def encode_audio(src: str | Path, outdir: str | Path, info: ProbeResult, opts: PipelineOptions,
-                 on_file: FileCallback | None = None) -> dict:
+                 on_file: FileCallback | None = None, early: Callable[[dict], None] | None = None,
+                 early_frames: int = 0) -> dict:
     """Every audio track of the whole file (never chunked: no click at a seam), reading only the audio
     streams, so it takes seconds even for an hour. {"audio": [{"name", "language", "label", "default",
-    "codecs", "init", "segments"}, ...]} as JSON ([] for a silent video)."""
+    "codecs", "init", "segments"}, ...]} as JSON ([] for a silent video). `early(the same, so far)` is
+    called once, from an encoder thread, when every track's segments cover the first `early_frames`
+    output frames (a first chunk's master need not wait for the rest)."""
     src, outdir = Path(src), Path(outdir)
     plans = plan_audio(info)
     if not plans:
         return {"audio": []}
     _, timeline = whole_timeline(info, opts)
-    publisher = hls.Publisher(outdir, False, on_file or (lambda kind, relpath: None))
+    early_lock, early_seconds = threading.Lock(), early_frames / timeline.rate if early else None
+
+    def emitted(kind: str, relpath: str) -> None:
+        if on_file is not None:
+            on_file(kind, relpath)
+        nonlocal early_seconds
+        with early_lock:
+            if early_seconds is not None and kind == "segment" and all(
+                    a.track.duration() >= early_seconds - 0.05 for a in publisher.audios):
+                early_seconds = None
+                early(_audio_json(publisher.audios))
+
+    publisher = hls.Publisher(outdir, False, emitted)
     abort = threading.Event()
     target = max(1, round(timeline.gop / timeline.rate))
     fragment = max(0.1, float(min(Fraction(1, 2), Fraction(timeline.gop, 4) / timeline.rate)))
@@ -286,9 +302,14 @@ def encode_audio(src: str | Path, outdir: str | Path, info: ProbeResult, opts: P
     for encoder in encoders.values():
         if not encoder.track.segments:
             publisher.drop_audio(encoder.track.name)
+    return _audio_json(publisher.audios)
+
+
+def _audio_json(audios: list[hls.AudioRendition]) -> dict:
+    """Audio tracks as encode_audio returns them (their segments so far)."""
     return {"audio": [{"name": a.track.name, "language": a.language, "label": a.name, "default": a.default,
                        "codecs": a.track.codecs, "init": a.track.init,
-                       "segments": [dataclasses.asdict(x) for x in a.track.segments]} for a in publisher.audios]}
+                       "segments": [dataclasses.asdict(x) for x in list(a.track.segments)]} for a in audios]}
 
 
 def _demux_audio(src: Path, aligners: dict) -> None:
