@@ -224,6 +224,9 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
     assert all("(by worker " in r["message"] for r in rows)
     logs = requests.get(f"{live.url}/api/videos/{vid}/logs", headers=live.h, timeout=10).json()["items"]
     assert any("per-title levels: " in r["message"] for r in logs)  # chosen once by the run, for every chunk
+    # ... while the first chunk (a first run's: its first segment alone) was encoded at the fixed levels
+    assert any("the first chunk (the first segment) at the fixed levels while the probe ran" in r["message"]
+               for r in logs), [r["message"] for r in logs]
     parts, segments = _rung_parts(v)
     assert segments == 8
     pts, _ = _decode_joined(parts, tmp_path, "served")

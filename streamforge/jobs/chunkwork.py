@@ -24,9 +24,9 @@ from pathlib import Path
 from streamforge.config import Config
 from streamforge.errors import MediaError, StorageError
 from streamforge.jobs.processing import LIVE, SHORT, SHUTDOWN, HandBack, Uploader, signed
-from streamforge.pipeline import PipelineOptions
+from streamforge.pipeline import PipelineOptions, levelswitch, pertitle
 from streamforge.pipeline import chunks as pchunks
-from streamforge.pipeline.ladder import as_levels
+from streamforge.pipeline.ladder import as_levels, plan_ladder
 from streamforge.store import chunks, videos
 from streamforge.store.db import utcnow
 
@@ -194,12 +194,15 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     config = run.config
     opts = PipelineOptions.from_config(config.pipeline)
     rows = [{"index": p.index, "start": p.start, "end": p.end, "first_segment": p.first_segment} for p in plans]
-    levels, levels_note = pchunks.choose_levels(src, info, opts, live=run.live)
-    for cid in chunks.create(run.video_id, run.token, run.prefix, rows, levels):
-        enqueue(cid)
     on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
-    whole: dict = {}
     audio = _WholeAudio(src, outdir, info, opts, on_file, plans[0].end or 0)
+    if run.live and levelswitch.switchable(opts):
+        levels_note = _head_first(run, src, info, outdir, uploader, rows, opts, audio, enqueue)
+    else:
+        levels, levels_note = pchunks.choose_levels(src, info, opts, live=run.live)
+        for cid in chunks.create(run.video_id, run.token, run.prefix, rows, levels):
+            enqueue(cid)
+    whole: dict = {}
 
     def thumbnails() -> None:  # the whole file decoded once more: done while others finish their chunks
         whole.update(pchunks.encode_thumbnails(src, outdir, info, opts, on_file=on_file))
@@ -215,6 +218,31 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
         result.notes.insert(0, levels_note)
     uploader.uploaded.update(f for f in result.files if not f.endswith(".m3u8"))
     return result
+
+
+def _head_first(run, src: Path, info, outdir: Path, uploader: Uploader, rows: list[dict], opts, audio,
+                enqueue) -> str | None:
+    """A first run: its first chunk (the first segment alone) is encoded here at the fixed levels while the
+    title's probe runs beside it at a lower priority, and the early master goes out as soon as it is in;
+    then the other chunks are recorded at the chosen levels, for every worker and runner to take. Returns
+    the levels' log line. (The chunks join: x264's headers do not depend on the level.)"""
+    chunked = pchunks.chunk_options(opts)
+    ladder = plan_ladder(info, chunked)
+    later = levelswitch.LevelsLater(src, info, ladder, dataclasses.replace(chunked, live=True)).start()
+    fixed = [list(pair) for pair in pertitle.levels_of(ladder)]
+    (head,) = chunks.create(run.video_id, run.token, run.prefix, rows[:1], fixed, count=len(rows))
+    claim = chunks.claim(run.by, chunk=head)
+    if claim is not None:  # (a runner asking for chunk work may have taken it: then _collect waits for it)
+        try:
+            result = encode_here(run.config, run.store, claim[0], claim[1], src, info, run.by)
+            _publish_early(run, outdir, uploader, result, audio.head(), opts)
+        except ChunkLost:
+            run.check_lease()
+    note = later.join()
+    levels = [[name, level] for name, level in later.levels.items()]
+    for cid in chunks.create(run.video_id, run.token, run.prefix, rows[1:], levels, count=len(rows)):
+        enqueue(cid)
+    return note and note.replace("; the first segment at the fixed levels", "; the first chunk (the first segment) at the fixed levels")
 
 
 class _WholeAudio:
@@ -251,7 +279,7 @@ def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict
     `audio_head()` gives), call `idle` once (the thumbnails) after this worker's first chunk or when no chunk
     is left to take; every chunk's result."""
     lease = datetime.timedelta(seconds=run.config.sweeper.lease_seconds)
-    published = not run.live
+    published = not run.live or run.published
 
     def rows_now() -> list:
         nonlocal published

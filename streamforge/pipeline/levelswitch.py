@@ -69,7 +69,13 @@ class LevelsLater:
 
 def switches(info: ProbeResult, opts: PipelineOptions) -> bool:
     """Whether this run encodes its first segment while the probe runs: a live run of a long enough video
-    whose levels are still to choose, with x264's options as ours (an admin's own could make the headers
-    depend on the level)."""
-    return (opts.live and not opts.levels and bool(opts.target_quality) and opts.rate_control == "crf"
-            and info.duration >= SWITCH_MIN_SECONDS and not (opts.encoder_options or {}).get("h264"))
+    whose levels are still to choose."""
+    return opts.live and info.duration >= SWITCH_MIN_SECONDS and switchable(opts)
+
+
+def switchable(opts: PipelineOptions) -> bool:
+    """Whether a run with these options may encode at the fixed levels until its per-title ones are chosen:
+    levels still to choose, with x264's options as ours (an admin's own could make the headers depend on
+    the level)."""
+    return (not opts.levels and bool(opts.target_quality) and opts.rate_control == "crf"
+            and not (opts.encoder_options or {}).get("h264"))

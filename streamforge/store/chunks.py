@@ -20,15 +20,17 @@ def chunk_id(video_id: str, run_token: str, index: int) -> str:
     return f"{video_id}.{run_token}.{index}"
 
 
-def create(video_id: str, run_token: str, prefix: str, plans: list[dict], levels: list | None = None) -> list[str]:
+def create(video_id: str, run_token: str, prefix: str, plans: list[dict], levels: list | None = None,
+           count: int | None = None) -> list[str]:
     """The run's chunks (dicts with index, start, end, first_segment), waiting; other runs' chunks go.
-    `levels` ([[rung name, level], ...]) are the run's per-title levels, every chunk's. Returns their ids."""
+    `levels` ([[rung name, level], ...]) are the run's per-title levels, these chunks'; `count` the run's
+    chunks in all, when these are some of them. Returns their ids."""
     with db.atomic():
         Chunk.delete().where((Chunk.video == video_id) & (Chunk.run_token != run_token)).execute()
         ids = []
         for p in plans:
             cid = chunk_id(video_id, run_token, p["index"])
-            Chunk.insert(id=cid, video=video_id, run_token=run_token, index=p["index"], count=len(plans),
+            Chunk.insert(id=cid, video=video_id, run_token=run_token, index=p["index"], count=count or len(plans),
                          start_frame=p["start"], end_frame=p["end"], first_segment=p["first_segment"],
                          prefix=prefix, levels=json.dumps(levels) if levels else None
                          ).on_conflict_ignore().execute()
