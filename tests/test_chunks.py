@@ -73,10 +73,11 @@ def test_chunks_join_into_the_unchunked_ladder(tmp_path):
     plans = pchunks.plan_chunks(info, opts, 3)
     assert [(p.start, p.end, p.first_segment) for p in plans] == [(0, 75, 0), (75, 150, 3), (150, 225, 6),
                                                                   (225, None, 9)]
-    # a run published while it encodes starts with its first segment alone (its master goes out once it is in)
+    # a run published while it encodes starts with a short first segment alone (its master goes out once it
+    # is in: 0.5 s, first_segment_seconds), then the rest of the first segment, then chunks as before
     head = pchunks.plan_chunks(info, opts, 3, head=True)
-    assert [(p.start, p.end, p.first_segment) for p in head] == [(0, 25, 0), (25, 100, 1), (100, 175, 4),
-                                                                 (175, 250, 7), (250, None, 10)]
+    assert [(p.start, p.end, p.first_segment) for p in head] == [(0, 12, 0), (12, 25, 1), (25, 100, 2),
+                                                                 (100, 175, 5), (175, 250, 8), (250, None, 11)]
     joined = tmp_path / "chunked"
     results = []
     for plan in plans:  # each chunk on its own, as on another machine
@@ -187,17 +188,17 @@ def test_two_runners_share_a_chunked_video_and_a_dead_ones_chunk_goes_to_the_oth
         v = get(live, vid)
         assert v["status"] == "COMPLETED", (v["error_message"], (tmp_path / "alpha.log").read_text()[-3000:])
         rows = _chunk_rows(live, vid)
-        assert len(rows) == 8
+        assert len(rows) == 9  # a first run: 0.5 s, then the rest of the first segment, then 2 s chunks
         who = {r["message"].split(" (by ", 1)[1] for r in rows}
         assert who == {"runner alpha)", "runner beta)"}, who
         probe_rows = [r for r in requests.get(f"{live.url}/api/videos/{vid}/logs", headers=live.h, timeout=10
                                               ).json()["items"] if r["stage"] == "probe" and r["status"] == "completed"]
         assert any("per-title levels: 240p " in r["message"] and "(by runner alpha)" in r["message"]
                    for r in probe_rows), probe_rows
-        killed = [r for r in rows if r["message"].startswith(f"chunk {victim.index + 1}/8 ")]
+        killed = [r for r in rows if r["message"].startswith(f"chunk {victim.index + 1}/9 ")]
         assert len(killed) == 1  # done once, by whoever took it over
         parts, segments = _rung_parts(v)
-        assert segments == 16
+        assert segments == 17
         pts, _ = _decode_joined(parts, tmp_path, "runners")
         _assert_continuous(pts, 16 * RATE)
         audio = requests.get(v["master_playlist_url"], timeout=10).text
@@ -218,9 +219,9 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
     v = get(live, vid)
     assert v["status"] == "COMPLETED" and v["playable_at"]
     rows = _chunk_rows(live, vid)
-    assert sorted(r["message"].split(" (", 1)[0] for r in rows) == [f"chunk {i}/4" for i in range(1, 5)]
-    # a first run: the first chunk is the first segment alone, so the master went out after 1 s of video
-    assert any(r["message"].startswith("chunk 1/4 (0.0-1.0 s)") for r in rows), [r["message"] for r in rows]
+    assert sorted(r["message"].split(" (", 1)[0] for r in rows) == [f"chunk {i}/5" for i in range(1, 6)]
+    # a first run: the first chunk is a short first segment alone, so the master went out after 0.5 s of video
+    assert any(r["message"].startswith("chunk 1/5 (0.0-0.5 s)") for r in rows), [r["message"] for r in rows]
     assert all("(by worker " in r["message"] for r in rows)
     logs = requests.get(f"{live.url}/api/videos/{vid}/logs", headers=live.h, timeout=10).json()["items"]
     assert any("per-title levels: " in r["message"] for r in logs)  # chosen once by the run, for every chunk
@@ -228,12 +229,12 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
     assert any("the first chunk (the first segment) at the fixed levels while the probe ran" in r["message"]
                for r in logs), [r["message"] for r in logs]
     parts, segments = _rung_parts(v)
-    assert segments == 8
+    assert segments == 9
     pts, _ = _decode_joined(parts, tmp_path, "served")
     _assert_continuous(pts, 8 * RATE)
     with dbmod.db.connection_context():
         assert Chunk.select().where(Chunk.video == vid).count() == 0  # a finished run keeps no chunk rows
-    # and hls.js plays it from start to end across the chunk boundaries (1, 3 and 5 s)
+    # and hls.js plays it from start to end across the chunk boundaries (0.5, 1, 3 and 5 s)
     require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     token = live.h["Authorization"].split()[1]
@@ -249,7 +250,7 @@ def test_a_worker_runs_a_chunked_video_that_plays_through_every_boundary_in_chro
                      lambda s: s["ended"] or s["err"], timeout=60)
         assert state["ended"] and not state["err"] and state["t"] > 7.5, state
         seen = page.evaluate("() => window.__seen")
-        # it went through every chunk boundary (1, 3, 5 s) without a jump back or a stall past the end
+        # it went through every chunk boundary (0.5, 1, 3, 5 s) without a jump back or a stall past the end
         assert all(b >= a for a, b in zip(seen, seen[1:])) and any(t > 7 for t in seen), seen[:50]
         assert errors == []
 

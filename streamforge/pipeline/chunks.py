@@ -94,20 +94,24 @@ def plan_chunks(info: ProbeResult, opts: PipelineOptions, chunk_seconds: float, 
                 ) -> list[ChunkPlan]:
     """Chunks of about `chunk_seconds` on segment boundaries; [] when the video is not longer than two of
     them, `chunk_seconds` is 0, or the input cannot be cut (interlaced: its deinterlacer needs neighbours).
-    With `head` (a run published while it encodes) the first chunk is the first segment alone: the master
-    goes out once it is in, seconds after the start instead of a whole chunk's encoding later."""
+    With `head` (a run published while it encodes) the first chunk is a short first segment alone
+    (first_segment_seconds, as an unchunked live run's) and the second the rest of the first segment: the
+    master goes out once the first is in, a second after the start instead of a whole chunk later."""
     if chunk_seconds <= 0 or info.kind != "video" or info.duration <= 2 * chunk_seconds or info.interlaced:
         return []
     _, timeline = whole_timeline(info, opts)
     per_chunk = max(1, round(chunk_seconds / float(timeline.gop / timeline.rate))) * timeline.gop
     total = round(info.duration * timeline.rate)
-    first = timeline.gop if head else 0
+    short = round(float(opts.first_segment_seconds) * timeline.rate) if head else 0
+    short = short if 0 < short < timeline.gop else 0
+    heads = ([0, short] if short else [0]) if head else []
     # a short tail joins the last chunk
-    starts = ([0] if head else []) + list(range(first, total - per_chunk // 2, per_chunk))
+    starts = heads + list(range(timeline.gop if head else 0, total - per_chunk // 2, per_chunk))
     if len(starts) < 2:
         return []
     return [ChunkPlan(index=i, start=s, end=starts[i + 1] if i + 1 < len(starts) else None,
-                      first_segment=s // timeline.gop) for i, s in enumerate(starts)]
+                      first_segment=i if i < len(heads) else s // timeline.gop + max(0, len(heads) - 1))
+            for i, s in enumerate(starts)]
 
 
 # ---------------------------------------------------------------------------------------------
