@@ -187,6 +187,7 @@ def test_two_runners_share_a_chunked_video_and_a_dead_ones_chunk_goes_to_the_oth
             time.sleep(0.3)
         v = get(live, vid)
         assert v["status"] == "COMPLETED", (v["error_message"], (tmp_path / "alpha.log").read_text()[-3000:])
+        assert v["playable_at"]  # the first chunk's master, with the audio's head, went out early
         rows = _chunk_rows(live, vid)
         assert len(rows) == 9  # a first run: 0.5 s, then the rest of the first segment, then 2 s chunks
         who = {r["message"].split(" (by ", 1)[1] for r in rows}

@@ -234,7 +234,7 @@ class RemoteJob:
         others do too, and hand the whole pass to the instance, which finishes once every chunk is in."""
         import dataclasses
 
-        from streamforge.pipeline.chunks import choose_levels, encode_audio, encode_thumbnails
+        from streamforge.pipeline.chunks import WholeAudio, choose_levels, encode_thumbnails
         from streamforge.pipeline.result_json import options_from_dict
         opts = options_from_dict(self.job["options"])
         with self.stage("probe") as lv:  # the title's levels, chosen once here for every chunk
@@ -253,13 +253,16 @@ class RemoteJob:
                 uploads.barrier()
                 th.message = f"{len(whole['thumbnails'])} thumbnail files"
 
+        whole: dict = {}
         with self.stage("transcode") as st:
-            whole = encode_audio(src, work / "out", info, opts, on_file)  # seconds: only the audio is read
-            uploads.barrier()
-            mine = self._chunks_here(src, info, whole, thumbnails)
+            # the audio, whole, beside the chunks; the first chunk's master takes its head (WholeAudio)
+            audio = WholeAudio(src, work / "out", info, opts, on_file, plans[0].end or 0)
+            mine = self._chunks_here(src, info, whole, thumbnails, audio, uploads)
             st.message = f"chunked: {len(plans)} chunks, {mine} of them encoded here"
         if "thumbnails" not in whole:
             thumbnails()
+        whole.update(audio.whole())
+        uploads.barrier()
         sizes = {rel: (work / "out" / rel).stat().st_size for rel in dict.fromkeys(emitted)}
         self.flush()
         body = {"chunked": {"whole": whole, "audio_bitrate": opts.audio_bitrate, "duration": float(info.duration)},
@@ -268,13 +271,18 @@ class RemoteJob:
         r.raise_for_status()
         return r.json().get("outcome", "completed")
 
-    def _chunks_here(self, src: Path, info, whole: dict, idle) -> int:
+    def _chunks_here(self, src: Path, info, whole: dict, idle, audio, uploads: Uploads) -> int:
         """Encode this run's waiting chunks until every chunk is done (calling `idle` once when none is left to
-        take); returns how many were encoded here."""
-        mine = 0
+        take); returns how many were encoded here. The claims carry the audio once it covers the first chunk
+        (the instance publishes the first chunk's master with it)."""
+        mine, announced = 0, None
         while True:
             self.check()
-            r = self.call("chunks/claim", {"whole": whole})
+            head = audio.head_now()
+            if head is not None and head is not announced:  # its files in the store before the instance hears of it
+                uploads.barrier()
+                announced = head
+            r = self.call("chunks/claim", {"whole": {**whole, **head}} if head is not None else {})
             r.raise_for_status()
             answer = r.json()
             if answer["job"]:

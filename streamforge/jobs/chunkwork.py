@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from streamforge.config import Config
@@ -31,7 +30,6 @@ from streamforge.store import chunks, videos
 from streamforge.store.db import utcnow
 
 log = logging.getLogger("streamforge.jobs.chunkwork")
-PAUSE_MOST = 600.0  # seconds the whole audio waits for the first chunk, at most (the holder lets it go on)
 
 
 class ChunkLost(Exception):
@@ -197,7 +195,7 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     rows = [{"index": p.index, "start": p.start, "end": p.end, "first_segment": p.first_segment} for p in plans]
     on_file = lambda kind, rel: uploader.submit(rel)  # noqa: E731
     head_first = run.live and levelswitch.switchable(opts)
-    audio = _WholeAudio(src, outdir, info, opts, on_file, plans[0].end or 0, pause=head_first)
+    audio = pchunks.WholeAudio(src, outdir, info, opts, on_file, plans[0].end or 0, pause=head_first)
     if head_first:
         try:
             levels_note = _head_first(run, src, info, outdir, uploader, rows, opts, audio, enqueue)
@@ -249,43 +247,6 @@ def _head_first(run, src: Path, info, outdir: Path, uploader: Uploader, rows: li
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows[1:], levels, count=len(rows)):
         enqueue(cid)
     return note and note.replace("; the first segment at the fixed levels", "; the first chunk (the first segment) at the fixed levels")
-
-
-class _WholeAudio:
-    """The audio, whole (only its streams are read: 8 s for 10 minutes), encoded beside the chunks: the first
-    chunk's master takes its first segments as soon as they cover that chunk (its first `head_frames`
-    frames). With `pause`, the encoding then stops until `go()`, so that the first chunk has the cores
-    (a first run's; 10 minutes of AAC took one core for the whole of it). A run that fails or is handed
-    back does not wait for the rest."""
-
-    def __init__(self, src: Path, outdir: Path, info, opts, on_file, head_frames: int, pause: bool = False):
-        self._head: dict = {}
-        self._ready, self._go = threading.Event(), threading.Event()
-        if not pause:
-            self._go.set()
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf-audio")
-        self._future = pool.submit(pchunks.encode_audio, src, outdir, info, opts, on_file, self._early, head_frames)
-        pool.shutdown(wait=False)
-
-    def _early(self, audio: dict) -> None:
-        self._head.update(audio)
-        self._ready.set()
-        self._go.wait(PAUSE_MOST)
-
-    def go(self) -> None:
-        """Let the encoding go on after the head."""
-        self._go.set()
-
-    def head(self) -> dict:
-        """The audio so far, once it covers the first chunk (all of it if it ended first)."""
-        while not self._ready.wait(0.1):
-            if self._future.done():
-                return self._future.result()
-        return self._head
-
-    def whole(self) -> dict:
-        """All of it; raises what its encoding raised."""
-        return self._future.result()
 
 
 def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue,

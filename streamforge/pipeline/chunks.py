@@ -19,6 +19,7 @@ import hashlib
 import math
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,6 +53,7 @@ from streamforge.pipeline.transcode import (
 from streamforge.pipeline.workers import queue_frames
 
 SEEK_BACK = 2.0  # seconds before a chunk's start where its decoding begins (then from the keyframe before)
+PAUSE_MOST = 600.0  # seconds the whole audio waits for the first chunk, at most (its holder lets it go on)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +316,51 @@ def _audio_json(audios: list[hls.AudioRendition]) -> dict:
     return {"audio": [{"name": a.track.name, "language": a.language, "label": a.name, "default": a.default,
                        "codecs": a.track.codecs, "init": a.track.init,
                        "segments": [dataclasses.asdict(x) for x in list(a.track.segments)]} for a in audios]}
+
+
+class WholeAudio:
+    """The audio, whole (only its streams are read: 8 s for 10 minutes), encoded beside the chunks: the first
+    chunk's master takes its first segments as soon as they cover that chunk (its first `head_frames`
+    frames). With `pause`, the encoding then stops until `go()`, so that the first chunk has the cores
+    (a first run's; 10 minutes of AAC took one core for the whole of it). A run that fails or is handed
+    back does not wait for the rest."""
+
+    def __init__(self, src: Path, outdir: Path, info, opts, on_file, head_frames: int, pause: bool = False):
+        self._head: dict = {}
+        self._ready, self._go = threading.Event(), threading.Event()
+        if not pause:
+            self._go.set()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf-audio")
+        self._future = pool.submit(encode_audio, src, outdir, info, opts, on_file, self._early, head_frames)
+        pool.shutdown(wait=False)
+
+    def _early(self, audio: dict) -> None:
+        self._head.update(audio)
+        self._ready.set()
+        self._go.wait(PAUSE_MOST)
+
+    def go(self) -> None:
+        """Let the encoding go on after the head."""
+        self._go.set()
+
+    def head(self) -> dict:
+        """The audio so far, once it covers the first chunk (all of it if it ended first)."""
+        while True:
+            ready = self.head_now()
+            if ready is not None:
+                return ready
+            self._ready.wait(0.1)
+
+    def head_now(self) -> dict | None:
+        """head(), or None while the audio does not cover the first chunk yet."""
+        if self._future.done():
+            return self._future.result()
+        return self._head if self._ready.is_set() else None
+        return self._head
+
+    def whole(self) -> dict:
+        """All of it; raises what its encoding raised."""
+        return self._future.result()
 
 
 def _demux_audio(src: Path, aligners: dict) -> None:
