@@ -199,3 +199,26 @@ def shot(page, name: str, full_page: bool = False) -> Path:
     page.evaluate("() => window.scrollTo(0, 0)")
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def play_to_the_end(base_url: str, token: str, watch_url: str, longer_than: float) -> list[float]:
+    """Play a watch page's video in Chromium (muted, at 2x) to its end, with no page error; returns the
+    currentTime of every timeupdate (to see it went through every seam, never back). Skips where Chromium or
+    Playwright is missing."""
+    import pytest
+    from conftest import require
+    require(os.path.exists(CHROMIUM), f"no {CHROMIUM} (apt-get install chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p, signed_in_page(p, base_url, token) as (page, errors):
+        page.goto(watch_url)
+        page.wait_for_function("() => document.querySelector('video') && "
+                               f"document.querySelector('video').duration > {longer_than}", timeout=45000)
+        page.evaluate("() => { const v = document.querySelector('video'); v.muted = true; v.playbackRate = 2; "
+                      "window.__seen = []; v.addEventListener('timeupdate', () => window.__seen.push(v.currentTime)); "
+                      "v.play() }")
+        state = poll(page, "() => { const v = document.querySelector('video'); return {ended: v.ended, t: v.currentTime,"
+                     " err: v.error && v.error.code} }", lambda s: s["ended"] or s["err"], timeout=60)
+        assert state["ended"] and not state["err"] and state["t"] > longer_than + 0.5, state
+        seen = page.evaluate("() => window.__seen")
+        assert errors == []
+    return seen

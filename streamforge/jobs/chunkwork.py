@@ -242,11 +242,11 @@ def _head_first(run, src: Path, info, outdir: Path, uploader: Uploader, rows: li
         except ChunkLost:
             run.check_lease()
     audio.go()
-    note = later.join()
+    note = later.join("the first chunk (the first segment)")
     levels = [[name, level] for name, level in later.levels.items()]
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows[1:], levels, count=len(rows)):
         enqueue(cid)
-    return note and note.replace("; the first segment at the fixed levels", "; the first chunk (the first segment) at the fixed levels")
+    return note
 
 
 def _collect(run, src: Path, info, outdir: Path, uploader: Uploader, whole: dict, opts, idle, enqueue,

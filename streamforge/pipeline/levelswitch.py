@@ -59,11 +59,12 @@ class LevelsLater:
                 raise Aborted()
         return self.levels
 
-    def join(self) -> str | None:
-        """Wait for the probe (it is bounded by its own timeouts); its processing-log line."""
+    def join(self, first: str = "the first segment") -> str | None:
+        """Wait for the probe (it is bounded by its own timeouts); its processing-log line, saying that
+        `first` was encoded at the fixed levels meanwhile."""
         self._thread.join()
         if self.note and "not measured" not in self.note:
-            return self.note + "; the first segment at the fixed levels while the probe ran"
+            return f"{self.note}; {first} at the fixed levels while the probe ran"
         return self.note
 
 
