@@ -166,13 +166,13 @@ def _x264_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> d
     # 0.05 dB of PSNR at 720p veryfast (measured with bench/ladder.py's input); override it in
     # [pipeline] encoder_options if you would rather spend the CPU.
     rate = {"crf": _level(spec.crf)} if spec.crf is not None else {"b": str(spec.bitrate)}
-    # stitchable: headers that do not depend on the level, so a rung may go on at another one with the
-    # same init segment (pipeline/levelswitch.py)
-    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8:stitchable=1"
+    params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:partitions=i8x8"
     if spec.crf is not None:
         # a half-full VBV buffer at the start: at x264's 0.9 a short clip of heavy grain took 1.11x the
-        # target's bytes, at 0.5 0.97x (bench/quality.py); ABR's own rate control does not need it
-        params += f":vbv-init={VBV_INIT}"
+        # target's bytes, at 0.5 0.97x (bench/quality.py); ABR's own rate control does not need it.
+        # stitchable: headers that do not depend on the level, so a rung may go on at another one with the
+        # same init segment (pipeline/levelswitch.py)
+        params += f":vbv-init={VBV_INIT}:stitchable=1"
     return {**rate, **_vbv(spec), "preset": preset, "forced-idr": "1", "threads": str(threads),
             "x264-params": params}
 
