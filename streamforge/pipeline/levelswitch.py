@@ -6,12 +6,14 @@ at the fixed levels, the probe runs beside them at a lower priority, and at the 
 each rung waits for the probe's levels and goes on at its own. The first segment (first_segment_seconds,
 a few percent of such a video) keeps the fixed levels; every later segment has the per-title ones.
 
-The switch is a second libx264 encoder opened at the new level with every other setting the same: x264's
-`stitchable` keeps the sequence and picture parameter sets free of the level, so both encoders' headers
-are byte for byte the same and one init segment serves the whole rung (SwitchingEncoder checks it and
-keeps the first encoder when they differ). The boundary is a forced IDR, so no picture after it refers
-to one before it. Shorter videos probe first, as non-live runs do: their first segment would be a large
-share of the bytes at levels not chosen for them.
+The switch (transcode._RungEncoder) flushes the first encoder at the boundary and closes its muxer, so
+the first segment is out before the probe is done, then opens a second encoder and muxer at the new level
+with every other setting the same, writing into the same sink: x264's `stitchable` keeps the sequence and
+picture parameter sets free of the level, so both init segments are byte for byte the same and one serves
+the whole rung (hls.FragmentSink.resume checks it, and the run fails if not). The boundary is a forced
+IDR, so no picture after it refers to one before it. Shorter videos probe first, as non-live runs do:
+their first segment would be a large share of the bytes at levels not chosen for them. A chunked first
+run does the same with its first chunk (jobs/chunkwork.py), when `switchable`.
 """
 from __future__ import annotations
 
