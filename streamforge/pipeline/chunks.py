@@ -356,7 +356,6 @@ class WholeAudio:
         if self._future.done():
             return self._future.result()
         return self._head if self._ready.is_set() else None
-        return self._head
 
     def whole(self) -> dict:
         """All of it; raises what its encoding raised."""
