@@ -242,3 +242,33 @@ def test_run_storage_serves_until_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_weed_that_loses_a_port_to_another_process_is_started_again_on_another(tmp_path, monkeypatch):
+    """Another process may take a port between our check and weed's bind (a client's ephemeral port, a
+    restarted weed's socket not yet gone): weed exits with "address already in use" and is started again."""
+    from streamforge.store import embedded
+    cfg = _config(tmp_path)
+    ports = embedded_ports(cfg)
+    taken = ports["filer"]
+    real, lied = embedded._pair_free, []
+
+    def racy_check(port: int) -> bool:  # the check runs before the other process binds the port
+        if port == ports["filer"] and not lied:
+            lied.append(port)
+            return True
+        return real(port)
+
+    monkeypatch.setattr(embedded, "_pair_free", racy_check)
+    store = EmbeddedStore(cfg)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen(1)
+        try:
+            store.start()
+            store.wait_ready(60)
+            assert lied and store.ports["filer"] != ports["filer"]
+            assert "is not available" in store.log_path.read_text()  # weed's own word for it
+            store.object_store().ping()
+        finally:
+            store.stop()

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # Every HTTP port of weed opens a gRPC port at +10000, so both must be free and below 65536.
 GRPC_OFFSET = 10000
 PORT_RANGE = (20000, 55534)
+BIND_RETRIES = 3  # times weed is started again when a port it was given was taken before it bound it
+PORT_TAKEN = ("address already in use", "is not available")  # how weed says so (its bind; `mini`'s own check)
 # The ports we pick; the config names the first four. weed binds all but "s3" on 127.0.0.1, its S3
 # API on "s3_store"; "s3" is the one port browsers reach, a forwarder to "s3_store" (forward.py).
 PORT_NAMES = ("master", "volume", "filer", "s3", "admin", "s3_store")
@@ -334,13 +336,25 @@ class EmbeddedStore:
             return ""
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until S3 answers and the bucket exists; StorageError if weed dies or time runs out."""
+        """Block until S3 answers and the bucket exists; StorageError if weed dies or time runs out. A weed
+        that could not bind one of its ports (another process took it between our check and its bind: a
+        client's ephemeral port, a restarted weed's socket not yet gone) is started again, on other ports
+        where they are not fixed in config, up to BIND_RETRIES times."""
         deadline = time.monotonic() + timeout
         store = self.object_store()
         last: Exception | None = None
+        retries = 0
         while time.monotonic() < deadline:
             if not self.running():
                 code = self.proc.returncode if self.proc else None
+                if retries < BIND_RETRIES and any(m in self.log_tail() for m in PORT_TAKEN):
+                    retries += 1
+                    log.warning("SeaweedFS could not bind a port; starting it again (%d/%d)", retries, BIND_RETRIES)
+                    self.stop()
+                    time.sleep(0.5)
+                    self.start()
+                    store = self.object_store()
+                    continue
                 raise StorageError(f"SeaweedFS exited (code {code}) before it was ready; "
                                    f"see {self.log_path}:\n{self.log_tail()}")
             # the S3 client retries refused connections with a warning each: knock first, quietly
