@@ -197,10 +197,7 @@ def coordinate(run, src: Path, info, outdir: Path, uploader: Uploader, plans: li
     head_first = run.live and levelswitch.switchable(opts)
     audio = pchunks.WholeAudio(src, outdir, info, opts, on_file, plans[0].end or 0, pause=head_first)
     if head_first:
-        try:
-            levels_note = _head_first(run, src, info, outdir, uploader, rows, opts, audio, enqueue)
-        finally:
-            audio.go()
+        levels_note = _head_first(run, src, info, outdir, uploader, rows, opts, audio, enqueue)
     else:
         levels, levels_note = pchunks.choose_levels(src, info, opts, live=run.live)
         for cid in chunks.create(run.video_id, run.token, run.prefix, rows, levels):
@@ -229,19 +226,21 @@ def _head_first(run, src: Path, info, outdir: Path, uploader: Uploader, rows: li
     title's probe runs beside it at a lower priority, and the early master goes out as soon as it is in;
     then the other chunks are recorded at the chosen levels, for every worker and runner to take. Returns
     the levels' log line. (The chunks join: x264's headers do not depend on the level.)"""
-    chunked = pchunks.chunk_options(opts)
-    ladder = plan_ladder(info, chunked)
-    later = levelswitch.LevelsLater(src, info, ladder, dataclasses.replace(chunked, live=True)).start()
-    fixed = [list(pair) for pair in pertitle.levels_of(ladder)]
-    (head,) = chunks.create(run.video_id, run.token, run.prefix, rows[:1], fixed, count=len(rows))
-    claim = chunks.claim(run.by, chunk=head)
-    if claim is not None:  # (a runner asking for chunk work may have taken it: then _collect waits for it)
-        try:
-            result = encode_here(run.config, run.store, claim[0], claim[1], src, info, run.by)
-            _publish_early(run, outdir, uploader, result, audio.head(), opts)
-        except ChunkLost:
-            run.check_lease()
-    audio.go()
+    try:  # the paused audio goes on once the first chunk is in, or whatever stopped it
+        chunked = pchunks.chunk_options(opts)
+        ladder = plan_ladder(info, chunked)
+        later = levelswitch.LevelsLater(src, info, ladder, dataclasses.replace(chunked, live=True)).start()
+        fixed = [list(pair) for pair in pertitle.levels_of(ladder)]
+        (head,) = chunks.create(run.video_id, run.token, run.prefix, rows[:1], fixed, count=len(rows))
+        claim = chunks.claim(run.by, chunk=head)
+        if claim is not None:  # (a runner asking for chunk work may have taken it: then _collect waits for it)
+            try:
+                result = encode_here(run.config, run.store, claim[0], claim[1], src, info, run.by)
+                _publish_early(run, outdir, uploader, result, audio.head(), opts)
+            except ChunkLost:
+                run.check_lease()
+    finally:
+        audio.go()
     note = later.join("the first chunk (the first segment)")
     levels = [[name, level] for name, level in later.levels.items()]
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows[1:], levels, count=len(rows)):

@@ -241,13 +241,13 @@ def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: Pi
     per size encodes its runs and scores them in one FFmpeg run, so the small size's scoring overlaps the
     large one's encoding (x264 leaves the GIL; the same encodes as one after the other, and on Big Buck
     Bunny's 30 s the encoding and scoring took 1.05-1.10 s where they took 1.23)."""
-    numbered = list(enumerate(runs, start=first))
-    groups = [group for size in dict.fromkeys(size for size, _ in runs)
-              if (group := [(n, run) for n, run in numbered if run[0] == size])]
-    with ThreadPoolExecutor(len(groups), thread_name_prefix="probe") as pool:
-        done = list(pool.map(lambda group: _measure_group(work, frames, pictures, group, opts, gop), groups))
-    points = dict(pair for part in done for pair in part)
-    return [points[n] for n, _ in numbered]
+    by_size: dict[tuple[int, int], list] = {}
+    for n, run in enumerate(runs, start=first):
+        by_size.setdefault(run[0], []).append((n, run))
+    with ThreadPoolExecutor(len(by_size), thread_name_prefix="probe") as pool:
+        done = pool.map(lambda group: _measure_group(work, frames, pictures, group, opts, gop), by_size.values())
+        points = dict(pair for part in done for pair in part)
+    return [points[n] for n in range(first, first + len(runs))]
 
 
 def _measure_group(work: Path, frames: list, pictures: dict, group: list, opts: PipelineOptions, gop: int
