@@ -278,11 +278,16 @@ def test_watch_page_plays_switches_quality_and_previews_the_timeline(page, servi
     page.locator("media-rendition-menu").get_by_role("menuitemradio", name=f"{lowest}p · {codec}").click()
     page.evaluate("() => { const v = document.querySelector('video'); v.currentTime = 0; v.muted = true;"
                   " return v.play() }")
-    got = poll(page, "() => document.querySelector('video').videoHeight", lambda h: h == lowest, timeout=20)
-    assert got == lowest
-    level = page.evaluate("() => { const h = window.streamforgePlayer.hls; const l = h.levels[h.currentLevel];"
-                          " return [l.height, l.videoCodec] }")
-    assert level[0] == lowest and level[1].startswith("vp09"), level
+    # the choice holds (no automatic switching), and what plays is that rung: the picture's height and the
+    # level hls.js is playing at the playhead (both are waited for together: right after the switch the
+    # picture on screen may still come from the level played before)
+    playing = poll(page, "() => { const h = window.streamforgePlayer.hls; const l = h.levels[h.currentLevel];"
+                         " return [document.querySelector('video').videoHeight, l && l.height, l && l.videoCodec] }",
+                   lambda x: x[0] == lowest and x[1] == lowest and (x[2] or "").startswith("vp09"), timeout=20)
+    assert playing[0] == playing[1] == lowest and playing[2].startswith("vp09"), playing
+    chosen = page.evaluate("() => { const h = window.streamforgePlayer.hls; const l = h.levels[h.loadLevel];"
+                           " return [h.autoLevelEnabled, l.height, l.videoCodec] }")
+    assert chosen[0] is False and chosen[1] == lowest and chosen[2].startswith("vp09"), chosen
     assert poll(page, "() => document.querySelector('video').currentTime", lambda t: t > 0.5, timeout=10) > 0.5
 
     # hovering the timeline shows the thumbnail of that moment, from the WebVTT sprite
