@@ -1,6 +1,7 @@
 """Benchmark: StreamForge's H.264 ladder against ffmpeg's one-process ladder and one ffmpeg per rung.
 
     python bench/ladder.py [--workdir DIR] [--repeat N] [--cpus 0,1] [--skip-per-rung] [--skip-rss]
+                           [--input-height 720]
 
 Makes (once, cached in the workdir) a 30 s and a 120 s 1080p input from ../shared/media's Big Buck
 Bunny clip, then on the 30 s input runs, one after the other on the same machine:
@@ -88,6 +89,17 @@ def make_inputs(workdir: Path, cpus: str | None) -> dict[int, Path]:
         run([FFMPEG, "-v", "error", "-y", "-stream_loop", "3", "-i", str(src30), "-c", "copy", str(tmp)], cpus)
         tmp.rename(src120)
     return {30: src30, 120: src120}
+
+
+def scaled_input(src: Path, height: int, cpus: str | None) -> Path:
+    """The 30 s input at another height (e.g. 720: a ladder without the 1080p rung), made once."""
+    out = src.with_name(f"src30-{height}p.mp4")
+    if not out.exists():
+        tmp = out.with_suffix(".tmp.mp4")
+        run([FFMPEG, "-v", "error", "-y", "-i", str(src), "-vf", f"scale=-2:{height}", "-c:v", "libx264",
+             "-preset", "fast", "-crf", "18", "-c:a", "copy", str(tmp)], cpus)
+        tmp.rename(out)
+    return out
 
 
 def plan(src: Path):
@@ -180,17 +192,21 @@ def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr
 
 def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) -> list[str]:
     """ffmpeg's one-process ladder at the crf default's settings: each rung's level (per title, as the
-    StreamForge run chose it), capped at its target bitrate with a 2x buffer half full, crf's preset."""
-    from streamforge.pipeline.ladder import PipelineOptions, encoder_preset
+    StreamForge run chose it), capped at its target bitrate with a 2x buffer half full, crf's preset and
+    the x264 settings crf's rungs add to it (ladder.crf_x264_params, per rung)."""
+    from streamforge.pipeline.ladder import PipelineOptions, crf_x264_params, encoder_preset
 
     cmd = ffmpeg_one_process(src, out, rungs, gop)
     preset = encoder_preset("h264", PipelineOptions())
     cmd[cmd.index("-preset") + 1] = preset
-    cmd[cmd.index("-x264-params") + 1] = "open-gop=0:vbv-init=0.5"
+    at = cmd.index("-x264-params")
+    del cmd[at:at + 2]
     for i, r in enumerate(rungs):
         at = cmd.index(f"-b:v:{i}")
+        extra = crf_x264_params(preset, r.width, r.height)
         cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(r.bitrate),
-                          f"-bufsize:v:{i}", str(r.bitrate * 2)]
+                          f"-bufsize:v:{i}", str(r.bitrate * 2),
+                          f"-x264-params:v:{i}", "open-gop=0:vbv-init=0.5" + (f":{extra}" if extra else "")]
     return cmd
 
 
@@ -212,11 +228,13 @@ def main() -> int:
     parser.add_argument("--skip-per-rung", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--input-height", type=int, default=1080,
+                        help="run on the 30 s input scaled to this height (720: no 1080p rung)")
     args = parser.parse_args()
 
     workdir = Path(args.workdir)
     inputs = make_inputs(workdir, args.cpus)
-    src = inputs[30]
+    src = inputs[30] if args.input_height == 1080 else scaled_input(inputs[30], args.input_height, args.cpus)
     rungs, gop = plan(src)
     print(f"input {src} | ladder " + ", ".join(f"{r.name} {r.width}x{r.height} {r.bitrate_text}" for r in rungs)
           + f" | {PRESET}, {SEGMENT} s segments, GOP {gop} | ffmpeg {FFMPEG} | cores {args.cpus or os.cpu_count()}",

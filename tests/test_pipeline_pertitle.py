@@ -45,6 +45,27 @@ def test_the_level_is_the_highest_within_the_margin_of_what_the_target_bitrate_b
     assert choice.aim == 95.0 and 26.0 < choice.level <= 28.0
 
 
+def test_the_aim_is_what_abr_buys_less_the_gap_to_the_baseline_encode():
+    # crf's settings are worth some VMAF at equal bytes: the baseline (abr's settings) lies that much
+    # under crf's curve, and the aim comes down with it: a higher level, fewer bits
+    top = pertitle.TOP_BOX
+    target = target_bitrate("h264", *top, Fraction(25)) / 1000
+    curve = [ProbePoint(top, level, share * target, vmaf) for level, share, vmaf in
+             ((18, 2.0, 95.0), (22, 1.0, 94.0), (26, 0.5, 90.0))]
+    baseline = ProbePoint(top, 20.0, 1.0 * target, 92.0, baseline=True)  # 2 under the curve at 1.0x
+    assert pertitle.settings_gap(curve + [baseline]) == pytest.approx(2.0)
+    assert pertitle.abr_buys(curve + [baseline], target) == pytest.approx(94.0 - 2.0)
+    plain, gapped = pick_level(curve, top, target=98.0), pick_level(curve + [baseline], top, target=98.0)
+    assert gapped.aim == pytest.approx(plain.aim - 2.0) and gapped.level > plain.level
+    # a baseline above the curve (settings that do not help this picture) raises the aim
+    better = ProbePoint(top, 20.0, 1.0 * target, 95.0, baseline=True)
+    assert pick_level(curve + [better], top, target=98.0).aim == pytest.approx(plain.aim + 1.0)
+    # so does a small size's
+    small = _curve((18, 2.0, 95.0), (22, 1.0, 94.0), (26, 0.5, 90.0))
+    gap = ProbePoint(SIZE, 20.0, 1.0 * TARGET, 93.0, baseline=True)
+    assert pick_level(small + [gap], SIZE, 98.0).aim == pytest.approx(pick_level(small, SIZE, 98.0).aim - 1.0)
+
+
 def test_easy_content_gets_a_higher_level_than_hard_content():
     easy = pick_level(_curve((18, 0.4, 99.0), (22, 0.25, 98.8), (26, 0.15, 98.5)), SIZE, 98.0)  # a screen
     hard = pick_level(_curve((18, 1.2, 90.0), (22, 0.5, 85.0), (26, 0.25, 79.0)), SIZE, 98.0)  # camera motion
@@ -136,7 +157,7 @@ def test_a_real_probe_gives_a_still_a_high_level_and_grain_the_cap(tmp_path):
         # the caps are the plan's, whatever the level
         assert [(r.name, r.maxrate, r.bufsize) for r in rungs] == [(r.name, r.maxrate, r.bufsize) for r in planned]
         assert note.startswith("per-title levels: 360p ") and "640x360: " in note
-        assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note
+        assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note and "as abr at crf 20 " in note
         chosen[kind] = (rungs[0].crf, note)
     assert chosen["still"][0] > chosen["noise"][0] == pertitle.LEVELS[-1], chosen
     assert "hard content" in chosen["noise"][1]

@@ -33,6 +33,37 @@ def test_crf_settings_per_codec_are_capped_by_vbv():
     assert vp9["crf"] == "28" and vp9["b"] == "2500000"  # constrained quality: b is the ceiling
 
 
+def test_crf_adds_its_measured_x264_settings_per_rung_size_and_abr_does_not():
+    opts = PipelineOptions()  # crf at veryfast
+    large = RenditionSpec(codec="h264", crf=20, **SPEC)
+    small = RenditionSpec(codec="h264", crf=20, **{**SPEC, "name": "480p", "width": 854, "height": 480})
+    film = RenditionSpec(codec="h264", crf=20, **{**SPEC, "width": 1280, "height": 544})  # 720p box, 2.35:1
+    params = {s.name + str(s.height): encoder_settings(s, opts, gop=100, threads=1)[1]["x264-params"].split(":")
+              for s in (large, small, film)}
+    assert {"trellis=1", "rc-lookahead=20", "subme=1"} <= set(params["720p720"]) == set(params["720p544"])
+    assert {"trellis=1", "rc-lookahead=20"} <= set(params["480p480"]) and not any(
+        p.startswith("subme") for p in params["480p480"])
+    # another preset keeps its own settings (they were measured at veryfast only); admins' options win
+    _, medium = encoder_settings(large, PipelineOptions(preset="medium"), gop=100, threads=1)
+    assert "trellis" not in medium["x264-params"] and "subme" not in medium["x264-params"]
+    mine = PipelineOptions(encoder_options={"h264": {"x264-params": "subme=7"}})
+    _, admin = encoder_settings(large, mine, gop=100, threads=1)
+    assert admin["x264-params"].split(":")[-1] == "subme=7"
+
+
+def test_the_crf_settings_reach_the_encoded_rungs(tmp_path):
+    src = mf.make_video(tmp_path / "in.mp4", width=1280, height=720, seconds=1)
+    opts = PipelineOptions(heights=(720, 360), segment_seconds=1, passthrough=False, preview_count=1,
+                           target_quality=0)
+    run_pipeline(src, tmp_path / "out", opts)
+    written = {}
+    for rung in ("720p", "360p"):
+        data = b"".join(p.read_bytes() for p in sorted((tmp_path / "out" / rung).glob("*.m4s")))
+        written[rung] = re.search(rb"x264 - core .*? options: ([^\x00]*)", data, re.S)[1].decode(errors="replace")
+    assert " subme=1 " in written["720p"] and " trellis=1 " in written["720p"] and " rc_lookahead=20 " in written["720p"]
+    assert " subme=2 " in written["360p"] and " trellis=1 " in written["360p"], written["360p"]
+
+
 def test_abr_settings_are_unchanged():
     spec = RenditionSpec(codec="h264", **{**SPEC, "maxrate": 3_750_000})
     _, x264 = encoder_settings(spec, PipelineOptions(rate_control="abr"), gop=100, threads=1)

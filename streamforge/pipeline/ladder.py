@@ -29,6 +29,13 @@ QUALITY_OFFSETS = ((720, 0.0), (480, 1.0), (360, 2.0), (0, 3.0))
 # levels (pipeline/pertitle.py) take the bytes where the picture allows (bench/README.md).
 DEFAULT_PRESETS = {"crf": {"h264": "veryfast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
+# Capped CRF's x264 settings on top of a preset, for rungs under and from the LARGE_BOX (box_height) up.
+# At veryfast, trellis quantisation and a 20-frame lookahead gave 1.9 VMAF more at abr's bytes on the
+# quality bench's tuning half, for 15-30 % more CPU per frame; subme 1 on the large rungs pays that back
+# there (8 % less CPU than plain veryfast, VMAF as high) but cost 1-3 VMAF on 480p and 360p rungs, which
+# keep subme 2 (bench/README.md, "x264 settings of the crf ladder"). The abr ladder keeps the preset alone.
+CRF_X264_PARAMS = {"veryfast": ("rc-lookahead=20:trellis=1", "rc-lookahead=20:trellis=1:subme=1")}
+LARGE_BOX = 720
 # crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys
 # is lower; 0 turns the per-title choice off
 DEFAULT_TARGET_QUALITY = 100.0
@@ -186,6 +193,12 @@ def encoder_preset(codec: str, opts: PipelineOptions) -> str:
     if opts.preset:
         return opts.preset
     return DEFAULT_PRESETS.get(opts.rate_control, {}).get(codec, FALLBACK_PRESET)
+
+
+def crf_x264_params(preset: str, width: int, height: int) -> str:
+    """x264 options a capped-CRF rung of this size adds to its preset ("" when none are measured for it)."""
+    small, large = CRF_X264_PARAMS.get(preset, ("", ""))
+    return large if box_height(width, height) >= LARGE_BOX else small
 
 
 def box_height(width: int, height: int) -> int:

@@ -7,14 +7,16 @@ third level only where the choice may lie past the second). Each encode's
 bitrate is counted as the ladder would spend it (a keyframe a segment, not a stretch) and its pictures
 are scaled up to the 720p-box samples and scored with VMAF, as a player scales a small rung up, all in
 one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted
-unseen clips with R^2 0.32 only, bench/README.md). That gives each size a curve of VMAF against bitrate;
-where the size's target bitrate falls on it is what `rate_control = "abr"` would buy. The level chosen
-is the highest (linear between the probe's levels, on half steps) whose VMAF reaches the aim:
-`[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that is lower (past the
-richest probe the curve is taken on at half its slope, and levels under it down to LEVEL_RANGE's). The top
-rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it),
-the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its
-planned peak. Hard content (heavy grain: no level in range reaches the aim, or the level that does would
+unseen clips with R^2 0.32 only, bench/README.md). The probe encodes with crf's x264 settings for the
+size (ladder.crf_x264_params), which give more VMAF per bit than abr's, so one more encode per size at
+abr's settings (the baseline) measures the gap between them. That gives each size a curve of VMAF against
+bitrate; where the size's target bitrate falls on it, less the gap, is what `rate_control = "abr"` would
+buy. The level chosen is the highest (linear between the probe's levels, on half steps) whose VMAF
+reaches the aim: `[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that
+is lower (past the richest probe the curve is taken on at half its slope, and levels under it down to
+LEVEL_RANGE's). The top rung (of the 720p box or more) takes the top size's level, 360p the small size's
+(one lower below it), the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung
+stays capped at its planned peak. Hard content (heavy grain: no level in range reaches the aim, or the level that does would
 take more than the target bitrate anyway) gets the level where its curve spends the target bitrate (the
 highest probed for grain), so it rides its cap about as abr spends.
 """
@@ -40,6 +42,7 @@ from streamforge.pipeline.ladder import (
     PipelineOptions,
     RenditionSpec,
     box_height,
+    crf_x264_params,
     encoder_preset,
     fit_box,
     target_bitrate,
@@ -56,9 +59,10 @@ TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
 PROBE_RATE = Fraction(25)
 SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
+BASELINE_LEVEL = 20.0  # the probe's encode at abr's x264 settings (the preset alone), at this CRF
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
-MARGIN = 0.5  # VMAF the aim keeps below what the target bitrate buys on the probe (1.0 left the tuning half's
-# screen 480p 1.8 below abr: the probe's error on a rung reaches a point either way)
+MARGIN = 1.0  # VMAF the aim keeps below what abr buys (abr_buys; at 0.5, before crf had settings of its
+# own, the tuning half's worst rung was 1.33 below abr's, at 1.0 with them 0.6 below)
 SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe (its motion feature still sees them all)
 EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
@@ -72,6 +76,7 @@ class ProbePoint:
     level: float
     kbps: float
     vmaf: float
+    baseline: bool = False  # encoded at abr's x264 settings, not crf's (abr_buys)
 
 
 @dataclass(frozen=True)
@@ -124,8 +129,8 @@ def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], fram
         size = f"{choice.size[0]}x{choice.size[1]}"
         verdict = (f"level {choice.level:g} meets the aim VMAF {choice.aim:.1f}" if choice.met else
                    f"no level meets the aim VMAF {choice.aim:.1f} (hard content: capped)")
-        measured = ", ".join(f"crf {p.level:g} {p.kbps:.0f} kbit/s VMAF {p.vmaf:.1f}"
-                             for p in points if p.size == choice.size)
+        measured = ", ".join(f"{'as abr at ' if p.baseline else ''}crf {p.level:g} {p.kbps:.0f} kbit/s "
+                             f"VMAF {p.vmaf:.1f}" for p in points if p.size == choice.size)
         text.append(f"{size}: {verdict}; measured {measured}")
     return "; ".join(text)
 
@@ -137,8 +142,8 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
     bitrate (heavy grain: what the target buys is then a guess below the curve), when the level that
     reaches the aim is below LEVEL_RANGE, or when it would take the target bitrate anyway."""
     kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
-    aim = min(float(target), at_target(points, kbps) - MARGIN)
-    curve = sorted(points, key=lambda p: p.level)
+    aim = min(float(target), abr_buys(points, kbps) - MARGIN)
+    curve = sorted((p for p in points if not p.baseline), key=lambda p: p.level)
     if kbps < min(p.kbps for p in curve):
         return SizeChoice(size, capped_level(curve, kbps), aim, False)
     best = level_for(curve, aim)
@@ -146,6 +151,21 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
     if best < LEVEL_RANGE[0] or kbps_at(curve, level) >= kbps:
         return SizeChoice(size, capped_level(curve, kbps), aim, False)
     return SizeChoice(size, level, aim, True)
+
+
+def abr_buys(points: list[ProbePoint], kbps: float) -> float:
+    """The VMAF abr reaches at `kbps`: the curve of crf's settings there (at_target), less the gap between
+    that curve and the baseline encode (abr's settings) at the baseline's bitrate. crf's x264 settings
+    (ladder.CRF_X264_PARAMS) are worth 0 to 4 VMAF at equal bytes, by content; without the gap the probe
+    would take crf's curve for abr's and aim that much higher."""
+    return at_target([p for p in points if not p.baseline], kbps) - settings_gap(points)
+
+
+def settings_gap(points: list[ProbePoint]) -> float:
+    """How much higher the curve of crf's settings lies than the baseline encode (abr's settings) at the
+    baseline's bitrate, in VMAF (0 without a baseline)."""
+    base = next((p for p in points if p.baseline), None)
+    return at_target([p for p in points if not p.baseline], base.kbps) - base.vmaf if base else 0.0
 
 
 def level_for(curve: list[ProbePoint], aim: float) -> float:
@@ -210,29 +230,31 @@ def probe_sizes(info: ProbeResult) -> list[tuple[int, int]]:
 def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions, target: float = 100.0
             ) -> list[ProbePoint]:
     """Encode the samples at each size and probe level: the bitrate each takes in the ladder, and VMAF.
-    First at the two lower levels; the highest only at the sizes whose choice may lie past the second
-    (pick_level needs it there: the target bitrate is below what the second takes, or its VMAF still
-    meets the aim). Easy and middling pictures take a third less probing."""
+    First at the two lower levels and the baseline (BASELINE_LEVEL at abr's settings, for abr_buys); the
+    highest only at the sizes whose choice may lie past the second (pick_level needs it there: the target
+    bitrate is below what the second takes, or its VMAF still meets the aim). Easy and middling pictures
+    take a quarter less probing."""
     gop = max(1, round(opts.segment_seconds * float(PROBE_RATE)))
     with tempfile.TemporaryDirectory(prefix="sf-pertitle-") as tmp:
         work = Path(tmp)
         write_raw(frames, work / "reference.yuv")
         pictures = {size: scaled(frames, size) for size in sizes}
-        points = _measure_runs(work, frames, pictures, [(s, level) for s in sizes for level in LEVELS[:2]], opts, gop)
-        more = [(size, level) for size in sizes for level in LEVELS[2:]
+        first = [(s, level, False) for s in sizes for level in LEVELS[:2]] + [(s, BASELINE_LEVEL, True) for s in sizes]
+        points = _measure_runs(work, frames, pictures, first, opts, gop)
+        more = [(size, level, False) for size in sizes for level in LEVELS[2:]
                 if _past_second(size, [p for p in points if p.size == size], target)]
         if more:
             points += _measure_runs(work, frames, pictures, more, opts, gop, first=len(points))
-    return sorted(points, key=lambda p: (sizes.index(p.size), p.level))
+    return sorted(points, key=lambda p: (sizes.index(p.size), p.baseline, p.level))
 
 
 def _past_second(size: tuple[int, int], points: list[ProbePoint], target: float) -> bool:
     """Whether this size's choice may lie past the second probe level (pick_level then needs the third)."""
     kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
-    lean = max(points, key=lambda p: p.level)
+    lean = max((p for p in points if not p.baseline), key=lambda p: p.level)
     if kbps < lean.kbps:
         return True
-    return lean.vmaf >= min(float(target), at_target(points, kbps) - MARGIN)
+    return lean.vmaf >= min(float(target), abr_buys(points, kbps) - MARGIN)
 
 
 def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: PipelineOptions, gop: int,
@@ -253,13 +275,13 @@ def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: Pi
 def _measure_group(work: Path, frames: list, pictures: dict, group: list, opts: PipelineOptions, gop: int
                    ) -> list[tuple[int, ProbePoint]]:
     rates = []
-    for n, (size, level) in group:
-        data, per_frame = encode_samples(pictures[size], probe_options(level, opts), gop)
+    for n, (size, level, baseline) in group:
+        data, per_frame = encode_samples(pictures[size], probe_options(level, opts, size, baseline), gop)
         (work / f"{n}.h264").write_bytes(data)
         rates.append(per_frame * float(PROBE_RATE) / 1000)
     scores = vmaf_scores(work, [n for n, _ in group], frames[0].width, frames[0].height)
-    return [(n, ProbePoint(size=size, level=level, kbps=kbps, vmaf=score))
-            for (n, (size, level)), kbps, score in zip(group, rates, scores)]
+    return [(n, ProbePoint(size=size, level=level, kbps=kbps, vmaf=score, baseline=baseline))
+            for (n, (size, level, baseline)), kbps, score in zip(group, rates, scores)]
 
 
 def at_target(points: list[ProbePoint], kbps: float) -> float:
@@ -291,12 +313,17 @@ def scaled(frames: list, size: tuple[int, int]) -> list:
             for f in frames]
 
 
-def probe_options(level: float, opts: PipelineOptions) -> dict:
-    """x264 options of one probe encode: the level at crf's preset. No VBV: the stretches are too short
-    for a buffer to behave as over a whole video; the probe measures the content's curve, and the real
-    encode's cap does the capping."""
+def probe_options(level: float, opts: PipelineOptions, size: tuple[int, int] = TOP_BOX,
+                  baseline: bool = False) -> dict:
+    """x264 options of one probe encode: the level at crf's preset, with the settings crf's rungs of this
+    size add to it (ladder.crf_x264_params), or without them for the baseline (abr's settings). No VBV:
+    the stretches are too short for a buffer to behave as over a whole video; the probe measures the
+    content's curve, and the real encode's cap does the capping."""
+    preset = encoder_preset("h264", opts)
     params = f"keyint={SAMPLE_FRAMES}:min-keyint={SAMPLE_FRAMES}:scenecut=0:open-gop=0:partitions=i8x8"
-    return {"crf": f"{level:g}", "preset": encoder_preset("h264", opts), "x264-params": params, "threads": "2"}
+    extra = "" if baseline else crf_x264_params(preset, *size)
+    params += f":{extra}" if extra else ""
+    return {"crf": f"{level:g}", "preset": preset, "x264-params": params, "threads": "2"}
 
 
 def sample_frames(src: Path, info: ProbeResult, samples: int = SAMPLES) -> list:

@@ -29,7 +29,14 @@ from av.video.reformatter import Interpolation, VideoReformatter
 from streamforge.errors import MediaError
 from streamforge.pipeline import hls, levelswitch, passthrough, pertitle
 from streamforge.pipeline.aac import AudioAligner, AudioEncoder, AudioPlan, audio_bits, plan_audio
-from streamforge.pipeline.ladder import PRESETS, PipelineOptions, RenditionSpec, encoder_preset, plan_ladder
+from streamforge.pipeline.ladder import (
+    PRESETS,
+    PipelineOptions,
+    RenditionSpec,
+    crf_x264_params,
+    encoder_preset,
+    plan_ladder,
+)
 from streamforge.pipeline.placement import FileCallback, publish_built, remove_written
 from streamforge.pipeline.probe import ProbeResult, max_pixels, open_input
 from streamforge.pipeline.segments import Timeline, plan_timeline
@@ -173,6 +180,8 @@ def _x264_options(spec: RenditionSpec, preset: str, gop: int, threads: int) -> d
         # stitchable: headers that do not depend on the level, so a rung may go on at another one with the
         # same init segment (pipeline/levelswitch.py)
         params += f":vbv-init={VBV_INIT}:stitchable=1"
+        extra = crf_x264_params(preset, spec.width, spec.height)
+        params += f":{extra}" if extra else ""
     return {**rate, **_vbv(spec), "preset": preset, "forced-idr": "1", "threads": str(threads),
             "x264-params": params}
 
