@@ -22,7 +22,12 @@ at 25 fps, no audio, as x264 CRF 10 masters (the VMAF references), in two halves
     the held-out half had been seen once): cartoon (the camera clip as flat colours with outlines),
     zoom1080 (a slow zoom into animation at 1080p), ticker (colour bars, a clock, a scrolling news line),
     shake (handheld camera shake), lowlight (dim camera footage with sensor noise), fade (a fade to black
-    and back).
+    and back);
+  * fresh clips (made in the fourth session after its rules were fixed, because the groups above had all
+    been seen by then): credits (white lines rolling over black), mandel (a zoom into the Mandelbrot
+    set), fastcut (the animation at double speed cut against the camera clip every second), lecture (a
+    slide with a small camera picture), life (a cellular automaton scaled up), soft (out-of-focus
+    camera footage), cam1080 (the camera clip at 1920x816).
 
 Each clip goes through StreamForge's pipeline (the configured ladder, 4 s segments) as `abr` (the target
 bitrates, x264 veryfast) and `crf` (the defaults: per-title levels, x264 veryfast), with --peertube also
@@ -180,7 +185,7 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
                 f"drawtext={text}text='probe - measure - choose - encode':fontsize=34:fontcolor=black:x=60:y=180[s];"
                 "[0:v]scale=400:170[pip];[s][pip]overlay=840:520"]
     if kind == "life":  # a cellular automaton scaled up: hard edges, everything moving
-        return ["-f", "lavfi", "-i", f"life=s=320x180:r=25:mold=10:ratio=0.4:death_color=#102030:"
+        return ["-f", "lavfi", "-i", "life=s=320x180:r=25:mold=10:ratio=0.4:death_color=#102030:"
                 "life_color=#e0f0a0", "-vf", "scale=1280:720:flags=neighbor"]
     if kind == "soft":  # out-of-focus camera footage
         return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544:flags=bicubic,gblur=sigma=3"]

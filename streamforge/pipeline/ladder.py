@@ -31,9 +31,9 @@ DEFAULT_PRESETS = {"crf": {"h264": "veryfast"}, "abr": {}}
 FALLBACK_PRESET = "veryfast"
 # Capped CRF's x264 settings on top of a preset, for rungs under and from the LARGE_BOX (box_height) up.
 # At veryfast, trellis quantisation and a 20-frame lookahead gave 1.9 VMAF more at abr's bytes on the
-# quality bench's tuning half, for 15-30 % more CPU per frame; subme 1 on the large rungs pays that back
+# quality bench's tuning half, for 18-28 % more CPU per frame; subme 1 on the large rungs pays that back
 # there (8 % less CPU than plain veryfast, VMAF as high) but cost 1-3 VMAF on 480p and 360p rungs, which
-# keep subme 2 (bench/README.md, "x264 settings of the crf ladder"). The abr ladder keeps the preset alone.
+# keep subme 2 (bench/README.md, "Fourth session: crf's own x264 settings"). abr keeps the preset alone.
 CRF_X264_PARAMS = {"veryfast": ("rc-lookahead=20:trellis=1", "rc-lookahead=20:trellis=1:subme=1")}
 LARGE_BOX = 720
 # crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys

@@ -16,9 +16,9 @@ reaches the aim: `[pipeline] target_quality`, or what the target bitrate buys mi
 is lower (past the richest probe the curve is taken on at half its slope, and levels under it down to
 LEVEL_RANGE's). The top rung (of the 720p box or more) takes the top size's level, 360p the small size's
 (one lower below it), the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung
-stays capped at its planned peak. Hard content (heavy grain: no level in range reaches the aim, or the level that does would
-take more than the target bitrate anyway) gets the level where its curve spends the target bitrate (the
-highest probed for grain), so it rides its cap about as abr spends.
+stays capped at its planned peak. Hard content (heavy grain: no level in range reaches the aim, or the
+level that does would take more than the target bitrate anyway) gets the level where its curve spends
+the target bitrate (the highest probed for grain), so it rides its cap about as abr spends.
 """
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
 BASELINE_LEVEL = 20.0  # the probe's encode at abr's x264 settings (the preset alone), at this CRF
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
-MARGIN = 1.0  # VMAF the aim keeps below what abr buys (abr_buys; at 0.5, before crf had settings of its
-# own, the tuning half's worst rung was 1.33 below abr's, at 1.0 with them 0.6 below)
+MARGIN = 1.0  # VMAF the aim keeps below what abr buys (abr_buys). At 0.5, before crf had x264 settings of
+# its own, the tuning half's worst rung was 1.33 below abr's; with them 0.21 below at 0.5, 0.85 at 1.0
 SCORE_EVERY = 4  # VMAF scores every 4th picture of the probe (its motion feature still sees them all)
 EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
