@@ -373,7 +373,12 @@ def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path, slow_stor
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise AssertionError(f"the import went on 60 s after Ctrl-C:\n{out}\n{err}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -126,7 +126,9 @@ def test_an_easy_picture_takes_fewer_bits_in_crf_than_in_abr(tmp_path):
                                passthrough=False, preview_count=1)
         rung = run_pipeline(src, tmp_path / mode, opts).renditions[0].name
         sizes[mode] = sum(p.stat().st_size for p in (tmp_path / mode / rung).glob("seg_*.m4s"))
-    assert sizes["crf"] < 0.5 * sizes["abr"]
+    # 0.48x before crf's trellis and lookahead (ladder.CRF_X264_PARAMS), 0.53x with them: the still gets the
+    # lowest level (16), where trellis spends a little more on its detail
+    assert sizes["crf"] < 0.6 * sizes["abr"]
 
 
 def test_rate_control_and_quality_config(tmp_path):
