@@ -356,16 +356,20 @@ def slow_store():
     httpd.server_close()
 
 
-def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path, slow_store):
+@pytest.mark.parametrize("started_ignoring", [False, True], ids=["foreground", "sigint-ignored-by-parent"])
+def test_ctrl_c_stops_and_takes_back_what_it_started(server, tmp_path, slow_store, started_ignoring):
     live = server(STREAMFORGE_STORAGE_PUBLIC_URL=slow_store)  # the upload URLs point at the slow port
     tok = token("impatient@example.com")
     big = tmp_path / "lib" / "long.mp4"
     big.parent.mkdir()
     with open(big, "wb") as f:
         f.truncate(300 * MiB)  # sparse: no disk written here
-    proc = subprocess.Popen([sys.executable, "-m", "streamforge.commands.main", "import", str(big.parent), "--url", live.url,
-                             "--token", tok], env={k: v for k, v in os.environ.items()
-                                                   if not k.startswith("STREAMFORGE_")},
+    command = [sys.executable, "-m", "streamforge.commands.main", "import", str(big.parent), "--url", live.url,
+               "--token", tok]
+    if started_ignoring:  # as a shell starts a background job (`cmd &`): SIGINT ignored across the exec
+        command = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, sys.argv[1:])", *command]
+    proc = subprocess.Popen(command, env={k: v for k, v in os.environ.items() if not k.startswith("STREAMFORGE_")},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -512,6 +513,10 @@ def import_command(args, cfg) -> int:
     tags = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
     options = Options(url=url, token=token, title_from=args.title_from, visibility=args.visibility, tags=tags,
                       jobs=args.jobs)
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C (SIGINT) stops the import and takes back what it started, also when the parent started us
+        # with SIGINT ignored (a shell's background job does): Python then leaves it ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_import(args.paths, options)
     finally:
