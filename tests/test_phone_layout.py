@@ -62,10 +62,12 @@ def test_admin_on_a_phone_shows_role_and_quota_without_sideways_scroll(site, bro
             box = el.bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
         shot(page, "phone-admin")
+        default = requests.get(f"{site.url}/api/me", headers=h(site, "ana")).json()["quota"]["max_bytes"]
         amount.fill("2")
         row.locator("select[name=unit]").select_option(label="GB")
-        row.locator("form[data-action=quota] button[type=submit]").click()
-        page.wait_for_load_state()
+        # the page PATCHes the user, then reloads: wait for that reload (the select shows GB before it too)
+        with page.expect_navigation():
+            row.locator("form[data-action=quota] button[type=submit]").click()
         page.wait_for_function(f"""() => document.querySelector("tr[data-user-id='{ana.id}'] select[name=unit]")
             .selectedOptions[0].textContent === 'GB'""")
         me = requests.get(f"{site.url}/api/me", headers=h(site, "ana")).json()
@@ -73,8 +75,11 @@ def test_admin_on_a_phone_shows_role_and_quota_without_sideways_scroll(site, bro
         assert row.locator("input[name=max_bytes]").input_value() == "2"
         amount = page.locator(f"tr[data-user-id='{ana.id}'] input[name=max_bytes]")
         amount.fill("")  # back to the default
-        page.locator(f"tr[data-user-id='{ana.id}'] form[data-action=quota] button[type=submit]").click()
+        with page.expect_navigation():
+            page.locator(f"tr[data-user-id='{ana.id}'] form[data-action=quota] button[type=submit]").click()
         page.wait_for_function(f"""() => document.querySelector("tr[data-user-id='{ana.id}'] input[name=max_bytes]")
             .value === ''""")
+        me = requests.get(f"{site.url}/api/me", headers=h(site, "ana")).json()
+        assert me["quota"]["max_bytes"] == default != 2 * 1024 ** 3
     finally:
         page.context.close()
