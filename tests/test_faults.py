@@ -357,6 +357,25 @@ def ensure_running(store) -> None:
         store.embedded.start()
         store.embedded.wait_ready(60)
         assert store.embedded.endpoint.rstrip("/") == store.endpoint.rstrip("/"), "the store moved to another port"
+        writable(store)
+
+
+def writable(store, timeout: float = 30) -> None:
+    """Wait until the store takes a write. drain_queue runs a retry at once, not after its backoff, so a
+    restarted store that lists its bucket but cannot yet write (its volume not yet registered, on a busy
+    machine) would use up the retries the backoff gives it time for (CI saw retry, then failed)."""
+    from streamforge.errors import StorageError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            store.store.put_bytes("processed/.faults-probe", b"ok")
+            store.store.delete("processed/.faults-probe")
+            return
+        except StorageError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture
@@ -458,7 +477,9 @@ def test_store_down_during_upload_is_retried_with_backoff_and_completes(private,
     assert [(r.stage, r.error_code) for r in failed] == [("upload", "storage")]
     ensure_running(private.store)
     recovered = time.monotonic()
-    assert drain_queue() == ["completed"]
+    outcomes = drain_queue()
+    assert outcomes == ["completed"], (outcomes, private.client.get(f"/api/videos/{vid}", headers=private.h)
+                                       .get_json()["error_message"])
     v = assert_ladder_complete(private.client, private.h, private.store, vid)
     assert v["attempts"] == 2 and v["error_message"] is None
     with dbmod.db.connection_context():
