@@ -465,7 +465,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     parser.add_argument("--heights", default="1080,720,480,360")
     parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "all"), default="all",
-                        help="the tuning half of the corpus, the held-out half, the new clips, or all (reported apart)")
+                        help="the tuning half of the corpus, the held-out half, the new clips, the fresh clips, or all "
+                             "(reported apart)")
     parser.add_argument("--clips", help="comma-separated clip names (default: the --half)")
     parser.add_argument("--calibrate", action="store_true",
                         help="print the probe's XPSNR against VMAF and the fit pipeline/pertitle.py uses")
