@@ -143,7 +143,7 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
     reaches the aim is below LEVEL_RANGE, or when it would take the target bitrate anyway."""
     kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
     aim = min(float(target), abr_buys(points, kbps) - MARGIN)
-    curve = sorted((p for p in points if not p.baseline), key=lambda p: p.level)
+    curve = crf_curve(points)
     if kbps < min(p.kbps for p in curve):
         return SizeChoice(size, capped_level(curve, kbps), aim, False)
     best = level_for(curve, aim)
@@ -158,14 +158,19 @@ def abr_buys(points: list[ProbePoint], kbps: float) -> float:
     that curve and the baseline encode (abr's settings) at the baseline's bitrate. crf's x264 settings
     (ladder.CRF_X264_PARAMS) are worth 0 to 4 VMAF at equal bytes, by content; without the gap the probe
     would take crf's curve for abr's and aim that much higher."""
-    return at_target([p for p in points if not p.baseline], kbps) - settings_gap(points)
+    return at_target(crf_curve(points), kbps) - settings_gap(points)
+
+
+def crf_curve(points: list[ProbePoint]) -> list[ProbePoint]:
+    """The points at crf's settings (not the baseline), by level."""
+    return sorted((p for p in points if not p.baseline), key=lambda p: p.level)
 
 
 def settings_gap(points: list[ProbePoint]) -> float:
     """How much higher the curve of crf's settings lies than the baseline encode (abr's settings) at the
     baseline's bitrate, in VMAF (0 without a baseline)."""
     base = next((p for p in points if p.baseline), None)
-    return at_target([p for p in points if not p.baseline], base.kbps) - base.vmaf if base else 0.0
+    return at_target(crf_curve(points), base.kbps) - base.vmaf if base else 0.0
 
 
 def level_for(curve: list[ProbePoint], aim: float) -> float:
@@ -251,7 +256,7 @@ def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions, t
 def _past_second(size: tuple[int, int], points: list[ProbePoint], target: float) -> bool:
     """Whether this size's choice may lie past the second probe level (pick_level then needs the third)."""
     kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
-    lean = max((p for p in points if not p.baseline), key=lambda p: p.level)
+    lean = crf_curve(points)[-1]
     if kbps < lean.kbps:
         return True
     return lean.vmaf >= min(float(target), abr_buys(points, kbps) - MARGIN)
