@@ -27,7 +27,11 @@ at 25 fps, no audio, as x264 CRF 10 masters (the VMAF references), in two halves
     been seen by then): credits (white lines rolling over black), mandel (a zoom into the Mandelbrot
     set), fastcut (the animation at double speed cut against the camera clip every second), lecture (a
     slide with a small camera picture), life (a cellular automaton scaled up), soft (out-of-focus
-    camera footage), cam1080 (the camera clip at 1920x816).
+    camera footage), cam1080 (the camera clip at 1920x816);
+  * fifth-session clips (made in the fifth session before its rule changes were chosen, and run once after
+    them): rotate (the animation turning), split (a video call, two pictures side by side), sierpinski (a
+    moving Sierpinski carpet), bwfilm (black and white footage with flicker and grain), portrait (a phone
+    held upright, 720x1280), mosaic (four pictures in a grid), scope1080 (the animation letterboxed at 1080p).
 
 Each clip goes through StreamForge's pipeline (the configured ladder, 4 s segments) as `abr` (the target
 bitrates, x264 veryfast) and `crf` (the defaults: per-title levels, x264 veryfast), with --peertube also
@@ -100,10 +104,15 @@ CLIPS = {
     # probe's baseline encode), and run once: both groups above had been seen by then
     "credits": "fresh", "mandel": "fresh", "fastcut": "fresh", "lecture": "fresh", "life": "fresh",
     "soft": "fresh", "cam1080": "fresh",
+    # made in the fifth session before its rule changes were chosen (on the tuning half, 12 s clips), and
+    # run once after them: every group above had been seen by then
+    "rotate": "fifth", "split": "fifth", "sierpinski": "fifth", "bwfilm": "fifth", "portrait": "fifth",
+    "mosaic": "fifth", "scope1080": "fifth",
 }
 HALVES = (("tune", "tuning half"), ("held", "held-out half (seen in the first, second and fourth sessions)"),
           ("new", "new clips (seen in the second and fourth sessions)"),
-          ("fresh", "fresh clips (made after the fourth session's rules were fixed)"))
+          ("fresh", "fresh clips (seen in the fourth and fifth sessions)"),
+          ("fifth", "fifth-session clips (made before its rules changed, run once after)"))
 
 
 def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
@@ -191,6 +200,29 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
         return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544:flags=bicubic,gblur=sigma=3"]
     if kind == "cam1080":  # camera footage at 1080p, widescreen
         return [*loop, "-i", str(BIKES), "-vf", "scale=1920:816:flags=bicubic"]
+    if kind == "rotate":  # the animation turning slowly, corners black
+        return [*loop, "-i", str(BBB), "-vf", "rotate=a='0.35*sin(t*0.7)':fillcolor=black"]
+    if kind == "split":  # a video call: two pictures side by side, a name bar under each
+        return [*loop, "-i", str(BIKES), *loop, "-i", str(BBB), "-filter_complex",
+                "[0:v]scale=640:360,crop=620:360,setsar=1[l];[1:v]scale=640:360,crop=620:360,setsar=1[r];"
+                "color=c=0x303030:s=1280x720:r=25[bg];[bg][l]overlay=13:180[a];[a][r]overlay=647:180,"
+                f"drawbox=x=13:y=500:w=620:h=40:color=black@0.6:t=fill,drawtext={text}text='Ada':fontsize=26:"
+                "fontcolor=white:x=25:y=508,format=yuv420p"]
+    if kind == "sierpinski":  # a moving Sierpinski carpet: flat colours, fine structure
+        return ["-f", "lavfi", "-i", f"sierpinski=s=1280x720:rate=25:type=carpet:jump=40"]
+    if kind == "bwfilm":  # old film: black and white, flicker, scratches of grain
+        return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544:flags=bicubic,hue=s=0,"
+                "eq=brightness='0.04*sin(t*37)':eval=frame,noise=c0s=10:c0f=t"]
+    if kind == "portrait":  # a phone held upright: the camera clip cropped to 9:16
+        return [*loop, "-i", str(BIKES), "-vf", "scale=2552:1088:flags=bicubic,crop=612:1088:x='(iw-ow)*0.5+200*sin(t)',"
+                "scale=720:1280,setsar=1"]
+    if kind == "mosaic":  # four pictures in a grid: security cameras
+        return [*loop, "-i", str(BIKES), *loop, "-i", str(BBB), "-filter_complex",
+                "[0:v]scale=640:360,setsar=1,split[a][b];[1:v]scale=640:360,setsar=1,split[c][d];"
+                "[b]hflip,eq=brightness=-0.1[b2];[d]negate[d2];[a][b2]hstack[top];[c][d2]hstack[bot];"
+                "[top][bot]vstack,format=yuv420p"]
+    if kind == "scope1080":  # cinema: the animation letterboxed in a 1080p frame
+        return [*loop, "-i", str(BBB), "-vf", "scale=1920:800:flags=bicubic,pad=1920:1080:0:140:black,setsar=1"]
     if kind == "fractal":  # drawn animation: moving smooth gradients with a test pattern in a corner
         return ["-f", "lavfi", "-i", f"gradients=s=1280x720:r=25:speed=0.03:n=5:d={t}", "-f", "lavfi", "-i",
                 f"testsrc2=s=320x180:r=25:d={t}", "-filter_complex", "[0:v][1:v]overlay=900:480"]
@@ -464,8 +496,8 @@ def main() -> int:
     parser.add_argument("--workdir", default=os.environ.get("STREAMFORGE_BENCH_DIR", "/tmp/streamforge-bench") + "/quality")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     parser.add_argument("--heights", default="1080,720,480,360")
-    parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "all"), default="all",
-                        help="the tuning half of the corpus, the held-out half, the new clips, the fresh clips, or all "
+    parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "fifth", "all"), default="all",
+                        help="the tuning half of the corpus, the held-out half, the new, fresh or fifth-session clips, or all "
                              "(reported apart)")
     parser.add_argument("--clips", help="comma-separated clip names (default: the --half)")
     parser.add_argument("--calibrate", action="store_true",
