@@ -209,7 +209,7 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
                 f"drawbox=x=13:y=500:w=620:h=40:color=black@0.6:t=fill,drawtext={text}text='Ada':fontsize=26:"
                 "fontcolor=white:x=25:y=508,format=yuv420p"]
     if kind == "sierpinski":  # a moving Sierpinski carpet: flat colours, fine structure
-        return ["-f", "lavfi", "-i", f"sierpinski=s=1280x720:rate=25:type=carpet:jump=40"]
+        return ["-f", "lavfi", "-i", "sierpinski=s=1280x720:rate=25:type=carpet:jump=40"]
     if kind == "bwfilm":  # old film: black and white, flicker, scratches of grain
         return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544:flags=bicubic,hue=s=0,"
                 "eq=brightness='0.04*sin(t*37)':eval=frame,noise=c0s=10:c0f=t"]
