@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamforge.pipeline import PipelineOptions, plan_ladder
-from streamforge.pipeline.ladder import encoder_preset, output_frame_rate
+from streamforge.pipeline.ladder import CRF_CAP, encoder_preset, output_frame_rate
 
 
 def source(width: int, height: int, rate: Fraction = Fraction(25)):
@@ -62,7 +62,7 @@ def test_bitrate_scales_with_frame_rate():
     at30 = plan_ladder(source(1280, 720, Fraction(30)), PipelineOptions(heights=(720,)))[0]
     at60 = plan_ladder(source(1280, 720, Fraction(60)), PipelineOptions(heights=(720,)))[0]
     assert 1.3 < at60.bitrate / at30.bitrate < 1.5
-    assert at30.maxrate >= at30.bitrate and at30.bufsize >= at30.maxrate
+    assert at30.maxrate == int(at30.bitrate * CRF_CAP["h264"]) and at30.bufsize >= at30.maxrate
 
 
 def test_abr_rungs_keep_their_target_and_peak():
@@ -73,7 +73,10 @@ def test_abr_rungs_keep_their_target_and_peak():
 def test_crf_rungs_are_capped_and_smaller_rungs_get_a_lower_crf():
     rungs = plan_ladder(source(1920, 1080), PipelineOptions(codecs=("h264", "av1")))
     h264 = [r for r in rungs if r.codec == "h264"]
-    assert all(r.crf is not None and r.maxrate == r.bitrate and r.bufsize == 2 * r.bitrate for r in rungs)
+    # H.264's cap is CRF_CAP of the target, the other codecs' the target itself
+    assert all(r.crf is not None and r.bufsize == 2 * r.bitrate for r in rungs)
+    assert all(r.maxrate == int(r.bitrate * 0.85) for r in h264) and CRF_CAP == {"h264": 0.85}
+    assert all(r.maxrate == r.bitrate for r in rungs if r.codec == "av1")
     assert [r.crf for r in h264] == sorted((r.crf for r in h264), reverse=True)
     assert h264[0].crf > h264[-1].crf
     assert [(r.name, r.crf) for r in h264] == [("1080p", 18), ("720p", 18), ("480p", 17), ("360p", 16)]

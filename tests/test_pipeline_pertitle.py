@@ -41,8 +41,11 @@ def test_the_level_is_the_highest_within_the_margin_of_what_the_target_bitrate_b
     assert (choice.level, choice.aim, choice.met) == (_half_steps_down(22 + (94 - aim) / 4 * 4), aim, True)
     assert 22.0 < choice.level < 26.0
     # a target_quality below what the target bitrate buys is the aim
+    choice = pick_level(_curve((18, 2.0, 99.5), (22, 1.0, 99.0), (26, 0.5, 90.0)), SIZE, target=95.0)
+    assert choice.aim == 95.0 and choice.level == _half_steps_down(22 + (99 - 95) / 9 * 4)
+    # one the leanest level probed still reaches stops there: past it the curve is a guess
     choice = pick_level(_curve((18, 2.0, 99.5), (22, 1.0, 99.0), (26, 0.5, 96.0)), SIZE, target=95.0)
-    assert choice.aim == 95.0 and 26.0 < choice.level <= 28.0
+    assert (choice.aim, choice.level, choice.met) == (95.0, 26.0, True)
 
 
 def test_the_aim_is_what_abr_buys_less_the_gap_to_the_baseline_encode():
@@ -73,14 +76,21 @@ def test_easy_content_gets_a_higher_level_than_hard_content():
     assert LEVEL_RANGE[0] <= hard.level < easy.level <= LEVEL_RANGE[1]
     # the target buys 85 + 5 * ln(1/0.5) / ln(1.2/0.5) between 22 and 18; the level is where the aim falls
     aim = 85 + 5 * math.log(2) / math.log(2.4) - MARGIN
-    assert hard.level == _half_steps_down(18 + (90 - aim) / 5 * 4) and easy.level == LEVEL_RANGE[1]
+    assert hard.level == _half_steps_down(18 + (90 - aim) / 5 * 4)
+    # the easy one meets the aim at every level probed: the leanest, never a guess past it
+    assert easy.level == pertitle.LEVELS[-1] < LEVEL_RANGE[1]
 
 
 def test_grain_keeps_the_cap():
-    # every level takes more than the target bitrate: the cap decides, the rung rides it at the highest
-    # level probed (a low one would spend the nearly full buffer a short video starts with on top)
+    # every level takes more than the target bitrate: the rung gets the level where the curve, carried on
+    # past the leanest probe, takes the target (a low one would spend the nearly full buffer a short video
+    # starts with on top): 2.0x at 26, 1.5x less every 4 levels, reaches 1.0x near 33: the top of the range
     grain = pick_level(_curve((18, 4.0, 80.0), (22, 3.0, 79.0), (26, 2.0, 77.0)), SIZE, 98.0)
-    assert (grain.level, grain.met) == (pertitle.LEVELS[-1], False)
+    assert (grain.level, grain.met) == (LEVEL_RANGE[1], False)
+    # a steeper one reaches the target between the leanest probe and the top of the range
+    steep = pick_level(_curve((18, 8.0, 80.0), (22, 3.0, 79.0), (26, 1.125, 77.0)), SIZE, 98.0)
+    assert (steep.level, steep.met) == (26.5, False)
+    assert pertitle.kbps_at(_curve((18, 8.0, 80.0), (22, 3.0, 79.0), (26, 1.125, 77.0)), 26.5) <= TARGET
     # or no level in range reaches what the target bitrate buys (the steep curve of starved pictures)
     starved = pick_level(_curve((18, 0.5, 70.0), (22, 0.3, 60.0), (26, 0.2, 50.0)), SIZE, 98.0)
     assert (starved.level, starved.met) == (LEVEL_RANGE[0], False)
@@ -147,7 +157,7 @@ def _clip(path, kind: str, seconds: float = 2.0):
     return path
 
 
-def test_a_real_probe_gives_a_still_a_high_level_and_grain_the_cap(tmp_path):
+def test_a_real_probe_gives_a_still_the_leanest_level_and_grain_the_cap(tmp_path):
     chosen = {}
     for kind in ("still", "noise"):
         src = _clip(tmp_path / f"{kind}.mp4", kind)
@@ -159,7 +169,10 @@ def test_a_real_probe_gives_a_still_a_high_level_and_grain_the_cap(tmp_path):
         assert note.startswith("per-title levels: 360p ") and "640x360: " in note
         assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note and "as abr at crf 20 " in note
         chosen[kind] = (rungs[0].crf, note)
-    assert chosen["still"][0] > chosen["noise"][0] == pertitle.LEVELS[-1], chosen
+    # the still meets the aim at every level probed: the leanest; the noise takes more than the target at
+    # every one: hard content, at a level past the leanest where its curve comes down to the target
+    assert chosen["still"][0] == pertitle.LEVELS[-1] and "level 26 meets the aim" in chosen["still"][1], chosen
+    assert pertitle.LEVELS[-1] < chosen["noise"][0] <= pertitle.LEVEL_RANGE[1], chosen
     assert "hard content" in chosen["noise"][1]
 
 
@@ -184,6 +197,6 @@ def test_target_quality_config_is_checked(tmp_path, value):
 
 
 def test_the_probe_takes_more_stretches_of_longer_videos_and_a_live_run_at_most_two():
-    assert [pertitle.samples_for(d, live=False) for d in (4, 59, 60, 299, 300, 3600)] == [1, 1, 2, 2, 3, 3]
-    assert [pertitle.samples_for(d, live=True) for d in (4, 120, 3600)] == [1, 2, 2]
+    assert [pertitle.samples_for(d, live=False) for d in (4, 9.9, 10, 12, 299, 300, 3600)] == [1, 1, 2, 2, 2, 3, 3]
+    assert [pertitle.samples_for(d, live=True) for d in (4, 12, 120, 3600)] == [1, 2, 2, 2]
 

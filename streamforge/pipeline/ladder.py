@@ -36,6 +36,13 @@ FALLBACK_PRESET = "veryfast"
 # keep subme 2 (bench/README.md, "Fourth session: crf's own x264 settings"). abr keeps the preset alone.
 CRF_X264_PARAMS = {"veryfast": ("rc-lookahead=20:trellis=1", "rc-lookahead=20:trellis=1:subme=1")}
 LARGE_BOX = 720
+# Capped CRF's VBV peak as a share of the target bitrate, per codec (1.0 when not listed). H.264 rungs whose
+# pictures take more than their level's bits (heavy grain; a 1080p animation whose probe saw easier
+# seconds than the rest) rode a cap at the target with 1.5 to 3.3 VMAF more than abr's at about its bytes.
+# At 0.85 the tuning half's bytes fell from 0.75x abr's to 0.71x with its worst rung unchanged (1.20 below
+# abr's); grain kept 1.0 to 2.6 more, the 1080p animation -0.6 to +0.9 (bench/quality.py, 12 s clips,
+# bench/README.md "Fifth session"). The per-title levels and crf's x264 settings are what make up for it.
+CRF_CAP = {"h264": 0.85}
 # crf mode: the VMAF a title's probe aims at (pipeline/pertitle.py), unless what the target bitrate buys
 # is lower; 0 turns the per-title choice off
 DEFAULT_TARGET_QUALITY = 100.0
@@ -173,10 +180,11 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
                                            maxrate=int(bitrate * 1.5), bufsize=int(bitrate * 2), frame_rate=rate))
             else:
-                # capped at the target, as PeerTube does: pictures no CRF is met on (heavy grain) then take
-                # about the target's bytes; a 1.5x cap would let them average up to 1.5x it
+                # capped at the target (H.264: CRF_CAP of it), as PeerTube caps at the target: pictures no
+                # CRF is met on (heavy grain) then take no more; a 1.5x cap would let them average up to 1.5x
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
-                                           maxrate=bitrate, bufsize=int(bitrate * 2), frame_rate=rate,
+                                           maxrate=int(bitrate * CRF_CAP.get(codec, 1.0)),
+                                           bufsize=int(bitrate * 2), frame_rate=rate,
                                            crf=chosen.get(name, rung_quality(codec, box_height(w, h), opts))))
     return rungs
 

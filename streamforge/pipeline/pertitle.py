@@ -1,7 +1,7 @@
 """Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
 
 The probe takes up to `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (samples_for:
-one under a minute, so the probe stays a few percent of the ladder's CPU) and encodes them at two sizes,
+one under ONE_SAMPLE_SECONDS, two under five minutes) and encodes them at two sizes,
 the 720p box (for the top rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the
 third level only where the choice may lie past the second). Each encode's
 bitrate is counted as the ladder would spend it (a keyframe a segment, not a stretch) and its pictures
@@ -14,11 +14,12 @@ bitrate; where the size's target bitrate falls on it, less the gap, is what `rat
 buy. The level chosen is the highest (linear between the probe's levels, on half steps) whose VMAF
 reaches the aim: `[pipeline] target_quality`, or what the target bitrate buys minus `MARGIN` when that
 is lower (past the richest probe the curve is taken on at half its slope, and levels under it down to
-LEVEL_RANGE's). The top rung (of the 720p box or more) takes the top size's level, 360p the small size's
+LEVEL_RANGE's; never past the leanest level probed). The top rung (of the 720p box or more) takes the top size's level, 360p the small size's
 (one lower below it), the rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung
 stays capped at its planned peak. Hard content (heavy grain: no level in range reaches the aim, or the
 level that does would take more than the target bitrate anyway) gets the level where its curve spends
-the target bitrate (the highest probed for grain), so it rides its cap about as abr spends.
+the target bitrate (on past the leanest probe for grain, up to LEVEL_RANGE's top), so it spends about
+what abr spends.
 """
 from __future__ import annotations
 
@@ -49,10 +50,13 @@ from streamforge.pipeline.ladder import (
 )
 from streamforge.pipeline.probe import ProbeResult, open_input
 
-SAMPLES = 3  # stretches of the video the probe encodes, at most: one under a minute, two under five, three
-# beyond (the probe's CPU stays a few percent of the ladder's; a live run, whose probe delays the first
-# segments, takes at most two)
+SAMPLES = 3  # stretches of the video the probe encodes, at most: one under ONE_SAMPLE_SECONDS, two under
+# five minutes, three beyond (a live run, whose probe delays the first segments, takes at most two)
 LIVE_SAMPLES = 2
+ONE_SAMPLE_SECONDS = 10.0  # shorter videos take one stretch. One stretch of a 12 s clip was too few: on
+# the tuning half (bench/quality.py, 12 s clips) two took the worst rung from 1.83 below abr's to 1.20
+# and the bytes from 0.79x abr's to 0.76x (the probe's stretch had missed the clips' harder seconds);
+# it costs about a second of two cores on a 30 s 1080p video (bench/README.md, "Fifth session")
 SAMPLE_FRAMES = 20  # frames per stretch (shorter ones miss what pictures cost far from a keyframe: at 10
 # frames Big Buck Bunny's 720p probe at level 18 counted 1134 kbit/s against 1924 at 20)
 TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
@@ -112,7 +116,7 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
 
 def samples_for(duration: float, live: bool) -> int:
     """How many stretches the probe takes of a video this long (seconds)."""
-    samples = 1 if duration < 60 else 2 if duration < 300 else SAMPLES
+    samples = 1 if duration < ONE_SAMPLE_SECONDS else 2 if duration < 300 else SAMPLES
     return min(samples, LIVE_SAMPLES) if live else samples
 
 
@@ -137,7 +141,9 @@ def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], fram
 
 def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -> SizeChoice:
     """The highest level, on half steps, whose VMAF (linear between probes) reaches the aim: `target`, or
-    what the size's target bitrate buys (at_target) minus MARGIN when that is lower. Hard content gets
+    what the size's target bitrate buys (at_target) minus MARGIN when that is lower; at most the leanest
+    level probed (past it the curve is a guess: the fourth session's levels of 27.5 and 28, one step on,
+    lost 1.2 to 2.0 VMAF against abr on three 12 s clips the probe had put there). Hard content gets
     capped_level, about abr's bits: when even the highest level probed takes more than the target
     bitrate (heavy grain: what the target buys is then a guess below the curve), when the level that
     reaches the aim is below LEVEL_RANGE, or when it would take the target bitrate anyway."""
@@ -175,8 +181,8 @@ def settings_gap(points: list[ProbePoint]) -> float:
 
 def level_for(curve: list[ProbePoint], aim: float) -> float:
     """The level where the curve (sorted by level) falls to `aim`: linear between the probes; past the
-    richest one on at its first slope (a level under the lowest probed); past the leanest at most one
-    more step at its last slope."""
+    richest one on at its first slope (a level under the lowest probed); the leanest level when even it
+    reaches the aim."""
     if len(curve) < 2:
         return curve[0].level
     if curve[0].vmaf < aim:
@@ -185,17 +191,17 @@ def level_for(curve: list[ProbePoint], aim: float) -> float:
     for low, high in zip(curve, curve[1:]):
         if high.vmaf < aim:
             return low.level + (low.vmaf - aim) / (low.vmaf - high.vmaf) * (high.level - low.level)
-    step = curve[-1].level - curve[-2].level
-    drop = (curve[-2].vmaf - curve[-1].vmaf) / step if step else 0.0
-    return curve[-1].level + (min(step, (curve[-1].vmaf - aim) / drop) if drop > 0 else step)
+    return curve[-1].level
 
 
 def capped_level(curve: list[ProbePoint], kbps: float) -> float:
-    """Hard content's level: where the curve takes the target bitrate (on half steps, up; within
-    LEVEL_RANGE and at most the highest level probed), so the rung spends about what abr spends. The VBV
+    """Hard content's level: where the curve takes the target bitrate (on half steps, up, within
+    LEVEL_RANGE; past the leanest probe kbps_at carries the curve on), so the rung spends about what abr
+    spends instead of riding its cap at the leanest level probed (heavy grain's 720p took 0.89x abr's
+    bytes for 3.3 VMAF more where it took 0.97x for 2.9 at level 26, bench/quality.py's 12 s clips). The VBV
     cap alone lets a short video's low level overspend it: its buffer starts nearly full (CRF 16 took
     1.2x abr's bytes on the 4 s animation's 360p)."""
-    low, high = LEVEL_RANGE[0], min(LEVEL_RANGE[1], curve[-1].level)
+    low, high = LEVEL_RANGE[0], LEVEL_RANGE[1]
     level = low
     while level < high and kbps_at(curve, level) > kbps:
         level += 0.5
