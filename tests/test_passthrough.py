@@ -123,6 +123,25 @@ def test_irregular_or_sparse_keyframes_are_encoded_and_the_log_says_why(tmp_path
     assert text.count("#EXTINF:2.000000,") >= 2
 
 
+def test_a_crf_rung_capped_below_its_target_still_takes_an_upload_up_to_the_target(tmp_path):
+    from streamforge.pipeline import plan_ladder, probe
+
+    src = make_upload(tmp_path / "up.mp4", keyframes=[0, 25, 50, 75])
+    info = probe(src)
+    rungs = plan_ladder(info, OPTS)
+    plan, why = pt.plan_passthrough(src, info, rungs, OPTS)
+    assert plan is not None, why
+    # the upload's peak between the rung's VBV cap and its target: copied (the cap saves encoded bytes)
+    crf = dataclasses.replace(rungs[0], bitrate=plan.peak + 1000, maxrate=plan.peak - 1000)
+    assert pt.copy_peak(crf) == plan.peak + 1000
+    plan_crf, why = pt.plan_passthrough(src, info, [crf, *rungs[1:]], OPTS)
+    assert plan_crf is not None and plan_crf.rung is crf, why
+    # above both: encoded, and the log says why
+    low = dataclasses.replace(rungs[0], bitrate=plan.peak - 2000, maxrate=plan.peak - 1000)
+    refused, why = pt.plan_passthrough(src, info, [low, *rungs[1:]], OPTS)
+    assert refused is None and "peak" in why and f"{(plan.peak - 1000) // 1000} kbit/s" in why
+
+
 def test_what_is_never_copied(tmp_path):
     from streamforge.pipeline import plan_ladder, probe
 

@@ -1,7 +1,7 @@
 """Passthrough: an upload that already is a good H.264 rung keeps its own packets for that rung.
 
 An H.264 yuv420p 8-bit upload whose picture is the top H.264 rung's size, at its frame rate, and
-whose segments stay under the rung's peak bitrate is remuxed into that rung's fMP4 segments with no
+whose segments stay under the rung's peak bitrate (copy_peak) is remuxed into that rung's fMP4 segments with no
 decode and no encode (PeerTube and Mux do the same). Its pictures cannot move, so the segments start
 on its own keyframes, and every other rung (and the audio) is cut at those same times. A source whose
 keyframes are irregular, or more than 2 x segment_seconds apart, would make segments a player cannot
@@ -74,10 +74,17 @@ def plan_passthrough(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     if why:
         return None, why
     peak = _peak(scan, [0.0] + [n / rate for n in starts] + [info.duration])
-    if peak > rung.maxrate:
+    if peak > copy_peak(rung):
         return None, (f"its peak of {peak // 1000} kbit/s is above the {rung.name} rung's "
-                      f"{rung.maxrate // 1000} kbit/s")
+                      f"{copy_peak(rung) // 1000} kbit/s")
     return PassthroughPlan(rung=rung, starts=tuple(starts), keyframe_interval=interval, peak=peak), ""
+
+
+def copy_peak(rung: RenditionSpec) -> int:
+    """The highest segment bitrate (bit/s) an upload may have to stand for the rung: its VBV peak, or its
+    target bitrate where that is higher (an H.264 crf rung is capped below its target, ladder.CRF_CAP,
+    to save encoded bytes; the upload's own pictures cost no encoding, and took up to the target before)."""
+    return max(rung.maxrate, rung.bitrate)
 
 
 def _unsuitable(info: ProbeResult, rung: RenditionSpec | None) -> str:
