@@ -1,8 +1,8 @@
 """Passthrough: an upload that already is a good H.264 rung keeps its own packets for that rung.
 
 An H.264 yuv420p 8-bit upload whose picture is the top H.264 rung's size, at its frame rate, and
-whose segments stay under the rung's peak bitrate (copy_peak) is remuxed into that rung's fMP4 segments with no
-decode and no encode (PeerTube and Mux do the same). Its pictures cannot move, so the segments start
+whose segments stay under the rung's peak bitrate (copy_peak) is remuxed into that rung's fMP4 segments
+with no decode and no encode (PeerTube and Mux do the same). Its pictures cannot move, so the segments start
 on its own keyframes, and every other rung (and the audio) is cut at those same times. A source whose
 keyframes are irregular, or more than 2 x segment_seconds apart, would make segments a player cannot
 switch between cleanly: it is encoded as usual, and `plan_passthrough` says why.
