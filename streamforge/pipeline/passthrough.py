@@ -73,10 +73,9 @@ def plan_passthrough(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     why = _late_first_segment(starts, rate, info.duration, opts)
     if why:
         return None, why
-    peak = _peak(scan, [0.0] + [n / rate for n in starts] + [info.duration])
-    if peak > copy_peak(rung):
-        return None, (f"its peak of {peak // 1000} kbit/s is above the {rung.name} rung's "
-                      f"{copy_peak(rung) // 1000} kbit/s")
+    peak, limit = _peak(scan, [0.0] + [n / rate for n in starts] + [info.duration]), copy_peak(rung)
+    if peak > limit:
+        return None, f"its peak of {peak // 1000} kbit/s is above the {rung.name} rung's {limit // 1000} kbit/s"
     return PassthroughPlan(rung=rung, starts=tuple(starts), keyframe_interval=interval, peak=peak), ""
 
 

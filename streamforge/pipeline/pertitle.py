@@ -148,8 +148,7 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
     capped_level, about abr's bits: when even the highest level probed takes more than the target
     bitrate (heavy grain: what the target buys is then a guess below the curve), when the level that
     reaches the aim is below LEVEL_RANGE, or when it would take the target bitrate anyway."""
-    kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
-    aim = min(float(target), abr_buys(points, kbps) - MARGIN)
+    kbps, aim = aim_at(points, size, target)
     curve = crf_curve(points)
     if kbps < min(p.kbps for p in curve):
         return SizeChoice(size, capped_level(curve, kbps), aim, False)
@@ -158,6 +157,13 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
     if best < LEVEL_RANGE[0] or kbps_at(curve, level) >= kbps:
         return SizeChoice(size, capped_level(curve, kbps), aim, False)
     return SizeChoice(size, level, aim, True)
+
+
+def aim_at(points: list[ProbePoint], size: tuple[int, int], target: float) -> tuple[float, float]:
+    """The size's target bitrate (kbit/s) and the VMAF its level aims at: `target`, or what that bitrate
+    buys abr minus MARGIN when that is lower."""
+    kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
+    return kbps, min(float(target), abr_buys(points, kbps) - MARGIN)
 
 
 def abr_buys(points: list[ProbePoint], kbps: float) -> float:
@@ -202,7 +208,7 @@ def capped_level(curve: list[ProbePoint], kbps: float) -> float:
     bytes for 3.3 VMAF more where it took 0.97x for 2.9 at level 26, bench/quality.py's 12 s clips). The VBV
     cap alone lets a short video's low level overspend it: its buffer starts nearly full (CRF 16 took
     1.2x abr's bytes on the 4 s animation's 360p)."""
-    low, high = LEVEL_RANGE[0], LEVEL_RANGE[1]
+    low, high = LEVEL_RANGE
     level = low
     while level < high and kbps_at(curve, level) > kbps:
         level += 0.5
@@ -262,11 +268,9 @@ def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions, t
 
 def _past_second(size: tuple[int, int], points: list[ProbePoint], target: float) -> bool:
     """Whether this size's choice may lie past the second probe level (pick_level then needs the third)."""
-    kbps = target_bitrate("h264", size[0], size[1], PROBE_RATE) / 1000
+    kbps, aim = aim_at(points, size, target)
     lean = crf_curve(points)[-1]
-    if kbps < lean.kbps:
-        return True
-    return lean.vmaf >= min(float(target), abr_buys(points, kbps) - MARGIN)
+    return kbps < lean.kbps or lean.vmaf >= aim
 
 
 def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: PipelineOptions, gop: int,
