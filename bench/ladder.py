@@ -192,9 +192,10 @@ def streamforge(src: Path, out: Path, cpus: str | None, rate_control: str = "abr
 
 def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) -> list[str]:
     """ffmpeg's one-process ladder at the crf default's settings: each rung's level (per title, as the
-    StreamForge run chose it), capped at its target bitrate with a 2x buffer half full, crf's preset and
-    the x264 settings crf's rungs add to it (ladder.crf_x264_params, per rung)."""
-    from streamforge.pipeline.ladder import PipelineOptions, crf_x264_params, encoder_preset
+    StreamForge run chose it), capped as StreamForge caps it (ladder.CRF_CAP of the target bitrate) with a
+    2x buffer half full, crf's preset and the x264 settings crf's rungs add to it (ladder.crf_x264_params,
+    per rung)."""
+    from streamforge.pipeline.ladder import CRF_CAP, PipelineOptions, crf_x264_params, encoder_preset
 
     cmd = ffmpeg_one_process(src, out, rungs, gop)
     preset = encoder_preset("h264", PipelineOptions())
@@ -204,7 +205,7 @@ def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) 
     for i, r in enumerate(rungs):
         at = cmd.index(f"-b:v:{i}")
         extra = crf_x264_params(preset, r.width, r.height)
-        cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(r.bitrate),
+        cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(int(r.bitrate * CRF_CAP.get("h264", 1.0))),
                           f"-bufsize:v:{i}", str(r.bitrate * 2),
                           f"-x264-params:v:{i}", "open-gop=0:vbv-init=0.5" + (f":{extra}" if extra else "")]
     return cmd
