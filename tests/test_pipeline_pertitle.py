@@ -200,3 +200,26 @@ def test_the_probe_takes_more_stretches_of_longer_videos_and_a_live_run_at_most_
     assert [pertitle.samples_for(d, live=False) for d in (4, 9.9, 10, 12, 299, 300, 3600)] == [1, 1, 2, 2, 2, 3, 3]
     assert [pertitle.samples_for(d, live=True) for d in (4, 12, 120, 3600)] == [1, 2, 2, 2]
 
+
+
+def test_the_probe_scores_every_step_th_picture_as_if_it_had_scored_them_all(tmp_path):
+    """vmaf_scores passes libvmaf only the scored pictures and their neighbours: its mean must be that of
+    the same pictures when every picture is scored (the motion feature included)."""
+    import json
+    import subprocess
+
+    frames = [f for f in av.open(str(mf.make_video(tmp_path / "in.mp4", width=320, height=180, seconds=1.6,
+                                                   audio=None))).decode(video=0)][:pertitle.SAMPLE_FRAMES * 2]
+    assert len(frames) == 40
+    pertitle.write_raw(frames, tmp_path / "reference.yuv")
+    data, _ = pertitle.encode_samples(frames, pertitle.probe_options(30.0, OPTS, (320, 180)), 100)
+    (tmp_path / "0.h264").write_bytes(data)
+    whole = pertitle._vmaf_command([0], 320, 180, 1)
+    subprocess.run(whole, cwd=tmp_path, check=True)
+    per_picture = [f["metrics"]["vmaf"] for f in json.loads((tmp_path / "vmaf0.json").read_text())["frames"]]
+    assert len(per_picture) == 40
+    for step in (pertitle.SCORE_STEP, pertitle.ONE_STRETCH_STEP, 7):
+        subsampled = pertitle.vmaf_scores(tmp_path, [0], 320, 180, step)[0]
+        scored = list(range(0, 40, step))
+        assert subsampled == pytest.approx(sum(per_picture[n] for n in scored) / len(scored), abs=1e-3), step
+        assert subsampled != pytest.approx(sum(per_picture) / 40, abs=1e-3)  # a subsample it is

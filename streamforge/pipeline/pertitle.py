@@ -5,7 +5,8 @@ one under ONE_SAMPLE_SECONDS, two under five minutes) and encodes them at two si
 top rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the third level only where
 the choice may lie past the second). Each encode's bitrate is counted as the ladder would spend it (a
 keyframe a segment, not a stretch) and its pictures are scaled up to the 720p-box samples and scored with
-VMAF, as a player scales a small rung up, all in one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no
+VMAF, as a player scales a small rung up, every SCORE_STEPth picture, a size's encodes in one run of
+imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no
 libvmaf; a fit of its XPSNR to VMAF predicted unseen clips with R^2 0.32 only, bench/README.md). The probe
 encodes with crf's x264 settings for the size (ladder.crf_x264_params), which give more VMAF per bit than
 abr's, so one more encode per size at abr's settings (the baseline) measures the gap between them. That
@@ -48,6 +49,7 @@ from streamforge.pipeline.ladder import (
     target_bitrate,
 )
 from streamforge.pipeline.probe import ProbeResult, open_input
+from streamforge.pipeline.workers import cpu_cores
 
 SAMPLES = 3  # stretches of the video the probe encodes, at most: one under ONE_SAMPLE_SECONDS, two under
 # five minutes, three beyond (a live run, whose probe delays the first segments, takes at most two)
@@ -66,9 +68,12 @@ BASELINE_LEVEL = 20.0  # the probe's encode at abr's x264 settings (the preset a
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what abr buys (abr_buys). At 0.5, before crf had x264 settings of
 # its own, the tuning half's worst rung was 1.33 below abr's; with them 0.21 below at 0.5, 0.85 at 1.0
-SCORE_EVERY = 4  # VMAF scores every 4th picture of a one-stretch probe, every 8th of a longer one (its
-# motion feature still sees them all): on the 30 s 1080p bench input's two stretches every 8th moved the
-# scores by 0.2 at most and took 1.9 CPU seconds of scoring where every 4th took 2.5
+SCORE_STEP = 8  # VMAF scores every 8th picture of a probe of two or more stretches, every 4th of one
+ONE_STRETCH_STEP = 4  # (its motion feature sees the scored pictures' neighbours): on the 30 s 1080p bench
+# input's two stretches every 8th moved the scores by 0.2 at most and took 1.9 CPU seconds of scoring where
+# every 4th took 2.5. The first scored picture is a stretch's keyframe, and every 8th hits the same place
+# in x264's runs of B-frames (bench/README.md, "Sixth session": scoring clear of them, with
+# one x264 thread an encode, took the tuning half's worst rung from 0.87 to 1.47 below abr's)
 EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
@@ -275,30 +280,42 @@ def _past_second(size: tuple[int, int], points: list[ProbePoint], target: float)
 
 def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: PipelineOptions, gop: int,
                   first: int = 0) -> list[ProbePoint]:
-    """Encode the samples for each (size, level) as work/N.h264 (N from `first`) and score them: a thread
-    per size encodes its runs and scores them in one FFmpeg run, so the small size's scoring overlaps the
-    large one's encoding (x264 leaves the GIL; the same encodes as one after the other, and on Big Buck
-    Bunny's 30 s the encoding and scoring took 1.05-1.10 s where they took 1.23)."""
+    """Encode the samples for each (size, level) as work/N.h264 (N from `first`) and score them. The
+    encodes run as many at once as there are cores, the largest pictures first; each size is scored in
+    one FFmpeg run as soon as its encodes are done, so one size's scoring overlaps the other's encoding
+    (x264 leaves the GIL). On the 30 s bench input the probe took 2.4-2.8 s of wall time where a thread
+    per size, encoding its runs one after the other and scoring every picture near the scored ones,
+    took 3.0-3.2 s (the same encodes and scores)."""
+    numbered = list(enumerate(runs, start=first))
     by_size: dict[tuple[int, int], list] = {}
-    for n, run in enumerate(runs, start=first):
+    for n, run in numbered:
         by_size.setdefault(run[0], []).append((n, run))
-    with ThreadPoolExecutor(len(by_size), thread_name_prefix="probe") as pool:
-        done = pool.map(lambda group: _measure_group(work, frames, pictures, group, opts, gop), by_size.values())
-        points = dict(pair for part in done for pair in part)
+    largest_first = sorted(numbered, key=lambda item: -item[1][0][0] * item[1][0][1])
+    with ThreadPoolExecutor(cpu_cores(), thread_name_prefix="probe-x264") as encoders, \
+            ThreadPoolExecutor(len(by_size), thread_name_prefix="probe-vmaf") as scorers:
+        rates = {n: encoders.submit(_encode_run, work, pictures[run[0]], n, run, opts, gop)
+                 for n, run in largest_first}
+        scored = [scorers.submit(_score_size, work, frames, group, {n: rates[n] for n, _ in group})
+                  for group in by_size.values()]
+        points = dict(pair for done in scored for pair in done.result())
     return [points[n] for n in range(first, first + len(runs))]
 
 
-def _measure_group(work: Path, frames: list, pictures: dict, group: list, opts: PipelineOptions, gop: int
-                   ) -> list[tuple[int, ProbePoint]]:
-    rates = []
-    for n, (size, level, baseline) in group:
-        data, per_frame = encode_samples(pictures[size], probe_options(level, opts, size, baseline), gop)
-        (work / f"{n}.h264").write_bytes(data)
-        rates.append(per_frame * float(PROBE_RATE) / 1000)
-    every = SCORE_EVERY if len(frames) <= SAMPLE_FRAMES else 2 * SCORE_EVERY
-    scores = vmaf_scores(work, [n for n, _ in group], frames[0].width, frames[0].height, every)
-    return [(n, ProbePoint(size=size, level=level, kbps=kbps, vmaf=score, baseline=baseline))
-            for (n, (size, level, baseline)), kbps, score in zip(group, rates, scores)]
+def _encode_run(work: Path, pictures: list, n: int, run: tuple, opts: PipelineOptions, gop: int) -> float:
+    """Encode one probe run (size, level, baseline) as work/N.h264; the bitrate it takes in the ladder."""
+    size, level, baseline = run
+    data, per_frame = encode_samples(pictures, probe_options(level, opts, size, baseline), gop)
+    (work / f"{n}.h264").write_bytes(data)
+    return per_frame * float(PROBE_RATE) / 1000
+
+
+def _score_size(work: Path, frames: list, group: list, rates: dict) -> list[tuple[int, ProbePoint]]:
+    """Score one size's encodes once they are done: (N, its ProbePoint) for each run of the group."""
+    kbps = {n: rate.result() for n, rate in rates.items()}
+    step = ONE_STRETCH_STEP if len(frames) <= SAMPLE_FRAMES else SCORE_STEP
+    scores = vmaf_scores(work, [n for n, _ in group], frames[0].width, frames[0].height, step)
+    return [(n, ProbePoint(size=size, level=level, kbps=kbps[n], vmaf=score, baseline=baseline))
+            for (n, (size, level, baseline)), score in zip(group, scores)]
 
 
 def at_target(points: list[ProbePoint], kbps: float) -> float:
@@ -439,11 +456,11 @@ def ffmpeg_with_vmaf() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def vmaf_scores(work: Path, streams: list[int], width: int, height: int, every: int = SCORE_EVERY
+def vmaf_scores(work: Path, streams: list[int], width: int, height: int, step: int = SCORE_STEP
                 ) -> list[float]:
     """VMAF of each probe stream (work/N.h264 for N in `streams`), scaled up bicubically to the samples'
-    size, against work/reference.yuv, in one FFmpeg run, scoring every `every`-th picture."""
-    run = subprocess.Popen(_vmaf_command(streams, width, height, every), cwd=work, stdout=subprocess.DEVNULL,
+    size, against work/reference.yuv, in one FFmpeg run, scoring every `step`-th picture."""
+    run = subprocess.Popen(_vmaf_command(streams, width, height, step), cwd=work, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     try:
         _, err = run.communicate(timeout=VMAF_TIMEOUT)
@@ -456,14 +473,20 @@ def vmaf_scores(work: Path, streams: list[int], width: int, height: int, every: 
     return [json.loads((work / f"vmaf{i}.json").read_text())["pooled_metrics"]["vmaf"]["mean"] for i in streams]
 
 
-def _vmaf_command(streams: list[int], width: int, height: int, every: int) -> list[str]:
+def _vmaf_command(streams: list[int], width: int, height: int, step: int) -> list[str]:
+    """One FFmpeg run scoring pictures 0, step, 2 step, ... of each stream. Only those and their two
+    neighbours reach libvmaf, which scores every third picture it gets: its motion feature, which it works
+    out on every picture it gets, needs just the neighbours, so the scores are those of every picture
+    passed, to the last digit, for fewer CPU seconds (0.3 of 2.7 on the 30 s bench input's probe)."""
     raw = ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-framerate", "25"]
     args = [ffmpeg_with_vmaf(), "-hide_banner", "-nostats", "-loglevel", "error", *raw, "-i", "reference.yuv"]
     for i in streams:
         args += ["-f", "h264", "-framerate", "25", "-i", f"{i}.h264"]
-    pick = "settb=1/25,setpts=N"
+    pick, subsample = "settb=1/25,setpts=N", step
+    if step > 3:  # the pictures n with n mod step in (step - 1, 0, 1)
+        pick, subsample = f"{pick},select='lt(mod(n+1\\,{step})\\,3)',setpts=N", 3
     graph = [f"[0:v]{pick},split={len(streams)}" + "".join(f"[r{i}]" for i in streams)]
     for n, i in enumerate(streams):
         graph.append(f"[{n + 1}:v]{pick},scale={width}:{height}:flags=bicubic[d{i}];"
-                     f"[d{i}][r{i}]libvmaf=n_threads=1:n_subsample={every}:log_fmt=json:log_path=vmaf{i}.json")
+                     f"[d{i}][r{i}]libvmaf=n_threads=1:n_subsample={subsample}:log_fmt=json:log_path=vmaf{i}.json")
     return [*args, "-filter_complex", ";".join(graph), "-f", "null", "-"]
