@@ -145,27 +145,3 @@ def test_options_from_the_real_config():
 
     opts = PipelineOptions.from_config(PipelineConfig())
     assert opts.codecs == ("h264",) and opts.heights == (1080, 720, 480, 360) and opts.segment_seconds == 4
-
-
-def test_the_decode_takes_one_thread_while_the_rungs_keep_the_other_cores_busy(monkeypatch):
-    from streamforge.pipeline import transcode, workers
-
-    def cores(n):
-        monkeypatch.setattr(transcode, "cpu_cores", lambda: n)
-        monkeypatch.setattr(workers, "cpu_cores", lambda: n)
-
-    hd, uhd = source(1920, 1080), source(3840, 2160)
-    for info in (hd, uhd):
-        info.coded_width, info.coded_height = info.width, info.height
-    ladder = plan_ladder(hd, PipelineOptions(codecs=("h264",), heights=(1080, 720, 480, 360)))
-    cores(2)
-    # four rungs of a 1080p source keep two cores busy: frame threading would only cost CPU
-    assert transcode.ladder_decoder_threads(hd, ladder) == 1
-    # a 4K source's decode outweighs a 360p rung: it keeps its threads
-    small = plan_ladder(uhd, PipelineOptions(codecs=("h264",), heights=(360,)))
-    assert transcode.ladder_decoder_threads(uhd, small) == workers.decoder_threads(3840, 2160) > 1
-    # on eight cores one decode thread would hold up the seven the rungs cannot fill
-    cores(8)
-    assert transcode.ladder_decoder_threads(hd, ladder) == workers.decoder_threads(1920, 1080) > 1
-    # a ladder with nothing to encode (every rung copied) decodes as before
-    assert transcode.ladder_decoder_threads(hd, []) == workers.decoder_threads(1920, 1080)

@@ -49,7 +49,6 @@ from streamforge.pipeline.transcode import (
     _RungEncoder,
     _Shrinker,
     audio_outputs,
-    ladder_decoder_threads,
 )
 from streamforge.pipeline.workers import queue_frames
 
@@ -153,7 +152,6 @@ def _decode_chunk(src: Path, info: ProbeResult, timeline: Timeline, opts: Pipeli
     with open_input(src) as container:
         video = container.streams[info.video_stream_index]
         video.thread_type = "AUTO"
-        video.codec_context.thread_count = ladder_decoder_threads(info, [e.spec for e in run.encoders])
         begin = chunk.start / timeline.rate - SEEK_BACK
         if chunk.start > 0 and begin > 0:
             container.seek(int((begin + info.start_time) / video.time_base), stream=video, backward=True,

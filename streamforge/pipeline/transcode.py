@@ -738,7 +738,7 @@ def _decode(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOpti
         for filtered in prefilter.push(frame) if prefilter.active else (frame,):
             clock.take(shrink(filtered))
 
-    _demux(src, info, opts, take, aligners, ladder_decoder_threads(info, [e.spec for e in run.encoders]))
+    _demux(src, info, opts, take, aligners)
     if prefilter.active:
         for filtered in prefilter.push(None):
             clock.take(shrink(filtered))
@@ -753,27 +753,15 @@ def _decode(src: Path, info: ProbeResult, timeline: Timeline, opts: PipelineOpti
     return clock.n
 
 
-def ladder_decoder_threads(info: ProbeResult, specs: list[RenditionSpec]) -> int:
-    """Decoder threads for the ladder's one decode: one when encoding the rungs (their pixels, weighted by
-    ENCODER_COST) keeps the other cores busy, so the decode thread never holds them up; decoder_threads
-    otherwise. Frame threading costs CPU: the 30 s 1080p bench input took 8.2 CPU seconds to decode with
-    two threads and 6.8 with one, and its four-rung ladder runs both cores flat out."""
-    work = sum(s.width * s.height * ENCODER_COST.get(s.codec, 1.0) for s in specs)
-    if work >= (cpu_cores() - 1) * info.coded_width * info.coded_height:
-        return 1
-    return decoder_threads(info.coded_width, info.coded_height)
-
-
 def _demux(src: Path, info: ProbeResult, opts: PipelineOptions, take: Callable[[av.VideoFrame], None],
-           aligners: dict[int, AudioAligner], threads: int) -> None:
-    """Read the source's video (and audio) packets, decode them (`threads` decoder threads), pass the
-    frames on; skip concealable damage."""
+           aligners: dict[int, AudioAligner]) -> None:
+    """Read the source's video (and audio) packets, decode them, pass the frames on; skip concealable damage."""
     started = time.monotonic()
     errors = 0
     with open_input(src, max_pixels(opts)) as container:
         video = container.streams[info.video_stream_index]
         video.thread_type = "AUTO"
-        video.codec_context.thread_count = threads
+        video.codec_context.thread_count = decoder_threads(info.coded_width, info.coded_height)
         streams = [video] + [container.streams[index] for index in aligners]
         try:
             for packet in container.demux(streams):
