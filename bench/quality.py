@@ -36,8 +36,11 @@ at 25 fps, no audio, as x264 CRF 10 masters (the VMAF references), in two halves
 Each clip goes through StreamForge's pipeline (the configured ladder, 4 s segments) as `abr` (the target
 bitrates, x264 veryfast) and `crf` (the defaults: per-title levels, x264 veryfast), with --peertube also
 PeerTube's VOD profile (x264 veryfast, CRF 23 capped at the target). Every rung is scored with VMAF (the
-default model, scaled up bicubically to the master's size, every --subsample-th frame) against its
-master. Then passthrough: a 720p H.264 upload (2 s keyframes) with passthrough on and off.
+default model, scaled up bicubically to the master's size, every picture unless --subsample) against its
+master. Subsample with an odd n if at all: x264 lays its B-frames out in runs of four and its keyframes
+100 pictures apart, so every 2nd or 4th picture scores the same picture types every time (at 4 the
+tuning half's grain rungs showed crf 1.0 to 2.6 above abr where every picture gives -0.3 to +0.7, and
+its worst rung -0.9 where every picture gives -1.45: bench/README.md, "Sixth session"). Then passthrough: a 720p H.264 upload (2 s keyframes) with passthrough on and off.
 
 The tables are printed per half. RESULT: PASS when, in each half, every crf rung's VMAF >= abr's - 1.5
 and the bytes are <= 0.70x abr's, the whole corpus <= 0.70x, the slideshow <= 0.40x, the grain
@@ -504,7 +507,8 @@ def main() -> int:
                         help="print the probe's XPSNR against VMAF and the fit pipeline/pertitle.py uses")
     parser.add_argument("--peertube", action="store_true", help="also run PeerTube's VOD profile")
     parser.add_argument("--skip-passthrough", action="store_true")
-    parser.add_argument("--subsample", type=int, default=2, help="score every n-th frame")
+    parser.add_argument("--subsample", type=int, default=1,
+                        help="score every n-th frame (odd: every 2nd or 4th is in step with x264's B-frames)")
     parser.add_argument("--sweep", help="comma-separated flat CRFs: print the curve instead of the verdict")
     parser.add_argument("--preset", default="", help="the crf contenders' encoder preset (default: the crf default)")
     parser.add_argument("--codec", default="h264", choices=("h264", "hevc", "av1", "vp9"),
