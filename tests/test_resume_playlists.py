@@ -168,8 +168,8 @@ def test_add_to_playlist_from_the_watch_page(site, browser):
         assert [v["id"] for v in fav["items"]] == [site.v["cc"]["id"]]
         shot(page, "watch-add-to-playlist")
         box.uncheck()
-        page.wait_for_function("() => document.querySelector('#add-to-playlist [role=status]').textContent"
-                               ".startsWith('Removed')")
+        page.wait_for_function("() => document.querySelector('#add-to-playlist [role=status]')?.textContent"
+                               "?.startsWith('Removed')")
         assert requests.get(f"{site.url}/api/playlists/{fav['id']}", headers=h(site, "ben")).json()["items"] == []
         assert page.troubles["errors"] == [], page.troubles["errors"]
     finally:
@@ -199,7 +199,7 @@ def test_the_owner_edits_and_chooses_the_cover_on_the_watch_page(site, browser, 
         page.locator("#watch-edit-title").fill("Lake at noon")
         page.locator("#watch-edit-description").fill("Calm. More at https://example.org/noon")
         page.locator("#owner-edit button[type=submit]").click()
-        page.wait_for_function("() => document.getElementById('video-title').textContent === 'Lake at noon'")
+        page.wait_for_function("() => document.getElementById('video-title')?.textContent === 'Lake at noon'")
         assert page.locator("#video-description a[rel~=nofollow]").get_attribute("href") == "https://example.org/noon"
         # a moment of the timeline becomes the cover
         page.locator("#cover-chooser summary").click()
@@ -208,8 +208,8 @@ def test_the_owner_edits_and_chooses_the_cover_on_the_watch_page(site, browser, 
         t = float(tiles.nth(2).get_attribute("data-time"))
         shot(page, "watch-cover-chooser")
         tiles.nth(2).click()
-        page.wait_for_function("() => document.querySelector('#cover-chooser [role=status]').textContent"
-                               ".includes('changed')")
+        page.wait_for_function("() => document.querySelector('#cover-chooser [role=status]')?.textContent"
+                               "?.includes('changed')")
         cover = cover_of(site)
         assert cover["timestamp"] == t and t > 0
         assert requests.get(cover["url"], timeout=10).content[:3] == b"\xff\xd8\xff"
@@ -217,8 +217,8 @@ def test_the_owner_edits_and_chooses_the_cover_on_the_watch_page(site, browser, 
         picture = tmp_path / "cover.png"
         picture.write_bytes(png())
         page.locator("#cover-file").set_input_files(str(picture))
-        page.wait_for_function("() => document.querySelector('#cover-chooser [role=status]').textContent"
-                               ".includes('changed') && document.getElementById('video').poster.includes('cover-')")
+        page.wait_for_function("() => document.querySelector('#cover-chooser [role=status]')?.textContent"
+                               "?.includes('changed') && document.getElementById('video')?.poster.includes('cover-')")
         cover = cover_of(site)
         assert (cover["width"], cover["height"]) == (64, 48) and "cover-" in cover["url"]
         assert requests.get(cover["url"], timeout=10).content[:3] == b"\xff\xd8\xff"

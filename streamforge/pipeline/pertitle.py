@@ -72,8 +72,9 @@ SCORE_STEP = 8  # VMAF scores every 8th picture of a probe of two or more stretc
 ONE_STRETCH_STEP = 4  # (its motion feature sees the scored pictures' neighbours): on the 30 s 1080p bench
 # input's two stretches every 8th moved the scores by 0.2 at most and took 1.9 CPU seconds of scoring where
 # every 4th took 2.5. The first scored picture is a stretch's keyframe, and every 8th hits the same place
-# in x264's runs of B-frames (bench/README.md, "Sixth session": scoring clear of them, with
-# one x264 thread an encode, took the tuning half's worst rung from 0.87 to 1.47 below abr's)
+# in x264's runs of B-frames; scoring clear of both, with one x264 thread an encode, tracked every picture
+# closer but chose worse levels: the tuning half's worst rung 1.68 below abr's where it is 1.45, at 0.74x
+# its bytes where they are 0.72x (every picture scored; bench/README.md, "Sixth session")
 EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
@@ -283,9 +284,9 @@ def _measure_runs(work: Path, frames: list, pictures: dict, runs: list, opts: Pi
     """Encode the samples for each (size, level) as work/N.h264 (N from `first`) and score them. The
     encodes run as many at once as there are cores, the largest pictures first; each size is scored in
     one FFmpeg run as soon as its encodes are done, so one size's scoring overlaps the other's encoding
-    (x264 leaves the GIL). On the 30 s bench input the probe took 2.4-2.8 s of wall time where a thread
-    per size, encoding its runs one after the other and scoring every picture near the scored ones,
-    took 3.0-3.2 s (the same encodes and scores)."""
+    (x264 leaves the GIL). On the 30 s bench input the probe took 2.4-2.8 s of wall time where it took
+    3.0-3.2 s with a thread per size that encoded its runs one after the other and passed libvmaf every
+    picture (the same encodes and scores)."""
     numbered = list(enumerate(runs, start=first))
     by_size: dict[tuple[int, int], list] = {}
     for n, run in numbered:
