@@ -12,8 +12,8 @@ Bunny clip, then on the 30 s input runs, one after the other on the same machine
   * ffmpeg one process: one decode, `split` into four `scale`s, four libx264 outputs, AAC, HLS fMP4;
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 
-All three use the same bitrates (StreamForge's ladder plan), VBV limits, preset, partitions, GOP and no scene-cut
-keyframes. It prints wall times (best and median of --repeat runs, interleaved) and their ratios, the PSNR of each 720p rung against the source
+All three use the same bitrates (StreamForge's ladder plan), VBV limits, preset, partitions, GOP and no
+scene-cut keyframes. It prints wall times (best and median of --repeat runs, interleaved) and their ratios, the PSNR of each 720p rung against the source
 scaled to 720p, and StreamForge's peak RSS on the 30 s and the 120 s input. --cpus pins everything to
 those cores (e.g. to measure "two cores" on a bigger machine).
 
@@ -210,7 +210,8 @@ def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) 
     for i, r in enumerate(rungs):
         at = cmd.index(f"-b:v:{i}")
         extra = crf_x264_params(preset, r.width, r.height)
-        cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(int(r.bitrate * CRF_CAP.get("h264", 1.0))),
+        peak = int(r.bitrate * CRF_CAP.get("h264", 1.0))
+        cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(peak),
                           f"-bufsize:v:{i}", str(r.bitrate * 2),
                           f"-x264-params:v:{i}", f"{X264_PARAMS}:vbv-init=0.5" + (f":{extra}" if extra else "")]
     return cmd

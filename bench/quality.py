@@ -40,7 +40,8 @@ default model, scaled up bicubically to the master's size, every picture unless 
 master. Subsample with an odd n if at all: x264 lays its B-frames out in runs of four and its keyframes
 100 pictures apart, so every 2nd or 4th picture scores the same picture types every time (at 4 the
 tuning half's grain rungs showed crf 1.0 to 2.6 above abr where every picture gives -0.3 to +0.7, and
-its worst rung -0.9 where every picture gives -1.45: bench/README.md, "Sixth session"). Then passthrough: a 720p H.264 upload (2 s keyframes) with passthrough on and off.
+its worst rung -0.9 where every picture gives -1.45: bench/README.md, "Sixth session"). Then
+passthrough: a 720p H.264 upload (2 s keyframes) with passthrough on and off.
 
 The tables are printed per half. RESULT: PASS when, in each half, every crf rung's VMAF >= abr's - 1.5
 and the bytes are <= 0.70x abr's, the whole corpus <= 0.70x, the slideshow <= 0.40x, the grain

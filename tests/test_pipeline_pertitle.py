@@ -201,7 +201,6 @@ def test_the_probe_takes_more_stretches_of_longer_videos_and_a_live_run_at_most_
     assert [pertitle.samples_for(d, live=True) for d in (4, 12, 120, 3600)] == [1, 2, 2, 2]
 
 
-
 def test_the_probe_scores_every_step_th_picture_as_if_it_had_scored_them_all(tmp_path):
     """vmaf_scores passes libvmaf only the scored pictures and their neighbours: its mean must be that of
     the same pictures when every picture is scored (the motion feature included)."""
