@@ -120,12 +120,12 @@ def x264_args(rung, index: int | None = None) -> list[str]:
 
 # the x264 settings StreamForge's rungs add to the preset and GOP (pipeline/transcode.py's _x264_options);
 # partitions=i8x8 saves about a sixth of x264's CPU, so ffmpeg without it was not at the same settings
-X264_PARAMS = "open-gop=0:partitions=i8x8"
+FFMPEG_X264_PARAMS = "open-gop=0:partitions=i8x8"
 
 
 def common_x264(gop: int) -> list[str]:
     return ["-c:v", "libx264", "-preset", PRESET, "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-            "-x264-params", X264_PARAMS]
+            "-x264-params", FFMPEG_X264_PARAMS]
 
 
 def hls_args(segment: int) -> list[str]:
@@ -213,7 +213,7 @@ def ffmpeg_crf_one_process(src: Path, out: Path, rungs, gop: int, levels: dict) 
         peak = int(r.bitrate * CRF_CAP.get("h264", 1.0))
         cmd[at:at + 6] = [f"-crf:v:{i}", f"{levels.get(r.name, 18.0):g}", f"-maxrate:v:{i}", str(peak),
                           f"-bufsize:v:{i}", str(r.bitrate * 2),
-                          f"-x264-params:v:{i}", f"{X264_PARAMS}:vbv-init=0.5" + (f":{extra}" if extra else "")]
+                          f"-x264-params:v:{i}", f"{FFMPEG_X264_PARAMS}:vbv-init=0.5" + (f":{extra}" if extra else "")]
     return cmd
 
 

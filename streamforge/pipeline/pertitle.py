@@ -6,9 +6,8 @@ top rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the
 the choice may lie past the second). Each encode's bitrate is counted as the ladder would spend it (a
 keyframe a segment, not a stretch) and its pictures are scaled up to the 720p-box samples and scored with
 VMAF, as a player scales a small rung up, every SCORE_STEPth picture, a size's encodes in one run of
-imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no
-libvmaf; a fit of its XPSNR to VMAF predicted unseen clips with R^2 0.32 only, bench/README.md). The probe
-encodes with crf's x264 settings for the size (ladder.crf_x264_params), which give more VMAF per bit than
+imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted unseen clips
+with R^2 0.32 only, bench/README.md). The probe encodes with crf's x264 settings for the size (ladder.crf_x264_params), which give more VMAF per bit than
 abr's, so one more encode per size at abr's settings (the baseline) measures the gap between them. That
 gives each size a curve of VMAF against bitrate; where the size's target bitrate falls on it, less the
 gap, is what `rate_control = "abr"` would buy. The level chosen is the highest (linear between the probe's
@@ -68,13 +67,14 @@ BASELINE_LEVEL = 20.0  # the probe's encode at abr's x264 settings (the preset a
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
 MARGIN = 1.0  # VMAF the aim keeps below what abr buys (abr_buys). At 0.5, before crf had x264 settings of
 # its own, the tuning half's worst rung was 1.33 below abr's; with them 0.21 below at 0.5, 0.85 at 1.0
-SCORE_STEP = 8  # VMAF scores every 8th picture of a probe of two or more stretches, every 4th of one
-ONE_STRETCH_STEP = 4  # (its motion feature sees the scored pictures' neighbours): on the 30 s 1080p bench
-# input's two stretches every 8th moved the scores by 0.2 at most and took 1.9 CPU seconds of scoring where
-# every 4th took 2.5. The first scored picture is a stretch's keyframe, and every 8th hits the same place
-# in x264's runs of B-frames; scoring clear of both, with one x264 thread an encode, tracked every picture
-# closer but chose worse levels: the tuning half's worst rung 1.68 below abr's where it is 1.45, at 0.74x
-# its bytes where they are 0.72x (every picture scored; bench/README.md, "Sixth session")
+SCORE_STEP = 8  # VMAF scores every 8th picture of a probe of two or more stretches
+ONE_STRETCH_STEP = 4  # and every 4th of a one-stretch probe (libvmaf's motion feature sees the scored
+# pictures' neighbours): on the 30 s 1080p bench input's two stretches every 8th moved the scores by 0.2
+# at most and took 1.9 CPU seconds of scoring where every 4th took 2.5. The first scored picture is a
+# stretch's keyframe, and every 8th hits the same place in x264's runs of B-frames; scoring clear of both,
+# with one x264 thread an encode, tracked every picture closer but chose worse levels: the tuning half's
+# worst rung 1.68 below abr's where it is 1.45, at 0.74x its bytes where they are 0.72x (every picture
+# scored; bench/README.md, "Sixth session")
 EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
