@@ -13,9 +13,10 @@ Bunny clip, then on the 30 s input runs, one after the other on the same machine
   * ffmpeg per rung: four ffmpeg processes one after the other, each decoding the source again.
 
 All three use the same bitrates (StreamForge's ladder plan), VBV limits, preset, partitions, GOP and no
-scene-cut keyframes. It prints wall times (best and median of --repeat runs, interleaved) and their ratios, the PSNR of each 720p rung against the source
-scaled to 720p, and StreamForge's peak RSS on the 30 s and the 120 s input. --cpus pins everything to
-those cores (e.g. to measure "two cores" on a bigger machine).
+scene-cut keyframes. It prints wall times (best and median of --repeat runs, interleaved) and their
+ratios, the PSNR of each 720p rung against the source scaled to 720p, and StreamForge's peak RSS on the
+30 s and the 120 s input. --cpus pins everything to those cores (e.g. to measure "two cores" on a bigger
+machine).
 
 Also ffmpeg's one-process ladder at the crf run's settings (its per-title levels, the same caps, preset
 and VBV start). RESULT: PASS when the median ratios meet the goals (<= 0.85 of ffmpeg one-process, <= 0.60

@@ -1,24 +1,24 @@
 """Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
 
-The probe takes up to `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (samples_for:
-one under ONE_SAMPLE_SECONDS, two under five minutes) and encodes them at two sizes, the 720p box (for the
-top rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the third level only where
-the choice may lie past the second). Each encode's bitrate is counted as the ladder would spend it (a
-keyframe a segment, not a stretch) and its pictures are scaled up to the 720p-box samples and scored with
-VMAF, as a player scales a small rung up, every SCORE_STEPth picture, a size's encodes in one run of
-imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted unseen clips
-with R^2 0.32 only, bench/README.md). The probe encodes with crf's x264 settings for the size (ladder.crf_x264_params), which give more VMAF per bit than
-abr's, so one more encode per size at abr's settings (the baseline) measures the gap between them. That
-gives each size a curve of VMAF against bitrate; where the size's target bitrate falls on it, less the
-gap, is what `rate_control = "abr"` would buy. The level chosen is the highest (linear between the probe's
-levels, on half steps) whose VMAF reaches the aim: `[pipeline] target_quality`, or what the target bitrate
-buys minus `MARGIN` when that is lower (past the richest probe the curve is taken on at half its slope,
-and levels under it down to LEVEL_RANGE's; never past the leanest level probed). The top rung (of the 720p
-box or more) takes the top size's level, 360p the small size's (one lower below it), the rungs between
-(480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned peak
-(ladder.CRF_CAP). Hard content (heavy grain: no level in range reaches the aim, or the level that does
-would take more than the target bitrate anyway) gets the level where its curve spends the target bitrate
-(on past the leanest probe for grain, up to LEVEL_RANGE's top), so it spends about what abr spends.
+The probe takes up to `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (samples_for: one
+under ONE_SAMPLE_SECONDS, two under five minutes) and encodes them at two sizes, the 720p box (for the top
+rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the third level only where the
+choice may lie past the second). Each encode's bitrate is counted as the ladder would spend it (a keyframe a
+segment, not a stretch) and its pictures are scaled up to the 720p-box samples and scored with VMAF, as a
+player scales a small rung up, every SCORE_STEPth picture, a size's encodes in one run of imageio-ffmpeg's
+FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted unseen clips with R^2 0.32 only,
+bench/README.md). The probe encodes with crf's x264 settings for the size (ladder.crf_x264_params), which
+give more VMAF per bit than abr's, so one more encode per size at abr's settings (the baseline) measures the
+gap between them. That gives each size a curve of VMAF against bitrate; where the size's target bitrate
+falls on it, less the gap, is what `rate_control = "abr"` would buy. The level chosen is the highest (linear
+between the probe's levels, on half steps) whose VMAF reaches the aim: `[pipeline] target_quality`, or what
+the target bitrate buys minus `MARGIN` when that is lower (past the richest probe the curve is taken on at
+half its slope, and levels under it down to LEVEL_RANGE's; never past the leanest level probed). The top
+rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it), the
+rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned
+peak (ladder.CRF_CAP). Hard content (heavy grain: no level in range reaches the aim, or the level that does
+would take more than the target bitrate anyway) gets the level where its curve spends the target bitrate (on
+past the leanest probe for grain, up to LEVEL_RANGE's top), so it spends about what abr spends.
 """
 from __future__ import annotations
 
