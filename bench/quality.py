@@ -31,7 +31,11 @@ at 25 fps, no audio, as x264 CRF 10 masters (the VMAF references), in two halves
   * fifth-session clips (made in the fifth session before its rule changes were chosen, and run once after
     them): rotate (the animation turning), split (a video call, two pictures side by side), sierpinski (a
     moving Sierpinski carpet), bwfilm (black and white footage with flicker and grain), portrait (a phone
-    held upright, 720x1280), mosaic (four pictures in a grid), scope1080 (the animation letterboxed at 1080p).
+    held upright, 720x1280), mosaic (four pictures in a grid), scope1080 (the animation letterboxed at 1080p);
+  * seventh-session clips (made in the seventh session before its rule changes were chosen, and run once
+    after them): subtitles (the animation with large burnt-in lines), kenburns (a slow push in on camera
+    footage), grain1080 (the animation at 1080p under film grain), testcard (a synthetic moving test
+    picture), blurpan (a fast pan with motion blur), upscaled (a low-resolution upload scaled up).
 
 Each clip goes through StreamForge's pipeline (the configured ladder, 4 s segments) as `abr` (the target
 bitrates, x264 veryfast) and `crf` (the defaults: per-title levels, x264 veryfast), with --peertube also
@@ -112,11 +116,16 @@ CLIPS = {
     # run once after them: every group above had been seen by then
     "rotate": "fifth", "split": "fifth", "sierpinski": "fifth", "bwfilm": "fifth", "portrait": "fifth",
     "mosaic": "fifth", "scope1080": "fifth",
+    # made in the seventh session before its rule changes were chosen (on the tuning half and the fresh
+    # clips, every picture scored), and run once after them: every group above had been seen by then
+    "subtitles": "seventh", "kenburns": "seventh", "grain1080": "seventh", "testcard": "seventh",
+    "blurpan": "seventh", "upscaled": "seventh",
 }
 HALVES = (("tune", "tuning half"), ("held", "held-out half (seen in the first, second and fourth sessions)"),
           ("new", "new clips (seen in the second and fourth sessions)"),
           ("fresh", "fresh clips (seen in the fourth and fifth sessions)"),
-          ("fifth", "fifth-session clips (made before its rules changed, run once after)"))
+          ("fifth", "fifth-session clips (made before its rules changed, run once after)"),
+          ("seventh", "seventh-session clips (made before its rules changed, run once after)"))
 
 
 def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
@@ -227,6 +236,25 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
                 "[top][bot]vstack,format=yuv420p"]
     if kind == "scope1080":  # cinema: the animation letterboxed in a 1080p frame
         return [*loop, "-i", str(BBB), "-vf", "scale=1920:800:flags=bicubic,pad=1920:1080:0:140:black,setsar=1"]
+    if kind == "subtitles":  # the animation with large burnt-in subtitles, a new line every two seconds
+        lines = ["Where did the rabbit go?", "Under the big old tree.", "Per-title levels, again.",
+                 "Every picture counts.", "Nothing is lost.", "One file on a homelab box."]
+        subs = ",".join(f"drawtext={text}text='{line}':fontsize=46:fontcolor=white:borderw=3:bordercolor=black:"
+                        f"x=(w-tw)/2:y=h-110:enable='between(mod(t,12),{2 * i},{2 * i + 2})'"
+                        for i, line in enumerate(lines))
+        return [*loop, "-i", str(BBB), "-vf", subs]
+    if kind == "kenburns":  # a slow push in on camera footage (documentary stills and pans)
+        return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544:flags=bicubic,zoompan=z='1+0.002*on':d=1:"
+                "x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':s=1280x544:fps=25"]
+    if kind == "grain1080":  # the animation at 1080p under moderate film grain
+        return [*loop, "-i", str(BBB), "-vf", "scale=1920:1080:flags=bicubic,noise=c0s=16:c0f=t+u"]
+    if kind == "testcard":  # a synthetic picture: moving colour patches, a gradient, a counter
+        return ["-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=25:d={t}"]
+    if kind == "blurpan":  # a fast pan with motion blur
+        return [*loop, "-i", str(BBB), "-vf", "scale=2560:1440,crop=1280:720:x='(iw-ow)*mod(t,6)/6':y=300,"
+                "tmix=frames=3"]
+    if kind == "upscaled":  # a low-resolution upload scaled up (soft, with the scaler's edges)
+        return [*loop, "-i", str(BIKES), "-vf", "scale=426:180:flags=bicubic,scale=1280:544:flags=bilinear"]
     if kind == "fractal":  # drawn animation: moving smooth gradients with a test pattern in a corner
         return ["-f", "lavfi", "-i", f"gradients=s=1280x720:r=25:speed=0.03:n=5:d={t}", "-f", "lavfi", "-i",
                 f"testsrc2=s=320x180:r=25:d={t}", "-filter_complex", "[0:v][1:v]overlay=900:480"]
@@ -500,7 +528,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=os.environ.get("STREAMFORGE_BENCH_DIR", "/tmp/streamforge-bench") + "/quality")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     parser.add_argument("--heights", default="1080,720,480,360")
-    parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "fifth", "all"), default="all",
+    parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "fifth", "seventh", "all"), default="all",
                         help="the tuning half of the corpus, the held-out half, the new, fresh or fifth-session clips, or all "
                              "(reported apart)")
     parser.add_argument("--clips", help="comma-separated clip names (default: the --half)")
