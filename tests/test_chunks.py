@@ -22,6 +22,7 @@ from media_live import ffmpeg, get, upload
 
 from streamforge.pipeline import PipelineOptions, probe, run_pipeline
 from streamforge.pipeline import chunks as pchunks
+from streamforge.pipeline.ladder import CRF_CAP
 from streamforge.store import db as dbmod
 from streamforge.store.db import Chunk
 
@@ -66,7 +67,7 @@ def test_chunks_join_into_the_unchunked_ladder(tmp_path):
     # the run chooses the title's levels once (a probe); every chunk and the unchunked run use them
     levels, note = pchunks.choose_levels(src, info, opts)
     assert note.startswith("per-title levels: 240p ") and "not measured" not in note, note
-    assert [name for name, _ in levels] == ["240p"] and 16 <= levels[0][1] <= 28
+    assert [name for name, *_ in levels] == ["240p"] and 16 <= levels[0][1] <= 28 and CRF_CAP["h264"] <= levels[0][2] <= 1
     opts = dataclasses.replace(opts, levels=tuple(tuple(pair) for pair in levels))
     whole = run_pipeline(src, tmp_path / "whole", opts)
     assert not any("per-title" in n for n in whole.notes)  # chosen already: no second probe

@@ -96,16 +96,26 @@ def test_grain_keeps_the_cap():
     assert (starved.level, starved.met) == (LEVEL_RANGE[0], False)
 
 
-def test_past_the_richest_probe_the_curve_flattens_and_levels_below_it_are_chosen():
-    # the target bitrate is 1/0.6 of what level 18 takes: abr buys more than 18's VMAF, but at half the
-    # slope between 18 and 22 (VMAF saturates); the level is on under 18 at 1.25 VMAF a level
-    choice = pick_level(_curve((18, 0.6, 93.0), (22, 0.36, 88.0), (26, 0.2, 83.0)), SIZE, 100.0)
-    aim = 93 + 0.5 * 5 / math.log(0.6 / 0.36) * math.log(1 / 0.6) - MARGIN
+def test_past_the_richest_probe_the_curve_goes_on_and_levels_below_it_are_chosen():
+    # the target bitrate is 1/0.75 of what level 18 takes: abr buys more than 18's VMAF, at EXTRAPOLATE of
+    # the slope between 18 and 22; the level is on under 18 at 1.25 VMAF a level
+    choice = pick_level(_curve((18, 0.75, 93.0), (22, 0.45, 88.0), (26, 0.25, 83.0)), SIZE, 100.0)
+    aim = 93 + pertitle.EXTRAPOLATE * 5 / math.log(0.75 / 0.45) * math.log(1 / 0.75) - MARGIN
     assert choice.met and round(choice.aim, 6) == round(aim, 6)
     assert choice.level == _half_steps_down(18 - (aim - 93) / 1.25) and LEVEL_RANGE[0] <= choice.level < 18
     # a little over level 18's bitrate (Big Buck Bunny's 720p): near 18, where it used to ride the cap at 16
     bbb = pick_level(_curve((18, 0.8, 95.4), (22, 0.43, 92.2), (26, 0.25, 87.3)), SIZE, 100.0)
     assert bbb.met and 17.0 <= bbb.level <= 18.5
+
+
+def test_with_a_480p_probe_the_480p_rung_takes_its_own_level():
+    rungs = plan_ladder(probe_result(1920, 1080), PipelineOptions(heights=(1080, 720, 480, 360, 240)))
+    choices = [SizeChoice((1280, 720), 24.0, 90.0, True), SizeChoice((854, 480), 21.0, 85.0, True),
+               SizeChoice((640, 360), 23.0, 80.0, True)]
+    levels = {r.name: pertitle.rung_level(choices, r, top_box=1080) for r in rungs}
+    # 720p under a 1080p rung: the lower of its own probe's level and the next smaller probe's
+    assert levels == {"1080p": 24.0, "720p": 21.0, "480p": 21.0, "360p": 23.0, "240p": 22.0}
+    assert pertitle.rung_level(choices, rungs[1], top_box=720) == 24.0
 
 
 def test_rung_levels_come_from_the_probe_size_of_their_box_and_stay_in_range():
@@ -164,8 +174,10 @@ def test_a_real_probe_gives_a_still_the_leanest_level_and_grain_the_cap(tmp_path
         info = probe(src)
         planned = plan_ladder(info, OPTS)
         rungs, note = choose_levels(src, info, planned, OPTS)
-        # the caps are the plan's, whatever the level
-        assert [(r.name, r.maxrate, r.bufsize) for r in rungs] == [(r.name, r.maxrate, r.bufsize) for r in planned]
+        # the buffers are the plan's; the peaks too, but hard content's (below), which spends the target
+        assert [(r.name, r.bufsize) for r in rungs] == [(r.name, r.bufsize) for r in planned]
+        assert rungs[0].maxrate > planned[0].maxrate if kind == "noise" else rungs[0].maxrate == planned[0].maxrate
+        assert rungs[0].maxrate <= rungs[0].bitrate
         assert note.startswith("per-title levels: 360p ") and "640x360: " in note
         assert "crf 18 " in note and "crf 26 " in note and "kbit/s VMAF " in note and "as abr at crf 20 " in note
         chosen[kind] = (rungs[0].crf, note)

@@ -252,3 +252,15 @@ def test_a_runners_output_urls_reach_only_its_own_work(live, tmp_path):
     back = requests.post(f"{live.url}/api/runners/jobs/{job['id']}/abort", json={"token": job["token"]}, headers=h,
                          timeout=10)
     assert back.status_code == 200
+
+
+def test_a_runners_levels_may_carry_each_rungs_peak_and_are_checked():
+    from streamforge.errors import ValidationError
+    from streamforge.jobs.remote import _levels
+
+    # an older runner's pairs, and a rung of hard content whose peak the probe raised to the target bitrate
+    assert _levels([["720p", 22.5], ["360p", 21, 1.0]]) == [["720p", 22.5], ["360p", 21.0, 1.0]]
+    assert _levels(None) == []
+    for bad in ([["720p", 22, 1.0, 5]], [["720p"]], [["720p", 70]], [["720p", 22, 9.0]], [["720p", "x"]], 5):
+        with pytest.raises(ValidationError):
+            _levels(bad)

@@ -242,7 +242,7 @@ def _head_first(run, src: Path, info, outdir: Path, uploader: Uploader, rows: li
     finally:
         audio.go()
     note = later.join("the first chunk (the first segment)")
-    levels = [[name, level] for name, level in later.levels.items()]
+    levels = [list(entry) for entry in later.chosen]
     for cid in chunks.create(run.video_id, run.token, run.prefix, rows[1:], levels, count=len(rows)):
         enqueue(cid)
     return note

@@ -352,7 +352,7 @@ def revoke(config: Config, runner_id: str) -> None:
 
 def plan_chunks(config: Config, runner: Runner, job_id: str, token: str, plan, levels=None) -> dict:
     """The runner that holds a run cut it into chunks: record them (waiting for any worker or runner), with the
-    levels it chose for the title ([[rung name, level], ...]), which every chunk's job then carries."""
+    levels it chose for the title ([[rung name, level, peak], ...]), which every chunk's job then carries."""
     run = _run_of(config, runner, job_id, token)
     levels = _levels(levels)
     try:
@@ -372,16 +372,25 @@ def plan_chunks(config: Config, runner: Runner, job_id: str, token: str, plan, l
 
 
 def _levels(levels) -> list:
-    """A chunked run's levels as a runner sent them: [[rung name, level 0-63], ...] (none: the fixed levels)."""
+    """A chunked run's levels as a runner sent them: [[rung name, level 0-63, peak], ...], the peak (the VBV
+    peak as a share of the target bitrate, 0.1-4) optional (none: the fixed levels)."""
     if levels is None:
         return []
+    form = "levels: a list of [rung name, level] or [rung name, level, peak]"
     try:
-        pairs = [[str(name), float(level)] for name, level in levels]
+        entries = [_level_entry(*entry) for entry in levels]
     except (TypeError, ValueError):
-        raise ValidationError("levels: a list of [rung name, level]") from None
-    if len(pairs) > 64 or not all(0 <= level <= 63 and 0 < len(name) <= 40 for name, level in pairs):
-        raise ValidationError("levels: a list of [rung name, level], each level 0-63")
-    return pairs
+        raise ValidationError(form) from None
+    if len(entries) > 64 or not all(0 <= level <= 63 and 0 < len(name) <= 40 and all(0.1 <= p <= 4 for p in peak)
+                                    for name, level, *peak in entries):
+        raise ValidationError(f"{form}, each level 0-63 and peak 0.1-4")
+    return entries
+
+
+def _level_entry(name, level, *peak) -> list:
+    if len(peak) > 1:
+        raise ValueError("too many figures")
+    return [str(name), float(level), *(float(p) for p in peak)]
 
 
 def claim_own_chunk(config: Config, runner: Runner, job_id: str, token: str, whole: dict | None = None) -> dict:

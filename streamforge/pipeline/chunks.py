@@ -246,8 +246,9 @@ def _shift_rung(outdir: Path, track: hls.TrackOutput, timeline: Timeline, chunk:
     emit("segment", f"{track.name}/{track.init}")
     for seg in segments:
         emit("segment", f"{track.name}/{seg['filename']}")
-    return {"name": track.name, "init": track.init, "init_sha256": hashlib.sha256(init).hexdigest(),
-            "codecs": track.codecs, "segments": segments}
+    digest = hashlib.sha256(hls.without_bitrates(init)).hexdigest()  # a hard rung's chunks may declare other peaks
+    return {"name": track.name, "init": track.init, "init_sha256": digest, "codecs": track.codecs,
+            "segments": segments}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,6 +79,16 @@ class Fragment:
     data_offset: int  # from the moof's first byte to the first sample's data
 
 
+def without_bitrates(init: bytes) -> bytes:
+    """An init segment with its btrt box's figures (buffer size, peak and mean bitrate) zeroed: the mp4
+    muxer copies them from the encoder's VBV settings, and a rung whose peak the probe raised (hard
+    content, pipeline/pertitle.py) goes on with another; players take the rates from the playlists."""
+    at = bytes(init).find(b"btrt")
+    if at < 4 or at + 16 > len(init):
+        return bytes(init)
+    return bytes(init[:at + 4]) + bytes(12) + bytes(init[at + 16:])
+
+
 def parse_init(init: bytes) -> TrackInfo:
     """Read timescale, handler, RFC 6381 codec string and trex defaults from an init segment."""
     mdhd = find_box(init, ["moov", "trak", "mdia", "mdhd"])
@@ -340,7 +350,8 @@ class FragmentSink:
     def resume(self) -> None:
         """A second muxer takes over after the first was closed (a rung going on at another level,
         pipeline/levelswitch.py): its init segment must be the first one's, byte for byte (it is not
-        written again), and its fragments are moved onto the first one's clock and numbering."""
+        written again; only the bitrates it declares may differ, without_bitrates), and its fragments are
+        moved onto the first one's clock and numbering."""
         self.check()
         self._resumed = (self._ticks, self._fragments, bytearray())
 
@@ -381,7 +392,7 @@ class FragmentSink:
             ticks, fragments, init = self._resumed
             if kind in ("ftyp", "moov"):
                 init += box
-                if kind == "moov" and init != self._init:
+                if kind == "moov" and without_bitrates(init) != without_bitrates(self._init):
                     raise ValueError(f"{self.track.name}: the second encoder's init segment differs from the first's")
                 return
             if kind == "moof":

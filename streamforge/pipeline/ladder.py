@@ -34,7 +34,11 @@ FALLBACK_PRESET = "veryfast"
 # quality bench's tuning half, for 18-28 % more CPU per frame; subme 1 on the large rungs pays that back
 # there (8 % less CPU than plain veryfast, VMAF as high) but cost 1-3 VMAF on 480p and 360p rungs, which
 # keep subme 2 (bench/README.md, "Fourth session: crf's own x264 settings"). abr keeps the preset alone.
-CRF_X264_PARAMS = {"veryfast": ("rc-lookahead=20:trellis=1", "rc-lookahead=20:trellis=1:subme=1")}
+# x264's adaptive quantisation at 0.7 of its strength (aq-strength) gave 0.2 to 0.6 VMAF more at equal bytes
+# on the tuning half's clips at 720p and 360p, 0.5 more yet, 1.3 less (its default, 1.0, moves bits to flat
+# areas, which VMAF weighs less); 0.7 leaves flat gradients some of them (bench/README.md, "Seventh session").
+CRF_X264_PARAMS = {"veryfast": ("rc-lookahead=20:trellis=1:aq-strength=0.7",
+                                "rc-lookahead=20:trellis=1:subme=1:aq-strength=0.7")}
 LARGE_BOX = 720
 # Capped CRF's VBV peak as a share of the target bitrate, per codec (1.0 when not listed). H.264 rungs whose
 # pictures take more than their level's bits (heavy grain; a 1080p animation whose probe saw easier
@@ -107,9 +111,10 @@ class PipelineOptions:
         return cls(**values)
 
 
-def as_levels(pairs) -> tuple:
-    """PipelineOptions.levels from [[rung name, level], ...] as JSON carries them."""
-    return tuple((str(name), float(level)) for name, level in pairs)
+def as_levels(entries) -> tuple:
+    """PipelineOptions.levels from [[rung name, level, peak], ...] as JSON carries them (the peak, the VBV
+    peak as a share of the target, may be left out: the codec's CRF_CAP)."""
+    return tuple((str(name), float(level), *(float(peak) for peak in rest[:1])) for name, level, *rest in entries)
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
     if opts.rate_control not in RATE_CONTROLS:
         raise ValueError(f"unknown rate_control {opts.rate_control!r}; choose from {', '.join(RATE_CONTROLS)}")
     rungs = []
-    chosen = dict(as_levels(opts.levels))
+    chosen = {name: rest for name, *rest in as_levels(opts.levels)}  # name: [level] or [level, peak]
     for codec in opts.codecs:
         if codec not in CODECS:
             raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(CODECS)}")
@@ -182,10 +187,10 @@ def plan_ladder(probe, opts: PipelineOptions) -> list[RenditionSpec]:
             else:
                 # capped at the target (H.264: CRF_CAP of it), as PeerTube caps at the target: pictures no
                 # CRF is met on (heavy grain) then take no more; a 1.5x cap would let them average up to 1.5x
+                level, *peak = chosen.get(name, [rung_quality(codec, box_height(w, h), opts)])
                 rungs.append(RenditionSpec(name=name, codec=codec, width=w, height=h, bitrate=bitrate,
-                                           maxrate=int(bitrate * CRF_CAP.get(codec, 1.0)),
-                                           bufsize=int(bitrate * 2), frame_rate=rate,
-                                           crf=chosen.get(name, rung_quality(codec, box_height(w, h), opts))))
+                                           maxrate=int(bitrate * (peak or [CRF_CAP.get(codec, 1.0)])[0]),
+                                           bufsize=int(bitrate * 2), frame_rate=rate, crf=level))
     return rungs
 
 

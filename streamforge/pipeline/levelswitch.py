@@ -33,7 +33,9 @@ class LevelsLater:
     """The per-title levels of a live run, chosen by a probe thread while the rungs encode."""
 
     def __init__(self, src: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions):
+        self.chosen: tuple = ()  # pertitle.levels_of the chosen rungs
         self.levels: dict[str, float] = {}
+        self.peaks: dict[str, int] = {}  # the chosen rungs' VBV peaks, bit/s
         self.note: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._choose, args=(src, info, rungs, opts),
@@ -47,7 +49,9 @@ class LevelsLater:
         lower_priority(PROBE_NICE)  # x264's threads and the VMAF processes it starts inherit it
         try:
             chosen, note = pertitle.choose_levels(src, info, rungs, opts)
-            self.levels = dict(pertitle.levels_of(chosen))
+            self.chosen = pertitle.levels_of(chosen)
+            self.levels = {name: level for name, level, _ in self.chosen}
+            self.peaks = {r.name: r.maxrate for r in chosen}
             self.note = note
         except Exception as e:  # noqa: BLE001 - the run goes on at the fixed levels, and says why
             self.note = f"per-title levels: not measured ({type(e).__name__}: {e}); the fixed levels"

@@ -1,24 +1,26 @@
 """Per-title levels: probe-encode a few short samples of a video and choose each rung's constant quality.
 
 The probe takes up to `SAMPLES` stretches of `SAMPLE_FRAMES` frames spread over the video (samples_for: one
-under ONE_SAMPLE_SECONDS, two under five minutes) and encodes them at two sizes, the 720p box (for the top
-rungs) and the 360p box (the small ones), at `LEVELS` with crf's preset (the third level only where the
-choice may lie past the second). Each encode's bitrate is counted as the ladder would spend it (a keyframe a
-segment, not a stretch) and its pictures are scaled up to the 720p-box samples and scored with VMAF, as a
-player scales a small rung up, every SCORE_STEPth picture, a size's encodes in one run of imageio-ffmpeg's
-FFmpeg (PyAV's FFmpeg has no libvmaf; a fit of its XPSNR to VMAF predicted unseen clips with R^2 0.32 only,
-bench/README.md). The probe encodes with crf's x264 settings for the size (ladder.crf_x264_params), which
-give more VMAF per bit than abr's, so one more encode per size at abr's settings (the baseline) measures the
-gap between them. That gives each size a curve of VMAF against bitrate; where the size's target bitrate
-falls on it, less the gap, is what `rate_control = "abr"` would buy. The level chosen is the highest (linear
-between the probe's levels, on half steps) whose VMAF reaches the aim: `[pipeline] target_quality`, or what
-the target bitrate buys minus `MARGIN` when that is lower (past the richest probe the curve is taken on at
-half its slope, and levels under it down to LEVEL_RANGE's; never past the leanest level probed). The top
-rung (of the 720p box or more) takes the top size's level, 360p the small size's (one lower below it), the
-rungs between (480p; 720p under a 1080p rung) the lower of the two. Every rung stays capped at its planned
-peak (ladder.CRF_CAP). Hard content (heavy grain: no level in range reaches the aim, or the level that does
-would take more than the target bitrate anyway) gets the level where its curve spends the target bitrate (on
-past the leanest probe for grain, up to LEVEL_RANGE's top), so it spends about what abr spends.
+under ONE_SAMPLE_SECONDS, two under five minutes) and encodes them at three sizes, the 720p, 480p and 360p
+boxes (PROBE_BOXES), at `LEVELS` with crf's preset (the third level only where the choice may lie past the
+second). Each encode's bitrate is counted as the ladder would spend it (a keyframe a segment, not a stretch)
+and its pictures are scaled up to the 720p-box samples and scored with VMAF, as a player scales a small rung
+up, every SCORE_STEPth picture, a size's encodes in one run of imageio-ffmpeg's FFmpeg (PyAV's FFmpeg has no
+libvmaf; a fit of its XPSNR to VMAF predicted unseen clips with R^2 0.32 only, bench/README.md). The probe
+encodes with crf's x264 settings for the size (ladder.crf_x264_params), which give more VMAF per bit than
+abr's, so one more encode per size at abr's settings (the baseline) measures the gap between them. That
+gives each size a curve of VMAF against bitrate; where the size's target bitrate falls on it, less the gap,
+is what `rate_control = "abr"` would buy. The level chosen is the highest (linear between the probe's
+levels, on half steps) whose VMAF reaches the aim: `[pipeline] target_quality`, or what the target bitrate
+buys minus `MARGIN` when that is lower (past the richest probe the curve is taken on at EXTRAPOLATE of its
+slope, and levels under it down to LEVEL_RANGE's; never past the leanest level probed). The top rung (of
+the 720p box or more) takes the 720p size's level, the others their own box's (rung_choice: between two
+sizes, and 720p under a 1080p rung, the lower of the two; below 360p one lower). Every rung stays capped at
+its planned peak (ladder.CRF_CAP). Hard content (heavy grain: no level in range reaches the aim, or the
+level that does would take more than the target bitrate anyway) gets the level where its curve spends the
+target bitrate (on past the leanest probe for grain, up to LEVEL_RANGE's top), so it spends about what abr
+spends; where even the leanest level probed takes more than the target, its rungs ride their peak all
+through, and the peak is raised to what a steep curve needs (hard_peak).
 """
 from __future__ import annotations
 
@@ -59,14 +61,20 @@ ONE_SAMPLE_SECONDS = 10.0  # shorter videos take one stretch. One stretch of a 1
 # it costs about 1.3 s more wall time on a 30 s 1080p video (bench/README.md, "Fifth session")
 SAMPLE_FRAMES = 20  # frames per stretch (shorter ones miss what pictures cost far from a keyframe: at 10
 # frames Big Buck Bunny's 720p probe at level 18 counted 1134 kbit/s against 1924 at 20)
-TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's two picture sizes
+TOP_BOX, SMALL_BOX = (1280, 720), (640, 360)  # the probe's largest and smallest picture sizes
+# every size the probe encodes at, largest first. With the 720p and 360p boxes only, 480p rungs took the
+# lower of their levels, and text lost most there: the screen recording's 480p rung 1.45 below abr's VMAF,
+# the terminal's 1.48 (every picture scored); with a 480p probe 0.9 below (bench/README.md, "Seventh
+# session"), for about a quarter more probe CPU (5.8 s where it took 4.6 on the 30 s 1080p bench input)
+PROBE_BOXES = (TOP_BOX, (854, 480), SMALL_BOX)
 PROBE_RATE = Fraction(25)
 SEEK_SLACK = 1.0  # seconds before its point a stretch may start, on a keyframe
 LEVELS = (18.0, 22.0, 26.0)  # x264 CRF the probe encodes at; the choice interpolates between them
 BASELINE_LEVEL = 20.0  # the probe's encode at abr's x264 settings (the preset alone), at this CRF
 LEVEL_RANGE = (16.0, 28.0)  # the levels a rung may get
-MARGIN = 1.0  # VMAF the aim keeps below what abr buys (abr_buys). At 0.5, before crf had x264 settings of
-# its own, the tuning half's worst rung was 1.33 below abr's; with them 0.21 below at 0.5, 0.85 at 1.0
+MARGIN = 1.25  # VMAF the aim keeps below what abr buys (abr_buys). On the tuning half, every picture scored
+# (bench/README.md, "Seventh session"): at 1.0 the worst rung was 0.86 below abr's VMAF at 0.71x its bytes,
+# at 1.25 1.26 below at 0.69x, at 1.5 1.53 below, at 2.0 2.16 below
 SCORE_STEP = 8  # VMAF scores every 8th picture of a probe of two or more stretches
 ONE_STRETCH_STEP = 4  # and every 4th of a one-stretch probe (libvmaf's motion feature sees the scored
 # pictures' neighbours): on the 30 s 1080p bench input's two stretches every 8th moved the scores by 0.2
@@ -75,7 +83,10 @@ ONE_STRETCH_STEP = 4  # and every 4th of a one-stretch probe (libvmaf's motion f
 # with one x264 thread an encode, tracked every picture closer but chose worse levels: the tuning half's
 # worst rung 1.68 below abr's where it is 1.45, at 0.74x its bytes where they are 0.72x (every picture
 # scored; bench/README.md, "Sixth session")
-EXTRAPOLATE = 0.5  # past the richest probe, VMAF goes on up at this share of the last slope (it saturates)
+PEAK_LOSS = 0.5  # VMAF hard content's rungs may lose to their VBV peak (hard_peak)
+EXTRAPOLATE = 1.0  # past the richest probe, VMAF goes on up at this share of the last slope. At 0.5 (it
+# saturates, somewhere) rolling credits' 360p rung took 0.29x abr's bytes and lost 2.3 VMAF: abr, with 2.3x
+# the richest probe's bitrate, kept refining the text; at 1.0 0.38x and 1.5 (bench/README.md, "Seventh session")
 VMAF_TIMEOUT = 300  # seconds the scoring run may take
 
 
@@ -98,6 +109,7 @@ class SizeChoice:
     level: float
     aim: float
     met: bool  # False: no level in range met the aim (hard content: its rungs ride their caps)
+    peak: float = 0.0  # hard content's VBV peak as a share of the target bitrate (hard_peak); 0: the plan's
 
 
 def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
@@ -116,9 +128,15 @@ def choose_levels(src: Path, info: ProbeResult, rungs: list[RenditionSpec],
     choices = [pick_level([p for p in points if p.size == size], size, opts.target_quality)
                for size in dict.fromkeys(p.size for p in points)]
     top_box = max(box_height(r.width, r.height) for r in targets)
-    levels = {r.name: rung_level(choices, r, top_box) for r in targets}
-    chosen = [dataclasses.replace(r, crf=levels[r.name]) if r.name in levels else r for r in rungs]
+    taken = {r.name: rung_choice(choices, r, top_box) for r in targets}
+    chosen = [_with_choice(r, taken[r.name]) if r.name in taken else r for r in rungs]
+    levels = {name: c.level for name, c in taken.items()}
     return chosen, note(levels, choices, points, len(frames), time.monotonic() - started)
+
+
+def _with_choice(rung: RenditionSpec, choice: SizeChoice) -> RenditionSpec:
+    """The rung at the choice's level, its VBV peak raised to the choice's (hard content), never lowered."""
+    return dataclasses.replace(rung, crf=choice.level, maxrate=max(rung.maxrate, int(rung.bitrate * choice.peak)))
 
 
 def samples_for(duration: float, live: bool) -> int:
@@ -128,8 +146,10 @@ def samples_for(duration: float, live: bool) -> int:
 
 
 def levels_of(rungs: list[RenditionSpec]) -> tuple:
-    """The chosen levels of a ladder, ((rung name, level), ...), for PipelineOptions.levels."""
-    return tuple((r.name, r.crf) for r in rungs if r.codec == "h264" and r.crf is not None)
+    """The chosen levels of a ladder, ((rung name, level, VBV peak as a share of the target), ...), for
+    PipelineOptions.levels."""
+    return tuple((r.name, r.crf, round(r.maxrate / r.bitrate, 4)) for r in rungs
+                 if r.codec == "h264" and r.crf is not None)
 
 
 def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], frames: int, seconds: float) -> str:
@@ -157,7 +177,7 @@ def pick_level(points: list[ProbePoint], size: tuple[int, int], target: float) -
     kbps, aim = aim_at(points, size, target)
     curve = crf_curve(points)
     if kbps < min(p.kbps for p in curve):
-        return SizeChoice(size, capped_level(curve, kbps), aim, False)
+        return SizeChoice(size, capped_level(curve, kbps), aim, False, peak=hard_peak(curve))
     best = level_for(curve, aim)
     level = min(LEVEL_RANGE[1], max(LEVEL_RANGE[0], math.floor(best * 2) / 2))
     if best < LEVEL_RANGE[0] or kbps_at(curve, level) >= kbps:
@@ -207,6 +227,17 @@ def level_for(curve: list[ProbePoint], aim: float) -> float:
     return curve[-1].level
 
 
+def hard_peak(curve: list[ProbePoint]) -> float:
+    """Hard content's VBV peak, as a share of the target bitrate: where the curve of its two leanest probes
+    (VMAF against log bitrate) loses PEAK_LOSS against the target, at most 1. Its rungs ride their peak all
+    through; at ladder.CRF_CAP's 0.85x, a Mandelbrot zoom's (a steep curve) lost 2.8 VMAF against abr where
+    heavy grain's (a flat one) kept 0.7 more."""
+    rich, lean = curve[-2:] if len(curve) > 1 else (curve[0], curve[0])
+    span = math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
+    slope = (rich.vmaf - lean.vmaf) / span if span > 0.05 else 0.0
+    return min(1.0, math.exp(-PEAK_LOSS / slope)) if slope > 0 else 1.0
+
+
 def capped_level(curve: list[ProbePoint], kbps: float) -> float:
     """Hard content's level: where the curve takes the target bitrate (on half steps, up, within
     LEVEL_RANGE; past the leanest probe kbps_at carries the curve on), so the rung spends about what abr
@@ -234,21 +265,31 @@ def kbps_at(curve: list[ProbePoint], level: float) -> float:
 
 
 def rung_level(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = TOP_BOX[1]) -> float:
-    """A rung's level: the top probe's for the ladder's top rung of the 720p box or more, the small one's
-    for 360p (one lower below it), the lower of the two between (a 720p rung under a 1080p one included:
-    it is watched scaled up, as the 360p probe is scored)."""
-    top, small = choices[0], choices[-1]
+    """A rung's level (rung_choice)."""
+    return rung_choice(choices, rung, top_box).level
+
+
+def rung_choice(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = TOP_BOX[1]) -> SizeChoice:
+    """The choice a rung takes its level from: the top probe's for the ladder's top rung of the 720p box or
+    more; for the others the probe of their own box (the lower of it and the next larger probe's between
+    two probe sizes, a 720p rung under a 1080p one included: it is watched scaled up, as the smaller
+    probes are scored); one lower than the smallest probe's below it."""
+    boxes = [box_height(*c.size) for c in choices]  # largest first
     box = box_height(rung.width, rung.height)
     if box >= TOP_BOX[1] and box >= top_box:
-        return top.level
-    if box >= 480:
-        return min(top.level, small.level)
-    return max(LEVEL_RANGE[0], small.level - (1.0 if box < SMALL_BOX[1] else 0.0))
+        return choices[0]
+    if box < boxes[-1]:
+        return dataclasses.replace(choices[-1], level=max(LEVEL_RANGE[0], choices[-1].level - 1.0))
+    at = next(i for i, probed in enumerate(boxes) if probed <= box)
+    if boxes[at] == box and (at > 0 or box >= top_box):
+        return choices[at]
+    near = choices[at: at + 2] if at == 0 else choices[at - 1: at + 1]
+    return min(near, key=lambda c: c.level)
 
 
 def probe_sizes(info: ProbeResult) -> list[tuple[int, int]]:
     """The probe's picture sizes for this source: the 720p and the 360p box (one when they coincide)."""
-    return list(dict.fromkeys(fit_box(info.width, info.height, *box) for box in (TOP_BOX, SMALL_BOX)))
+    return list(dict.fromkeys(fit_box(info.width, info.height, *box) for box in PROBE_BOXES))
 
 
 def measure(frames: list, sizes: list[tuple[int, int]], opts: PipelineOptions, target: float = 100.0

@@ -275,7 +275,8 @@ class _RungEncoder(Worker):
             return  # the video ended within its first segment, or the run failed
         level = self.levels.wait(self.abort).get(self.spec.name, self.spec.crf)
         self.sink.resume()
-        self._encode(replace(self.spec, crf=level), itertools.chain(held, pictures))
+        peak = self.levels.peaks.get(self.spec.name, self.spec.maxrate)
+        self._encode(replace(self.spec, crf=level, maxrate=peak), itertools.chain(held, pictures))
 
     def _encode(self, spec: RenditionSpec, pictures) -> None:
         """Encode `pictures` as `spec` says through one mp4 muxer into the rung's sink."""

@@ -172,7 +172,8 @@ def job_abort(job_id: str):
 @runner_required
 def plan_chunks(job_id: str):
     """The runner holding a run cut it into chunks: {"token", "plan": [{index, start, end, first_segment}],
-    "levels": [[rung name, level], ...] (optional: the title's levels, every chunk's)}."""
+    "levels": [[rung name, level, peak], ...] (optional: the title's levels and VBV peaks as a share of the
+    target bitrate, every chunk's; the peak may be left out)}."""
     body = _body()
     try:
         return remote.plan_chunks(cfg(), g.runner, job_id, body.get("token"), body.get("plan"),
