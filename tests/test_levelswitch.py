@@ -88,6 +88,29 @@ def test_the_master_goes_out_before_the_probe_is_done_and_every_rung_goes_on_at_
         assert len({b - a for a, b in zip(pts, pts[1:])}) == 1 and pts[1] > pts[0]
 
 
+def _x264_option(segment: bytes, name: str) -> float:
+    found = re.search(rb"x264 - core .*? " + name.encode() + rb"=(\d+(?:\.\d+)?)", segment, re.S)
+    assert found, f"no {name} in this segment's x264 options SEI"
+    return float(found.group(1))
+
+
+def test_hard_content_goes_on_at_a_raised_peak_behind_the_same_init_segment(tmp_path):
+    src = tmp_path / "noise.mp4"  # heavy noise: every level probed takes more than the target bitrate
+    ffmpeg("-f", "lavfi", "-i", f"color=c=gray:size=320x240:rate={RATE}:duration=12", "-vf", "noise=c0s=60:c0f=t+u",
+           "-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-g", "50", "-pix_fmt", "yuv420p", src)
+    out = tmp_path / "out"
+    opts = dataclasses.replace(OPTS, heights=(240,))
+    result = run_pipeline(src, out, opts)
+    note = next(n for n in result.notes if n.startswith("per-title levels: "))
+    assert "hard content" in note and note.endswith("while the probe ran"), note
+    planned = plan_ladder(probe(src, opts), opts)[0]
+    first, second = (s.read_bytes() for s in _segments(out / "240p")[:2])
+    assert _x264_option(first, "vbv_maxrate") == planned.maxrate // 1000
+    assert planned.maxrate // 1000 < _x264_option(second, "vbv_maxrate") <= planned.bitrate // 1000
+    pts = _joined_pts(out / "240p", tmp_path)  # the one init segment serves both encoders
+    assert len(pts) == 12 * RATE and len({b - a for a, b in zip(pts, pts[1:])}) == 1
+
+
 def test_a_short_live_run_probes_before_it_encodes(tmp_path):
     src = _clip(tmp_path, 4)
     info = probe(src, OPTS)

@@ -234,3 +234,19 @@ def test_the_probe_scores_every_step_th_picture_as_if_it_had_scored_them_all(tmp
         scored = list(range(0, 40, step))
         assert subsampled == pytest.approx(sum(per_picture[n] for n in scored) / len(scored), abs=1e-3), step
         assert subsampled != pytest.approx(sum(per_picture) / 40, abs=1e-3)  # a subsample it is
+
+
+def test_hard_contents_peak_rises_with_the_steepness_of_its_curve_and_is_never_lowered():
+    # both take more than the target at every level probed: hard content, riding its peak all through
+    flat = pick_level(_curve((18, 12.0, 97.5), (22, 6.4, 94.3), (26, 1.5, 87.5)), SIZE, 100.0)  # heavy grain
+    steep = pick_level(_curve((18, 5.1, 99.0), (22, 3.6, 96.7), (26, 2.3, 92.2)), SIZE, 100.0)  # a fractal zoom
+    assert not flat.met and not steep.met
+    slope = (96.7 - 92.2) / math.log(3.6 / 2.3)  # VMAF per e-fold of bitrate, between the two leanest probes
+    assert steep.peak == pytest.approx(math.exp(-pertitle.PEAK_LOSS / slope))
+    assert 0.85 < flat.peak < steep.peak < 1.0
+    rung = plan_ladder(probe_result(1280, 720), PipelineOptions(heights=(720,)))[0]
+    assert pertitle._with_choice(rung, steep).maxrate == int(rung.bitrate * steep.peak) > rung.maxrate
+    easy = pertitle.SizeChoice(SIZE, 22.0, 90.0, True, peak=0.5)  # a peak under the plan's is not taken
+    assert pertitle._with_choice(rung, easy).maxrate == rung.maxrate
+    assert pertitle._with_choice(rung, pick_level(_curve((18, 0.8, 95.0), (22, 0.5, 92.0)), SIZE, 100.0)
+                                 ).maxrate == rung.maxrate  # content a level meets: the plan's peak
