@@ -10,7 +10,7 @@ import media_factory as mf
 import pytest
 
 from streamforge.pipeline import PipelineOptions, pertitle, plan_ladder, probe, run_pipeline
-from streamforge.pipeline.ladder import target_bitrate
+from streamforge.pipeline.ladder import CRF_CAP, target_bitrate
 from streamforge.pipeline.pertitle import (
     LEVEL_RANGE,
     MARGIN,
@@ -246,6 +246,7 @@ def test_hard_contents_peak_rises_with_the_steepness_of_its_curve_and_is_never_l
     assert 0.85 < flat.peak < steep.peak < 1.0
     rung = plan_ladder(probe_result(1280, 720), PipelineOptions(heights=(720,)))[0]
     assert pertitle._with_choice(rung, steep).maxrate == int(rung.bitrate * steep.peak) > rung.maxrate
+    assert pertitle.hard_peak(_curve((18, 3.0, 80.0), (22, 2.0, 79.8))) == CRF_CAP["h264"]  # nearly flat
     easy = pertitle.SizeChoice(SIZE, 22.0, 90.0, True, peak=0.5)  # a peak under the plan's is not taken
     assert pertitle._with_choice(rung, easy).maxrate == rung.maxrate
     assert pertitle._with_choice(rung, pick_level(_curve((18, 0.8, 95.0), (22, 0.5, 92.0)), SIZE, 100.0)

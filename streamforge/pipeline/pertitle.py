@@ -41,6 +41,7 @@ from av.video.reformatter import Interpolation, VideoReformatter
 
 from streamforge.errors import MediaError
 from streamforge.pipeline.ladder import (
+    CRF_CAP,
     PipelineOptions,
     RenditionSpec,
     box_height,
@@ -159,7 +160,8 @@ def note(levels: dict, choices: list[SizeChoice], points: list[ProbePoint], fram
     for choice in choices:
         size = f"{choice.size[0]}x{choice.size[1]}"
         verdict = (f"level {choice.level:g} meets the aim VMAF {choice.aim:.1f}" if choice.met else
-                   f"no level meets the aim VMAF {choice.aim:.1f} (hard content: capped)")
+                   f"no level meets the aim VMAF {choice.aim:.1f} (hard content: capped"
+                   + (f" at {choice.peak:.2f}x the target bitrate)" if choice.peak else ")"))
         measured = ", ".join(f"{'as abr at ' if p.baseline else ''}crf {p.level:g} {p.kbps:.0f} kbit/s "
                              f"VMAF {p.vmaf:.1f}" for p in points if p.size == choice.size)
         text.append(f"{size}: {verdict}; measured {measured}")
@@ -229,13 +231,13 @@ def level_for(curve: list[ProbePoint], aim: float) -> float:
 
 def hard_peak(curve: list[ProbePoint]) -> float:
     """Hard content's VBV peak, as a share of the target bitrate: where the curve of its two leanest probes
-    (VMAF against log bitrate) loses PEAK_LOSS against the target, at most 1. Its rungs ride their peak all
-    through; at ladder.CRF_CAP's 0.85x, a Mandelbrot zoom's (a steep curve) lost 2.8 VMAF against abr where
-    heavy grain's (a flat one) kept 0.7 more."""
+    (VMAF against log bitrate) loses PEAK_LOSS against the target, from H.264's CRF_CAP up to 1. Its rungs
+    ride their peak all through; at CRF_CAP's 0.85x, a Mandelbrot zoom's (a steep curve) lost 2.8 VMAF
+    against abr where heavy grain's (a flat one) kept 0.7 more."""
     rich, lean = curve[-2:] if len(curve) > 1 else (curve[0], curve[0])
     span = math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
     slope = (rich.vmaf - lean.vmaf) / span if span > 0.05 else 0.0
-    return min(1.0, math.exp(-PEAK_LOSS / slope)) if slope > 0 else 1.0
+    return max(CRF_CAP["h264"], min(1.0, math.exp(-PEAK_LOSS / slope))) if slope > 0 else 1.0
 
 
 def capped_level(curve: list[ProbePoint], kbps: float) -> float:
@@ -288,7 +290,8 @@ def rung_choice(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = T
 
 
 def probe_sizes(info: ProbeResult) -> list[tuple[int, int]]:
-    """The probe's picture sizes for this source: the 720p and the 360p box (one when they coincide)."""
+    """The probe's picture sizes for this source: the source fitted to each of PROBE_BOXES, largest first
+    (one where they coincide: a source no larger than the 360p box)."""
     return list(dict.fromkeys(fit_box(info.width, info.height, *box) for box in PROBE_BOXES))
 
 
