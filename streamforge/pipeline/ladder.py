@@ -34,7 +34,7 @@ FALLBACK_PRESET = "veryfast"
 # quality bench's tuning half, for 18-28 % more CPU per frame; subme 1 on the large rungs pays that back
 # there (8 % less CPU than plain veryfast, VMAF as high) but cost 1-3 VMAF on 480p and 360p rungs, which
 # keep subme 2 (bench/README.md, "Fourth session: crf's own x264 settings"). abr keeps the preset alone.
-# x264's adaptive quantisation at 0.7 of its strength (aq-strength) gave 0.2 to 0.6 VMAF more at equal bytes
+# x264's adaptive quantisation at 0.7 of its strength (aq-strength) gave 0.2 to 0.7 VMAF more at equal bytes
 # on the tuning half's clips at 720p and 360p, 0.5 more yet, 1.3 less (its default, 1.0, moves bits to flat
 # areas, which VMAF weighs less); 0.7 leaves flat gradients some of them (bench/README.md, "Seventh session").
 CRF_X264_PARAMS = {"veryfast": ("rc-lookahead=20:trellis=1:aq-strength=0.7",
