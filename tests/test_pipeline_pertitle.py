@@ -1,6 +1,8 @@
 """Per-title levels: the probe's choice of each rung's constant-quality level (pipeline/pertitle.py)."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import random
 from fractions import Fraction
@@ -10,7 +12,7 @@ import media_factory as mf
 import pytest
 
 from streamforge.pipeline import PipelineOptions, pertitle, plan_ladder, probe, run_pipeline
-from streamforge.pipeline.ladder import CRF_CAP, target_bitrate
+from streamforge.pipeline.ladder import CRF_CAP, as_levels, target_bitrate
 from streamforge.pipeline.pertitle import (
     LEVEL_RANGE,
     MARGIN,
@@ -251,3 +253,17 @@ def test_hard_contents_peak_rises_with_the_steepness_of_its_curve_and_is_never_l
     assert pertitle._with_choice(rung, easy).maxrate == rung.maxrate
     assert pertitle._with_choice(rung, pick_level(_curve((18, 0.8, 95.0), (22, 0.5, 92.0)), SIZE, 100.0)
                                  ).maxrate == rung.maxrate  # content a level meets: the plan's peak
+
+
+def test_chosen_levels_carry_their_peaks_to_a_planned_ladder():
+    info, opts = probe_result(1280, 720), PipelineOptions(heights=(720, 360))
+    planned = plan_ladder(info, opts)
+    hard = [dataclasses.replace(planned[0], crf=24.0, maxrate=int(planned[0].bitrate * 0.95)),
+            dataclasses.replace(planned[1], crf=21.0)]
+    levels = pertitle.levels_of(hard)
+    assert levels == (("720p", 24.0, 0.95), ("360p", 21.0, CRF_CAP["h264"]))
+    # as a chunk's job carries them (JSON), and as an older one did: without the peak
+    for carried, peak in ((json.loads(json.dumps(levels)), 0.95), ([["720p", 24.0], ["360p", 21.0]], CRF_CAP["h264"])):
+        again = plan_ladder(info, dataclasses.replace(opts, levels=as_levels(carried)))
+        assert (again[0].crf, again[0].maxrate) == (24.0, int(again[0].bitrate * peak))
+        assert (again[1].crf, again[1].maxrate) == (21.0, planned[1].maxrate)
