@@ -33,9 +33,7 @@ class LevelsLater:
     """The per-title levels of a live run, chosen by a probe thread while the rungs encode."""
 
     def __init__(self, src: Path, info: ProbeResult, rungs: list[RenditionSpec], opts: PipelineOptions):
-        self.chosen: tuple = ()  # pertitle.levels_of the chosen rungs
-        self.levels: dict[str, float] = {}
-        self.peaks: dict[str, int] = {}  # the chosen rungs' VBV peaks, bit/s
+        self.rungs: dict[str, RenditionSpec] = {}  # the rungs at their chosen levels and peaks, by name
         self.note: str | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._choose, args=(src, info, rungs, opts),
@@ -49,21 +47,25 @@ class LevelsLater:
         lower_priority(PROBE_NICE)  # x264's threads and the VMAF processes it starts inherit it
         try:
             chosen, note = pertitle.choose_levels(src, info, rungs, opts)
-            self.chosen = pertitle.levels_of(chosen)
-            self.levels = {name: level for name, level, _ in self.chosen}
-            self.peaks = {r.name: r.maxrate for r in chosen}
+            self.rungs = {r.name: r for r in chosen}
             self.note = note
         except Exception as e:  # noqa: BLE001 - the run goes on at the fixed levels, and says why
             self.note = f"per-title levels: not measured ({type(e).__name__}: {e}); the fixed levels"
         finally:
             self._done.set()
 
-    def wait(self, abort: threading.Event) -> dict[str, float]:
-        """The chosen levels by rung name (empty: keep the fixed ones); raise Aborted if the run fails."""
+    @property
+    def chosen(self) -> tuple:
+        """pertitle.levels_of the chosen rungs (empty: the fixed levels)."""
+        return pertitle.levels_of(list(self.rungs.values()))
+
+    def wait(self, abort: threading.Event) -> dict[str, RenditionSpec]:
+        """The rungs at their chosen levels and peaks by name (empty: keep the fixed ones); raise Aborted if
+        the run fails."""
         while not self._done.wait(0.1):
             if abort.is_set():
                 raise Aborted()
-        return self.levels
+        return self.rungs
 
     def join(self, first: str = "the first segment") -> str | None:
         """Wait for the probe (it is bounded by its own timeouts); its processing-log line, saying that

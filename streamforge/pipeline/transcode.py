@@ -273,10 +273,9 @@ class _RungEncoder(Worker):
         self._encode(self.spec, first_segment())
         if not held or self.abort.is_set():
             return  # the video ended within its first segment, or the run failed
-        level = self.levels.wait(self.abort).get(self.spec.name, self.spec.crf)
+        chosen = self.levels.wait(self.abort).get(self.spec.name, self.spec)
         self.sink.resume()
-        peak = self.levels.peaks.get(self.spec.name, self.spec.maxrate)
-        self._encode(replace(self.spec, crf=level, maxrate=peak), itertools.chain(held, pictures))
+        self._encode(replace(self.spec, crf=chosen.crf, maxrate=chosen.maxrate), itertools.chain(held, pictures))
 
     def _encode(self, spec: RenditionSpec, pictures) -> None:
         """Encode `pictures` as `spec` says through one mp4 muxer into the rung's sink."""
