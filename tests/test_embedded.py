@@ -262,6 +262,9 @@ def test_a_weed_that_loses_a_port_to_another_process_is_started_again_on_another
     monkeypatch.setattr(embedded, "_pair_free", racy_check)
     store = EmbeddedStore(cfg)
     with socket.socket() as squatter:
+        # the port may still hold an earlier test's closed connections (TIME_WAIT): bind over them, as weed
+        # (Go sets SO_REUSEADDR) would; a listening squatter still keeps weed off it
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen(1)
         try:
