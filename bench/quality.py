@@ -35,7 +35,11 @@ at 25 fps, no audio, as x264 CRF 10 masters (the VMAF references), in two halves
   * seventh-session clips (made in the seventh session before its rule changes were chosen, and run once
     after them): subtitles (the animation with large burnt-in lines), kenburns (a slow push in on camera
     footage), grain1080 (the animation at 1080p under film grain), testcard (a synthetic moving test
-    picture), blurpan (a fast pan with motion blur), upscaled (a low-resolution upload scaled up).
+    picture), blurpan (a fast pan with motion blur), upscaled (a low-resolution upload scaled up);
+  * eighth-session clips (made in the eighth session before its rule changes were chosen, and run once
+    after them): sketch (the animation's edges as a line drawing), vhs (a worn tape: soft, colour bleeding,
+    noise, a wobble), timelapse (the camera clip at four times its speed), webpage1080 (a web page scrolling
+    at 1080p), pip (a slide with the speaker in a corner), snow (sparkling points drifting over a dim still).
 
 Each clip goes through StreamForge's pipeline (the configured ladder, 4 s segments) as `abr` (the target
 bitrates, x264 veryfast) and `crf` (the defaults: per-title levels, x264 veryfast), with --peertube also
@@ -120,12 +124,16 @@ CLIPS = {
     # clips, every picture scored), and run once after them: every group above had been seen by then
     "subtitles": "seventh", "kenburns": "seventh", "grain1080": "seventh", "testcard": "seventh",
     "blurpan": "seventh", "upscaled": "seventh",
+    # made in the eighth session before its rule changes were chosen, and run once after them
+    "sketch": "eighth", "vhs": "eighth", "timelapse": "eighth", "webpage1080": "eighth", "pip": "eighth",
+    "snow": "eighth",
 }
 HALVES = (("tune", "tuning half"), ("held", "held-out half (seen in the first, second and fourth sessions)"),
           ("new", "new clips (seen in the second and fourth sessions)"),
           ("fresh", "fresh clips (seen in the fourth and fifth sessions)"),
           ("fifth", "fifth-session clips (made before its rules changed, run once after)"),
-          ("seventh", "seventh-session clips (made before its rules changed, run once after)"))
+          ("seventh", "seventh-session clips (made before its rules changed, run once after)"),
+          ("eighth", "eighth-session clips (made before its rules changed, run once after)"))
 
 
 def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
@@ -255,6 +263,28 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
                 "tmix=frames=3"]
     if kind == "upscaled":  # a low-resolution upload scaled up (soft, with the scaler's edges)
         return [*loop, "-i", str(BIKES), "-vf", "scale=426:180:flags=bicubic,scale=1280:544:flags=bilinear"]
+    if kind == "sketch":  # a line drawing: the animation's edges, dark on light
+        return [*loop, "-i", str(BBB), "-vf", "edgedetect=low=0.1:high=0.3,negate"]
+    if kind == "vhs":  # a worn tape: soft, colour bleeding sideways, noise, a wobble
+        return [*loop, "-i", str(BIKES), "-vf", "scale=1280:544:flags=bicubic,boxblur=luma_radius=1:chroma_radius=6,"
+                "chromashift=cbh=6:crh=-6,noise=c0s=8:c0f=t,crop=1260:534:x='10+4*sin(t*9)':y=5,scale=1280:544,setsar=1"]
+    if kind == "timelapse":  # the camera clip at four times its speed, pictures blended
+        return [*loop, "-i", str(BIKES), "-vf", "setpts=PTS/4,fps=25,tmix=frames=2,scale=1280:544:flags=bicubic"]
+    if kind == "webpage1080":  # a web page scrolling at 1080p: text in columns, coloured boxes
+        body = ",".join(f"drawtext={text}text='Item {i}  streamforge serves one file on a homelab box':fontsize=30:"
+                        f"fontcolor=0x202020:x=120:y=140+{i * 70}-mod(t*90\,700)" for i in range(20))
+        return ["-f", "lavfi", "-i", f"color=c=0xf4f4f0:s=1920x1080:r=25:d={t}", "-vf",
+                f"drawbox=x=0:y=0:w=1920:h=100:color=0x2050a0:t=fill,drawbox=x=1300:y=160:w=520:h=840:color=0xe0e8f0:t=fill,{body}"]
+    if kind == "pip":  # a talk: a slide with the speaker's picture in a corner and a moving pointer
+        return [*loop, "-i", str(BIKES), "-f", "lavfi", "-i", f"color=c=white:s=1280x720:r=25:d={t}", "-filter_complex",
+                f"[1:v]drawtext={text}text='Per-title encoding':fontsize=56:x=80:y=80,drawbox=x=80:y=200:w=700:h=380:"
+                "color=0x4080c0:t=fill,drawbox=x='300+200*sin(t)':y='380+80*cos(t*1.3)':w=14:h=14:color=red:t=fill[s];"
+                "[0:v]scale=384:164,setsar=1[c];[s][c]overlay=860:520"]
+    if kind == "snow":  # falling snow over a dim still: many small moving points
+        return [*loop, "-i", str(BIKES), "-f", "lavfi", "-i", f"nullsrc=s=1280x544:r=25:d={t}", "-filter_complex",
+                "[0:v]trim=end_frame=1,loop=-1:1,setpts=N/25/TB,scale=1280:544,eq=brightness=-0.15[bg];"
+                "[1:v]geq=lum='if(lt(random(1)\,0.002)\,255\,0)':cb=128:cr=128,"
+                "lagfun=decay=0.9,scroll=v=0.004,format=yuv420p[f];[bg][f]blend=all_mode=lighten"]
     if kind == "fractal":  # drawn animation: moving smooth gradients with a test pattern in a corner
         return ["-f", "lavfi", "-i", f"gradients=s=1280x720:r=25:speed=0.03:n=5:d={t}", "-f", "lavfi", "-i",
                 f"testsrc2=s=320x180:r=25:d={t}", "-filter_complex", "[0:v][1:v]overlay=900:480"]
@@ -528,7 +558,7 @@ def main() -> int:
     parser.add_argument("--workdir", default=os.environ.get("STREAMFORGE_BENCH_DIR", "/tmp/streamforge-bench") + "/quality")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     parser.add_argument("--heights", default="1080,720,480,360")
-    parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "fifth", "seventh", "all"), default="all",
+    parser.add_argument("--half", choices=("tune", "held", "new", "fresh", "fifth", "seventh", "eighth", "all"), default="all",
                         help="the tuning half of the corpus, the held-out half, the new, fresh or fifth-session clips, or all "
                              "(reported apart)")
     parser.add_argument("--clips", help="comma-separated clip names (default: the --half)")
