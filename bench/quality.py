@@ -272,7 +272,7 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
         return [*loop, "-i", str(BIKES), "-vf", "setpts=PTS/4,fps=25,tmix=frames=2,scale=1280:544:flags=bicubic"]
     if kind == "webpage1080":  # a web page scrolling at 1080p: text in columns, coloured boxes
         body = ",".join(f"drawtext={text}text='Item {i}  streamforge serves one file on a homelab box':fontsize=30:"
-                        f"fontcolor=0x202020:x=120:y=140+{i * 70}-mod(t*90\,700)" for i in range(20))
+                        f"fontcolor=0x202020:x=120:y=140+{i * 70}-mod(t*90\\,700)" for i in range(20))
         return ["-f", "lavfi", "-i", f"color=c=0xf4f4f0:s=1920x1080:r=25:d={t}", "-vf",
                 f"drawbox=x=0:y=0:w=1920:h=100:color=0x2050a0:t=fill,drawbox=x=1300:y=160:w=520:h=840:color=0xe0e8f0:t=fill,{body}"]
     if kind == "pip":  # a talk: a slide with the speaker's picture in a corner and a moving pointer
@@ -283,7 +283,7 @@ def _source(kind: str, workdir: Path, seconds: float) -> list[str]:
     if kind == "snow":  # falling snow over a dim still: many small moving points
         return [*loop, "-i", str(BIKES), "-f", "lavfi", "-i", f"nullsrc=s=1280x544:r=25:d={t}", "-filter_complex",
                 "[0:v]trim=end_frame=1,loop=-1:1,setpts=N/25/TB,scale=1280:544,eq=brightness=-0.15[bg];"
-                "[1:v]geq=lum='if(lt(random(1)\,0.002)\,255\,0)':cb=128:cr=128,"
+                "[1:v]geq=lum='if(lt(random(1)\\,0.002)\\,255\\,0)':cb=128:cr=128,"
                 "lagfun=decay=0.9,scroll=v=0.004,format=yuv420p[f];[bg][f]blend=all_mode=lighten"]
     if kind == "fractal":  # drawn animation: moving smooth gradients with a test pattern in a corner
         return ["-f", "lavfi", "-i", f"gradients=s=1280x720:r=25:speed=0.03:n=5:d={t}", "-f", "lavfi", "-i",
