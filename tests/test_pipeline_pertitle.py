@@ -99,15 +99,29 @@ def test_grain_keeps_the_cap():
 
 
 def test_past_the_richest_probe_the_curve_goes_on_and_levels_below_it_are_chosen():
-    # the target bitrate is 1/0.75 of what level 18 takes: abr buys more than 18's VMAF, at EXTRAPOLATE of
-    # the slope between 18 and 22; the level is on under 18 at 1.25 VMAF a level
+    # the target bitrate is 1/0.75 of what level 18 takes: abr buys more than 18's VMAF, its distance from
+    # 100 shrinking as between 18 and 22 (from 12 to 7); the level is on under 18 at 1.25 VMAF a level
     choice = pick_level(_curve((18, 0.75, 93.0), (22, 0.45, 88.0), (26, 0.25, 83.0)), SIZE, 100.0)
-    aim = 93 + pertitle.EXTRAPOLATE * 5 / math.log(0.75 / 0.45) * math.log(1 / 0.75) - MARGIN
+    aim = 100 - 7 * (1 / 0.75) ** -(math.log(12 / 7) / math.log(0.75 / 0.45)) - MARGIN
     assert choice.met and round(choice.aim, 6) == round(aim, 6)
     assert choice.level == _half_steps_down(18 - (aim - 93) / 1.25) and LEVEL_RANGE[0] <= choice.level < 18
     # a little over level 18's bitrate (Big Buck Bunny's 720p): near 18, where it used to ride the cap at 16
     bbb = pick_level(_curve((18, 0.8, 95.4), (22, 0.43, 92.2), (26, 0.25, 87.3)), SIZE, 100.0)
     assert bbb.met and 17.0 <= bbb.level <= 18.5
+
+
+def test_past_the_richest_probe_vmaf_closes_on_100():
+    # 96 at 1000 kbit/s and 92 at 500: each doubling halves the distance from 100, where a straight line
+    # in log bitrate would reach 100 at 2000 and stay there
+    curve = [ProbePoint(SIZE, 18.0, 1000.0, 96.0), ProbePoint(SIZE, 22.0, 500.0, 92.0)]
+    assert [round(pertitle.at_target(curve, kbps), 6) for kbps in (1000, 2000, 4000)] == [96.0, 98.0, 99.0]
+    # far from 100 it is nearly the straight line: 60 and 55 go on to 64.4 at twice the bitrate (straight: 65)
+    low = [ProbePoint(SIZE, 18.0, 1000.0, 60.0), ProbePoint(SIZE, 22.0, 500.0, 55.0)]
+    assert 64.4 < pertitle.at_target(low, 2000) < 64.5
+    # at 100 already, or a curve that does not rise, it goes no further
+    assert pertitle.at_target([ProbePoint(SIZE, 18.0, 1000.0, 100.0), ProbePoint(SIZE, 22.0, 500.0, 99.0)], 4000) == 100.0
+    flat = [ProbePoint(SIZE, 18.0, 1000.0, 90.0), ProbePoint(SIZE, 22.0, 500.0, 91.0)]
+    assert pertitle.at_target(flat, 2000) < 90.0
 
 
 def test_with_a_480p_probe_the_480p_rung_takes_its_own_level():
