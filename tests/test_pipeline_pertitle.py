@@ -118,7 +118,7 @@ def test_past_the_richest_probe_vmaf_closes_on_100():
     # far from 100 it is nearly the straight line: 60 and 55 go on to 64.4 at twice the bitrate (straight: 65)
     low = [ProbePoint(SIZE, 18.0, 1000.0, 60.0), ProbePoint(SIZE, 22.0, 500.0, 55.0)]
     assert 64.4 < pertitle.at_target(low, 2000) < 64.5
-    # at 100 already, or a curve that does not rise, it goes no further
+    # at 100 already it stays there; a curve that falls with more bits (noise) is not taken to rise
     assert pertitle.at_target([ProbePoint(SIZE, 18.0, 1000.0, 100.0), ProbePoint(SIZE, 22.0, 500.0, 99.0)], 4000) == 100.0
     flat = [ProbePoint(SIZE, 18.0, 1000.0, 90.0), ProbePoint(SIZE, 22.0, 500.0, 91.0)]
     assert pertitle.at_target(flat, 2000) < 90.0

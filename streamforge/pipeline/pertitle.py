@@ -369,8 +369,7 @@ def at_target(points: list[ProbePoint], kbps: float) -> float:
     probes. Straight on, a camera clip at 1080p (probed at 98.4 and 96.5, its target past both) was judged
     to buy abr 99.3 where abr's 1080p and 720p rungs reached 98.1 and 97.5, and its rungs took 0.80x abr's
     bytes for its VMAF; closing on 100 (98.6) 0.77-0.79x, 0.0 to 0.3 below (bench/README.md, "Eighth
-    session"). A pair
-    whose bitrates hardly differ (a still: every level about as small) carries no slope."""
+    session"). A pair whose bitrates hardly differ (a still: every level about as small) carries no slope."""
     curve = sorted(points, key=lambda p: p.level)
     if len(curve) == 1:
         return curve[0].vmaf
