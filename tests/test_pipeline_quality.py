@@ -9,12 +9,12 @@ from pathlib import Path
 import av
 import media_factory as mf
 import pytest
+from conftest import MEDIA
 
 from streamforge.config import ConfigError, load_config
 from streamforge.pipeline import PipelineOptions, RenditionSpec, run_pipeline
 from streamforge.pipeline.transcode import encoder_settings
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 SPEC = dict(name="720p", width=1280, height=720, bitrate=2_500_000, maxrate=2_500_000, bufsize=5_000_000,
             frame_rate=Fraction(25))
 
