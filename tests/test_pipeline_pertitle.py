@@ -128,25 +128,25 @@ def test_with_a_480p_probe_the_480p_rung_takes_its_own_level():
     rungs = plan_ladder(probe_result(1920, 1080), PipelineOptions(heights=(1080, 720, 480, 360, 240)))
     choices = [SizeChoice((1280, 720), 24.0, 90.0, True), SizeChoice((854, 480), 21.0, 85.0, True),
                SizeChoice((640, 360), 23.0, 80.0, True)]
-    levels = {r.name: pertitle.rung_level(choices, r, top_box=1080) for r in rungs}
+    levels = {r.name: pertitle.rung_choice(choices, r, top_box=1080).level for r in rungs}
     # 720p under a 1080p rung: the lower of its own probe's level and the next smaller probe's
     assert levels == {"1080p": 24.0, "720p": 21.0, "480p": 21.0, "360p": 23.0, "240p": 22.0}
-    assert pertitle.rung_level(choices, rungs[1], top_box=720) == 24.0
+    assert pertitle.rung_choice(choices, rungs[1], top_box=720).level == 24.0
 
 
 def test_rung_levels_come_from_the_probe_size_of_their_box_and_stay_in_range():
     rungs = plan_ladder(probe_result(1920, 1080), PipelineOptions(heights=(1080, 720, 480, 360, 240)))
     choices = [SizeChoice((1280, 720), 20.0, 90.0, True), SizeChoice((640, 360), 23.0, 80.0, True)]
-    levels = {r.name: pertitle.rung_level(choices, r, top_box=1080) for r in rungs}
+    levels = {r.name: pertitle.rung_choice(choices, r, top_box=1080).level for r in rungs}
     assert levels == {"1080p": 20.0, "720p": 20.0, "480p": 20.0, "360p": 23.0, "240p": 22.0}
     # a 720p rung under a 1080p one is watched scaled up: the lower of the two sizes' levels
     lower_top = [SizeChoice((1280, 720), 25.0, 90.0, True), SizeChoice((640, 360), 22.0, 80.0, True)]
-    assert pertitle.rung_level(lower_top, rungs[0], top_box=1080) == 25.0
-    assert pertitle.rung_level(lower_top, rungs[1], top_box=1080) == 22.0
-    assert pertitle.rung_level(lower_top, rungs[1], top_box=720) == 25.0
+    assert pertitle.rung_choice(lower_top, rungs[0], top_box=1080).level == 25.0
+    assert pertitle.rung_choice(lower_top, rungs[1], top_box=1080).level == 22.0
+    assert pertitle.rung_choice(lower_top, rungs[1], top_box=720).level == 25.0
     capped = [SizeChoice((1280, 720), LEVEL_RANGE[0], 90.0, False), SizeChoice((640, 360), 23.0, 80.0, True)]
-    assert pertitle.rung_level(capped, rungs[0]) == LEVEL_RANGE[0]
-    assert all(LEVEL_RANGE[0] <= pertitle.rung_level(choices, r) <= LEVEL_RANGE[1] for r in rungs)
+    assert pertitle.rung_choice(capped, rungs[0]).level == LEVEL_RANGE[0]
+    assert all(LEVEL_RANGE[0] <= pertitle.rung_choice(choices, r).level <= LEVEL_RANGE[1] for r in rungs)
 
 
 def probe_result(width: int, height: int):

@@ -29,6 +29,7 @@ from streamforge.jobs import tasks
 from streamforge.jobs.chunkwork import log_chunk_done, options_of
 from streamforge.jobs.processing import VideoRun, checked_original, describe, signed
 from streamforge.pipeline import PipelineOptions
+from streamforge.pipeline.ladder import as_levels
 from streamforge.pipeline.result_json import options_to_dict, result_from_dict
 from streamforge.store import captions, chunks, runners, videos
 from streamforge.store.connect import object_store
@@ -378,19 +379,15 @@ def _levels(levels) -> list:
         return []
     form = "levels: a list of [rung name, level] or [rung name, level, peak]"
     try:
-        entries = [_level_entry(*entry) for entry in levels]
+        if not all(len(entry) in (2, 3) for entry in levels):
+            raise ValueError("two or three figures an entry")
+        entries = [list(entry) for entry in as_levels(levels)]
     except (TypeError, ValueError):
         raise ValidationError(form) from None
     if len(entries) > 64 or not all(0 <= level <= 63 and 0 < len(name) <= 40 and all(0.1 <= p <= 4 for p in peak)
                                     for name, level, *peak in entries):
         raise ValidationError(f"{form}, each level 0-63 and peak 0.1-4")
     return entries
-
-
-def _level_entry(name, level, *peak) -> list:
-    if len(peak) > 1:
-        raise ValueError("too many figures")
-    return [str(name), float(level), *(float(p) for p in peak)]
 
 
 def claim_own_chunk(config: Config, runner: Runner, job_id: str, token: str, whole: dict | None = None) -> dict:

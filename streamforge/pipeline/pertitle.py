@@ -233,9 +233,14 @@ def hard_peak(curve: list[ProbePoint]) -> float:
     ride their peak all through; at CRF_CAP's 0.85x, a Mandelbrot zoom's (a steep curve) lost 2.8 VMAF
     against abr where heavy grain's (a flat one) kept 0.7 more."""
     rich, lean = curve[-2:] if len(curve) > 1 else (curve[0], curve[0])
-    span = math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
+    span = _log_span(rich, lean)
     slope = (rich.vmaf - lean.vmaf) / span if span > 0.05 else 0.0
     return max(CRF_CAP["h264"], min(1.0, math.exp(-PEAK_LOSS / slope))) if slope > 0 else 1.0
+
+
+def _log_span(rich: ProbePoint, lean: ProbePoint) -> float:
+    """How far apart two probes' bitrates are in log bitrate (0 when one took none)."""
+    return math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
 
 
 def capped_level(curve: list[ProbePoint], kbps: float) -> float:
@@ -262,11 +267,6 @@ def kbps_at(curve: list[ProbePoint], level: float) -> float:
         return low.kbps
     slope = math.log(high.kbps / low.kbps) / (high.level - low.level)
     return low.kbps * math.exp(slope * (level - low.level))
-
-
-def rung_level(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = TOP_BOX[1]) -> float:
-    """A rung's level (rung_choice)."""
-    return rung_choice(choices, rung, top_box).level
 
 
 def rung_choice(choices: list[SizeChoice], rung: RenditionSpec, top_box: int = TOP_BOX[1]) -> SizeChoice:
@@ -376,7 +376,7 @@ def at_target(points: list[ProbePoint], kbps: float) -> float:
     pairs = list(zip(curve, curve[1:]))  # each (lower level: more bits, higher level)
     rich, lean = next(((a, b) for a, b in pairs if b.kbps <= kbps <= a.kbps),
                       pairs[0] if kbps > curve[0].kbps else pairs[-1])
-    span = math.log(rich.kbps / lean.kbps) if min(rich.kbps, lean.kbps) > 0 else 0.0
+    span = _log_span(rich, lean)
     if span < 0.05:
         return min(rich.vmaf, 100.0) if kbps >= lean.kbps else lean.vmaf
     if kbps > rich.kbps and 0 < 100 - rich.vmaf < 100 - lean.vmaf:
